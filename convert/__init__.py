@@ -1,0 +1,1 @@
+"""medkit.convert: HF -> GGUF, LoRA -> GGUF, quantization and parity checks."""

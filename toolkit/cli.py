@@ -1,0 +1,181 @@
+"""The `medkit` command: a small click group whose verbs are imported only when run.
+
+`medkit --help`, `medkit --version` and `medkit <verb> --help` import no torch: each verb's module
+keeps heavy imports inside its functions, and the group lists verbs from the table below
+without importing them.
+"""
+
+from __future__ import annotations
+
+import errno
+import importlib
+import importlib.util
+import os
+import sys
+from dataclasses import dataclass
+
+import click
+
+from medkit import __version__
+from medkit.errors import MedkitError, MissingExtraError
+
+
+@dataclass(frozen=True)
+class Verb:
+    target: str  # "module:attribute" of a click command
+    help: str
+    extra: str | None = None  # the optional-dependency group the verb needs
+    needs: tuple[str, ...] = ()  # top-level modules that extra provides
+
+
+VERBS: dict[str, Verb] = {
+    "validate": Verb("medkit.validate:command", "Check a recipe and report every problem at once."),
+    "data": Verb(
+        "medkit.data:command",
+        "Show rendered, masked training examples and dataset stats.",
+        "train",
+        ("datasets", "transformers"),
+    ),
+    "train": Verb(
+        "medkit.train:command",
+        "Fine-tune a base model with (Q)LoRA from a recipe.",
+        "train",
+        ("torch", "transformers", "peft", "datasets", "accelerate"),
+    ),
+    "eval": Verb(
+        "medkit.evaluate:command",
+        "Measure base vs tuned vs GGUF on held-out data.",
+        "eval",
+        ("torch", "transformers", "peft", "datasets", "rouge_score", "sacrebleu"),
+    ),
+    "merge": Verb(
+        "medkit.convert.merge:command",
+        "Merge a run's adapter into its 16-bit base (HF folder).",
+        "train",
+        ("torch", "transformers", "peft"),
+    ),
+    "export": Verb(
+        "medkit.convert.export:command",
+        "Write GGUF files (model, quantized, or LoRA adapter) and a Modelfile.",
+        "convert",
+        ("gguf", "numpy", "safetensors", "llama_cpp"),
+    ),
+    "verify": Verb(
+        "medkit.convert.verify:command",
+        "Check a GGUF against its HF model: next-token agreement, perplexity.",
+        "convert",
+        ("gguf", "numpy", "llama_cpp", "torch", "transformers"),
+    ),
+    "chat": Verb(
+        "medkit.tui.app:command",
+        "Chat offline with an exported GGUF in the terminal.",
+        "chat",
+        ("llama_cpp", "textual"),
+    ),
+    "serve": Verb(
+        "medkit.serve:command",
+        "OpenAI-compatible server on 127.0.0.1 for a GGUF.",
+        "chat",
+        ("llama_cpp", "fastapi", "uvicorn"),
+    ),
+}
+
+
+def missing_module(verb: Verb) -> str | None:
+    for mod in verb.needs:
+        if importlib.util.find_spec(mod) is None:
+            return mod
+    return None
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(VERBS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        verb = VERBS.get(name)
+        if verb is None:
+            return None
+        module_name, attr = verb.target.split(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:  # the verb's module itself needs the extra
+            missing = exc.name or (verb.needs[0] if verb.needs else "?")
+            return _missing_extra_command(name, verb, missing)
+        cmd: click.Command = getattr(module, attr)
+        if verb.extra:
+            cmd = _guard(cmd, name, verb)
+        return cmd
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, verb.help) for name, verb in VERBS.items()]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+def _guard(cmd: click.Command, name: str, verb: Verb) -> click.Command:
+    callback = cmd.callback
+    if callback is None or getattr(callback, "_medkit_guarded", False):
+        return cmd
+
+    def guarded(*args, **kwargs):
+        missing = missing_module(verb)
+        if missing:
+            raise MissingExtraError(name, verb.extra or "all", missing)
+        return callback(*args, **kwargs)
+
+    guarded._medkit_guarded = True  # type: ignore[attr-defined]
+    cmd.callback = guarded
+    return cmd
+
+
+def _missing_extra_command(name: str, verb: Verb, module: str) -> click.Command:
+    @click.command(name=name, help=verb.help, context_settings={"ignore_unknown_options": True})
+    @click.argument("args", nargs=-1, type=click.UNPROCESSED)
+    def stub(args: tuple[str, ...]) -> None:
+        raise MissingExtraError(name, verb.extra or "all", module)
+
+    return stub
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "-V", "--version", prog_name="medkit")
+def cli() -> None:
+    """medkit: fine-tune small medical LLMs, export GGUF, run them offline.
+
+    \b
+      medkit train recipes/smollm2_demo.toml
+      medkit export --gguf q4_0
+      medkit chat
+    """
+
+
+def main(argv: list[str] | None = None) -> None:
+    debug = bool(os.environ.get("MEDKIT_DEBUG"))
+    try:
+        rv = cli.main(args=argv, prog_name="medkit", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except MedkitError as exc:
+        if debug:
+            raise
+        click.echo(f"error: {exc.one_line()}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+    except OSError as exc:
+        if debug or exc.errno not in (errno.ENOSPC, errno.EACCES, errno.EROFS, errno.EDQUOT):
+            raise
+        where = f" ({exc.filename})" if exc.filename else ""
+        click.echo(f"error: {exc.strerror}{where}", err=True)
+        sys.exit(1)
+    sys.exit(rv if isinstance(rv, int) else 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,162 @@
+"""Run directories: what `train` leaves and what `export`, `eval` and `chat` find without being told.
+
+    runs/<recipe-name>/
+      recipe.toml  run.json  metrics.jsonl  loss.png  checkpoints/  adapter/  export/
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from medkit.errors import DiskSpaceError, RunNotFoundError
+
+RUNS_ROOT_ENV = "MEDKIT_RUNS"
+
+
+def runs_root() -> Path:
+    return Path(os.environ.get(RUNS_ROOT_ENV, "runs"))
+
+
+@dataclass(frozen=True)
+class RunDir:
+    path: Path
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def recipe(self) -> Path:
+        return self.path / "recipe.toml"
+
+    @property
+    def manifest(self) -> Path:
+        return self.path / "run.json"
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / "metrics.jsonl"
+
+    @property
+    def loss_plot(self) -> Path:
+        return self.path / "loss.png"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def adapter(self) -> Path:
+        return self.path / "adapter"
+
+    @property
+    def export(self) -> Path:
+        return self.path / "export"
+
+    @property
+    def merged(self) -> Path:
+        return self.export / "merged"
+
+    def is_run(self) -> bool:
+        return self.recipe.is_file() or self.manifest.is_file()
+
+    def read_manifest(self) -> dict[str, Any]:
+        if not self.manifest.is_file():
+            return {}
+        return json.loads(self.manifest.read_text())
+
+    def update_manifest(self, **sections: Any) -> dict[str, Any]:
+        """Merge top-level keys into run.json atomically."""
+        data = self.read_manifest()
+        data.update(sections)
+        atomic_write_text(self.manifest, json.dumps(data, indent=2, default=str) + "\n")
+        return data
+
+    def ggufs(self) -> list[Path]:
+        if not self.export.is_dir():
+            return []
+        return sorted(p for p in self.export.glob("*.gguf") if p.is_file())
+
+
+def find_run(spec: str | os.PathLike[str] | None = None) -> RunDir:
+    """A run by path or by recipe name under runs/; with no spec, the latest run."""
+    if spec is None:
+        return latest_run()
+    p = Path(spec)
+    for cand in (p, runs_root() / p):
+        if cand.is_dir() and RunDir(cand).is_run():
+            return RunDir(cand)
+    raise RunNotFoundError(f"no run directory at '{spec}' (looked in ./ and {runs_root()}/)")
+
+
+def list_runs() -> list[RunDir]:
+    root = runs_root()
+    if not root.is_dir():
+        return []
+    runs = [RunDir(p) for p in root.iterdir() if p.is_dir() and RunDir(p).is_run()]
+    return sorted(runs, key=lambda r: _mtime(r.path))
+
+
+def latest_run() -> RunDir:
+    runs = list_runs()
+    if not runs:
+        raise RunNotFoundError(
+            f"no runs under {runs_root()}/", hint="train one first: medkit train recipes/smollm2_demo.toml"
+        )
+    return runs[-1]
+
+
+def latest_export() -> Path:
+    """The newest model GGUF under runs/*/export/ (adapter GGUFs excluded)."""
+    cands = [g for r in list_runs() for g in r.ggufs() if "adapter" not in g.name]
+    if not cands:
+        raise RunNotFoundError(
+            f"no exported GGUF under {runs_root()}/*/export/", hint="run: medkit export --gguf q4_0"
+        )
+    return max(cands, key=_mtime)
+
+
+def _mtime(p: Path) -> float:
+    try:
+        return p.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+def check_free_space(directory: Path, needed_bytes: int, *, what: str = "output") -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(directory).free
+    if free < needed_bytes:
+        raise DiskSpaceError(
+            f"not enough disk for {what}: need {needed_bytes / 2**20:.0f} MiB, "
+            f"{free / 2**20:.0f} MiB free in {directory}"
+        )
+
+
+@contextmanager
+def atomic_path(final: Path) -> Iterator[Path]:
+    """Yield a temporary path next to ``final``; rename it into place only on success."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, final)
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(final: Path, text: str) -> None:
+    with atomic_path(final) as tmp:
+        tmp.write_text(text)

@@ -1,0 +1,1 @@
+"""medkit.tui: the Textual chat app (chat extra; no torch)."""
