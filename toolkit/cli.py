@@ -100,7 +100,9 @@ class LazyGroup(click.Group):
         try:
             module = importlib.import_module(module_name)
         except ImportError as exc:  # the verb's module itself needs the extra
-            missing = exc.name or (verb.needs[0] if verb.needs else "?")
+            missing = missing_module(verb) or exc.name or "?"
+            if missing.startswith("medkit"):
+                raise
             return _missing_extra_command(name, verb, missing)
         cmd: click.Command = getattr(module, attr)
         if verb.extra:

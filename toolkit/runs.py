@@ -1,7 +1,7 @@
 """Run directories: what `train` leaves and what `export`, `eval` and `chat` find without being told.
 
-    runs/<recipe-name>/
-      recipe.toml  run.json  metrics.jsonl  loss.png  checkpoints/  adapter/  export/
+runs/<recipe-name>/
+  recipe.toml  run.json  metrics.jsonl  loss.png  checkpoints/  adapter/  export/
 """
 
 from __future__ import annotations

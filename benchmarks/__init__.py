@@ -1,0 +1,1 @@
+"""`make bench`: training, export and runtime benchmarks. Each prints its own numbers and ratios."""

@@ -1,0 +1,31 @@
+"""Run every benchmark part in turn: `python -m benchmarks [train] [export] [runtime]`."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import time
+
+PARTS = ("train", "export", "runtime")
+
+
+def main(argv: list[str]) -> int:
+    parts = argv or list(PARTS)
+    failed = []
+    for part in parts:
+        if part not in PARTS:
+            print(f"unknown benchmark part '{part}'; choose from {', '.join(PARTS)}", file=sys.stderr)
+            return 2
+        print(f"\n=== bench: {part} ===", flush=True)
+        t0 = time.perf_counter()
+        try:
+            importlib.import_module(f"benchmarks.{part}_bench").main()
+        except Exception as exc:  # keep going: one part failing should not hide the others
+            failed.append(part)
+            print(f"bench {part} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"=== {part} done in {time.perf_counter() - t0:.1f}s ===", flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
