@@ -1,0 +1,365 @@
+"""Conversations -> token ids and labels, exactly masked; and the `medkit data` verb that shows them.
+
+`prepare(recipe, tokenizer)` renders every conversation through the chat template twice (prompt with the
+generation prompt, and the full conversation); the answer's tokens are the difference. Everything before
+is masked with -100 unless `data.train_on_prompt`; the answer always ends with the end-of-turn token the
+runtime stops on (checked per example), BOS is never doubled, and truncation is counted, never silent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import click
+
+from medkit.datasource import SPLITS, RowReport, load_rows, load_table
+from medkit.errors import DataError, ModelError
+from medkit.validate import set_option
+
+__all__ = [
+    "Conversation",
+    "DataStats",
+    "Example",
+    "Prepared",
+    "command",
+    "load_table",
+    "load_tokenizer",
+    "prepare",
+]
+IGNORE = -100
+
+
+@dataclass
+class Example:
+    input_ids: list[int]
+    labels: list[int]  # IGNORE (-100) where no loss is taken
+
+
+@dataclass
+class Conversation:
+    messages: list[dict[str, str]]  # system + user turns; render with add_generation_prompt=True
+    answer: str
+
+
+@dataclass
+class DataStats:
+    rows: RowReport
+    template: str = ""
+    eot_token: str = ""
+    examples: dict[str, int] = field(default_factory=dict)
+    lengths: dict[str, list[int]] = field(default_factory=dict)  # token lengths per split
+    truncated: int = 0  # examples whose answer was cut by max_seq_len (dropped or kept, per recipe)
+    trained_tokens: int = 0
+    total_tokens: int = 0
+
+    @property
+    def trained_share(self) -> float:
+        return self.trained_tokens / self.total_tokens if self.total_tokens else 0.0
+
+    def percentiles(self) -> dict[str, int]:
+        values = sorted(n for lens in self.lengths.values() for n in lens)
+        if not values:
+            return {}
+        pick = {f"p{p}": values[min(len(values) - 1, int(len(values) * p / 100))] for p in (50, 90, 95, 99)}
+        return {"min": values[0], **pick, "max": values[-1]}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "source_rows": self.rows.source_rows, "layout": self.rows.layout, "rows_kept": self.rows.kept,
+            "dropped": self.rows.dropped, "drop_examples": self.rows.examples, "malformed": self.rows.malformed,
+            "examples": self.examples, "template": self.template, "eot_token": self.eot_token,
+            "length_percentiles": self.percentiles(), "truncated_answers": self.truncated,
+            "trained_tokens": self.trained_tokens, "total_tokens": self.total_tokens,
+            "trained_share": round(self.trained_share, 4),
+        }  # fmt: skip
+
+
+@dataclass
+class Prepared:
+    train: list[Example]
+    val: list[Example]
+    test: list[Example]
+    rows: dict[str, list[Conversation]]
+    stats: DataStats
+    fingerprint: str
+    eot_token_id: int
+    eot_token: str = ""
+    source_rows: dict[str, list[int]] = field(default_factory=dict)  # source row number of each example
+
+    def split(self, name: str) -> list[Example]:
+        return {"train": self.train, "val": self.val, "test": self.test}[name]
+
+
+def prepare(recipe: Any, tokenizer: Any) -> Prepared:
+    """Load, clean, split, render and tokenize the recipe's data (see the module docstring)."""
+    from medkit.templates import apply_template, end_of_turn_token, template_name
+
+    splits, report = load_rows(recipe)
+    text_only = report.layout == "text"
+    if text_only and recipe.model.chat_template == "auto" and not getattr(tokenizer, "chat_template", None):
+        eot = tokenizer.eos_token
+        if not eot:
+            raise DataError(f"the tokenizer of {recipe.model.base} has no eos token to end documents with")
+    else:
+        apply_template(tokenizer, recipe)
+        eot = end_of_turn_token(tokenizer)
+    eot_id = tokenizer.convert_tokens_to_ids(eot)
+    stats = DataStats(rows=report, template=template_name(recipe), eot_token=eot)
+    enc = _Encoder(tokenizer, recipe, eot_id, stats, text_only)
+    out: dict[str, list[Example]] = {}
+    source_rows: dict[str, list[int]] = {}
+    for s in SPLITS:
+        out[s], source_rows[s] = enc.encode(splits[s], s)
+        stats.examples[s] = len(out[s])
+        stats.lengths[s] = [len(e.input_ids) for e in out[s]]
+    if not out["train"]:
+        raise DataError(f"no training examples fit data.max_seq_len={recipe.data.max_seq_len} "
+                        f"({stats.truncated} answers cut)", where=recipe.data.source)  # fmt: skip
+    rows = {s: [Conversation(r["messages"], r["answer"]) for r in splits[s]] for s in SPLITS}
+    return Prepared(
+        train=out["train"], val=out["val"], test=out["test"], rows=rows, stats=stats,
+        fingerprint=_fingerprint(recipe, tokenizer, out), eot_token_id=eot_id, eot_token=eot,
+        source_rows=source_rows,
+    )  # fmt: skip
+
+
+class _Encoder:
+    """Renders and tokenizes conversations; one instance per prepare() call."""
+
+    def __init__(self, tok: Any, recipe: Any, eot_id: int, stats: DataStats, text_only: bool):
+        self.tok, self.recipe, self.eot_id, self.stats, self.text_only = tok, recipe, eot_id, stats, text_only
+        self.bos_id = tok.bos_token_id
+        probe = tok("a", add_special_tokens=True)["input_ids"]
+        self.adds_bos = self.bos_id is not None and bool(probe) and probe[0] == self.bos_id
+        self.checked = False
+
+    def ids(self, text: str) -> list[int]:
+        """Token ids of rendered text: the tokenizer's BOS added once, unless the text already has it."""
+        ids = self.tok(text, add_special_tokens=False)["input_ids"]
+        if self.adds_bos and not (ids and ids[0] == self.bos_id):
+            ids = [self.bos_id] + ids
+        if self.bos_id is not None and ids[:2] == [self.bos_id, self.bos_id]:
+            raise DataError(
+                f"template {self.stats.template!r} renders BOS twice (BOS in text and added again)"
+            )
+        return ids
+
+    def texts(self, row: dict[str, Any], where: str) -> tuple[str, str]:
+        from medkit.templates import render
+
+        if self.text_only:
+            return "", row["answer"] + self.stats.eot_token
+        msgs = row["messages"]
+        prompt = render(self.tok, msgs, generation_prompt=True, where=where)
+        full = render(
+            self.tok,
+            msgs + [{"role": "assistant", "content": row["answer"]}],
+            generation_prompt=False,
+            where=where,
+        )
+        if not full.startswith(prompt):
+            raise DataError(f"template {self.stats.template!r}: the prompt rendered with add_generation_prompt is not "
+                            "a prefix of the full conversation, so the answer cannot be isolated", where=where)  # fmt: skip
+        return prompt, full
+
+    def encode(self, rows: list[dict[str, Any]], split: str) -> tuple[list[Example], list[int]]:
+        d, report = self.recipe.data, self.stats.rows
+        examples, kept_rows = [], []
+        for row in rows:
+            where = f"{split} row {row['row']}"
+            prompt, full = self.texts(row, where)
+            p_ids, f_ids = (
+                self.ids(prompt) if prompt else ([self.bos_id] if self.adds_bos else []),
+                self.ids(full),
+            )
+            if f_ids[: len(p_ids)] != p_ids:
+                raise DataError(f"template {self.stats.template!r}: the prompt's tokens are not a prefix of the full "
+                                "conversation's tokens (the generation prompt merges with the answer)", where=where)  # fmt: skip
+            answer = f_ids[len(p_ids) :]
+            ends = [i for i, t in enumerate(answer) if t == self.eot_id]
+            if not ends:
+                raise DataError(f"template {self.stats.template!r} does not end the answer with "
+                                f"{self.stats.eot_token!r}", where=where)  # fmt: skip
+            if len(ends) > 1 or (self.text_only and ends[0] != len(answer) - 1):
+                report.drop(
+                    f"answer contains the end-of-turn token {self.stats.eot_token}",
+                    f"{where}: {row['answer'][:80]!r}",
+                )
+                continue
+            answer = answer[: ends[0] + 1]  # what follows the end-of-turn token (a newline) is not trained
+            if not self.checked:
+                self._check_span(answer, row["answer"], where)
+            ids = p_ids + answer
+            labels = list(ids) if d.train_on_prompt else [IGNORE] * len(p_ids) + answer
+            if self.adds_bos and labels[0] == self.bos_id:
+                labels[0] = IGNORE
+            if len(ids) > d.max_seq_len:
+                self.stats.truncated += 1
+                if len(p_ids) >= d.max_seq_len - 1:
+                    report.drop("prompt alone exceeds max_seq_len", f"{where}: {len(p_ids)} prompt tokens")
+                    continue
+                if d.truncation == "drop":
+                    report.drop("answer cut by max_seq_len (dropped)", f"{where}: {len(ids)} tokens")
+                    continue
+                ids, labels = ids[: d.max_seq_len], labels[: d.max_seq_len]
+            self.stats.total_tokens += len(ids)
+            self.stats.trained_tokens += sum(1 for x in labels if x != IGNORE)
+            examples.append(Example(ids, labels))
+            kept_rows.append(row["row"])
+        return examples, kept_rows
+
+    def _check_span(self, answer_ids: list[int], answer: str, where: str) -> None:
+        """The trained span decodes to the answer text followed by the end-of-turn token."""
+        self.checked = True
+        decoded = self.tok.decode(answer_ids[:-1], skip_special_tokens=False)
+        if "".join(decoded.split()) != "".join(answer.split()):
+            raise DataError(f"template {self.stats.template!r}: the trained tokens decode to {decoded[:60]!r}, "
+                            f"not the answer {answer[:60]!r}", where=where)  # fmt: skip
+
+
+def _fingerprint(recipe: Any, tokenizer: Any, out: dict[str, list[Example]]) -> str:
+    import array
+
+    h = hashlib.sha256(json.dumps(recipe.to_dict()["data"], sort_keys=True, default=str).encode())
+    h.update((tokenizer.chat_template or "").encode())
+    for s in SPLITS:
+        h.update(s.encode())
+        for e in out[s]:
+            h.update(array.array("i", e.input_ids).tobytes())
+            h.update(array.array("i", e.labels).tobytes())
+    return h.hexdigest()
+
+
+def load_tokenizer(recipe: Any):
+    """The base model's tokenizer. A .gguf base not yet dequantized is read straight from the GGUF."""
+    from medkit.models import dequantized_dir, resolve_base
+    from medkit.models import load_tokenizer as load_hf_tokenizer
+
+    base = resolve_base(recipe.model.base)
+    if base.is_gguf and base.path is not None and not (dequantized_dir(base.path) / "config.json").is_file():
+        from transformers import AutoTokenizer
+
+        try:
+            return AutoTokenizer.from_pretrained(str(base.path.parent), gguf_file=base.path.name)
+        except (OSError, ValueError, KeyError) as exc:
+            raise ModelError(
+                f"cannot read the tokenizer of {base.path}: {str(exc).splitlines()[0]}"
+            ) from None
+    return load_hf_tokenizer(base)
+
+
+# ---- the verb ------------------------------------------------------------------------------------
+
+
+@click.command()
+@click.argument("recipe", type=click.Path(dir_okay=False))
+@set_option
+@click.option(
+    "--show", "show", type=click.IntRange(min=0), default=3, show_default=True, help="Examples to print."
+)
+@click.option("--split", type=click.Choice(SPLITS), default="train", show_default=True, help="Split to show.")
+@click.option(
+    "--plot", type=click.Path(dir_okay=False), default=None, help="Write a token-length histogram PNG."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the stats as JSON instead of tables.")
+def command(
+    recipe: str, overrides: tuple[str, ...], show: int, split: str, plot: str | None, as_json: bool
+) -> None:
+    """Render RECIPE's data: examples with the trained part highlighted and the masked part dimmed."""
+    from rich.console import Console
+
+    from medkit.recipe import load_recipe
+
+    r = load_recipe(recipe, overrides)
+    tok = load_tokenizer(r)
+    prepared = prepare(r, tok)
+    if as_json:
+        click.echo(json.dumps({**prepared.stats.to_dict(), "fingerprint": prepared.fingerprint}, indent=2))
+    else:
+        console = Console(highlight=False)
+        examples = prepared.split(split)
+        for i, ex in enumerate(examples[:show]):
+            console.rule(
+                f"{split} example {i + 1}/{len(examples)} (source row {prepared.source_rows[split][i]})"
+            )
+            console.print(render_example(ex, tok))
+        console.print(stats_table(prepared.stats, r))
+        console.print(f"fingerprint {prepared.fingerprint[:16]}  (trained part bold green, masked part dim)")
+    if plot:
+        write_histogram(prepared.stats, Path(plot), r.data.max_seq_len)
+        click.echo(f"wrote {plot}", err=True)
+
+
+def render_example(ex: Example, tok: Any):
+    """Rich text of one example: trained tokens bold green, masked tokens dim, special tokens visible."""
+    from rich.text import Text
+
+    text = Text()
+    start = 0
+    for i in range(1, len(ex.input_ids) + 1):
+        if i == len(ex.input_ids) or (ex.labels[i] == IGNORE) != (ex.labels[start] == IGNORE):
+            piece = tok.decode(ex.input_ids[start:i], skip_special_tokens=False)
+            text.append(piece, style="dim" if ex.labels[start] == IGNORE else "bold green")
+            start = i
+    return text
+
+
+def stats_table(stats: DataStats, recipe: Any):
+    """Rows kept/dropped by reason (two examples each), token lengths, truncation, trained share."""
+    from rich.table import Table
+
+    rep = stats.rows
+    t = Table(title=f"data: {recipe.data.source}", show_header=True, header_style="bold", box=None)
+    t.add_column("", style="cyan", no_wrap=True)
+    t.add_column("value", justify="right")
+    t.add_column("details / examples", overflow="fold")
+    t.add_row("rows read", str(rep.source_rows), f"layout {rep.layout}; columns {', '.join(rep.columns)}")
+    t.add_row("rows kept", str(sum(rep.kept.values())), ", ".join(f"{s} {n}" for s, n in rep.kept.items()))
+    for reason, n in sorted(rep.dropped.items(), key=lambda kv: -kv[1]):
+        t.add_row(f"dropped: {reason}", str(n), " | ".join(rep.examples.get(reason, [])))
+    t.add_row(
+        "examples",
+        str(sum(stats.examples.values())),
+        ", ".join(f"{s} {n}" for s, n in stats.examples.items()),
+    )
+    pct = stats.percentiles()
+    t.add_row("tokens/example", str(pct.get("p50", 0)), "  ".join(f"{k} {v}" for k, v in pct.items()))
+    t.add_row(
+        "truncated answers",
+        str(stats.truncated),
+        f"max_seq_len {recipe.data.max_seq_len}, {recipe.data.truncation}",
+    )
+    t.add_row(
+        "trained share",
+        f"{stats.trained_share:.1%}",
+        f"{stats.trained_tokens} of {stats.total_tokens} tokens",
+    )
+    t.add_row("template", stats.template, f"end of turn {stats.eot_token!r}")
+    return t
+
+
+def write_histogram(stats: DataStats, path: Path, max_seq_len: int) -> None:
+    """Token-length histogram per split (PNG, written atomically)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from medkit.runs import atomic_path
+
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    for s, lens in stats.lengths.items():
+        if lens:
+            ax.hist(lens, bins=40, alpha=0.6, label=f"{s} ({len(lens)})")
+    ax.axvline(max_seq_len, color="red", linestyle="--", label=f"max_seq_len {max_seq_len}")
+    ax.set_xlabel("tokens per example")
+    ax.set_ylabel("examples")
+    ax.legend()
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
