@@ -1,0 +1,553 @@
+"""`medkit.Runtime`: run a GGUF model offline with llama-cpp-python, with live LoRA adapter switching.
+
+    from medkit import Runtime
+
+    rt = Runtime("model.gguf", adapters={"patient": "patient.gguf"})
+    for piece in rt.stream([{"role": "user", "content": "What is anaemia?"}]):
+        print(piece, end="", flush=True)
+    rt.use_adapter("patient")           # switch without reloading the base
+    print(rt.chat([{"role": "user", "content": "And its causes?"}]).stats)
+
+The chat template and the stop tokens come from the GGUF. The template is rendered with jinja2 and the
+result tokenized here, so BOS is checked on token ids (present exactly once when the vocab wants one).
+Nothing here imports torch or transformers.
+"""
+
+from __future__ import annotations
+
+import codecs
+import ctypes
+import math
+import os
+import struct
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from medkit.errors import MedkitError, RuntimeLoadError
+
+Message = Mapping[str, str]
+
+__all__ = [
+    "Answer",
+    "AnswerStats",
+    "ContextOverflowError",
+    "GGUFInfo",
+    "Runtime",
+    "default_gpu_layers",
+    "ensure_single_bos",
+    "read_gguf_info",
+]
+
+# Used only when a GGUF carries no tokenizer.chat_template (ChatML, the most common fallback).
+FALLBACK_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+# -- GGUF checks (before llama.cpp sees the file) ---------------------------------------
+@dataclass
+class GGUFInfo:
+    """What the runtime needs to know about a GGUF file, read without llama.cpp."""
+
+    path: Path
+    kind: str  # general.type: "model" or "adapter"
+    arch: str
+    name: str = ""
+    n_embd: int | None = None
+    n_layer: int | None = None
+    n_vocab: int | None = None
+    chat_template: str | None = None
+    lora_alpha: float | None = None
+    tensors: dict[str, tuple[int, ...]] = field(default_factory=dict)  # name -> shape (GGUF ne order)
+
+
+_U64 = struct.Struct("<Q")
+
+
+class _Scan:
+    """A fast walk over a GGUF header. The gguf package's GGUFReader makes a numpy array of every vocab
+    string (5 s for SmolLM2's 49k vocab); value types and block sizes still come from the gguf package."""
+
+    def __init__(self, buf: Any):
+        self.buf, self.off = buf, 0
+
+    def take(self, fmt: str) -> Any:
+        val = struct.unpack_from("<" + fmt, self.buf, self.off)
+        self.off += struct.calcsize("<" + fmt)
+        return val[0] if len(val) == 1 else val
+
+    def string(self) -> str:
+        n = self.take("Q")
+        if self.off + n > len(self.buf):
+            raise struct.error("string runs past the end of the file")
+        self.off += n
+        return bytes(self.buf[self.off - n : self.off]).decode("utf-8", errors="replace")
+
+    def value(self, vtype: int) -> Any:
+        from gguf import GGUFValueType as T
+
+        fmts = {T.UINT8: "B", T.INT8: "b", T.UINT16: "H", T.INT16: "h", T.UINT32: "I", T.INT32: "i",
+                T.FLOAT32: "f", T.BOOL: "?", T.UINT64: "Q", T.INT64: "q", T.FLOAT64: "d"}  # fmt: skip
+        if vtype == T.STRING:
+            return self.string()
+        if vtype == T.ARRAY:
+            etype, n = self.take("I"), self.take("Q")
+            if etype == T.STRING:  # tight loop: vocabularies hold ~10^5 strings
+                off, unpack = self.off, _U64.unpack_from
+                for _ in range(n):
+                    off += 8 + unpack(self.buf, off)[0]
+                if off > len(self.buf):
+                    raise struct.error("array runs past the end of the file")
+                self.off = off
+            elif etype == T.ARRAY:
+                for _ in range(n):
+                    self.value(etype)
+            else:
+                self.off += n * struct.calcsize(fmts[T(etype)])
+            return _Array(n)
+        return self.take(fmts[T(vtype)])
+
+
+@dataclass(frozen=True)
+class _Array:
+    n: int  # arrays are skipped; only their length is kept
+
+
+def _scan(p: Path) -> tuple[dict[str, Any], dict[str, tuple[int, ...]]]:
+    """Metadata and tensor shapes (GGUF ne order) of ``p``; RuntimeLoadError if it is cut short."""
+    import mmap
+
+    from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
+
+    size = p.stat().st_size
+    if size < 24:
+        raise RuntimeLoadError(f"GGUF file is truncated ({size} bytes)", where=str(p))
+    with p.open("rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+        sc = _Scan(buf)
+        try:
+            _, version, n_tensors, n_kv = sc.take("4sIQQ")
+            if version not in (2, 3):
+                raise RuntimeLoadError(f"unsupported GGUF version {version}", where=str(p))
+            kv: dict[str, Any] = {}
+            for _ in range(n_kv):
+                key = sc.string()
+                kv[key] = sc.value(sc.take("I"))
+            infos = []
+            for _ in range(n_tensors):
+                name = sc.string()
+                dims = tuple(sc.take("Q") for _ in range(sc.take("I")))
+                infos.append((name, dims, sc.take("I"), sc.take("Q")))
+        except (struct.error, ValueError, KeyError, OverflowError) as exc:
+            raise RuntimeLoadError(f"GGUF header is truncated or corrupt ({exc})", where=str(p)) from exc
+        align = int(kv.get("general.alignment", 32))
+        start = (sc.off + align - 1) // align * align
+    end = start
+    for name, dims, ttype, offset in infos:
+        try:
+            block, nbytes = GGML_QUANT_SIZES[GGMLQuantizationType(ttype)]
+        except (ValueError, KeyError) as exc:
+            raise RuntimeLoadError(f"tensor {name} has unknown type {ttype}", where=str(p)) from exc
+        end = max(end, start + offset + math.prod(dims) // block * nbytes)
+    if end > size:
+        raise RuntimeLoadError(f"GGUF file is truncated ({size} of {end} bytes)", where=str(p))
+    return kv, {name: dims for name, dims, _, _ in infos}
+
+
+def read_gguf_info(path: str | os.PathLike[str], what: str = "model") -> GGUFInfo:
+    """Check that ``path`` is a complete GGUF file and read its header; RuntimeLoadError if not."""
+    p = Path(path)
+    if not p.is_file():
+        raise RuntimeLoadError(f"{what} file not found", where=str(p))
+    with p.open("rb") as fh:
+        magic = fh.read(4)
+    if magic != b"GGUF":
+        raise RuntimeLoadError(f"not a GGUF file (starts with {magic!r}, expected b'GGUF')", where=str(p))
+    kv, tensors = _scan(p)
+    arch = str(kv.get("general.architecture") or "")
+    tok = kv.get("tokenizer.ggml.tokens")
+    info = GGUFInfo(
+        path=p,
+        kind=str(kv.get("general.type") or "model"),
+        arch=arch,
+        name=str(kv.get("general.name") or ""),
+        n_embd=kv.get(f"{arch}.embedding_length"),
+        n_layer=kv.get(f"{arch}.block_count"),
+        n_vocab=tok.n if isinstance(tok, _Array) else None,
+        chat_template=kv.get("tokenizer.chat_template"),
+        lora_alpha=kv.get("adapter.lora.alpha"),
+        tensors=tensors,
+    )
+    if what == "adapter" and (info.kind != "adapter" or kv.get("adapter.type") != "lora"):
+        raise RuntimeLoadError(
+            f"not a LoRA adapter GGUF (general.type={info.kind!r}, adapter.type={kv.get('adapter.type')!r})",
+            where=str(p),
+        )
+    if what == "model" and info.kind == "adapter":
+        raise RuntimeLoadError("this is a LoRA adapter, not a model: pass it with --adapter", where=str(p))
+    return info
+
+
+def check_adapter_fits(base: GGUFInfo, adapter: GGUFInfo) -> None:
+    """Refuse an adapter made for another base, naming the dimensions that differ."""
+    where = str(adapter.path)
+    if adapter.arch and adapter.arch != base.arch:
+        raise RuntimeLoadError(
+            f"adapter is for architecture '{adapter.arch}', the model is '{base.arch}'", where=where
+        )
+    problems: list[str] = []
+    for name, a_shape in sorted(adapter.tensors.items()):
+        if not name.endswith(".lora_a"):
+            continue
+        target = name[: -len(".lora_a")]
+        b_shape = adapter.tensors.get(target + ".lora_b")
+        w_shape = base.tensors.get(target)
+        if w_shape is None:
+            problems.append(f"{target} is not in the model (n_layer {base.n_layer})")
+        elif b_shape is None:
+            problems.append(f"{target}.lora_b is missing")
+        elif target != "token_embd.weight" and (a_shape[0], b_shape[1]) != (w_shape[0], w_shape[1]):
+            problems.append(
+                f"{target}: adapter in x out = {a_shape[0]} x {b_shape[1]}, model {w_shape[0]} x {w_shape[1]}"
+            )
+        elif target != "token_embd.weight" and a_shape[1] != b_shape[0]:
+            problems.append(f"{target}: lora_a rank {a_shape[1]} != lora_b rank {b_shape[0]}")
+        if len(problems) >= 2:
+            break
+    if problems:
+        if base.n_embd:
+            problems.append(f"model n_embd {base.n_embd}, n_layer {base.n_layer}")
+        raise RuntimeLoadError("adapter was made for another base: " + "; ".join(problems), where=where)
+
+
+class ContextOverflowError(MedkitError):
+    """The newest message alone does not fit in the context window."""
+
+
+@dataclass
+class AnswerStats:
+    """Numbers for one answer. Times in seconds."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    ttft_s: float = 0.0  # time to first token (includes prompt processing)
+    tokens_per_s: float = 0.0  # generation speed after the first token
+    elapsed_s: float = 0.0
+    ctx_used: int = 0  # prompt + answer tokens in the context
+    n_ctx: int = 0
+    dropped_messages: int = 0  # oldest turns dropped to fit the context (system prompt kept)
+    stop_reason: str = ""  # "eos" | "length" | "cancelled"
+    adapter: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Answer:
+    text: str
+    stats: AnswerStats = field(default_factory=AnswerStats)
+
+
+def default_gpu_layers() -> int:
+    """-1 (offload every layer) when llama.cpp was built with a GPU backend (Metal, CUDA...), else 0."""
+    import llama_cpp
+
+    return -1 if llama_cpp.llama_supports_gpu_offload() else 0
+
+
+def ensure_single_bos(ids: Sequence[int], bos_id: int, add_bos: bool) -> list[int]:
+    """Collapse a leading run of BOS to one; prepend BOS when the vocab wants it and it is missing."""
+    out = list(ids)
+    if bos_id < 0:
+        return out
+    while len(out) > 1 and out[0] == bos_id and out[1] == bos_id:
+        out.pop(0)
+    if add_bos and (not out or out[0] != bos_id):
+        out.insert(0, bos_id)
+    return out
+
+
+class Runtime:
+    """A GGUF chat model on llama.cpp with named LoRA adapters that can be switched live."""
+
+    def __init__(
+        self,
+        model: str | os.PathLike[str],
+        adapters: Mapping[str, str | os.PathLike[str]] | None = None,
+        gpu_layers: int | None = None,
+        ctx: int = 4096,
+        threads: int | None = None,
+        system_prompt: str | None = None,
+        *,
+        seed: int = 0,
+        verbose: bool = False,
+    ):
+        self.info: GGUFInfo = read_gguf_info(model, what="model")
+        import llama_cpp
+
+        self.model_path = self.info.path
+        self.system_prompt = system_prompt
+        self.gpu_layers = default_gpu_layers() if gpu_layers is None else gpu_layers
+        try:
+            self.llm = llama_cpp.Llama(
+                model_path=str(self.model_path),
+                n_gpu_layers=self.gpu_layers,
+                n_ctx=ctx,
+                n_threads=threads,
+                n_threads_batch=threads,  # same count for prompt processing (None: llama.cpp's default)
+                seed=seed,
+                verbose=verbose,
+            )
+        except (ValueError, RuntimeError) as exc:
+            raise RuntimeLoadError(f"llama.cpp could not load the model ({exc})", where=str(model)) from exc
+        self._lib = llama_cpp
+        self._vocab = llama_cpp.llama_model_get_vocab(self.llm.model)
+        self._buf = ctypes.create_string_buffer(64)
+        self._seed = seed
+        self._lock = threading.RLock()
+        self._cancel = threading.Event()
+        self._adapters: dict[str, Any] = {}  # name -> llama_adapter_lora_p
+        self._adapter_paths: dict[str, Path] = {}
+        self.adapter: str | None = None
+        self.adapter_scale = 1.0
+        self.last_stats = AnswerStats(n_ctx=self.n_ctx)
+        self._template = self._compile_template(self.info.chat_template or FALLBACK_TEMPLATE)
+        self.bos_id = self.llm.token_bos()
+        self.add_bos = bool(self.llm._model.add_bos_token())
+        self.bos_text = self._piece(self.bos_id)
+        self.eos_text = self._piece(self.llm.token_eos())
+        for name, path in (adapters or {}).items():
+            self.add_adapter(name, path)
+
+    # -- model facts -------------------------------------------------------------------------------
+    @property
+    def n_ctx(self) -> int:
+        return self.llm.n_ctx()
+
+    @property
+    def model_name(self) -> str:
+        return self.info.name or self.model_path.stem
+
+    @property
+    def adapters(self) -> list[str]:
+        return list(self._adapters)
+
+    def _piece_bytes(self, token: int) -> bytes:
+        n = self._lib.llama_token_to_piece(self._vocab, token, self._buf, len(self._buf), 0, False)
+        if n < 0:  # a longer piece than the buffer: grow it once
+            self._buf = ctypes.create_string_buffer(-n)
+            n = self._lib.llama_token_to_piece(self._vocab, token, self._buf, len(self._buf), 0, False)
+        return self._buf.raw[:n]
+
+    def _piece(self, token: int) -> str:
+        if token < 0:
+            return ""
+        return self.llm.detokenize([token], special=True).decode("utf-8", errors="replace")
+
+    # -- adapters ----------------------------------------------------------------------------------
+    def add_adapter(self, name: str, path: str | os.PathLike[str]) -> None:
+        """Load a GGUF LoRA adapter under ``name`` (checked against the base first)."""
+        info = read_gguf_info(path, what="adapter")
+        check_adapter_fits(self.info, info)
+        with self._lock:
+            ptr = self._lib.llama_adapter_lora_init(self.llm.model, str(info.path).encode())
+            if not ptr:
+                raise RuntimeLoadError("llama.cpp refused the LoRA adapter", where=str(path))
+            old = self._adapters.pop(name, None)
+            if old is not None:
+                if self.adapter == name:
+                    self.use_adapter(None)
+                self._lib.llama_adapter_lora_free(old)
+            self._adapters[name] = ptr
+            self._adapter_paths[name] = info.path
+
+    def use_adapter(self, name: str | None, scale: float = 1.0) -> None:
+        """Switch to adapter ``name`` (None: the plain base) and reset the KV cache."""
+        if name is not None and name not in self._adapters:
+            known = ", ".join(self._adapters) or "none loaded"
+            raise RuntimeLoadError(f"unknown adapter '{name}' (adapters: {known})")
+        with self._lock:
+            if name is None:
+                self._lib.llama_set_adapters_lora(self.llm.ctx, None, 0, None)
+            else:
+                arr = (self._lib.llama_adapter_lora_p_ctypes * 1)(self._adapters[name])
+                scales = (ctypes.c_float * 1)(scale)
+                if self._lib.llama_set_adapters_lora(self.llm.ctx, arr, 1, scales) != 0:
+                    raise RuntimeLoadError(f"llama.cpp could not apply adapter '{name}'")
+            self.adapter, self.adapter_scale = name, scale
+            self.reset()
+
+    def reset(self) -> None:
+        """Forget the cached context (KV cache): the next answer recomputes its whole prompt."""
+        with self._lock:
+            self.llm.reset()
+            mem = self._lib.llama_get_memory(self.llm.ctx)
+            if mem is not None:
+                self._lib.llama_memory_clear(mem, True)
+
+    # -- prompt ------------------------------------------------------------------------------------
+    @staticmethod
+    def _compile_template(source: str):
+        import jinja2
+        import jinja2.ext
+        from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+        env = ImmutableSandboxedEnvironment(
+            loader=jinja2.BaseLoader(),
+            trim_blocks=True,
+            lstrip_blocks=True,
+            extensions=[jinja2.ext.loopcontrols],
+        )
+        return env.from_string(source)
+
+    def render(self, messages: Sequence[Message], add_generation_prompt: bool = True) -> str:
+        """The chat template applied to ``messages`` (text, BOS as the template writes it)."""
+
+        def raise_exception(msg: str) -> None:
+            raise MedkitError(f"chat template: {msg}")
+
+        return self._template.render(
+            messages=[dict(m) for m in messages],
+            bos_token=self.bos_text,
+            eos_token=self.eos_text,
+            add_generation_prompt=add_generation_prompt,
+            raise_exception=raise_exception,
+            strftime_now=lambda f: time.strftime(f),
+        )
+
+    def tokenize(self, text: str) -> list[int]:
+        return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))
+
+    def truncate(self, text: str, max_tokens: int) -> tuple[str, bool]:
+        """``text`` cut to at most ``max_tokens`` tokens; the flag says whether it was cut."""
+        ids = self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)
+        if len(ids) <= max_tokens:
+            return text, False
+        cut = self.llm.detokenize(ids[: max(0, max_tokens)]).decode("utf-8", errors="ignore")
+        return cut, True
+
+    def prompt_ids(self, messages: Sequence[Message]) -> list[int]:
+        """Token ids of the rendered conversation, ready for generation."""
+        return ensure_single_bos(self.tokenize(self.render(messages)), self.bos_id, self.add_bos)
+
+    def fit(self, messages: Sequence[Message], max_tokens: int) -> tuple[list[int], int]:
+        """Prompt ids that leave room for an answer, dropping the oldest turns (system kept)."""
+        msgs = [dict(m) for m in messages]
+        if self.system_prompt and not (msgs and msgs[0].get("role") == "system"):
+            msgs.insert(0, {"role": "system", "content": self.system_prompt})
+        head = msgs[:1] if msgs and msgs[0]["role"] == "system" else []
+        rest = msgs[len(head) :]
+        room = min(max_tokens, self.n_ctx // 4)
+        dropped = 0
+        while True:
+            ids = self.prompt_ids(head + rest)
+            if len(ids) + room <= self.n_ctx:
+                return ids, dropped
+            if len(rest) <= 1:
+                raise ContextOverflowError(
+                    f"the message needs {len(ids)} tokens, the context holds {self.n_ctx} "
+                    f"(with {room} kept for the answer)",
+                    hint="shorten it or raise --ctx",
+                )
+            n = 2 if rest[0]["role"] == "user" and len(rest) > 2 and rest[1]["role"] == "assistant" else 1
+            rest, dropped = rest[n:], dropped + n
+
+    # -- generation --------------------------------------------------------------------------------
+    def cancel(self) -> None:
+        """Stop the running generation (thread-safe); the text so far is kept."""
+        self._cancel.set()
+
+    def stream(
+        self,
+        messages: Sequence[Message],
+        temperature: float = 0.7,
+        top_p: float = 0.95,
+        max_tokens: int = 512,
+        seed: int | None = None,
+        *,
+        top_k: int = 40,
+        min_p: float = 0.05,
+        repeat_penalty: float = 1.0,
+    ) -> Iterator[str]:
+        """Yield the answer as text pieces; ``last_stats`` holds the numbers once it ends."""
+        with self._lock:
+            ids, dropped = self.fit(messages, max_tokens)
+            budget = min(max_tokens, self.n_ctx - len(ids))
+            stats = AnswerStats(
+                prompt_tokens=len(ids), n_ctx=self.n_ctx, dropped_messages=dropped, adapter=self.adapter
+            )
+            self.last_stats = stats
+            self._cancel.clear()
+            self.llm.set_seed(self._seed if seed is None else seed)
+            decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+            is_eog = self._lib.llama_vocab_is_eog
+            t0 = time.perf_counter()
+            t_first = t0
+            n = 0
+            started = False
+            gen = self.llm.generate(
+                ids, top_k=top_k, top_p=top_p, min_p=min_p, temp=temperature, repeat_penalty=repeat_penalty
+            )
+            try:
+                for token in gen:
+                    if n == 0:
+                        t_first = time.perf_counter()
+                        stats.ttft_s = t_first - t0
+                    if self._cancel.is_set():
+                        stats.stop_reason = "cancelled"
+                        break
+                    if is_eog(self._vocab, token):
+                        stats.stop_reason = "eos"
+                        break
+                    n += 1
+                    text = decoder.decode(self._piece_bytes(token))
+                    if not started:
+                        text = text.lstrip()
+                        started = bool(text)
+                    if text:
+                        yield text
+                    if n >= budget:
+                        stats.stop_reason = "length"
+                        break
+                    if self._cancel.is_set():
+                        stats.stop_reason = "cancelled"
+                        break
+                tail = decoder.decode(b"", final=True)
+                if tail and started:
+                    yield tail
+            finally:
+                gen.close()
+                t_end = time.perf_counter()
+                stats.completion_tokens = n
+                stats.elapsed_s = t_end - t0
+                stats.tokens_per_s = (n - 1) / (t_end - t_first) if n > 1 and t_end > t_first else 0.0
+                stats.ctx_used = len(ids) + n
+                stats.stop_reason = stats.stop_reason or "cancelled"
+
+    def chat(self, messages: Sequence[Message], **params: Any) -> Answer:
+        """The whole answer and its stats (same parameters as :meth:`stream`)."""
+        text = "".join(self.stream(messages, **params))
+        return Answer(text=text, stats=self.last_stats)
+
+    # -- lifetime ----------------------------------------------------------------------------------
+    def close(self) -> None:
+        with self._lock:
+            for ptr in self._adapters.values():
+                self._lib.llama_set_adapters_lora(self.llm.ctx, None, 0, None)
+                self._lib.llama_adapter_lora_free(ptr)
+            self._adapters.clear()
+            self.llm.close()
+
+    def __enter__(self) -> Runtime:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

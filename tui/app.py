@@ -1,0 +1,379 @@
+"""`medkit chat`: a Textual chat app on a GGUF model, fully offline.
+
+Tokens are produced in a worker thread into a TokenBuffer; a timer flushes it to the screen at most
+every FLUSH_S seconds, so rendering never slows generation down. The app talks to a small Backend
+(medkit.tui.backend); `medkit.Runtime` is the real one.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import click
+from textual import on, work
+from textual.app import App, ComposeResult, SystemCommand
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.screen import Screen
+from textual.widgets import Footer, Header, Input, Markdown, Static
+
+from medkit.errors import MedkitError
+from medkit.tui.helpers import DISCLAIMER, TokenBuffer, open_store, parse_adapters, resolve_model
+from medkit.tui.screens import AdapterScreen, ChatListScreen, Settings, SettingsScreen
+
+FLUSH_S = 0.05
+ANSWER_MARGIN = 64  # tokens kept free for the template around a message
+
+
+class Turn(Static):
+    """A user message or an event line (adapter switch...)."""
+
+
+class AnswerView(Markdown):
+    """An assistant answer, rendered as Markdown."""
+
+
+class ChatApp(App[None]):
+    """Offline chat with streaming answers, history, adapters and settings."""
+
+    CSS_PATH = "chat.tcss"
+    TITLE = "medkit chat"
+    BINDINGS = [
+        Binding("escape", "stop", "Stop", priority=True),
+        Binding("ctrl+n", "new_chat", "New chat", priority=True),
+        Binding("ctrl+o", "chats", "Chats", priority=True),
+        Binding("ctrl+t", "adapter", "Adapter", priority=True),
+        Binding("ctrl+s", "settings", "Settings", priority=True),
+        Binding("ctrl+y", "copy_answer", "Copy answer", priority=True),
+        Binding("ctrl+x", "export", "Export", priority=True),
+        Binding("ctrl+q", "quit", "Quit", priority=True),
+    ]
+
+    def __init__(
+        self,
+        backend: Any,
+        store: Any,
+        *,
+        system_prompt: str = "",
+        export_dir: str | Path | None = None,
+        startup_warning: str | None = None,
+    ):
+        super().__init__()
+        self.backend = backend
+        self.store = store
+        self.settings = Settings(system_prompt=system_prompt)
+        self.export_dir = Path(export_dir) if export_dir else Path.cwd()
+        self.startup_warning = startup_warning
+        self.chat_id: int = 0
+        self.messages: list[dict[str, str]] = []  # the conversation sent to the model
+        self.generating = False
+        self.buffer = TokenBuffer()
+        self.answer_text = ""
+        self.answer_view: AnswerView | None = None
+        self.last_answer = ""
+        self.sub_title = f"{backend.model_name} · {self._adapter_label()}"
+
+    # -- layout --------------------------------------------------------------------------------------
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Static(DISCLAIMER, id="disclaimer")
+        yield VerticalScroll(id="log")
+        yield Input(placeholder="Ask a question — Enter to send, Esc to stop", id="prompt")
+        yield Static("", id="status")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.start_chat()
+        self.set_interval(FLUSH_S, self.flush)
+        self.query_one("#prompt", Input).focus()
+        if self.startup_warning:
+            self.notify(self.startup_warning, severity="warning", timeout=10)
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        yield SystemCommand("New chat", "Start a new conversation", self.action_new_chat)
+        yield SystemCommand("Chats", "List and resume earlier chats", self.action_chats)
+        yield SystemCommand(
+            "Switch adapter", "Use another LoRA adapter for the next answers", self.action_adapter
+        )
+        yield SystemCommand("Settings", "System prompt, temperature, top-p, max tokens", self.action_settings)
+        yield SystemCommand(
+            "Copy last answer", "Copy the last answer to the clipboard", self.action_copy_answer
+        )
+        yield SystemCommand("Export chat", "Write this chat to Markdown and JSON files", self.action_export)
+        yield SystemCommand("Stop answer", "Stop the answer being written (keeps the text)", self.action_stop)
+
+    # -- chats ---------------------------------------------------------------------------------------
+    def start_chat(self) -> None:
+        self.chat_id = self.store.new_chat(system_prompt=self.settings.system_prompt or None)
+        self.messages = []
+        self.query_one("#log", VerticalScroll).remove_children()
+        self.last_answer = ""
+        self.update_status()
+
+    def load_chat(self, chat_id: int) -> None:
+        chat = self.store.chat(chat_id)
+        self.chat_id = chat.id
+        self.settings = Settings(
+            system_prompt=chat.system_prompt or "",
+            temperature=self.settings.temperature,
+            top_p=self.settings.top_p,
+            max_tokens=self.settings.max_tokens,
+        )
+        log = self.query_one("#log", VerticalScroll)
+        log.remove_children()
+        self.messages = []
+        self.last_answer = ""
+        for m in self.store.messages(chat_id):
+            if m.role == "user":
+                log.mount(Turn(m.content, classes="user", markup=False))
+                self.messages.append({"role": "user", "content": m.content})
+            elif m.role == "assistant":
+                text = m.content + ("\n\n*(stopped)*" if m.cancelled else "")
+                log.mount(AnswerView(text, classes="answer"))
+                self.messages.append({"role": "assistant", "content": m.content})
+                self.last_answer = m.content
+            else:
+                log.mount(Turn(m.content, classes="event", markup=False))
+        log.scroll_end(animate=False)
+        self.update_status()
+        self.notify(f"resumed chat: {chat.title}")
+
+    def conversation(self) -> list[dict[str, str]]:
+        head = (
+            [{"role": "system", "content": self.settings.system_prompt}]
+            if self.settings.system_prompt
+            else []
+        )
+        return head + self.messages
+
+    # -- sending and streaming -----------------------------------------------------------------------
+    @on(Input.Submitted, "#prompt")
+    def submitted(self, event: Input.Submitted) -> None:
+        self.send(event.value)
+
+    def send(self, text: str) -> None:
+        text = text.strip()
+        if not text:
+            return
+        if self.generating:
+            self.notify("an answer is being written: wait, or Esc to stop it", severity="warning")
+            return
+        budget = self.backend.n_ctx - min(self.settings.max_tokens, self.backend.n_ctx // 4) - ANSWER_MARGIN
+        text, cut = self.backend.truncate(text, max(16, budget))
+        if cut:
+            self.notify(f"message too long for the context: cut to {budget} tokens", severity="warning")
+        self.query_one("#prompt", Input).value = ""
+        if not self.messages:
+            self.store.rename(self.chat_id, re.sub(r"\s+", " ", text)[:60])
+        self.store.add_message(self.chat_id, "user", text)
+        self.messages.append({"role": "user", "content": text})
+        log = self.query_one("#log", VerticalScroll)
+        log.mount(Turn(text, classes="user", markup=False))
+        self.answer_view = AnswerView("", classes="answer")
+        log.mount(self.answer_view)
+        log.scroll_end(animate=False)
+        self.answer_text = ""
+        self.buffer = TokenBuffer()
+        self.generating = True
+        self.update_status()
+        self.generate(self.conversation(), self.settings.params(), self.buffer)
+
+    @work(thread=True, exclusive=True, group="generate")
+    def generate(self, messages: list[dict[str, str]], params: dict[str, Any], buffer: TokenBuffer) -> None:
+        error: str | None = None
+        try:
+            for piece in self.backend.stream(messages, **params):
+                buffer.put(piece)
+        except MedkitError as exc:
+            error = exc.one_line()
+        except Exception as exc:  # a model failure must not take the app down
+            error = f"generation failed: {type(exc).__name__}: {exc}"
+        self.call_from_thread(self.finish, error)
+
+    def flush(self) -> None:
+        """Move buffered pieces to the screen (runs every FLUSH_S on the UI thread)."""
+        text = self.buffer.take()
+        if text and self.answer_view is not None:
+            self.answer_text += text
+            self.answer_view.update(self.answer_text)
+            self.query_one("#log", VerticalScroll).scroll_end(animate=False)
+        if self.generating:
+            self.update_status()
+
+    def finish(self, error: str | None) -> None:
+        self.flush()
+        self.generating = False
+        stats = self.backend.last_stats
+        cancelled = getattr(stats, "stop_reason", "") == "cancelled"
+        if error:
+            self.notify(error, severity="error", timeout=10)
+        if self.answer_text or not error:
+            self.store.add_message(
+                self.chat_id,
+                "assistant",
+                self.answer_text,
+                model=self.backend.model_name,
+                adapter=self.backend.adapter,
+                params=self.settings.params(),
+                stats=_stats_dict(stats),
+                cancelled=cancelled,
+            )
+            self.messages.append({"role": "assistant", "content": self.answer_text})
+            self.last_answer = self.answer_text
+        elif self.messages and self.messages[-1]["role"] == "user":
+            self.messages.pop()  # nothing came back: the question can be asked again
+        if cancelled and self.answer_view is not None:
+            self.answer_view.update(self.answer_text + "\n\n*(stopped)*")
+        dropped = getattr(stats, "dropped_messages", 0)
+        if dropped:
+            self.notify(f"context full: the {dropped} oldest message(s) were left out of this answer")
+        self.answer_view = None
+        self.update_status()
+
+    # -- status --------------------------------------------------------------------------------------
+    def _adapter_label(self) -> str:
+        return f"adapter: {self.backend.adapter or 'base'}"
+
+    def update_status(self) -> None:
+        s, st = self.settings, self.backend.last_stats
+        parts = [self._adapter_label()]
+        if self.generating:
+            elapsed = max(time.perf_counter() - self.buffer.started, 1e-6)
+            parts.append(f"writing… {self.buffer.count} tok, {self.buffer.count / elapsed:.1f} tok/s")
+        elif getattr(st, "completion_tokens", 0):
+            parts.append(f"{st.tokens_per_s:.1f} tok/s · first token {st.ttft_s * 1000:.0f} ms")
+        used = getattr(st, "ctx_used", 0) if self.messages else 0
+        parts.append(f"ctx {used}/{self.backend.n_ctx}")
+        parts.append(f"T {s.temperature:g} · top-p {s.top_p:g} · max {s.max_tokens}")
+        self.query_one("#status", Static).update(" · ".join(parts))
+        self.sub_title = f"{self.backend.model_name} · {self._adapter_label()}"
+
+    # -- actions -------------------------------------------------------------------------------------
+    def action_stop(self) -> None:
+        if self.generating:
+            self.backend.cancel()
+
+    def _idle(self, what: str) -> bool:
+        if self.generating:
+            self.notify(f"stop the answer first (Esc), then {what}", severity="warning")
+            return False
+        return True
+
+    def action_new_chat(self) -> None:
+        if self._idle("start a new chat"):
+            self.start_chat()
+            self.notify("new chat")
+
+    def action_chats(self) -> None:
+        if self._idle("open another chat"):
+            self.push_screen(ChatListScreen(self.store.chats(), self.chat_id), self._chat_picked)
+
+    def _chat_picked(self, chat_id: int | None) -> None:
+        if chat_id:
+            self.load_chat(chat_id)
+
+    def action_adapter(self) -> None:
+        if self._idle("switch adapter"):
+            self.push_screen(AdapterScreen(self.backend.adapters, self.backend.adapter), self.switch_adapter)
+
+    def switch_adapter(self, name: str | None) -> None:
+        if name is None:
+            return
+        target = None if name == "base" else name
+        try:
+            self.backend.use_adapter(target)
+        except MedkitError as exc:
+            self.notify(exc.one_line(), severity="error")
+            return
+        line = f"— adapter: {target or 'base'} —"
+        self.store.add_message(self.chat_id, "event", line, adapter=target, model=self.backend.model_name)
+        self.query_one("#log", VerticalScroll).mount(Turn(line, classes="event", markup=False))
+        self.update_status()
+        self.notify(f"now answering with {target or 'the base model'}")
+
+    def action_settings(self) -> None:
+        self.push_screen(SettingsScreen(self.settings), self._settings_saved)
+
+    def _settings_saved(self, settings: Settings | None) -> None:
+        if settings is None:
+            return
+        if settings.system_prompt != self.settings.system_prompt:
+            self.store.set_system_prompt(self.chat_id, settings.system_prompt or None)
+        self.settings = settings
+        self.update_status()
+        self.notify("settings saved")
+
+    def action_copy_answer(self) -> None:
+        if not self.last_answer:
+            self.notify("no answer to copy yet", severity="warning")
+            return
+        self.copy_to_clipboard(self.last_answer)
+        self.notify("last answer copied to the clipboard")
+
+    def action_export(self) -> None:
+        if not self.store.messages(self.chat_id):
+            self.notify("nothing to export: this chat is empty", severity="warning")
+            return
+        stem = self.export_dir / f"medkit-chat-{self.chat_id}-{time.strftime('%Y%m%d-%H%M%S')}"
+        try:
+            md = self.store.export_markdown(self.chat_id, stem.with_suffix(".md"))
+            js = self.store.export_json(self.chat_id, stem.with_suffix(".json"))
+        except OSError as exc:
+            self.notify(f"export failed: {exc.strerror} ({exc.filename})", severity="error")
+            return
+        self.notify(f"exported {md.name} and {js.name} to {self.export_dir}")
+
+
+def _stats_dict(stats: Any) -> dict[str, Any]:
+    if hasattr(stats, "as_dict"):
+        return stats.as_dict()
+    return dict(vars(stats)) if stats is not None else {}
+
+
+@click.command(name="chat")
+@click.argument("model", required=False)
+@click.option(
+    "--adapter", "adapter_specs", multiple=True, metavar="NAME=PATH", help="A GGUF LoRA adapter (repeat)."
+)
+@click.option(
+    "--gpu-layers", type=int, default=None, help="Layers to offload (-1 all; default: all if a GPU backend)."
+)
+@click.option(
+    "--ctx", type=click.IntRange(min=256), default=4096, show_default=True, help="Context size in tokens."
+)
+@click.option("--threads", type=int, default=None, help="CPU threads (default: llama.cpp's choice).")
+@click.option(
+    "--db", type=click.Path(dir_okay=False), default=None, help="Chat history file (default: user data dir)."
+)
+@click.option("--system", "system_prompt", default="", help="System prompt for new chats.")
+def command(
+    model: str | None,
+    adapter_specs: tuple[str, ...],
+    gpu_layers: int | None,
+    ctx: int,
+    threads: int | None,
+    db: str | None,
+    system_prompt: str,
+) -> None:
+    """Chat offline with a GGUF model (default: the latest `medkit export`).
+
+    \b
+    Keys: Enter send · Esc stop · Ctrl+N new chat · Ctrl+O chats · Ctrl+T adapter
+          Ctrl+S settings · Ctrl+Y copy answer · Ctrl+X export · Ctrl+P commands · Ctrl+Q quit
+    """
+    from medkit.runtime import Runtime
+
+    path, adapters = resolve_model(model)
+    adapters.update(parse_adapters(adapter_specs))
+    runtime = Runtime(path, adapters=adapters, gpu_layers=gpu_layers, ctx=ctx, threads=threads)
+    store, warning = open_store(db)
+    try:
+        ChatApp(runtime, store, system_prompt=system_prompt, startup_warning=warning).run()
+    finally:
+        runtime.close()
+        store.close()
