@@ -235,21 +235,35 @@ def _fingerprint(recipe: Any, tokenizer: Any, out: dict[str, list[Example]]) -> 
 
 
 def load_tokenizer(recipe: Any):
-    """The base model's tokenizer. A .gguf base not yet dequantized is read straight from the GGUF."""
-    from medkit.models import dequantized_dir, resolve_base
+    """The base model's tokenizer. A .gguf base is read from its dequantized folder when there is one,
+    else from the GGUF itself once, then from a tokenizer cache (``$MEDKIT_CACHE/tokenizers/<sha>``)."""
+    from medkit.models import cache_root, dequantized_dir, file_sha256, resolve_base
     from medkit.models import load_tokenizer as load_hf_tokenizer
 
     base = resolve_base(recipe.model.base)
-    if base.is_gguf and base.path is not None and not (dequantized_dir(base.path) / "config.json").is_file():
-        from transformers import AutoTokenizer
+    if not base.is_gguf or base.path is None or (dequantized_dir(base.path) / "config.json").is_file():
+        return load_hf_tokenizer(base)
+    import os
+    import shutil
+    import tempfile
 
-        try:
-            return AutoTokenizer.from_pretrained(str(base.path.parent), gguf_file=base.path.name)
-        except (OSError, ValueError, KeyError) as exc:
-            raise ModelError(
-                f"cannot read the tokenizer of {base.path}: {str(exc).splitlines()[0]}"
-            ) from None
-    return load_hf_tokenizer(base)
+    from transformers import AutoTokenizer
+
+    cached = cache_root() / "tokenizers" / file_sha256(base.path)[:24]
+    if (cached / "tokenizer_config.json").is_file():
+        return AutoTokenizer.from_pretrained(str(cached))
+    try:
+        tok = AutoTokenizer.from_pretrained(str(base.path.parent), gguf_file=base.path.name)
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelError(f"cannot read the tokenizer of {base.path}: {str(exc).splitlines()[0]}") from None
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{cached.name}.", suffix=".partial", dir=cached.parent)
+    try:  # a whole folder or nothing
+        tok.save_pretrained(tmp)
+        os.replace(tmp, cached)
+    except OSError:  # another process won the race, or the cache is read-only: the tokenizer still works
+        shutil.rmtree(tmp, ignore_errors=True)
+    return tok
 
 
 # ---- the verb ------------------------------------------------------------------------------------
@@ -270,10 +284,12 @@ def command(
     recipe: str, overrides: tuple[str, ...], show: int, split: str, plot: str | None, as_json: bool
 ) -> None:
     """Render RECIPE's data: examples with the trained part highlighted and the masked part dimmed."""
+    import datasets
     from rich.console import Console
 
     from medkit.recipe import load_recipe
 
+    datasets.disable_progress_bars()
     r = load_recipe(recipe, overrides)
     tok = load_tokenizer(r)
     prepared = prepare(r, tok)
@@ -286,16 +302,19 @@ def command(
             console.rule(
                 f"{split} example {i + 1}/{len(examples)} (source row {prepared.source_rows[split][i]})"
             )
-            console.print(render_example(ex, tok))
+            console.print(render_example(ex, tok, markers=not console.is_terminal or console.no_color))
         console.print(stats_table(prepared.stats, r))
-        console.print(f"fingerprint {prepared.fingerprint[:16]}  (trained part bold green, masked part dim)")
+        console.print(
+            f"fingerprint {prepared.fingerprint[:16]}  (trained tokens in bold green / « », masked dim)"
+        )
     if plot:
         write_histogram(prepared.stats, Path(plot), r.data.max_seq_len)
         click.echo(f"wrote {plot}", err=True)
 
 
-def render_example(ex: Example, tok: Any):
-    """Rich text of one example: trained tokens bold green, masked tokens dim, special tokens visible."""
+def render_example(ex: Example, tok: Any, markers: bool = False):
+    """Rich text of one example: trained tokens bold green, masked tokens dim, special tokens visible.
+    ``markers`` also wraps trained spans in « » (for logs and terminals without colour)."""
     from rich.text import Text
 
     text = Text()
@@ -303,7 +322,10 @@ def render_example(ex: Example, tok: Any):
     for i in range(1, len(ex.input_ids) + 1):
         if i == len(ex.input_ids) or (ex.labels[i] == IGNORE) != (ex.labels[start] == IGNORE):
             piece = tok.decode(ex.input_ids[start:i], skip_special_tokens=False)
-            text.append(piece, style="dim" if ex.labels[start] == IGNORE else "bold green")
+            trained = ex.labels[start] != IGNORE
+            if trained and markers:
+                piece = f"«{piece}»"
+            text.append(piece, style="bold green" if trained else "dim")
             start = i
     return text
 

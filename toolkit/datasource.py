@@ -220,6 +220,8 @@ class _Row:
         value = self.raw(name)
         if value is None:
             raise _Bad(f"missing field '{name}'")
+        if isinstance(value, list) and value and all(isinstance(v, (str, int, float)) for v in value):
+            value = ", ".join(map(str, value))  # e.g. several codes in one cell
         if isinstance(value, bool) or not isinstance(value, (str, int, float)):
             raise _Bad(f"field '{name}' is {type(value).__name__}, not text")
         text = clean_text(
