@@ -9,7 +9,13 @@ import time
 import pytest
 
 from medkit.errors import RuntimeLoadError
-from medkit.runtime import ContextOverflowError, Runtime, default_gpu_layers, ensure_single_bos, read_gguf_info
+from medkit.runtime import (
+    ContextOverflowError,
+    Runtime,
+    default_gpu_layers,
+    ensure_single_bos,
+    read_gguf_info,
+)
 
 QUESTION = [{"role": "user", "content": "What is anaemia? Answer in one sentence."}]
 GREEDY = {"temperature": 0.0, "max_tokens": 12, "seed": 0}
@@ -160,7 +166,11 @@ def test_context_overflow_drops_oldest_turns_and_keeps_system(smollm2_gguf):
         ids, dropped = rt.fit(history, max_tokens=32)
         assert dropped >= 2 and dropped % 2 == 0 and len(ids) + 32 <= rt.n_ctx
         kept = rt.llm.detokenize(ids, special=True).decode()
-        assert "careful clinical assistant" in kept and "Summarise in one line." in kept and "Turn 0:" not in kept
+        assert (
+            "careful clinical assistant" in kept
+            and "Summarise in one line." in kept
+            and "Turn 0:" not in kept
+        )
         ans = rt.chat(history, temperature=0.0, max_tokens=4)
         assert ans.stats.dropped_messages == dropped and ans.stats.ctx_used <= rt.n_ctx
         with pytest.raises(ContextOverflowError, match="context holds 256"):
@@ -186,7 +196,9 @@ def test_gpu_layers_default_follows_the_backend(monkeypatch):
 def test_adapters_load_at_construction_and_copies_work(smollm2_gguf, patient_lora, tmp_path):
     copy = tmp_path / "copy.gguf"
     shutil.copy(patient_lora, copy)
-    with Runtime(smollm2_gguf, adapters={"a": patient_lora, "b": copy}, ctx=256, threads=1, gpu_layers=0) as rt:
+    with Runtime(
+        smollm2_gguf, adapters={"a": patient_lora, "b": copy}, ctx=256, threads=1, gpu_layers=0
+    ) as rt:
         assert rt.adapters == ["a", "b"] and rt.adapter is None
         rt.use_adapter("b")
         assert rt.adapter == "b"
