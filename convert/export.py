@@ -1,0 +1,279 @@
+"""`medkit export`: a run (or any HF folder) -> GGUF files of the asked types, verified, with provenance.
+
+    medkit export --gguf q4_0                       # latest run -> runs/<name>/export/<name>-q4_0.gguf
+    medkit export runs/x --gguf f16,q8_0,q4_k_m     # several types from one f16 intermediate
+    medkit export path/to/hf_folder --gguf f16      # -> path/to/<folder>-gguf/<folder>-f16.gguf
+    medkit export --gguf q4_0 --adapter-only        # GGUF LoRA adapter of the run
+
+Float types are written by medkit.convert.gguf_writer; quantized ones by llama.cpp's quantizer from
+an f16 intermediate (the f16 output itself when asked for, else a temp file removed afterwards).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import click
+
+from medkit.errors import ConvertError
+
+
+@dataclass
+class Source:
+    hf_dir: Path
+    out_dir: Path
+    name: str
+    run: Any = None  # medkit.runs.RunDir when exporting a run
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def provenance(run: Any) -> dict[str, Any]:
+    """medkit.* GGUF metadata from a run's run.json and recipe.toml."""
+    from medkit import __version__
+
+    meta: dict[str, Any] = {"medkit.version": __version__, "medkit.run": run.name}
+    manifest = run.read_manifest()
+    recipe: dict[str, Any] = {}
+    if run.recipe.is_file():
+        raw = run.recipe.read_bytes()
+        meta["medkit.recipe.sha256"] = hashlib.sha256(raw).hexdigest()
+        try:
+            import tomllib
+        except ImportError:  # python 3.10
+            import tomli as tomllib  # type: ignore[no-redef]
+        try:
+            recipe = tomllib.loads(raw.decode("utf-8"))
+        except (ValueError, UnicodeDecodeError):
+            recipe = {}
+    meta["medkit.recipe.name"] = str(recipe.get("name") or manifest.get("recipe", {}).get("name") or run.name)
+    base = (
+        _find(manifest, "base_model") or _find(recipe, "base_model") or _find(recipe.get("model", {}), "base")
+    )
+    if base:
+        meta["medkit.base_model"] = str(base)
+    fp = _find(manifest, "data_fingerprint") or _find(manifest.get("data", {}), "fingerprint")
+    if fp:
+        meta["medkit.data.fingerprint"] = str(fp)
+    return meta
+
+
+def _find(d: Any, key: str) -> Any:
+    """d[key] at the top level or one level down (manifests group keys in sections)."""
+    if not isinstance(d, dict):
+        return None
+    if d.get(key) is not None:
+        return d[key]
+    for v in d.values():
+        if isinstance(v, dict) and v.get(key) is not None:
+            return v[key]
+    return None
+
+
+def resolve_source(spec: str | None, out: Path | None) -> Source:
+    from medkit import __version__
+    from medkit.runs import RunDir, find_run
+
+    if spec is not None and Path(spec).is_dir() and (Path(spec) / "config.json").is_file():
+        folder = Path(spec)
+        out_dir = out or folder.parent / f"{folder.name}-gguf"
+        return Source(folder, out_dir, folder.name, metadata={"medkit.version": __version__})
+    run: RunDir = find_run(spec)
+    if not run.merged.is_dir():
+        try:
+            from medkit.convert.merge import merge_run
+        except ImportError as exc:
+            raise ConvertError(
+                f"run has no merged model and merge is unavailable ({exc})", where=str(run.path)
+            ) from exc
+        merge_run(run)
+    if not (run.merged / "config.json").is_file():
+        raise ConvertError("merged model folder has no config.json", where=str(run.merged))
+    return Source(run.merged, out or run.export, run.name, run=run, metadata=provenance(run))
+
+
+def export(
+    source: Source,
+    types: list[str],
+    *,
+    force: bool = False,
+    allow_pickle: bool = False,
+    trust_remote_code: bool = False,
+    threads: int | None = None,
+    log: Any = print,
+) -> tuple[dict[str, Path], dict[str, float]]:
+    """Write every asked type; returns ({type: path}, {stage: seconds})."""
+    import numpy as np
+
+    from medkit.convert.gguf_writer import FLOAT_TYPES, WeightReader, read_config, write_gguf
+    from medkit.convert.quantize import BYTES_PER_WEIGHT, quantize
+    from medkit.runs import check_free_space
+
+    outputs = {t: source.out_dir / f"{source.name}-{t}.gguf" for t in types}
+    existing = [p for p in outputs.values() if p.exists()]
+    if existing and not force:
+        raise ConvertError("already exists (use --force to overwrite)", where=str(existing[0]))
+    read_config(
+        source.hf_dir, trust_remote_code=trust_remote_code
+    )  # bad folder -> one line, before any write
+    reader = WeightReader(source.hf_dir, allow_pickle=allow_pickle)
+    n_weights = sum(int(np.prod(reader.shape(k), dtype=np.int64)) for k in reader.names())
+    need_tmp = any(t not in FLOAT_TYPES for t in types) and "f16" not in types
+    needed = sum(BYTES_PER_WEIGHT[t] * n_weights for t in types) + (2 * n_weights if need_tmp else 0)
+    check_free_space(source.out_dir, int(needed) + 32 * 2**20, what=f"{len(types)} GGUF file(s)")
+    timings: dict[str, float] = {}
+    kw = dict(name=source.name, metadata=source.metadata, allow_pickle=allow_pickle)
+    for t in (t for t in types if t in FLOAT_TYPES):
+        res = write_gguf(source.hf_dir, outputs[t], t, trust_remote_code=trust_remote_code, **kw)
+        timings[t] = res.seconds
+        log(f"wrote {outputs[t]} ({res.arch}, {res.n_tensors} tensors) in {res.seconds:.1f}s")
+    quants = [t for t in types if t not in FLOAT_TYPES]
+    if quants:
+        inter = outputs.get("f16") or source.out_dir / f".{source.name}-f16.intermediate.gguf"
+        try:
+            if "f16" not in types:
+                res = write_gguf(source.hf_dir, inter, "f16", trust_remote_code=trust_remote_code, **kw)
+                timings["f16 (intermediate)"] = res.seconds
+            for t in quants:
+                timings[t] = quantize(inter, outputs[t], t, threads=threads)
+                log(f"wrote {outputs[t]} in {timings[t]:.1f}s")
+        finally:
+            if "f16" not in types:
+                inter.unlink(missing_ok=True)
+    return outputs, timings
+
+
+def _write_modelfile(source: Source, gguf_path: Path, log: Any) -> None:
+    """The Ollama Modelfile next to the GGUF (medkit.convert.modelfile, written by a colleague)."""
+    try:
+        from medkit.convert.modelfile import write_modelfile
+    except ImportError:
+        log("note: Modelfile writer (medkit.convert.modelfile) is not installed; no Modelfile written")
+        return
+    from medkit.convert.vocab import chat_template, load_vocab, tokenizer_config
+
+    cfg = tokenizer_config(source.hf_dir)
+    template = chat_template(source.hf_dir)
+    stops = _stop_tokens(source.hf_dir, template, cfg)
+    path = write_modelfile(
+        gguf_path, source.out_dir / "Modelfile", chat_template=template, stop_tokens=stops, params={}
+    )
+    log(f"wrote {path}")
+    del load_vocab
+
+
+def _stop_tokens(folder: Path, template: str | None, cfg: dict[str, Any]) -> list[str]:
+    from medkit.convert.vocab import _token_text, end_of_turn, load_vocab
+
+    config = __import__("json").loads((folder / "config.json").read_text())
+    vocab = load_vocab(folder, int(config.get("vocab_size") or 0) or 1 << 30)
+    stops = []
+    eot = end_of_turn(template, vocab.tokens, vocab.types, cfg)
+    if eot is not None:
+        stops.append(vocab.tokens[eot])
+    eos = _token_text(cfg.get("eos_token"))
+    if eos and eos not in stops:
+        stops.append(eos)
+    return stops
+
+
+@click.command(name="export")
+@click.argument("source", required=False)
+@click.option(
+    "--gguf",
+    "types_spec",
+    default="q4_0",
+    show_default=True,
+    help="Comma list of f32, f16, bf16, q8_0, q6_k, q5_k_m, q4_k_m, q4_0.",
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    help="Output folder (default: RUN/export/, or <folder>-gguf/ next to a HF folder).",
+)
+@click.option("--adapter-only", is_flag=True, help="Write the run's LoRA adapter as a GGUF adapter only.")
+@click.option("--force", is_flag=True, help="Overwrite existing outputs.")
+@click.option("--no-verify", is_flag=True, help="Skip the parity check against transformers.")
+@click.option("--allow-pickle", is_flag=True, help="Also read pytorch_model*.bin (pickle) weights.")
+@click.option("--trust-remote-code", is_flag=True, help="Allow a model that declares custom code.")
+@click.option("--threads", type=int, default=None, help="Threads for quantization and checks.")
+def command(
+    source: str | None,
+    types_spec: str,
+    out: Path | None,
+    adapter_only: bool,
+    force: bool,
+    no_verify: bool,
+    allow_pickle: bool,
+    trust_remote_code: bool,
+    threads: int | None,
+) -> None:
+    """Write GGUF files from a run (default: the latest) or a HF folder, then check them against transformers."""
+    from medkit.convert.quantize import parse_types
+
+    if adapter_only:
+        _export_adapter(source, out, force)
+        return
+    types = parse_types(types_spec)
+    src = resolve_source(source, out)
+    t0 = time.perf_counter()
+    outputs, timings = export(
+        src,
+        types,
+        force=force,
+        allow_pickle=allow_pickle,
+        trust_remote_code=trust_remote_code,
+        threads=threads,
+        log=click.echo,
+    )
+    click.echo(
+        f"export took {time.perf_counter() - t0:.1f}s: "
+        + ", ".join(f"{k} {v:.1f}s" for k, v in timings.items())
+    )
+    _write_modelfile(src, outputs[types[0]], click.echo)
+    if no_verify:
+        return
+    _verify(src, outputs, types, trust_remote_code, threads or 2)
+
+
+def _verify(
+    src: Source, outputs: dict[str, Path], types: list[str], trust_remote_code: bool, threads: int
+) -> None:
+    import importlib.util
+
+    from medkit.convert.verify import held_out_texts, report, verify
+
+    if importlib.util.find_spec("transformers") is None or importlib.util.find_spec("torch") is None:
+        click.echo("note: parity check skipped (needs torch + transformers: pip install 'medkit[train]')")
+        return
+    results = verify(
+        [outputs[t] for t in types],
+        src.hf_dir,
+        texts=held_out_texts(src.run.path if src.run else None),
+        trust_remote_code=trust_remote_code,
+        threads=threads,
+    )
+    try:
+        data = report(results)
+    finally:
+        if src.run is not None:
+            from dataclasses import asdict
+
+            src.run.update_manifest(parity={r.type: asdict(r) for r in results})
+    del data
+
+
+def _export_adapter(spec: str | None, out: Path | None, force: bool) -> None:
+    from medkit.runs import find_run
+
+    try:
+        from medkit.convert.lora import write_lora_gguf
+    except ImportError as exc:
+        raise ConvertError(f"GGUF adapter export is unavailable ({exc})") from exc
+    run = find_run(spec)
+    target = (out or run.export) / "adapter.gguf"
+    path = write_lora_gguf(run.adapter, target, base_dir=None, force=force)
+    click.echo(f"wrote {path}")

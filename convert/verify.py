@@ -1,0 +1,289 @@
+"""Parity: does llama.cpp running a GGUF agree with transformers running the HF model?
+
+On held-out texts, both run the same token ids; we report greedy next-token agreement, the largest
+logit difference, perplexity, KL divergence from the HF distribution, and whether llama.cpp's
+tokenizer produced exactly the HF token ids. f32/f16/bf16 must agree on >= 99% of positions.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+
+from medkit.errors import ConvertError
+
+MEDICAL_TEXTS = [
+    "Hypertension is persistently elevated blood pressure; lifestyle changes and medication lower the risk.",
+    "Type 2 diabetes is managed with diet, exercise, metformin, and regular HbA1c checks every 3 months.",
+    "Symptoms of dehydration include thirst, dark urine, dizziness, and fatigue.",
+    "Amoxicillin 500 mg three times daily is a common first-line treatment for acute otitis media.",
+    "A patient with chest pain radiating to the left arm should be evaluated for myocardial infarction.",
+    "Asthma is a chronic inflammatory disease of the airways causing wheezing and shortness of breath.",
+]
+# accents, digits, code, emoji, CJK, odd whitespace: where tokenizers disagree first
+MIXED_TEXT = (
+    "Café naïve résumé — fièvre à 38,5°C; dose=2×500mg q8h (≈1.5 g/day).\n"
+    "def bmi(w, h):\n    return round(w / h**2, 1)  # kg/m²\n"
+    "Ärztin, ñandú, Ωmega 東京 🩺💊🙂  \t 12345678 it's we'll I'VE"
+)
+FLOAT_REQUIRED = ("f32", "f16", "bf16")
+FILE_TYPES = {0: "f32", 1: "f16", 32: "bf16", 7: "q8_0", 18: "q6_k", 17: "q5_k_m", 15: "q4_k_m", 2: "q4_0"}
+
+
+@dataclass
+class Parity:
+    gguf: str
+    type: str
+    positions: int
+    agreement: float
+    max_logit_diff: float
+    ppl: float
+    ppl_hf: float
+    kl_vs_hf: float
+    tokenization_ok: bool
+    required: bool
+    passed: bool
+    threshold: float
+
+
+def gguf_type(path: Path) -> str:
+    """The file type recorded in a GGUF ('f16', 'q4_0', ...), from general.file_type."""
+    import gguf
+
+    reader = gguf.GGUFReader(str(path))
+    field = reader.get_field("general.file_type")
+    if field is None:
+        return "unknown"
+    return FILE_TYPES.get(int(field.contents()), f"ftype{int(field.contents())}")
+
+
+def held_out_texts(run_path: Path | None = None, limit: int = 6) -> list[str]:
+    """Built-in medical sentences plus up to ``limit`` texts from a run's validation split."""
+    texts = list(MEDICAL_TEXTS) + [MIXED_TEXT]
+    if run_path is None:
+        return texts
+    for cand in (run_path / "data" / "val.jsonl", run_path / "val.jsonl"):
+        if not cand.is_file():
+            continue
+        for line in cand.read_text(encoding="utf-8").splitlines()[:limit]:
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue
+            text = row.get("text") or " ".join(
+                str(m.get("content", "")) for m in row.get("messages", []) if isinstance(m, dict)
+            )
+            if text:
+                texts.append(text)
+        break
+    return texts
+
+
+def _log_softmax(x: np.ndarray) -> np.ndarray:
+    x = x.astype(np.float64)
+    x = x - x.max(axis=-1, keepdims=True)
+    return x - np.log(np.exp(x).sum(axis=-1, keepdims=True))
+
+
+@dataclass
+class Reference:
+    ids: list[list[int]]
+    logits: list[np.ndarray]
+
+
+def hf_reference(
+    hf_dir: Path, texts: list[str], *, max_tokens: int = 128, trust_remote_code: bool = False
+) -> Reference:
+    """Token ids and float32 logits of the HF model for each text."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(hf_dir, trust_remote_code=trust_remote_code)
+    model = AutoModelForCausalLM.from_pretrained(
+        hf_dir, dtype=torch.float32, trust_remote_code=trust_remote_code
+    )
+    model.eval()
+    ids_all, logits_all = [], []
+    with torch.no_grad():
+        for text in texts:
+            ids = list(tok(text)["input_ids"])[:max_tokens]
+            out = model(torch.tensor([ids])).logits[0].float().numpy()
+            ids_all.append(ids)
+            logits_all.append(out)
+    return Reference(ids_all, logits_all)
+
+
+def load_llama(path: Path, n_ctx: int = 512, threads: int = 2) -> Any:
+    from llama_cpp import Llama
+
+    try:
+        return Llama(
+            model_path=str(path),
+            n_ctx=n_ctx,
+            n_batch=n_ctx,
+            n_threads=threads,
+            logits_all=True,
+            verbose=False,
+        )
+    except (ValueError, RuntimeError) as exc:
+        raise ConvertError(f"llama.cpp cannot load the GGUF: {exc}", where=str(path)) from exc
+
+
+def gguf_logits(llm: Any, ids: list[int]) -> np.ndarray:
+    llm.reset()
+    llm.eval(ids)
+    return np.array(llm.scores[: len(ids)], dtype=np.float32)
+
+
+def check(
+    path: Path, ref: Reference, texts: list[str], *, threshold: float = 0.99, threads: int = 2
+) -> Parity:
+    """Compare one GGUF against the HF reference."""
+    qtype = gguf_type(path)
+    n_ctx = max(64, max(len(i) for i in ref.ids) + 8)
+    llm = load_llama(path, n_ctx=n_ctx, threads=threads)
+    try:
+        tok_ok = all(
+            llm.tokenize(t.encode("utf-8"), add_bos=True, special=True) == ids[: len(ids)]
+            for t, ids in zip(texts, ref.ids, strict=False)
+            if len(ids) < 128
+        )
+        agree = total = 0
+        max_diff = nll = nll_hf = kl = 0.0
+        for ids, hf in zip(ref.ids, ref.logits, strict=False):
+            lg = gguf_logits(llm, ids)
+            v = min(lg.shape[1], hf.shape[1])
+            lg, hf_v = lg[:, :v], hf[:, :v]
+            agree += int((lg.argmax(-1) == hf_v.argmax(-1)).sum())
+            total += len(ids)
+            max_diff = max(max_diff, float(np.abs(lg - hf_v).max()))
+            lp, lp_hf = _log_softmax(lg), _log_softmax(hf_v)
+            nxt = np.asarray(ids[1:])
+            nll -= float(lp[np.arange(len(nxt)), nxt].sum())
+            nll_hf -= float(lp_hf[np.arange(len(nxt)), nxt].sum())
+            kl += float((np.exp(lp_hf) * (lp_hf - lp)).sum())
+    finally:
+        llm.close()
+    n_pred = max(1, sum(len(i) - 1 for i in ref.ids))
+    agreement = agree / max(1, total)
+    required = qtype in FLOAT_REQUIRED
+    return Parity(
+        gguf=str(path),
+        type=qtype,
+        positions=total,
+        agreement=agreement,
+        max_logit_diff=max_diff,
+        ppl=math.exp(nll / n_pred),
+        ppl_hf=math.exp(nll_hf / n_pred),
+        kl_vs_hf=kl / max(1, total),
+        tokenization_ok=tok_ok,
+        required=required,
+        passed=(tok_ok and agreement >= threshold) if required else math.isfinite(nll),
+        threshold=threshold,
+    )
+
+
+def verify(
+    ggufs: list[Path],
+    hf_dir: Path,
+    *,
+    texts: list[str] | None = None,
+    threshold: float = 0.99,
+    trust_remote_code: bool = False,
+    threads: int = 2,
+) -> list[Parity]:
+    texts = texts or held_out_texts()
+    ref = hf_reference(Path(hf_dir), texts, trust_remote_code=trust_remote_code)
+    return [check(Path(g), ref, texts, threshold=threshold, threads=threads) for g in ggufs]
+
+
+def table(results: list[Parity]) -> Any:
+    from rich.table import Table
+
+    f16 = next((r for r in results if r.type == "f16"), None)
+    t = Table(title="GGUF parity vs transformers (same token ids)")
+    for col in (
+        "type",
+        "positions",
+        "top-1 agree",
+        "max |Δlogit|",
+        "ppl",
+        "ppl vs f16",
+        "KL vs HF",
+        "tokens",
+        "result",
+    ):
+        t.add_column(col, justify="right" if col not in ("type", "tokens", "result") else "left")
+    for r in results:
+        base = f16.ppl if f16 else r.ppl_hf
+        verdict = ("PASS" if r.passed else "FAIL") if r.required else ("ok" if r.passed else "FAIL")
+        t.add_row(
+            r.type,
+            str(r.positions),
+            f"{100 * r.agreement:.1f}%",
+            f"{r.max_logit_diff:.4f}",
+            f"{r.ppl:.3f}",
+            f"{100 * (r.ppl / base - 1):+.2f}%",
+            f"{r.kl_vs_hf:.5f}",
+            "same" if r.tokenization_ok else "DIFFER",
+            verdict,
+        )
+    return t
+
+
+def report(results: list[Parity]) -> list[dict[str, Any]]:
+    """Print the table; raise ConvertError when a float type fails. Returns JSON-ready dicts."""
+    from rich.console import Console
+
+    Console(stderr=False).print(table(results))
+    failed = [r for r in results if r.required and not r.passed]
+    if failed:
+        r = failed[0]
+        why = "tokenization differs" if not r.tokenization_ok else f"top-1 agreement {100 * r.agreement:.1f}%"
+        raise ConvertError(f"parity failed for {r.type}: {why} (need {100 * r.threshold:.0f}%)", where=r.gguf)
+    return [asdict(r) for r in results]
+
+
+@click.command(name="verify")
+@click.argument("ggufs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--against", "hf_dir", required=True, type=click.Path(path_type=Path), help="HF model folder.")
+@click.option("--texts", "texts_file", type=click.Path(path_type=Path), help="Extra texts, one per line.")
+@click.option(
+    "--threshold", default=0.99, show_default=True, help="Top-1 agreement required for f32/f16/bf16."
+)
+@click.option("--threads", default=2, show_default=True)
+@click.option("--trust-remote-code", is_flag=True, help="Allow the HF model's own code to run.")
+def command(
+    ggufs: tuple[Path, ...],
+    hf_dir: Path,
+    texts_file: Path | None,
+    threshold: float,
+    threads: int,
+    trust_remote_code: bool,
+) -> None:
+    """Check GGUF files against their HF model: next-token agreement, logits, perplexity, tokenization."""
+    for g in ggufs:
+        if not g.is_file():
+            raise ConvertError("no such GGUF file", where=str(g))
+    if not (hf_dir / "config.json").is_file():
+        raise ConvertError("not a Hugging Face model folder (no config.json)", where=str(hf_dir))
+    texts = held_out_texts()
+    if texts_file is not None:
+        if not texts_file.is_file():
+            raise ConvertError("no such texts file", where=str(texts_file))
+        texts += [ln for ln in texts_file.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    results = verify(
+        list(ggufs),
+        hf_dir,
+        texts=texts,
+        threshold=threshold,
+        trust_remote_code=trust_remote_code,
+        threads=threads,
+    )
+    report(results)
