@@ -1,0 +1,224 @@
+"""Ollama Modelfile next to an exported GGUF: FROM, TEMPLATE, stop tokens, parameters, SYSTEM, ADAPTER.
+
+The HF chat template (Jinja) is not run; its family is recognised from the markers it writes and
+re-expressed in Ollama's Go template syntax. Known families: chatml, llama-3, mistral, zephyr, dialogpt.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+from medkit.errors import ConvertError
+from medkit.runs import atomic_write_text
+
+FAMILIES = ("chatml", "llama-3", "mistral", "zephyr", "dialogpt")
+
+# Go templates: the system prompt comes from .System, turns from .Messages (user/assistant);
+# after the last user turn the assistant header is opened so the model writes the reply.
+_GO_TEMPLATES: dict[str, str] = {
+    "chatml": (
+        "{{ if .System }}<|im_start|>system\n{{ .System }}<|im_end|>\n{{ end }}"
+        '{{ range .Messages }}{{ if eq .Role "user" }}<|im_start|>user\n{{ .Content }}<|im_end|>\n'
+        "<|im_start|>assistant\n"
+        '{{ else if eq .Role "assistant" }}{{ .Content }}<|im_end|>\n{{ end }}{{ end }}'
+    ),
+    "llama-3": (
+        "{{ if .System }}<|start_header_id|>system<|end_header_id|>\n\n{{ .System }}<|eot_id|>{{ end }}"
+        '{{ range .Messages }}{{ if eq .Role "user" }}<|start_header_id|>user<|end_header_id|>\n\n'
+        "{{ .Content }}<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"
+        '{{ else if eq .Role "assistant" }}{{ .Content }}<|eot_id|>{{ end }}{{ end }}'
+    ),
+    # Mistral has no system turn: the system prompt opens the first user instruction.
+    "mistral": (
+        '{{ $first := true }}{{ range .Messages }}{{ if eq .Role "user" }}[INST] '
+        "{{ if and $.System $first }}{{ $.System }}\n\n{{ end }}{{ $first = false }}"
+        "{{ .Content }} [/INST]"
+        '{{ else if eq .Role "assistant" }}{{ .Content }}{EOS}{{ end }}{{ end }}'
+    ),
+    "zephyr": (
+        "{{ if .System }}<|system|>\n{{ .System }}{EOS}\n{{ end }}"
+        '{{ range .Messages }}{{ if eq .Role "user" }}<|user|>\n{{ .Content }}{EOS}\n<|assistant|>\n'
+        '{{ else if eq .Role "assistant" }}{{ .Content }}{EOS}\n{{ end }}{{ end }}'
+    ),
+    # DialoGPT: turns are plain texts, each closed by the end-of-text token.
+    "dialogpt": "{{ range .Messages }}{{ .Content }}{EOS}{{ end }}",
+}
+_RAW_TEMPLATE = "{{ if .System }}{{ .System }}\n\n{{ end }}{{ .Prompt }}"
+_DEFAULT_EOS = {"mistral": "</s>", "zephyr": "</s>", "dialogpt": "<|endoftext|>"}
+_CONTENT = re.compile(r"message(\.content|\[['\"]content['\"]\])")
+
+
+_PROBE = [
+    {"role": "system", "content": "SYS"},
+    {"role": "user", "content": "U1"},
+    {"role": "assistant", "content": "A1"},
+    {"role": "user", "content": "U2"},
+]
+
+
+def _render(chat_template: str) -> str | None:
+    """The template rendered on a probe conversation (with and without a system turn), or None."""
+    try:
+        from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+
+        def raise_exception(message: str) -> None:
+            raise ValueError(message)
+
+        env.globals["raise_exception"] = raise_exception
+        tmpl = env.from_string(chat_template)
+    except Exception:  # jinja2 missing or a syntax error: fall back to the source text
+        return None
+    for messages in (_PROBE, _PROBE[1:]):
+        try:
+            return tmpl.render(
+                messages=messages, add_generation_prompt=True, bos_token="<BOS>", eos_token="<EOS>"
+            )
+        except Exception:  # e.g. a template that refuses system turns
+            continue
+    return None
+
+
+def _family_of(text: str) -> str | None:
+    if "<|start_header_id|>" in text and "<|eot_id|>" in text:
+        return "llama-3"
+    if "<|im_start|>" in text:
+        return "chatml"
+    if "[INST]" in text:
+        return "mistral"
+    if "<|user|>" in text and "<|assistant|>" in text and "<|end|>" not in text:
+        return "zephyr"
+    return None
+
+
+def detect_family(chat_template: str | None) -> str | None:
+    """The known family a Jinja chat template belongs to (from what it renders), or None."""
+    if not chat_template:
+        return None
+    rendered = _render(chat_template)
+    if rendered is not None:
+        family = _family_of(rendered)
+        plain = rendered.replace("<BOS>", "")
+        if family is None and plain in ("SYS<EOS>U1<EOS>A1<EOS>U2<EOS>", "U1<EOS>A1<EOS>U2<EOS>"):
+            family = "dialogpt"
+        return family
+    family = _family_of(chat_template)
+    if family is None and _CONTENT.search(chat_template) and "eos_token" in chat_template:
+        family = "dialogpt" if "role" not in chat_template else None
+    return family
+
+
+def default_system(chat_template: str | None) -> str | None:
+    """A default system prompt baked into a chatml template (SmolLM2 has one), else None."""
+    if not chat_template or detect_family(chat_template) != "chatml":
+        return None
+    m = re.search(r"<\|im_start\|>system\\n(.+?)<\|im_end\|>", chat_template)
+    return m.group(1) if m and "{" not in m.group(1) else None
+
+
+def ollama_template(chat_template: str | None, *, eos_token: str | None = None, strict: bool = False) -> str:
+    """The Go template for ``chat_template``; unknown families fall back to a raw prompt (with a warning)."""
+    family = detect_family(chat_template)
+    if family is None:
+        what = "no chat template" if not chat_template else "chat template of an unknown family"
+        if strict:
+            raise ConvertError(f"cannot translate the {what} to Ollama (known: {', '.join(FAMILIES)})")
+        warnings.warn(
+            f"{what}: the Modelfile uses a raw prompt template (known families: {', '.join(FAMILIES)})",
+            stacklevel=2,
+        )
+        return _RAW_TEMPLATE
+    eos = eos_token or _DEFAULT_EOS.get(family, "")
+    return _GO_TEMPLATES[family].replace("{EOS}", eos)
+
+
+def _quote(value: str) -> str:
+    """A Modelfile string argument: triple quotes when it spans lines or holds a double quote."""
+    if "\n" in value or '"' in value:
+        if '"""' in value:
+            raise ConvertError('a Modelfile value cannot contain three double quotes (""")')
+        return f'"""{value}"""'
+    return f'"{value}"'
+
+
+def _format_param(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, str):
+        return _quote(value)
+    return str(value)
+
+
+def render_modelfile(
+    gguf_name: str,
+    *,
+    chat_template: str | None,
+    stop_tokens: Iterable[str],
+    params: Mapping[str, object] | None = None,
+    system: str | None = None,
+    adapter_name: str | None = None,
+    eos_token: str | None = None,
+    strict: bool = False,
+) -> str:
+    """The text of a Modelfile whose paths are relative to the folder it is written in."""
+    stops = [s for s in dict.fromkeys(stop_tokens) if s]
+    eos = eos_token or (stops[0] if stops else None)
+    template = ollama_template(chat_template, eos_token=eos, strict=strict)
+    if system is None:
+        system = default_system(chat_template)
+    lines = ["# Written by medkit. Build it with: ollama create <name> -f Modelfile", f"FROM ./{gguf_name}"]
+    if adapter_name:
+        lines.append(f"ADAPTER ./{adapter_name}")
+    lines.append(f'TEMPLATE """{template}"""')
+    if system:
+        lines.append(f"SYSTEM {_quote(system)}")
+    for stop in stops:
+        lines.append(f"PARAMETER stop {_quote(stop)}")
+    for key, value in (params or {}).items():
+        if value is not None:
+            lines.append(f"PARAMETER {key} {_format_param(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def write_modelfile(
+    gguf_path: str | Path,
+    out_path: str | Path,
+    *,
+    chat_template: str | None,
+    stop_tokens: Iterable[str],
+    params: Mapping[str, object] | None = None,
+    system: str | None = None,
+    adapter_path: str | Path | None = None,
+    eos_token: str | None = None,
+    strict: bool = False,
+) -> Path:
+    """Write an Ollama Modelfile for ``gguf_path`` (and an optional LoRA ``adapter_path``) at ``out_path``.
+
+    ``params`` holds Ollama parameters such as temperature, top_p, num_ctx. The GGUF (and adapter) must
+    sit in the Modelfile's folder, since Ollama resolves ``FROM ./file`` relative to it.
+    """
+    out = Path(out_path)
+    gguf = Path(gguf_path)
+    for p in (gguf, Path(adapter_path) if adapter_path else None):
+        if p is not None and p.resolve().parent != out.resolve().parent:
+            raise ConvertError(
+                f"{p} must be in the Modelfile's folder {out.parent} (Ollama resolves ./ there)"
+            )
+    text = render_modelfile(
+        gguf.name,
+        chat_template=chat_template,
+        stop_tokens=stop_tokens,
+        params=params,
+        system=system,
+        adapter_name=Path(adapter_path).name if adapter_path else None,
+        eos_token=eos_token,
+        strict=strict,
+    )
+    atomic_write_text(out, text)
+    return out
