@@ -1,0 +1,104 @@
+"""Selective cross-entropy: logits only where a label is trained, in chunks, never the full vocab tensor.
+
+A causal LM's head turns every position's hidden state into a vocabulary-wide row of logits; for a 32k-150k
+vocabulary that tensor (and its fp32 copy for the loss) dominates memory and a good share of compute,
+although only the answer tokens carry a label. Here the hidden states are gathered at the positions whose
+next token is trained, the head runs on those alone, and for many of them it runs chunk by chunk under
+activation checkpointing so only one chunk of logits is alive at a time.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+IGNORE = -100
+CHUNK = 2048  # label tokens per head call
+
+
+def selective_ce(
+    hidden: Any,
+    labels: Any,
+    head: Any,
+    *,
+    chunk: int = CHUNK,
+    softcap: float | None = None,
+) -> tuple[Any, Any]:
+    """(sum of token losses, number of trained tokens) for hidden states (B, T, H) and unshifted labels (B, T).
+
+    `head` maps (N, H) -> (N, V) (an nn.Linear, a LoRA-wrapped one or a 4-bit one). Losses are summed in
+    fp32 so callers can normalise by the tokens of a whole accumulated step.
+    """
+    import torch
+    import torch.nn.functional as F
+    from torch.utils.checkpoint import checkpoint
+
+    targets = labels[:, 1:]
+    keep = targets != IGNORE
+    h = hidden[:, :-1][keep]  # (N, H): only the positions whose next token is trained
+    y = targets[keep]
+    n = y.numel()
+    if n == 0:
+        return hidden.sum() * 0.0, torch.zeros((), dtype=torch.long, device=hidden.device)
+
+    def part(hs: Any, ys: Any) -> Any:
+        logits = head(hs).float()
+        if softcap:
+            logits = torch.tanh(logits / softcap) * softcap
+        return F.cross_entropy(logits, ys, reduction="sum")
+
+    if n <= chunk or not torch.is_grad_enabled():
+        total = sum(part(h[i : i + chunk], y[i : i + chunk]) for i in range(0, n, chunk))
+    else:
+        total = sum(
+            checkpoint(part, h[i : i + chunk], y[i : i + chunk], use_reentrant=False)
+            for i in range(0, n, chunk)
+        )
+    return total, torch.tensor(n, device=hidden.device)
+
+
+def body_and_head(model: Any) -> tuple[Any, Any, float | None]:
+    """The transformer body, the output head and any logit soft-cap of a (PEFT-wrapped) causal LM."""
+    hf = model.get_base_model() if hasattr(model, "get_base_model") else model
+    body = hf.base_model if getattr(hf, "base_model", None) is not None else hf.model
+    head = hf.get_output_embeddings()
+    if body is hf or head is None:
+        raise TypeError(f"{type(hf).__name__} has no separate body and output head")
+    softcap = getattr(hf.config, "final_logit_softcapping", None)
+    return body, head, softcap
+
+
+def make_loss_module(model: Any):
+    """An nn.Module whose forward returns (loss sum, trained tokens); wrap THIS in DDP, not the LM."""
+    import torch
+
+    class SelectiveLossLM(torch.nn.Module):
+        def __init__(self, lm: Any):
+            super().__init__()
+            self.lm = lm
+
+        def forward(
+            self, input_ids: Any, labels: Any, attention_mask: Any = None, position_ids: Any = None
+        ) -> tuple[Any, Any]:
+            body, head, softcap = body_and_head(self.lm)
+            out = body(
+                input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
+            )
+            return selective_ce(out[0], labels, head, softcap=softcap)
+
+    return SelectiveLossLM(model)
+
+
+def full_ce(model: Any, batch: dict[str, Any]) -> tuple[Any, Any]:
+    """Reference: the model's own full-vocabulary logits, summed CE over trained tokens (tests, benchmark)."""
+    import torch.nn.functional as F
+
+    out = model(
+        input_ids=batch["input_ids"],
+        attention_mask=batch.get("attention_mask"),
+        position_ids=batch.get("position_ids"),
+        use_cache=False,
+    )
+    logits = out.logits[:, :-1].float()
+    targets = batch["labels"][:, 1:]
+    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="sum")
+    return loss, (targets != IGNORE).sum()

@@ -1,0 +1,329 @@
+"""The training loop: accumulation, clipping, schedules, eval, early stopping, checkpoints, exact resume.
+
+A lean loop on torch + accelerate rather than HF Trainer: batches come length-grouped or packed (no compute
+on padding), the loss is the selective cross-entropy of medkit.loss (logits only at trained tokens), and
+every step is normalised by the trained tokens of the whole accumulated step on all processes, so the
+loss does not depend on how a step is cut into micro-batches. The data order is a function of
+(seed, epoch) and the position in it is saved with the RNG states, so a resumed run repeats the
+uninterrupted run's losses.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from medkit import batching, checkpoint
+from medkit.errors import TrainError
+from medkit.manifest import MetricsLog
+
+
+@dataclass
+class State:
+    """Everything besides tensors that a resumed run needs."""
+
+    step: int = 0
+    epoch: int = 0
+    micro: int = 0  # micro-batches of `epoch` this process has consumed
+    tokens: int = 0  # trained tokens, all processes
+    input_tokens: int = 0  # non-pad input tokens, all processes
+    train_seconds: float = 0.0
+    best_val: float | None = None
+    best_step: int = -1
+    initial_val: float | None = None
+    last_val: float | None = None
+    val_step: int = -1  # step of the last evaluation
+    fit_seconds: float = 0.0  # wall time inside fit(), all invocations
+    bad_evals: int = 0
+    stopped_early: bool = False
+
+
+class Interrupted(Exception):
+    """SIGINT/SIGTERM arrived; a checkpoint was saved at `step`."""
+
+    def __init__(self, step: int, path: Path):
+        super().__init__(f"interrupted at step {step}; checkpoint {path}")
+        self.step, self.path = step, path
+
+
+class Trainer:
+    def __init__(
+        self,
+        *,
+        recipe: Any,
+        model: Any,
+        data: Any,
+        accelerator: Any,
+        plan: Any,
+        run_dir: Path,
+        pad_id: int,
+        console: Any = None,
+        interrupt_at: int | None = None,
+    ):
+        import torch
+
+        from medkit.loss import make_loss_module
+        from medkit.optim import build_optimizer, build_scheduler
+
+        self.recipe, self.t, self.data, self.acc, self.plan = recipe, recipe.train, data, accelerator, plan
+        self.model, self.pad_id, self.console, self.interrupt_at = model, pad_id, console, interrupt_at
+        self.world, self.rank = accelerator.num_processes, accelerator.process_index
+        self.main = accelerator.is_main_process
+        self.ckpt_root = run_dir / "checkpoints"
+        self.metrics = MetricsLog(run_dir / "metrics.jsonl", enabled=self.main)
+        self.lengths = [len(e.input_ids) for e in data.train]
+        self.state = State()
+        self.stop_signal: str | None = None
+        self.micro_per_epoch = len(self.epoch_batches(0))
+        if self.micro_per_epoch == 0:
+            raise TrainError(
+                f"{len(data.train)} training examples make no batch for {self.world} process(es)"
+            )
+        self.steps_per_epoch = math.ceil(self.micro_per_epoch / self.t.grad_accum)
+        self.total_steps = self.t.max_steps or max(1, math.ceil(self.t.epochs * self.steps_per_epoch))
+        params = [p for p in model.parameters() if p.requires_grad]
+        optimizer, self.optimizer_name = build_optimizer(params, recipe, plan.device)
+        self.module = accelerator.prepare_model(make_loss_module(model), device_placement=not plan.quantize)
+        self.optimizer = accelerator.prepare_optimizer(optimizer)
+        self.scheduler = build_scheduler(optimizer, recipe, self.total_steps)
+        self.device = accelerator.device
+        self._torch = torch
+
+    # ---- data ------------------------------------------------------------------------------------
+    def epoch_batches(self, epoch: int) -> list[batching.Batch]:
+        """This process's micro-batches of `epoch` (the global order, dealt round-robin, equal counts)."""
+        t, d = self.t, self.recipe.data
+        if d.packing:
+            allb = batching.packed(self.lengths, t.batch_size, d.max_seq_len, t.seed, epoch)
+        else:
+            allb = batching.length_grouped(self.lengths, t.batch_size, t.seed, epoch)
+        per_rank = len(allb) // self.world
+        return allb[self.rank :: self.world][:per_rank]
+
+    def next_step_batches(self) -> list[batching.Batch]:
+        s = self.state
+        if s.micro >= self.micro_per_epoch:
+            s.epoch, s.micro = s.epoch + 1, 0
+        if not hasattr(self, "_cached") or self._cached[0] != s.epoch:
+            self._cached = (s.epoch, self.epoch_batches(s.epoch))
+        batches = self._cached[1][s.micro : s.micro + self.t.grad_accum]
+        s.micro += len(batches)
+        return batches
+
+    def _tensors(self, batch: batching.Batch, examples: list[Any]) -> dict[str, Any]:
+        out = batching.collate(batch, examples, self.pad_id)
+        return {k: (v.to(self.device) if v is not None else None) for k, v in out.items()}
+
+    # ---- collectives -----------------------------------------------------------------------------
+    def _sum(self, *values: float) -> list[float]:
+        if self.world == 1:
+            return list(values)
+        t = self._torch.tensor(values, dtype=self._torch.float64, device=self.device)
+        return self.acc.reduce(t, reduction="sum").tolist()
+
+    # ---- one optimizer step ----------------------------------------------------------------------
+    def train_step(self) -> tuple[float, int, int]:
+        """Forward/backward over one accumulated step; returns (mean loss, trained tokens, input tokens)."""
+        batches = self.next_step_batches()
+        examples = self.data.train
+        local = sum(batching.batch_label_tokens(b, examples) for b in batches)
+        n_in_local = sum(self.lengths[i] for b in batches for i in b.indices())
+        global_tokens, global_in = self._sum(float(local), float(n_in_local))
+        scale = self.world / max(global_tokens, 1.0)
+        loss_sum = 0.0
+        for i, b in enumerate(batches):
+            last = i == len(batches) - 1
+            with self.acc.no_sync(self.module) if not last else nullcontext():
+                total, _ = self.module(**self._tensors(b, examples))
+                self.acc.backward(total * scale)
+            loss_sum += float(total.detach())
+        if self.t.max_grad_norm > 0:
+            self.acc.clip_grad_norm_(
+                [p for p in self.model.parameters() if p.requires_grad], self.t.max_grad_norm
+            )
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        (loss_all,) = self._sum(loss_sum)
+        return loss_all / max(global_tokens, 1.0), int(global_tokens), int(global_in)
+
+    # ---- evaluation ------------------------------------------------------------------------------
+    def evaluate(self, examples: list[Any]) -> float | None:
+        """Token-weighted mean loss over `examples` (sharded over processes); None if there are none."""
+        if not examples:
+            return None
+        torch = self._torch
+        inner = self.acc.unwrap_model(self.module)
+        inner.eval()
+        loss = n = 0.0
+        lengths = [len(e.input_ids) for e in examples]
+        batches = batching.eval_batches(lengths, max(1, self.t.batch_size * 2))[self.rank :: self.world]
+        with torch.no_grad(), self.acc.autocast():
+            for b in batches:
+                total, count = inner(**self._tensors(b, examples))
+                loss += float(total)
+                n += float(count)
+        inner.train()
+        loss, n = self._sum(loss, n)
+        return loss / n if n else None
+
+    def _after_eval(self, val: float | None) -> None:
+        s = self.state
+        if val is None:
+            return
+        s.last_val, s.val_step = val, s.step
+        if s.initial_val is None:
+            s.initial_val = val
+        self.metrics.write(step=s.step, val_loss=round(val, 6))
+        if s.best_val is None or val < s.best_val:
+            s.best_val, s.best_step, s.bad_evals = val, s.step, 0
+            if self.main:
+                checkpoint.save_best(self.ckpt_root, self.model, {"step": s.step, "val_loss": val})
+        else:
+            s.bad_evals += 1
+            patience = self.t.early_stopping_patience
+            if patience and s.bad_evals >= patience:
+                s.stopped_early = True
+        self._log(f"step {s.step}: val loss {val:.4f} (best {s.best_val:.4f} at step {s.best_step})")
+
+    # ---- checkpoints -----------------------------------------------------------------------------
+    def _clock(self) -> None:
+        now = time.perf_counter()
+        self.state.fit_seconds += now - self._fit_mark
+        self._fit_mark = now
+
+    def save_checkpoint(self) -> Path:
+        self._clock()
+        return checkpoint.save(
+            self.ckpt_root, self.state.step, model=self.model, optimizer=self.optimizer,
+            scheduler=self.scheduler, scaler=self.acc.scaler, state=asdict(self.state),
+            recipe_toml=self.recipe.to_toml(), keep_last=self.t.keep_last, rank=self.rank,
+            is_main=self.main, barrier=self.acc.wait_for_everyone,
+        )  # fmt: skip
+
+    def resume(self, path: Path) -> None:
+        saved = checkpoint.load(
+            path, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler,
+            scaler=self.acc.scaler, rank=self.rank,
+        )  # fmt: skip
+        self.state = State(**saved)
+        self.metrics.truncate_after(self.state.step)
+        self._log(f"resumed from {path} at step {self.state.step}/{self.total_steps}")
+
+    # ---- signals ---------------------------------------------------------------------------------
+    def _install_signals(self) -> dict[int, Any]:
+        def handler(signum: int, frame: Any) -> None:
+            if self.stop_signal is not None:  # a second Ctrl-C: stop now
+                raise KeyboardInterrupt
+            self.stop_signal = signal.Signals(signum).name
+            self._log(f"{self.stop_signal}: saving a checkpoint at the end of this step (again to abort)")
+
+        old = {}
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                old[sig] = signal.signal(sig, handler)
+            except ValueError:  # not the main thread
+                pass
+        return old
+
+    def _should_stop(self) -> bool:
+        wanted = self.stop_signal is not None or (
+            self.interrupt_at is not None and self.state.step >= self.interrupt_at
+        )
+        (flag,) = self._sum(1.0 if wanted else 0.0)
+        return flag > 0
+
+    # ---- the loop --------------------------------------------------------------------------------
+    def fit(self, resume_from: Path | None = None) -> State:
+        """Train to the end (or early stop); raise Interrupted after saving on SIGINT/SIGTERM."""
+        torch = self._torch
+        self._fit_mark = time.perf_counter()
+        if resume_from is not None:
+            self.resume(resume_from)
+        s, t = self.state, self.t
+        if s.step == 0 and s.initial_val is None:
+            self._after_eval(self.evaluate(self.data.val))
+        old_handlers = self._install_signals()
+        progress = self._progress()
+        window = [0.0, 0, 0, time.perf_counter()]  # loss*tokens, tokens, input tokens, start
+        try:
+            with progress:
+                task = progress.add_task(
+                    "train", total=self.total_steps, completed=s.step, loss="-", lr="-", tps="-"
+                )
+                while s.step < self.total_steps and not s.stopped_early:
+                    t0 = time.perf_counter()
+                    loss, n_tok, n_in = self.train_step()
+                    s.train_seconds += time.perf_counter() - t0
+                    s.step += 1
+                    s.tokens += n_tok
+                    s.input_tokens += n_in
+                    window[0] += loss * n_tok
+                    window[1] += n_tok
+                    window[2] += n_in
+                    if s.step % t.log_every == 0 or s.step == self.total_steps:
+                        dt = max(time.perf_counter() - window[3], 1e-9)
+                        mean = window[0] / max(window[1], 1)
+                        lr = self.scheduler.get_last_lr()[0]
+                        self.metrics.write(
+                            step=s.step, epoch=round(s.step / self.steps_per_epoch, 4), loss=round(mean, 6),
+                            lr=lr, tokens=s.tokens, tokens_per_s=round(window[2] / dt, 1),
+                        )  # fmt: skip
+                        progress.update(
+                            task, loss=f"{mean:.4f}", lr=f"{lr:.2e}", tps=f"{window[2] / dt:,.0f}"
+                        )
+                        if not progress.live.is_started:  # no terminal: one line per log step instead
+                            self._log(f"step {s.step}/{self.total_steps}  loss {mean:.4f}  lr {lr:.2e}  "
+                                      f"{window[2] / dt:,.0f} tok/s")  # fmt: skip
+                        window = [0.0, 0, 0, time.perf_counter()]
+                    progress.update(task, completed=s.step)
+                    if t.eval_every and s.step % t.eval_every == 0 and s.step < self.total_steps:
+                        self._after_eval(self.evaluate(self.data.val))
+                    if self._should_stop():
+                        path = self.save_checkpoint()
+                        raise Interrupted(s.step, path)
+                    if t.save_every and s.step % t.save_every == 0 and s.step < self.total_steps:
+                        self.save_checkpoint()
+        except torch.OutOfMemoryError:
+            raise TrainError(
+                f"out of memory at step {s.step + 1} (batch_size={t.batch_size}, "
+                f"max_seq_len={self.recipe.data.max_seq_len}, grad_checkpointing={t.grad_checkpointing})",
+                hint="lower train.batch_size (raise train.grad_accum to keep the effective batch), lower "
+                "data.max_seq_len, or set train.grad_checkpointing = true",
+            ) from None
+        finally:
+            for sig, h in old_handlers.items():
+                signal.signal(sig, h)
+        if s.stopped_early:
+            self._log(f"early stop at step {s.step}: no val improvement in {t.early_stopping_patience} evals")
+        elif self.data.val and s.val_step != s.step:
+            self._after_eval(self.evaluate(self.data.val))
+        self._clock()
+        return s
+
+    def restore_best(self) -> dict[str, Any] | None:
+        """Put the best-val adapter weights back into the model (every process reads the same file)."""
+        self.acc.wait_for_everyone()
+        if self.state.best_step < 0 or self.state.best_step == self.state.step:
+            return None
+        return checkpoint.load_best(self.ckpt_root, self.model)
+
+    # ---- output ----------------------------------------------------------------------------------
+    def _log(self, text: str) -> None:
+        if self.main and self.console is not None:
+            self.console.print(text, highlight=False)
+
+    def _progress(self) -> Any:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        show = self.main and self.console is not None and self.console.is_terminal
+        return Progress(
+            TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]}  lr {task.fields[lr]}  {task.fields[tps]} tok/s"),
+            TimeRemainingColumn(), console=self.console, disable=not show, transient=False,
+        )  # fmt: skip
