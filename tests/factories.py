@@ -1,0 +1,269 @@
+"""Tiny offline models for tests: real tokenizers trained here, small random Llama/Mistral/Qwen2/GPT-2.
+
+    build_tokenizer(kind, out_dir)          -> saved tokenizer (SentencePiece for llama/mistral,
+                                               byte-level BPE for qwen2/gpt2), chat template included
+    build_tiny_model(arch, out_dir, seed=0) -> HF folder: safetensors + config + tokenizer + template
+
+Nothing is downloaded: the tokenizers are trained on CORPUS, a few KB of medical-style text below.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+ARCHS = ("llama", "mistral", "qwen2", "gpt2")
+
+CORPUS = """\
+The patient is a 45-year-old woman with a three-day history of fever, dry cough and fatigue.
+Her temperature was 38.5 degrees Celsius, heart rate 96 beats per minute, blood pressure 128/84 mmHg.
+Oxygen saturation was 97% on room air. Chest auscultation revealed fine crackles at the right base.
+A chest X-ray showed a right lower lobe infiltrate consistent with community-acquired pneumonia.
+She was started on amoxicillin 1 g three times daily for 5 days and advised to drink plenty of fluids.
+Type 2 diabetes mellitus is a chronic condition in which the body does not use insulin properly.
+Common symptoms include increased thirst, frequent urination, blurred vision and slow-healing wounds.
+Treatment usually starts with lifestyle changes: a balanced diet, regular exercise and weight loss.
+Metformin is often the first medicine prescribed; the usual starting dose is 500 mg once or twice a day.
+HbA1c should be checked every 3 to 6 months; a target below 7% is appropriate for many adults.
+Hypertension is defined as a blood pressure of 140/90 mmHg or higher on repeated measurements.
+Risk factors include age, obesity, high salt intake, smoking, alcohol and a family history of heart disease.
+First-line drugs include ACE inhibitors, calcium channel blockers and thiazide diuretics.
+Asthma is a chronic inflammatory disease of the airways that causes wheezing, breathlessness and cough.
+An inhaled corticosteroid controls inflammation; a short-acting beta-agonist relieves acute symptoms.
+What are the symptoms of migraine? Migraine causes a throbbing headache, often on one side of the head,
+with nausea, vomiting and sensitivity to light and sound. Attacks can last from 4 to 72 hours.
+What is the ICD-10-CM code for essential hypertension? The code is I10.
+The ICD-10-CM code E11.9 means type 2 diabetes mellitus without complications.
+J18.9 is pneumonia, unspecified organism; J45.909 is unspecified asthma, uncomplicated.
+Anemia is a condition in which the blood lacks enough healthy red blood cells or hemoglobin.
+Iron deficiency anemia is treated with oral iron supplements and by correcting the underlying cause.
+Chronic kidney disease is staged by the estimated glomerular filtration rate (eGFR) in mL/min/1.73 m2.
+Stage 3a corresponds to an eGFR between 45 and 59; stage 5 is below 15 and may require dialysis.
+Atrial fibrillation is an irregular and often rapid heart rhythm that increases the risk of stroke.
+Anticoagulants such as apixaban or warfarin reduce this risk; the INR target for warfarin is 2.0 to 3.0.
+Le patient présente une fièvre à 39 °C, des céphalées et une raideur de la nuque depuis hier soir.
+La méningite bactérienne est une urgence médicale : l'antibiothérapie doit débuter sans délai.
+El paciente refiere dolor torácico opresivo irradiado al brazo izquierdo desde hace 2 horas.
+Der Patient klagt über Übelkeit, Schwindel und Müdigkeit seit drei Tagen.
+Always consult a qualified health professional; this information is not a substitute for medical advice.
+Question: How is hypothyroidism treated? Answer: with daily levothyroxine, adjusted to the TSH level.
+Question: What causes gout? Answer: deposits of uric acid crystals in the joints, often the big toe.
+Question: When should a child with fever see a doctor? Answer: if under 3 months old, if the fever
+lasts more than 48 hours, or with a rash, stiff neck, trouble breathing or unusual drowsiness.
+Vitamin D deficiency is common in winter; a level below 20 ng/mL (50 nmol/L) is usually considered low.
+Dehydration in older adults can cause confusion, dizziness, low blood pressure and reduced urine output.
+Paracetamol (acetaminophen) 500 mg to 1 g every 4 to 6 hours, no more than 4 g in 24 hours.
+Ibuprofen should be avoided in patients with kidney disease, stomach ulcers or severe heart failure.
+"""
+
+# Chat templates written for these tests, in the style of the real models' templates.
+ZEPHYR_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|' + message['role'] + '|>\\n' + message['content'] + eos_token + '\\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|assistant|>\\n' }}{% endif %}"
+)
+INST_TEMPLATE = (
+    "{{ bos_token }}"
+    "{% set system = messages[0]['content'] + '\\n\\n' if messages and messages[0]['role'] == 'system' else '' %}"
+    "{% for message in messages if message['role'] != 'system' %}"
+    "{% if message['role'] == 'user' %}"
+    "{{ '[INST] ' + (system if loop.first else '') + message['content'] + ' [/INST]' }}"
+    "{% else %}{{ message['content'] + eos_token }}{% endif %}"
+    "{% endfor %}"
+)
+CHATML_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+DIALOGPT_TEMPLATE = "{% for message in messages %}{{ message['content'] + eos_token }}{% endfor %}"
+
+# Qwen2's pre-tokenizer split (letters, single digits, punctuation runs, newlines, spaces).
+QWEN2_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
+    r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+
+SPM_VOCAB = 512
+# Wide enough init that the blocks, not the embedding, decide the next token: greedy output varies.
+INIT_STD = 0.2
+TIED_EMBED_SCALE = 0.25
+BPE_VOCAB = 640
+
+
+def _corpus_lines() -> list[str]:
+    return [line for line in CORPUS.splitlines() if line.strip()]
+
+
+def _train_spm(vocab_size: int) -> bytes:
+    """A Llama-style SentencePiece BPE model (byte fallback, split digits, identity normalization)."""
+    import sentencepiece as spm
+
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(_corpus_lines()),
+        model_writer=model,
+        model_type="bpe",
+        vocab_size=vocab_size,
+        character_coverage=1.0,
+        byte_fallback=True,
+        split_digits=True,
+        normalization_rule_name="identity",
+        add_dummy_prefix=True,
+        remove_extra_whitespaces=False,
+        allow_whitespace_only_pieces=True,
+        unk_id=0,
+        bos_id=1,
+        eos_id=2,
+        pad_id=-1,
+        hard_vocab_limit=False,
+        num_threads=1,
+        minloglevel=2,
+    )
+    return model.getvalue()
+
+
+def _spm_tokenizer(kind: str, out_dir: Path):
+    from transformers import LlamaTokenizer
+
+    (out_dir / "tokenizer.model").write_bytes(_train_spm(SPM_VOCAB))
+    # transformers turns the SentencePiece BPE model into its fast (byte-fallback BPE) tokenizer.
+    tok = LlamaTokenizer.from_pretrained(
+        str(out_dir),
+        add_bos_token=True,
+        add_eos_token=False,
+        legacy=False,
+        clean_up_tokenization_spaces=False,
+    )
+    tok.chat_template = ZEPHYR_TEMPLATE if kind == "llama" else INST_TEMPLATE
+    return tok
+
+
+def _bpe_tokenizer(kind: str):
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    if kind == "gpt2":
+        specials = ["<|endoftext|>"]
+        pre = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    else:
+        specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+        pre = pre_tokenizers.Sequence(
+            [
+                pre_tokenizers.Split(Regex(QWEN2_SPLIT), behavior="isolated", invert=False),
+                pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+            ]
+        )
+    tk = Tokenizer(models.BPE())
+    tk.pre_tokenizer = pre
+    tk.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=BPE_VOCAB,
+        special_tokens=specials if kind == "gpt2" else [],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tk.train_from_iterator(_corpus_lines(), trainer=trainer)
+    if kind == "qwen2":  # Qwen2 keeps its special tokens after the BPE vocabulary
+        tk.add_special_tokens(specials)
+    if kind == "gpt2":
+        tok = PreTrainedTokenizerFast(
+            tokenizer_object=tk,
+            bos_token="<|endoftext|>",
+            eos_token="<|endoftext|>",
+            unk_token="<|endoftext|>",
+            clean_up_tokenization_spaces=False,
+        )
+        tok.chat_template = DIALOGPT_TEMPLATE
+    else:
+        tok = PreTrainedTokenizerFast(
+            tokenizer_object=tk,
+            eos_token="<|im_end|>",
+            pad_token="<|endoftext|>",
+            additional_special_tokens=["<|im_start|>", "<|im_end|>"],
+            clean_up_tokenization_spaces=False,
+        )
+        tok.chat_template = CHATML_TEMPLATE
+    return tok
+
+
+def build_tokenizer(kind: str, out_dir: str | Path):
+    """Train and save the tokenizer for ``kind`` (an arch name) into ``out_dir``; returns it."""
+    if kind not in ARCHS:
+        raise ValueError(f"unknown tokenizer kind {kind!r}; expected one of {', '.join(ARCHS)}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tok = _spm_tokenizer(kind, out_dir) if kind in ("llama", "mistral") else _bpe_tokenizer(kind)
+    tok.save_pretrained(str(out_dir))
+    return tok
+
+
+def _config(arch: str, tok, overrides: dict[str, Any]):
+    from transformers import GPT2Config, LlamaConfig, MistralConfig, Qwen2Config
+
+    n = len(tok)
+    if arch == "gpt2":
+        eos = tok.convert_tokens_to_ids("<|endoftext|>")
+        kw: dict[str, Any] = dict(
+            vocab_size=n, n_embd=64, n_layer=2, n_head=4, n_inner=256, n_positions=512,
+            initializer_range=INIT_STD, bos_token_id=eos, eos_token_id=eos, tie_word_embeddings=True,
+        )  # fmt: skip
+        kw.update(overrides)
+        return GPT2Config(**kw)
+    common: dict[str, Any] = dict(
+        hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=512, rms_norm_eps=1e-6, initializer_range=INIT_STD,
+    )  # fmt: skip
+    if arch == "qwen2":
+        common.update(
+            vocab_size=n,
+            tie_word_embeddings=True,
+            rope_theta=1_000_000.0,
+            bos_token_id=tok.convert_tokens_to_ids("<|endoftext|>"),
+            eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"),
+            pad_token_id=tok.convert_tokens_to_ids("<|endoftext|>"),
+            use_sliding_window=False,
+        )
+        common.update(overrides)
+        return Qwen2Config(**common)
+    common.update(
+        vocab_size=64 * (n // 64 + 1),  # padded above the tokenizer, as real SPM checkpoints often are
+        tie_word_embeddings=False,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+    )
+    if arch == "mistral":
+        common["sliding_window"] = None
+    common.update(overrides)
+    return (LlamaConfig if arch == "llama" else MistralConfig)(**common)
+
+
+def build_tiny_model(arch: str, out_dir: str | Path, seed: int = 0, **overrides: Any) -> Path:
+    """Write a tiny random ``arch`` model with its tokenizer to ``out_dir``; returns the folder.
+
+    ``overrides`` go to the config (e.g. ``hidden_size=256`` for K-quant friendly rows).
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, GenerationConfig
+
+    if arch not in ARCHS:
+        raise ValueError(f"unknown tiny arch {arch!r}; expected one of {', '.join(ARCHS)}")
+    out_dir = Path(out_dir)
+    tok = build_tokenizer(arch, out_dir)
+    config = _config(arch, tok, overrides)
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    if config.tie_word_embeddings and "initializer_range" not in overrides:
+        with torch.no_grad():  # a tied random model otherwise echoes its input token back
+            model.get_input_embeddings().weight.mul_(TIED_EMBED_SCALE)
+    model.eval()
+    model.generation_config = GenerationConfig(
+        bos_token_id=config.bos_token_id,
+        eos_token_id=config.eos_token_id,
+        pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else config.eos_token_id,
+    )
+    model.save_pretrained(str(out_dir))
+    return out_dir

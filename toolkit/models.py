@@ -1,0 +1,250 @@
+"""The one place that loads a base model (train, merge, eval): hub id, local HF folder or .gguf file.
+
+A .gguf base is dequantized once into a cache folder (``$MEDKIT_CACHE/dequantized/<sha>/``, default
+``~/.cache/medkit``) and from then on loaded like any HF folder, so 4-bit bitsandbytes loading works too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from medkit.errors import ModelError
+
+CACHE_ENV = "MEDKIT_CACHE"
+DONE_MARKER = "medkit-dequantized.json"
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+Kind = Literal["hub", "local", "gguf"]
+
+
+@dataclass(frozen=True)
+class BaseSpec:
+    """What a recipe's ``base`` names: a hub id, a local HF folder or a .gguf file."""
+
+    spec: str
+    kind: Kind
+    path: Path | None = None  # the folder or file for "local" / "gguf"
+
+    @property
+    def is_gguf(self) -> bool:
+        return self.kind == "gguf"
+
+    @property
+    def is_local(self) -> bool:
+        return self.kind in ("local", "gguf")
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "medkit").expanduser()
+
+
+def resolve_base(spec: str | os.PathLike[str]) -> BaseSpec:
+    """Tell what ``spec`` is; a path that should exist but does not raises ModelError."""
+    text = os.fspath(spec).strip()
+    if not text:
+        raise ModelError("empty base model name")
+    path = Path(text).expanduser()
+    if text.lower().endswith(".gguf"):
+        if not path.is_file():
+            raise ModelError(f"GGUF base not found: {path}")
+        return BaseSpec(text, "gguf", path.resolve())
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelError(f"not a Hugging Face model folder (no config.json): {path}")
+        return BaseSpec(text, "local", path.resolve())
+    if path.exists():
+        raise ModelError(
+            f"unsupported model file: {path}", hint="give a Hugging Face folder, a hub id or a .gguf file"
+        )
+    looks_like_path = text.startswith((".", "/", "~")) or os.sep in text.strip("/").replace("/", "", 1)
+    if looks_like_path or not _HUB_ID.match(text):
+        raise ModelError(f"model folder not found: {path}")
+    return BaseSpec(text, "hub")
+
+
+def _as_base(spec: str | os.PathLike[str] | BaseSpec) -> BaseSpec:
+    return spec if isinstance(spec, BaseSpec) else resolve_base(spec)
+
+
+def loadable(spec: str | os.PathLike[str] | BaseSpec) -> str:
+    """What to hand ``from_pretrained``: the hub id, the folder, or the dequantized cache of a GGUF."""
+    base = _as_base(spec)
+    if base.kind == "hub":
+        return base.spec
+    assert base.path is not None
+    if base.kind == "gguf":
+        return str(ensure_dequantized(base.path))
+    return str(base.path)
+
+
+def load_tokenizer(spec: str | os.PathLike[str] | BaseSpec, *, chat_template: str | None = None):
+    """AutoTokenizer for ``spec``; ``chat_template`` (jinja text or a file) replaces the model's own."""
+    from transformers import AutoTokenizer
+
+    base = _as_base(spec)
+    where = loadable(base)
+    try:
+        tok = AutoTokenizer.from_pretrained(where)
+    except (OSError, ValueError, TypeError) as exc:
+        raise ModelError(f"cannot load a tokenizer from {base.spec}: {_first_line(exc)}") from None
+    if isinstance(tok, bool) or not hasattr(tok, "encode"):
+        raise ModelError(f"no tokenizer in {base.spec}")
+    if chat_template:
+        candidate = Path(chat_template).expanduser()
+        if "{" not in chat_template and candidate.is_file():
+            chat_template = candidate.read_text()
+        tok.chat_template = chat_template
+    return tok
+
+
+def load_model(
+    spec: str | os.PathLike[str] | BaseSpec,
+    *,
+    dtype: Any = "auto",
+    device_map: Any = None,
+    quantization_config: Any = None,
+    trust_remote_code: bool = False,
+):
+    """AutoModelForCausalLM for ``spec`` (same call for hub ids, folders and dequantized GGUFs)."""
+    from transformers import AutoModelForCausalLM
+
+    base = _as_base(spec)
+    where = loadable(base)
+    kwargs: dict[str, Any] = {"dtype": _dtype(dtype), "trust_remote_code": trust_remote_code}
+    if device_map is not None:
+        kwargs["device_map"] = device_map
+    if quantization_config is not None:
+        kwargs["quantization_config"] = quantization_config
+    try:
+        return AutoModelForCausalLM.from_pretrained(where, **kwargs)
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelError(f"cannot load model {base.spec}: {_first_line(exc)}") from None
+
+
+def _dtype(dtype: Any) -> Any:
+    if isinstance(dtype, str) and dtype != "auto":
+        import torch
+
+        aliases = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16", "half": "float16"}
+        name = aliases.get(dtype, dtype)
+        value = getattr(torch, name, None)
+        if not isinstance(value, torch.dtype):
+            raise ModelError(f"unknown dtype {dtype!r}")
+        return value
+    return dtype
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]
+
+
+def file_sha256(path: Path, chunk: int = 1 << 22) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def dequantized_dir(gguf_path: str | os.PathLike[str]) -> Path:
+    """Where the dequantized HF folder of this GGUF lives in the cache (keyed by the file's sha256)."""
+    return cache_root() / "dequantized" / file_sha256(Path(gguf_path))[:24]
+
+
+def ensure_dequantized(gguf_path: str | os.PathLike[str]) -> Path:
+    """The cached HF folder for ``gguf_path``, built once (under a lock, atomically) if missing."""
+    gguf_path = Path(gguf_path)
+    if not gguf_path.is_file():
+        raise ModelError(f"GGUF base not found: {gguf_path}")
+    target = dequantized_dir(gguf_path)
+    if (target / DONE_MARKER).is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with _file_lock(target.parent / f".{target.name}.lock"):
+        if (target / DONE_MARKER).is_file():  # another process built it while we waited
+            return target
+        if target.exists():  # an incomplete folder from an older crash
+            shutil.rmtree(target, ignore_errors=True)
+        return dequantize_gguf_to_hf(gguf_path, target)
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    with open(path, "a+") as fh:
+        try:
+            import fcntl
+        except ImportError:  # Windows: no lock, the atomic rename still keeps the folder whole
+            yield
+            return
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def dequantize_gguf_to_hf(gguf_path: str | os.PathLike[str], out_dir: str | os.PathLike[str]) -> Path:
+    """Write a plain HF folder (float32 safetensors, config, tokenizer, chat template) from a GGUF.
+
+    transformers dequantizes the GGUF (``gguf_file=``) but marks that model as gguf-quantized and will
+    not ``save_pretrained`` it, so its weights are moved into a fresh model built from the same config.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, GgufConfig
+
+    gguf_path = Path(gguf_path).expanduser()
+    out_dir = Path(out_dir).expanduser()
+    if not gguf_path.is_file():
+        raise ModelError(f"GGUF file not found: {gguf_path}")
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise ModelError(f"output folder is not empty: {out_dir}")
+    folder, name = str(gguf_path.parent), gguf_path.name
+    try:
+        tok = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+        src = AutoModelForCausalLM.from_pretrained(
+            folder, gguf_file=name, dtype=torch.float32, quantization_config=GgufConfig(dequantize=True)
+        )
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        raise ModelError(f"cannot read GGUF {gguf_path}: {_first_line(exc)}") from None
+
+    config = src.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    config.dtype = torch.float32
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    missing, unexpected = model.load_state_dict(src.state_dict(), strict=False)
+    if missing or unexpected:
+        raise ModelError(f"GGUF {gguf_path} does not map onto {config.model_type}: missing {missing[:3]}")
+    del src
+    model.tie_weights()
+    model.generation_config = GenerationConfig(
+        bos_token_id=tok.bos_token_id if tok.bos_token_id is not None else config.bos_token_id,
+        eos_token_id=tok.eos_token_id if tok.eos_token_id is not None else config.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
+    try:
+        model.save_pretrained(str(tmp))
+        tok.save_pretrained(str(tmp))
+        marker = {"source": str(gguf_path), "size": gguf_path.stat().st_size, "dtype": "float32"}
+        (tmp / DONE_MARKER).write_text(json.dumps(marker, indent=2) + "\n")
+        if out_dir.exists():
+            out_dir.rmdir()  # empty (checked above)
+        os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir
