@@ -42,15 +42,15 @@ class ChatApp(App[None]):
 
     CSS_PATH = "chat.tcss"
     TITLE = "medkit chat"
-    BINDINGS = [
-        Binding("escape", "stop", "Stop", priority=True),
-        Binding("ctrl+n", "new_chat", "New chat", priority=True),
-        Binding("ctrl+o", "chats", "Chats", priority=True),
-        Binding("ctrl+t", "adapter", "Adapter", priority=True),
-        Binding("ctrl+s", "settings", "Settings", priority=True),
-        Binding("ctrl+y", "copy_answer", "Copy answer", priority=True),
-        Binding("ctrl+x", "export", "Export", priority=True),
-        Binding("ctrl+q", "quit", "Quit", priority=True),
+    BINDINGS = [  # none overrides the prompt's own keys (Input binds ctrl+a/e/k/u/w/x/c/v)
+        Binding("escape", "stop", "Stop"),
+        Binding("ctrl+n", "new_chat", "New chat"),
+        Binding("ctrl+o", "chats", "Chats"),
+        Binding("ctrl+t", "adapter", "Adapter"),
+        Binding("ctrl+s", "settings", "Settings"),
+        Binding("ctrl+y", "copy_answer", "Copy answer"),
+        Binding("ctrl+r", "export", "Export"),
+        Binding("ctrl+q", "quit", "Quit"),
     ]
 
     def __init__(
@@ -259,6 +259,8 @@ class ChatApp(App[None]):
             self.backend.cancel()
 
     def _idle(self, what: str) -> bool:
+        if len(self.screen_stack) > 1:  # a dialog is open: app keys wait for it
+            return False
         if self.generating:
             self.notify(f"stop the answer first (Esc), then {what}", severity="warning")
             return False
@@ -297,7 +299,8 @@ class ChatApp(App[None]):
         self.notify(f"now answering with {target or 'the base model'}")
 
     def action_settings(self) -> None:
-        self.push_screen(SettingsScreen(self.settings), self._settings_saved)
+        if len(self.screen_stack) == 1:
+            self.push_screen(SettingsScreen(self.settings), self._settings_saved)
 
     def _settings_saved(self, settings: Settings | None) -> None:
         if settings is None:
@@ -309,6 +312,8 @@ class ChatApp(App[None]):
         self.notify("settings saved")
 
     def action_copy_answer(self) -> None:
+        if len(self.screen_stack) > 1:
+            return
         if not self.last_answer:
             self.notify("no answer to copy yet", severity="warning")
             return
@@ -316,6 +321,8 @@ class ChatApp(App[None]):
         self.notify("last answer copied to the clipboard")
 
     def action_export(self) -> None:
+        if len(self.screen_stack) > 1:
+            return
         if not self.store.messages(self.chat_id):
             self.notify("nothing to export: this chat is empty", severity="warning")
             return
@@ -364,7 +371,7 @@ def command(
 
     \b
     Keys: Enter send · Esc stop · Ctrl+N new chat · Ctrl+O chats · Ctrl+T adapter
-          Ctrl+S settings · Ctrl+Y copy answer · Ctrl+X export · Ctrl+P commands · Ctrl+Q quit
+          Ctrl+S settings · Ctrl+Y copy answer · Ctrl+R export · Ctrl+P commands · Ctrl+Q quit
     """
     from medkit.runtime import Runtime
 
