@@ -36,7 +36,7 @@ HIGHER_IS_BETTER = {
 GENERATION_METRICS = frozenset(m for ms in TASK_METRICS.values() for m in ms) - {"loss", "ppl"}
 
 # An ICD-10-CM code: letter, digit, digit-or-letter, then an optional dot and up to 4 more characters.
-_ICD = re.compile(r"\b([A-TV-Z][0-9][0-9A-Z])(?:\s*\.?\s*([0-9A-Z]{1,4}))?\b", re.IGNORECASE)
+_ICD = re.compile(r"\b([A-Z][0-9][0-9A-Z])(?:\.?([0-9A-Z]{1,4}))?\b", re.IGNORECASE)
 # The first number: sign, thousands separators, decimals, exponent; not the digit inside "HbA1c".
 _NUMBER = re.compile(
     r"(?<![\w.])[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:[eE][-+]?\d+)?|(?<![\w.])[-+]?\.\d+"

@@ -1,0 +1,93 @@
+"""End-to-end `medkit eval` on a tiny real run directory, and the bad-input cases."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from medkit.errors import EvalError
+from medkit.evaluate import evaluate_run
+
+OUTPUTS = ("eval.md", "eval.json", "eval.png")
+
+
+def test_eval_run_writes_table(tiny_run):
+    report = evaluate_run(tiny_run)
+    table = report["table"]
+    assert list(table) == ["base", "tuned", "f32"]
+    assert report["task"] == "icd10" and report["n"] == 6 and report["split"] == "test"
+    base, tuned, gguf = table["base"], table["tuned"], table["f32"]
+    # the trained adapter learned the codes: lower loss on held-out questions
+    assert tuned["loss"] < base["loss"] - 0.5
+    # llama.cpp on the f32 GGUF of the base scores the same token ids as transformers
+    assert gguf["loss"] == pytest.approx(base["loss"], rel=1e-3)
+    assert gguf["ppl"] == pytest.approx(base["ppl"], rel=1e-2)
+    for row in table.values():
+        assert set(row) == set(report["metrics"])
+        assert 0.0 <= row["stop_rate"] <= 1.0 and 0.0 <= row["exact"] <= 1.0
+    assert tuned["category_match"] >= base["category_match"]
+    # files: json equals what was returned; markdown has the table and the qualitative prompts; png is a png
+    assert json.loads((tiny_run / "eval.json").read_text())["table"] == json.loads(json.dumps(table))
+    md = (tiny_run / "eval.md").read_text()
+    assert "| metric | base | tuned | f32 |" in md and "Write one sentence about the sea." in md
+    assert (tiny_run / "eval.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert json.loads((tiny_run / "run.json").read_text())["eval"]["task"] == "icd10"
+    assert report["models"]["tuned"]["samples"][0]["reference"]
+    assert len(report["models"]["f32"]["qualitative"]) == 2
+
+
+def test_eval_qa_metrics_without_base(tiny_run):
+    report = evaluate_run(tiny_run, ggufs=[], against="none", n=3, overrides=["eval.task=qa"], write=False)
+    assert list(report["table"]) == ["tuned"]
+    row = report["table"]["tuned"]
+    assert {"rouge1", "rouge2", "rougeL", "bleu", "loss", "ppl"} <= set(row)
+    assert 0.0 <= row["rouge1"] <= 1.0 and 0.0 <= row["bleu"] <= 100.0
+    assert not any((tiny_run / f).exists() for f in OUTPUTS)
+
+
+def _nothing_written(run) -> bool:
+    return not any((run / f).exists() for f in OUTPUTS) and not any(run.glob(".*partial"))
+
+
+def test_missing_split(tiny_run):
+    with pytest.raises(EvalError, match="split 'dev' does not exist"):
+        evaluate_run(tiny_run, split="dev")
+    assert _nothing_written(tiny_run)
+
+
+def test_zero_examples(tiny_run):
+    with pytest.raises(EvalError, match="zero examples"):
+        evaluate_run(tiny_run, overrides=["data.split_ratios=[0.8, 0.2, 0.0]"])
+    assert _nothing_written(tiny_run)
+
+
+def test_gguf_of_another_base(tiny_run, eval_assets):
+    with pytest.raises(EvalError, match="does not match the run's base: n_embd 32 != 64"):
+        evaluate_run(tiny_run, ggufs=[eval_assets["other_gguf"]])
+    assert _nothing_written(tiny_run)
+
+
+def test_metric_that_does_not_fit(tiny_run):
+    with pytest.raises(EvalError, match="'rouge1' does not fit task 'icd10'"):
+        evaluate_run(tiny_run, metrics=["rouge1"])
+    assert _nothing_written(tiny_run)
+
+
+def test_cli_one_line_error_and_success(tiny_run, capsys, monkeypatch):
+    from medkit.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["eval", str(tiny_run), "--split", "dev"])
+    assert exc.value.code != 0
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: split 'dev' does not exist") and "\n" not in err
+    assert _nothing_written(tiny_run)
+
+    monkeypatch.setenv("MEDKIT_RUNS", str(tiny_run.parent))  # no RUN argument: the latest run
+    with pytest.raises(SystemExit) as exc:
+        main(["eval", "--n", "2", "--no-gguf", "--set", "eval.max_new_tokens=3"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert "tuned" in out and "loss" in out
+    assert json.loads((tiny_run / "eval.json").read_text())["n"] == 2
