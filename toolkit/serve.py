@@ -24,10 +24,10 @@ BASE = "base"
 
 
 def model_names(runtime: Runtime) -> dict[str, str | None]:
-    """Request model name -> adapter (None: the base). The GGUF's own name also means the base."""
+    """Request model name -> adapter (None: the base). The GGUF file name (stem) also means the base."""
     names: dict[str, str | None] = {BASE: None}
     names.update({name: name for name in runtime.adapters})
-    names.setdefault(runtime.model_name, None)
+    names.setdefault(runtime.model_path.stem, None)
     return names
 
 
@@ -77,6 +77,8 @@ def build_app(runtime: Runtime, *, api_key: str | None = None, host: str = "127.
         model = body.get("model") if isinstance(body, dict) else None
         if model is not None and model not in names:
             raise HTTPException(404, f"model '{model}' not found; available: {', '.join(names)}")
+
+    known_model.__annotations__ = {"request": Request, "return": None}  # FastAPI needs the real class
 
     stock.set_server_settings(ServerSettings(host=host, port=port, api_key=api_key))
     stock._llama_proxy = _proxy_class()(runtime)
