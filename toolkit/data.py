@@ -43,6 +43,7 @@ class Example:
 class Conversation:
     messages: list[dict[str, str]]  # system + user turns; render with add_generation_prompt=True
     answer: str
+    row: int = 0  # 1-based row number in its source split
 
 
 @dataclass
@@ -119,7 +120,7 @@ def prepare(recipe: Any, tokenizer: Any) -> Prepared:
     if not out["train"]:
         raise DataError(f"no training examples fit data.max_seq_len={recipe.data.max_seq_len} "
                         f"({stats.truncated} answers cut)", where=recipe.data.source)  # fmt: skip
-    rows = {s: [Conversation(r["messages"], r["answer"]) for r in splits[s]] for s in SPLITS}
+    rows = {s: [Conversation(r["messages"], r["answer"], r["row"]) for r in splits[s]] for s in SPLITS}
     return Prepared(
         train=out["train"], val=out["val"], test=out["test"], rows=rows, stats=stats,
         fingerprint=_fingerprint(recipe, tokenizer, out), eot_token_id=eot_id, eot_token=eot,

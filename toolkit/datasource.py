@@ -261,7 +261,7 @@ def _turns(value: Any, row: _Row) -> list[dict[str, str]]:
         text = clean_text(content, strip_html=row.clean.strip_html, collapse=row.clean.collapse_whitespace)
         if not text:
             raise _Bad("empty turn in 'messages'")
-        turns.append({"role": ROLE_NAMES.get(role.lower(), role.lower()), "content": text})
+        turns.append({"role": ROLE_NAMES.get(role.lower(), role.lower()), "content": text, "speaker": role})
     return turns
 
 
@@ -277,7 +277,7 @@ def map_row(row: Mapping[str, Any], layout: str, mapping: dict[str, str], recipe
         turns = _turns(r.raw("messages"), r)
         if "answer" in mapping or d.answer_template:  # a transcript to label: one user turn
             if len(turns) > 1:
-                transcript = "\n".join(f"{t['role'].capitalize()}: {t['content']}" for t in turns)
+                transcript = "\n".join(f"{t['speaker'].capitalize()}: {t['content']}" for t in turns)
                 turns = [{"role": "user", "content": transcript}]
             answer = (d.answer_template or "{answer}").format_map(_Namespace(r))
         else:
@@ -288,7 +288,10 @@ def map_row(row: Mapping[str, Any], layout: str, mapping: dict[str, str], recipe
             raise _Bad("'messages' does not end with a user turn before the answer")
         if turns[0]["role"] == "system":
             system = []
-        return {"messages": system + turns, "answer": answer}
+        return {
+            "messages": system + [{"role": t["role"], "content": t["content"]} for t in turns],
+            "answer": answer,
+        }
     prompt = (d.prompt_template or spec.prompt).format_map(_Namespace(r))
     if layout == "alpaca" and not d.prompt_template and r.raw("input") not in (None, ""):
         prompt += "\n\n" + r["input"]

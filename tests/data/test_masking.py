@@ -1,0 +1,165 @@
+"""Exact label masking, end-of-turn and BOS handling for every template family, and truncation."""
+
+from __future__ import annotations
+
+import pytest
+
+from medkit.data import IGNORE, prepare
+from medkit.errors import DataError
+from medkit.templates import TEMPLATES, end_of_turn_token
+from tests.data.helpers import assert_exact_masking, make_recipe, qa_rows, trained_ids, write_jsonl
+
+# (tokenizer family, recipe chat_template, expected end-of-turn token)
+CASES = [
+    ("llama", "auto", "</s>"),  # SentencePiece + the tokenizer's own zephyr template
+    ("mistral", "auto", "</s>"),  # SentencePiece + [INST] template with {{ bos_token }} in the text
+    ("qwen2", "auto", "<|im_end|>"),  # byte BPE + ChatML
+    ("gpt2", "auto", "<|endoftext|>"),  # byte BPE + DialoGPT eos-separated turns
+    ("llama", "zephyr", "</s>"),
+    ("llama", "mistral", "</s>"),
+    ("llama", "alpaca", "</s>"),
+    ("mistral", "dialogpt", "</s>"),
+    ("qwen2", "chatml", "<|im_end|>"),
+    ("qwen2", "zephyr", "<|im_end|>"),
+    ("gpt2", "dialogpt", "<|endoftext|>"),
+    ("gpt2", "alpaca", "<|endoftext|>"),
+    ("gpt2", "mistral", "<|endoftext|>"),
+]
+
+
+@pytest.fixture()
+def qa_file(tmp_path):
+    return write_jsonl(tmp_path / "qa.jsonl", qa_rows(20))
+
+
+@pytest.mark.parametrize(("kind", "template", "eot"), CASES, ids=[f"{k}-{t}" for k, t, _ in CASES])
+def test_masking_is_exact(kind, template, eot, load_tok, qa_file):
+    tok = load_tok(kind)
+    recipe = make_recipe(
+        qa_file, model={"chat_template": template}, data={"system_prompt": "Answer briefly and kindly."}
+    )
+    prepared = prepare(recipe, tok)
+    assert prepared.eot_token == eot == end_of_turn_token(tok)
+    assert prepared.eot_token_id == tok.convert_tokens_to_ids(eot)
+    assert assert_exact_masking(prepared, tok) == 20
+    if template != "auto":
+        assert tok.chat_template == TEMPLATES[template]
+    # BOS: SentencePiece tokenizers start every example with exactly one BOS, whether the template
+    # writes it (mistral) or the tokenizer adds it (zephyr, alpaca, dialogpt)
+    if kind in ("llama", "mistral"):
+        for ex in prepared.train:
+            assert ex.input_ids[0] == tok.bos_token_id and ex.input_ids[1] != tok.bos_token_id
+            assert ex.labels[0] == IGNORE
+    # the prompt rendered for generation is exactly the masked part
+    conv = {c.row: c for c in prepared.rows["train"]}[prepared.source_rows["train"][0]]
+    prompt = tok.apply_chat_template(conv.messages, tokenize=False, add_generation_prompt=True)
+    n_masked = sum(1 for lab in prepared.train[0].labels if lab == IGNORE)
+    assert tok.decode(prepared.train[0].input_ids[:n_masked], skip_special_tokens=False).strip() in (
+        prompt.strip(),
+        (tok.bos_token or "") + prompt.strip(),
+        ((tok.bos_token or "") + " " + prompt).strip(),
+    )
+
+
+def test_llama3_template_with_its_special_tokens(load_tok, qa_file):
+    tok = load_tok("qwen2")
+    tok.add_special_tokens(
+        {"additional_special_tokens": ["<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]}
+    )
+    prepared = prepare(make_recipe(qa_file, model={"chat_template": "llama3"}), tok)
+    assert prepared.eot_token == "<|eot_id|>"
+    assert assert_exact_masking(prepared, tok) == 20
+
+
+def test_train_on_prompt_trains_everything_but_bos(load_tok, qa_file):
+    tok = load_tok("llama")
+    prepared = prepare(make_recipe(qa_file, data={"train_on_prompt": True}), tok)
+    for ex in prepared.train:
+        assert ex.labels[0] == IGNORE and ex.labels[1:] == ex.input_ids[1:]
+    assert prepared.stats.trained_share > 0.95
+
+
+def test_trained_share_and_lengths_are_counted(load_tok, qa_file):
+    tok = load_tok("qwen2")
+    prepared = prepare(make_recipe(qa_file), tok)
+    s = prepared.stats
+    total = sum(len(e.input_ids) for sp in ("train", "val", "test") for e in prepared.split(sp))
+    trained = sum(len(trained_ids(e)) for sp in ("train", "val", "test") for e in prepared.split(sp))
+    assert (s.total_tokens, s.trained_tokens) == (total, trained)
+    assert 0 < s.trained_share < 1
+    pct = s.percentiles()
+    assert (
+        pct["min"]
+        <= pct["p50"]
+        <= pct["p90"]
+        <= pct["max"]
+        == max(len(e.input_ids) for e in prepared.train + prepared.val + prepared.test)
+    )
+
+
+def _long_answer_rows():
+    rows = qa_rows(10)
+    for r in rows[:3]:
+        r["answer"] = r["answer"] + " " + " ".join(["The patient should rest and drink fluids."] * 12)
+    return rows
+
+
+def test_truncation_drop_counts_and_drops(load_tok, tmp_path):
+    tok = load_tok("qwen2")
+    src = write_jsonl(tmp_path / "long.jsonl", _long_answer_rows())
+    full = prepare(make_recipe(src), tok)
+    limit = 100
+    n_long = sum(len(e.input_ids) > limit for sp in ("train", "val", "test") for e in full.split(sp))
+    assert n_long == 3
+    prepared = prepare(make_recipe(src, data={"max_seq_len": limit, "truncation": "drop"}), tok)
+    assert prepared.stats.truncated == 3
+    assert prepared.stats.rows.dropped["answer cut by max_seq_len (dropped)"] == 3
+    assert sum(prepared.stats.examples.values()) == 7
+    assert assert_exact_masking(prepared, tok) == 7
+
+
+def test_truncation_keep_keeps_the_cut_answer(load_tok, tmp_path):
+    tok = load_tok("qwen2")
+    src = write_jsonl(tmp_path / "long.jsonl", _long_answer_rows())
+    prepared = prepare(make_recipe(src, data={"max_seq_len": 100, "truncation": "keep"}), tok)
+    assert prepared.stats.truncated == 3
+    assert sum(prepared.stats.examples.values()) == 10
+    cut = [e for sp in ("train", "val", "test") for e in prepared.split(sp) if len(e.input_ids) == 100]
+    assert len(cut) == 3
+    for e in cut:  # cut answers keep their trained part but have lost the end-of-turn token
+        assert trained_ids(e) and trained_ids(e)[-1] != prepared.eot_token_id
+
+
+def test_prompt_longer_than_budget_is_dropped_even_with_keep(load_tok, tmp_path):
+    tok = load_tok("qwen2")
+    rows = qa_rows(10)
+    rows[0]["question"] = " ".join(["Describe the history of this chronic cough in detail."] * 20)
+    src = write_jsonl(tmp_path / "p.jsonl", rows)
+    prepared = prepare(make_recipe(src, data={"max_seq_len": 64, "truncation": "keep"}), tok)
+    assert prepared.stats.rows.dropped["prompt alone exceeds max_seq_len"] == 1
+    assert sum(prepared.stats.examples.values()) == 9
+
+
+def test_answer_holding_the_end_of_turn_text_is_dropped(load_tok, tmp_path):
+    tok = load_tok("qwen2")
+    rows = qa_rows(10)
+    rows[2]["answer"] = "Rest.<|im_end|> Then drink water."
+    src = write_jsonl(tmp_path / "eot.jsonl", rows)
+    prepared = prepare(make_recipe(src), tok)
+    reason = "answer contains the end-of-turn token <|im_end|>"
+    assert prepared.stats.rows.dropped[reason] == 1
+    assert assert_exact_masking(prepared, tok) == 9
+
+
+def test_fingerprint_is_stable_and_tracks_the_data(load_tok, qa_file, tmp_path):
+    tok = load_tok("gpt2")
+    a = prepare(make_recipe(qa_file), tok).fingerprint
+    b = prepare(make_recipe(qa_file), tok).fingerprint
+    c = prepare(make_recipe(qa_file, data={"seed": 7}), tok).fingerprint
+    assert a == b and a != c and len(a) == 64
+
+
+def test_no_examples_fit_is_an_error(load_tok, qa_file):
+    tok = load_tok("qwen2")
+    with pytest.raises(DataError, match="max_seq_len"):
+        prepare(make_recipe(qa_file, data={"max_seq_len": 16}), tok)
