@@ -147,37 +147,29 @@ def export(
 
 
 def _write_modelfile(source: Source, gguf_path: Path, log: Any) -> None:
-    """The Ollama Modelfile next to the GGUF (medkit.convert.modelfile, written by a colleague)."""
-    try:
-        from medkit.convert.modelfile import write_modelfile
-    except ImportError:
-        log("note: Modelfile writer (medkit.convert.modelfile) is not installed; no Modelfile written")
-        return
-    from medkit.convert.vocab import chat_template, load_vocab, tokenizer_config
+    """The Ollama Modelfile next to the GGUF (medkit.convert.modelfile)."""
+    import json
+
+    from medkit.convert.modelfile import write_modelfile
+    from medkit.convert.vocab import _token_text, chat_template, end_of_turn, load_vocab, tokenizer_config
 
     cfg = tokenizer_config(source.hf_dir)
     template = chat_template(source.hf_dir)
-    stops = _stop_tokens(source.hf_dir, template, cfg)
+    config = json.loads((source.hf_dir / "config.json").read_text(encoding="utf-8"))
+    vocab = load_vocab(source.hf_dir)
+    eot = end_of_turn(template, vocab.tokens, vocab.types, cfg)
+    eos = _token_text(cfg.get("eos_token"))
+    stops = list(dict.fromkeys(t for t in (vocab.tokens[eot] if eot is not None else None, eos) if t))
+    n_ctx = int(config.get("max_position_embeddings") or config.get("n_positions") or 2048)
     path = write_modelfile(
-        gguf_path, source.out_dir / "Modelfile", chat_template=template, stop_tokens=stops, params={}
+        gguf_path,
+        source.out_dir / "Modelfile",
+        chat_template=template,
+        stop_tokens=stops,
+        params={"num_ctx": min(n_ctx, 4096)},
+        eos_token=eos,
     )
     log(f"wrote {path}")
-    del load_vocab
-
-
-def _stop_tokens(folder: Path, template: str | None, cfg: dict[str, Any]) -> list[str]:
-    from medkit.convert.vocab import _token_text, end_of_turn, load_vocab
-
-    config = __import__("json").loads((folder / "config.json").read_text())
-    vocab = load_vocab(folder, int(config.get("vocab_size") or 0) or 1 << 30)
-    stops = []
-    eot = end_of_turn(template, vocab.tokens, vocab.types, cfg)
-    if eot is not None:
-        stops.append(vocab.tokens[eot])
-    eos = _token_text(cfg.get("eos_token"))
-    if eos and eos not in stops:
-        stops.append(eos)
-    return stops
 
 
 @click.command(name="export")

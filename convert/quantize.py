@@ -7,6 +7,7 @@ K-quants and the rest come from the reference implementation, including its per-
 from __future__ import annotations
 
 import ctypes
+import logging
 import os
 import time
 from pathlib import Path
@@ -64,8 +65,14 @@ def quantize(src: Path, dst: Path, qtype: str, *, threads: int | None = None) ->
     params.ftype = getattr(llama_cpp, QUANT_FTYPES[qtype])
     params.nthread = threads or min(os.cpu_count() or 1, 8)
     t0 = time.perf_counter()
+    lc_logger = logging.getLogger("llama-cpp-python")  # llama.cpp logs every tensor at INFO
+    level = lc_logger.level
     with atomic_path(Path(dst)) as tmp:
-        rc = llama_cpp.llama_model_quantize(str(src).encode(), str(tmp).encode(), ctypes.byref(params))
+        lc_logger.setLevel(logging.ERROR)
+        try:
+            rc = llama_cpp.llama_model_quantize(str(src).encode(), str(tmp).encode(), ctypes.byref(params))
+        finally:
+            lc_logger.setLevel(level)
         if rc != 0:
             raise ConvertError(f"llama.cpp quantizer failed with code {rc} for {qtype}", where=str(src))
     return time.perf_counter() - t0

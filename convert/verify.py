@@ -241,7 +241,7 @@ def report(results: list[Parity]) -> list[dict[str, Any]]:
     """Print the table; raise ConvertError when a float type fails. Returns JSON-ready dicts."""
     from rich.console import Console
 
-    Console(stderr=False).print(table(results))
+    Console(width=max(Console().width, 112)).print(table(results))
     failed = [r for r in results if r.required and not r.passed]
     if failed:
         r = failed[0]

@@ -105,7 +105,7 @@ def _added_tokens(folder: Path, tok_json: dict[str, Any] | None) -> dict[int, tu
     return out
 
 
-def _bpe_vocab(folder: Path, tok_json: dict[str, Any] | None, n_vocab: int) -> GGUFVocab:
+def _bpe_vocab(folder: Path, tok_json: dict[str, Any] | None, n_vocab: int | None) -> GGUFVocab:
     import gguf
 
     if tok_json is not None:
@@ -121,7 +121,7 @@ def _bpe_vocab(folder: Path, tok_json: dict[str, Any] | None, n_vocab: int) -> G
     by_id: dict[int, str] = {tid: text for text, tid in base.items()}
     for tid, (text, _special) in added.items():
         by_id[tid] = text
-    size = max(n_vocab, max(by_id) + 1)
+    size = max(n_vocab or 0, max(by_id) + 1)
     vocab = GGUFVocab(model="gpt2", tokens=[], types=[], pre=pre)
     merges = (tok_json or {}).get("model", {}).get("merges") or []
     if merges and isinstance(merges[0], str):
@@ -142,7 +142,7 @@ def _bpe_vocab(folder: Path, tok_json: dict[str, Any] | None, n_vocab: int) -> G
     return vocab
 
 
-def _spm_vocab(folder: Path, tok_json: dict[str, Any] | None, n_vocab: int) -> GGUFVocab:
+def _spm_vocab(folder: Path, tok_json: dict[str, Any] | None, n_vocab: int | None) -> GGUFVocab:
     import gguf
 
     tokens: list[str] = []
@@ -194,12 +194,13 @@ def _spm_vocab(folder: Path, tok_json: dict[str, Any] | None, n_vocab: int) -> G
                 f"added token '{text}' has id {tid}, not next to the vocabulary ({len(tokens)})"
             )
     vocab = GGUFVocab(model="llama", tokens=tokens, types=types, scores=scores)
-    _pad(vocab, n_vocab)
+    if n_vocab:
+        _pad(vocab, n_vocab)
     return vocab
 
 
-def load_vocab(folder: Path, n_vocab: int) -> GGUFVocab:
-    """Read the tokenizer in ``folder`` as a GGUF vocabulary padded to ``n_vocab`` entries."""
+def load_vocab(folder: Path, n_vocab: int | None = None) -> GGUFVocab:
+    """Read the tokenizer in ``folder`` as a GGUF vocabulary, padded to ``n_vocab`` entries when given."""
     tok_path = folder / "tokenizer.json"
     tok_json = _read_json(tok_path) if tok_path.is_file() else None
     if tok_json is not None:
@@ -218,7 +219,7 @@ def load_vocab(folder: Path, n_vocab: int) -> GGUFVocab:
             "no tokenizer files (tokenizer.json, tokenizer.model, or vocab.json + merges.txt)",
             where=str(folder),
         )
-    if len(vocab.tokens) > n_vocab:
+    if n_vocab and len(vocab.tokens) > n_vocab:
         raise ConvertError(
             f"tokenizer has {len(vocab.tokens)} tokens but the model's embedding has {n_vocab} rows",
             where=str(folder),
