@@ -48,7 +48,7 @@ class ChatApp(App[None]):
         Binding("ctrl+o", "chats", "Chats"),
         Binding("ctrl+t", "adapter", "Adapter"),
         Binding("ctrl+s", "settings", "Settings"),
-        Binding("ctrl+y", "copy_answer", "Copy answer"),
+        Binding("ctrl+y", "copy_answer", "Copy"),
         Binding("ctrl+r", "export", "Export"),
         Binding("ctrl+q", "quit", "Quit"),
     ]

@@ -44,8 +44,8 @@ class ChatListScreen(ModalScreen[int | None]):
             yield Label("Chats — Enter to resume, Esc to close", classes="dialog-title")
             options = [
                 Option(
-                    f"{'● ' if c.id == self.current else '  '}{c.title[:48]:<48}  "
-                    f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(c.updated_at))}  {c.n_messages} msg",
+                    f"{'● ' if c.id == self.current else '  '}{c.title[:38]:<38} "
+                    f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(c.updated_at))} {c.n_messages:>3} msg",
                     id=str(c.id),
                 )
                 for c in self.chats
