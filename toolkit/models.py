@@ -87,24 +87,35 @@ def loadable(spec: str | os.PathLike[str] | BaseSpec) -> str:
     return str(base.path)
 
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json")
+WEIGHT_GLOBS = ("*.safetensors", "pytorch_model*.bin", "*.safetensors.index.json")
+
+
 def load_tokenizer(spec: str | os.PathLike[str] | BaseSpec, *, chat_template: str | None = None):
     """AutoTokenizer for ``spec``; ``chat_template`` (jinja text or a file) replaces the model's own."""
     from transformers import AutoTokenizer
 
     base = _as_base(spec)
     where = loadable(base)
+    if base.kind == "local" and not any((Path(where) / n).is_file() for n in TOKENIZER_FILES):
+        raise ModelError(f"no tokenizer in {where} (expected one of {', '.join(TOKENIZER_FILES)})")
     try:
         tok = AutoTokenizer.from_pretrained(where)
-    except (OSError, ValueError, TypeError) as exc:
+    except (OSError, ValueError, TypeError, KeyError) as exc:
         raise ModelError(f"cannot load a tokenizer from {base.spec}: {_first_line(exc)}") from None
-    if isinstance(tok, bool) or not hasattr(tok, "encode"):
-        raise ModelError(f"no tokenizer in {base.spec}")
     if chat_template:
-        candidate = Path(chat_template).expanduser()
-        if "{" not in chat_template and candidate.is_file():
-            chat_template = candidate.read_text()
-        tok.chat_template = chat_template
+        tok.chat_template = read_chat_template(chat_template)
     return tok
+
+
+def read_chat_template(template: str) -> str:
+    """Jinja text as is, or the text of the file it names."""
+    if "{{" in template or "{%" in template:
+        return template
+    path = Path(template).expanduser()
+    if not path.is_file():
+        raise ModelError(f"chat template file not found: {path}")
+    return path.read_text()
 
 
 def load_model(
@@ -120,6 +131,8 @@ def load_model(
 
     base = _as_base(spec)
     where = loadable(base)
+    if base.kind == "local" and not any(any(Path(where).glob(g)) for g in WEIGHT_GLOBS):
+        raise ModelError(f"no model weights (*.safetensors or pytorch_model.bin) in {where}")
     kwargs: dict[str, Any] = {"dtype": _dtype(dtype), "trust_remote_code": trust_remote_code}
     if device_map is not None:
         kwargs["device_map"] = device_map
@@ -157,9 +170,17 @@ def file_sha256(path: Path, chunk: int = 1 << 22) -> str:
     return digest.hexdigest()
 
 
+_SHA_MEMO: dict[tuple[str, int, int], str] = {}
+
+
 def dequantized_dir(gguf_path: str | os.PathLike[str]) -> Path:
     """Where the dequantized HF folder of this GGUF lives in the cache (keyed by the file's sha256)."""
-    return cache_root() / "dequantized" / file_sha256(Path(gguf_path))[:24]
+    path = Path(gguf_path).resolve()
+    stat = path.stat()
+    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    if key not in _SHA_MEMO:
+        _SHA_MEMO[key] = file_sha256(path)
+    return cache_root() / "dequantized" / _SHA_MEMO[key][:24]
 
 
 def ensure_dequantized(gguf_path: str | os.PathLike[str]) -> Path:
@@ -194,6 +215,32 @@ def _file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def check_gguf(path: Path) -> str:
+    """Parse the GGUF header; returns its architecture or raises a one-line ModelError."""
+    with open(path, "rb") as fh:
+        if fh.read(4) != b"GGUF":
+            raise ModelError(f"not a GGUF file (bad magic): {path}")
+    try:
+        import gguf
+
+        reader = gguf.GGUFReader(str(path))
+        field = reader.fields["general.architecture"]
+        return bytes(field.parts[field.data[0]]).decode()
+    except KeyError:
+        raise ModelError(f"GGUF has no general.architecture: {path}") from None
+    except Exception as exc:  # truncated or corrupt: numpy/struct errors of every kind
+        raise ModelError(f"corrupt GGUF {path}: {_first_line(exc)}") from None
+
+
+def _make_readable(folder: Path) -> None:
+    """mkdtemp makes 0700 folders; give the cache the usual umask-based modes instead."""
+    umask = os.umask(0)
+    os.umask(umask)
+    folder.chmod(0o777 & ~umask)
+    for item in folder.iterdir():
+        item.chmod(0o666 & ~umask)
+
+
 def dequantize_gguf_to_hf(gguf_path: str | os.PathLike[str], out_dir: str | os.PathLike[str]) -> Path:
     """Write a plain HF folder (float32 safetensors, config, tokenizer, chat template) from a GGUF.
 
@@ -209,14 +256,15 @@ def dequantize_gguf_to_hf(gguf_path: str | os.PathLike[str], out_dir: str | os.P
         raise ModelError(f"GGUF file not found: {gguf_path}")
     if out_dir.exists() and any(out_dir.iterdir()):
         raise ModelError(f"output folder is not empty: {out_dir}")
+    check_gguf(gguf_path)
     folder, name = str(gguf_path.parent), gguf_path.name
     try:
         tok = AutoTokenizer.from_pretrained(folder, gguf_file=name)
         src = AutoModelForCausalLM.from_pretrained(
             folder, gguf_file=name, dtype=torch.float32, quantization_config=GgufConfig(dequantize=True)
         )
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:
-        raise ModelError(f"cannot read GGUF {gguf_path}: {_first_line(exc)}") from None
+    except Exception as exc:  # the file parses but transformers cannot map it (arch, tokenizer, tensors)
+        raise ModelError(f"cannot load GGUF {gguf_path}: {_first_line(exc)}") from None
 
     config = src.config
     if hasattr(config, "quantization_config"):
@@ -241,6 +289,7 @@ def dequantize_gguf_to_hf(gguf_path: str | os.PathLike[str], out_dir: str | os.P
         tok.save_pretrained(str(tmp))
         marker = {"source": str(gguf_path), "size": gguf_path.stat().st_size, "dtype": "float32"}
         (tmp / DONE_MARKER).write_text(json.dumps(marker, indent=2) + "\n")
+        _make_readable(tmp)
         if out_dir.exists():
             out_dir.rmdir()  # empty (checked above)
         os.replace(tmp, out_dir)
