@@ -37,40 +37,18 @@ def provenance(run: Any) -> dict[str, Any]:
 
     meta: dict[str, Any] = {"medkit.version": __version__, "medkit.run": run.name}
     manifest = run.read_manifest()
-    recipe: dict[str, Any] = {}
     if run.recipe.is_file():
-        raw = run.recipe.read_bytes()
-        meta["medkit.recipe.sha256"] = hashlib.sha256(raw).hexdigest()
-        try:
-            import tomllib
-        except ImportError:  # python 3.10
-            import tomli as tomllib  # type: ignore[no-redef]
-        try:
-            recipe = tomllib.loads(raw.decode("utf-8"))
-        except (ValueError, UnicodeDecodeError):
-            recipe = {}
-    meta["medkit.recipe.name"] = str(recipe.get("name") or manifest.get("recipe", {}).get("name") or run.name)
-    base = (
-        _find(manifest, "base_model") or _find(recipe, "base_model") or _find(recipe.get("model", {}), "base")
-    )
-    if base:
-        meta["medkit.base_model"] = str(base)
-    fp = _find(manifest, "data_fingerprint") or _find(manifest.get("data", {}), "fingerprint")
-    if fp:
-        meta["medkit.data.fingerprint"] = str(fp)
+        meta["medkit.recipe.sha256"] = hashlib.sha256(run.recipe.read_bytes()).hexdigest()
+    meta["medkit.recipe.name"] = str(manifest.get("name") or run.name)
+    data = manifest.get("data") if isinstance(manifest.get("data"), dict) else {}
+    found = {
+        "medkit.recipe.fingerprint": manifest.get("recipe_fingerprint"),
+        "medkit.base_model": manifest.get("base_model"),
+        "medkit.data.fingerprint": data.get("fingerprint"),
+        "medkit.data.template": data.get("template"),
+    }
+    meta.update({k: str(v) for k, v in found.items() if v})
     return meta
-
-
-def _find(d: Any, key: str) -> Any:
-    """d[key] at the top level or one level down (manifests group keys in sections)."""
-    if not isinstance(d, dict):
-        return None
-    if d.get(key) is not None:
-        return d[key]
-    for v in d.values():
-        if isinstance(v, dict) and v.get(key) is not None:
-            return v[key]
-    return None
 
 
 def resolve_source(spec: str | None, out: Path | None) -> Source:

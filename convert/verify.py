@@ -7,7 +7,6 @@ tokenizer produced exactly the HF token ids. f32/f16/bf16 must agree on >= 99% o
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -64,24 +63,21 @@ def gguf_type(path: Path) -> str:
 
 
 def held_out_texts(run_path: Path | None = None, limit: int = 6) -> list[str]:
-    """Built-in medical sentences plus up to ``limit`` texts from a run's validation split."""
+    """Built-in medical sentences and a mixed text, plus up to ``limit`` rows of a run's val split."""
     texts = list(MEDICAL_TEXTS) + [MIXED_TEXT]
-    if run_path is None:
+    if run_path is None or not (run_path / "recipe.toml").is_file():
         return texts
-    for cand in (run_path / "data" / "val.jsonl", run_path / "val.jsonl"):
-        if not cand.is_file():
-            continue
-        for line in cand.read_text(encoding="utf-8").splitlines()[:limit]:
-            try:
-                row = json.loads(line)
-            except ValueError:
-                continue
-            text = row.get("text") or " ".join(
-                str(m.get("content", "")) for m in row.get("messages", []) if isinstance(m, dict)
-            )
-            if text:
-                texts.append(text)
-        break
+    try:  # the val split is re-derived from the run's resolved recipe (seeded, deterministic)
+        from medkit.datasource import load_rows
+        from medkit.recipe import load_recipe
+
+        splits, _ = load_rows(load_recipe(run_path / "recipe.toml"))
+    except Exception as exc:  # the data may have moved since training; the built-in texts still run
+        print(f"note: val split of {run_path} not used ({exc})")
+        return texts
+    for row in splits.get("val", [])[:limit]:
+        turns = [str(m.get("content", "")) for m in row.get("messages", []) if m.get("role") != "system"]
+        texts.append("\n".join([*turns, str(row.get("answer", ""))]).strip())
     return texts
 
 
@@ -95,6 +91,7 @@ def _log_softmax(x: np.ndarray) -> np.ndarray:
 class Reference:
     ids: list[list[int]]
     logits: list[np.ndarray]
+    truncated: list[bool]
 
 
 def hf_reference(
@@ -109,14 +106,15 @@ def hf_reference(
         hf_dir, dtype=torch.float32, trust_remote_code=trust_remote_code
     )
     model.eval()
-    ids_all, logits_all = [], []
+    ref = Reference([], [], [])
     with torch.no_grad():
         for text in texts:
-            ids = list(tok(text)["input_ids"])[:max_tokens]
-            out = model(torch.tensor([ids])).logits[0].float().numpy()
-            ids_all.append(ids)
-            logits_all.append(out)
-    return Reference(ids_all, logits_all)
+            full = list(tok(text)["input_ids"])
+            ids = full[:max_tokens]
+            ref.ids.append(ids)
+            ref.logits.append(model(torch.tensor([ids])).logits[0].float().numpy())
+            ref.truncated.append(len(full) > max_tokens)
+    return ref
 
 
 def load_llama(path: Path, n_ctx: int = 512, threads: int = 2) -> Any:
@@ -150,9 +148,9 @@ def check(
     llm = load_llama(path, n_ctx=n_ctx, threads=threads)
     try:
         tok_ok = all(
-            llm.tokenize(t.encode("utf-8"), add_bos=True, special=True) == ids[: len(ids)]
-            for t, ids in zip(texts, ref.ids, strict=False)
-            if len(ids) < 128
+            llm.tokenize(t.encode("utf-8"), add_bos=True, special=True) == ids
+            for t, ids, cut in zip(texts, ref.ids, ref.truncated, strict=True)
+            if not cut
         )
         agree = total = 0
         max_diff = nll = nll_hf = kl = 0.0

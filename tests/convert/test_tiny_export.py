@@ -28,13 +28,18 @@ def _field(reader, key):
     return None if f is None else f.contents()
 
 
+_HF: dict = {}
+
+
 def _hf(folder):
+    """(tokenizer, float32 model) for a tiny folder, loaded once per session."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(folder)
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
-    return tok, model
+    if folder not in _HF:
+        tok = AutoTokenizer.from_pretrained(folder)
+        _HF[folder] = tok, AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    return _HF[folder]
 
 
 def _hf_greedy(model, ids, n):
@@ -63,9 +68,7 @@ def _gguf_greedy(llm, ids, n):
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_tokenization_matches_transformers(arch, tiny_model_dir, tiny_gguf):
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(tiny_model_dir(arch))
+    tok, _ = _hf(tiny_model_dir(arch))
     chat = tok.apply_chat_template(
         [{"role": "user", "content": "Fièvre 39 °C?"}, {"role": "assistant", "content": "Drink water 💧."}],
         tokenize=False,
@@ -106,13 +109,13 @@ def test_metadata_vocab_and_end_of_turn(arch, tiny_model_dir, tiny_gguf):
     path = tiny_gguf(arch, "f16")
     reader = gguf.GGUFReader(str(path))
     tokens = _field(reader, "tokenizer.ggml.tokens")
-    assert _field(reader, "general.architecture") == ("gpt2" if arch == "gpt2" else arch.replace("mistral", "llama"))
+    assert _field(reader, "general.architecture") == (
+        "gpt2" if arch == "gpt2" else arch.replace("mistral", "llama")
+    )
     assert len(tokens) == config["vocab_size"]  # SPM vocabularies are padded up to the embedding size
     eot = _field(reader, "tokenizer.ggml.eot_token_id")
     assert tokens[eot] == END_OF_TURN[arch]
-    from transformers import AutoTokenizer
-
-    assert _field(reader, "tokenizer.chat_template") == AutoTokenizer.from_pretrained(folder).chat_template
+    assert _field(reader, "tokenizer.chat_template") == _hf(folder)[0].chat_template
     names = {t.name for t in reader.tensors}
     tied = config.get("tie_word_embeddings", arch == "gpt2")
     assert ("output.weight" in names) is (not tied)

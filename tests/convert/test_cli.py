@@ -1,0 +1,74 @@
+"""`medkit export` on a run (provenance, Modelfile, parity in run.json) and `medkit verify`."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from medkit.cli import cli
+from medkit.errors import ConvertError
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def run_dir(tiny_model_dir, tmp_path, monkeypatch) -> Path:
+    """runs/demo as `medkit train` + `medkit merge` leave it, with the tiny qwen2 as the merged model."""
+    runs = tmp_path / "runs"
+    run = runs / "demo"
+    shutil.copytree(tiny_model_dir("qwen2"), run / "export" / "merged")
+    recipe = (REPO / "recipes" / "smollm2_demo.toml").read_text()
+    data = (REPO / "recipes" / "data" / "medqa_demo.jsonl").resolve()
+    (run / "recipe.toml").write_text(recipe.replace('"data/medqa_demo.jsonl"', json.dumps(str(data))))
+    manifest = {
+        "name": "demo",
+        "base_model": "tiny-qwen2",
+        "recipe_fingerprint": "rfp-123",
+        "data": {"fingerprint": "dfp-456", "template": "chatml"},
+    }
+    (run / "run.json").write_text(json.dumps(manifest))
+    monkeypatch.setenv("MEDKIT_RUNS", str(runs))
+    return run
+
+
+def test_export_latest_run(run_dir):
+    import gguf
+
+    res = CliRunner().invoke(cli, ["export", "--gguf", "f16,q8_0", "--threads", "1"])
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    export = run_dir / "export"
+    f16, q8 = export / "demo-f16.gguf", export / "demo-q8_0.gguf"
+    assert f16.is_file() and q8.is_file()
+    assert not list(export.glob(".*")), "no temp or intermediate files left"
+    for path in (f16, q8):  # llama.cpp's quantizer carries the metadata over
+        reader = gguf.GGUFReader(str(path))
+        meta = {k: reader.get_field(k).contents() for k in reader.fields if k.startswith("medkit.")}
+        assert meta["medkit.base_model"] == "tiny-qwen2"
+        assert meta["medkit.data.fingerprint"] == "dfp-456"
+        assert meta["medkit.recipe.fingerprint"] == "rfp-123"
+        assert len(meta["medkit.recipe.sha256"]) == 64
+        assert reader.get_field("general.name").contents() == "demo"
+    modelfile = (export / "Modelfile").read_text()
+    assert "FROM ./demo-f16.gguf" in modelfile and "<|im_end|>" in modelfile
+    parity = json.loads((run_dir / "run.json").read_text())["parity"]
+    assert parity["f16"]["passed"] and parity["f16"]["agreement"] >= 0.99
+    assert parity["f16"]["tokenization_ok"]
+    assert parity["q8_0"]["positions"] > parity["f16"]["positions"] - 1 > 100  # val rows were added
+    assert "top-1 agree" in res.output and "PASS" in res.output
+
+
+def test_verify_command(tiny_gguf, tiny_model_dir):
+    ok = CliRunner().invoke(
+        cli, ["verify", str(tiny_gguf("gpt2", "f16")), "--against", str(tiny_model_dir("gpt2"))]
+    )
+    assert ok.exit_code == 0, ok.output
+    assert "PASS" in ok.output
+    wrong = CliRunner().invoke(
+        cli, ["verify", str(tiny_gguf("gpt2", "f16")), "--against", str(tiny_model_dir("qwen2"))]
+    )
+    assert isinstance(wrong.exception, ConvertError)
+    assert "parity failed for f16" in str(wrong.exception)
