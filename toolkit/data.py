@@ -306,7 +306,7 @@ def command(
             console.print(render_example(ex, tok, markers=not console.is_terminal or console.no_color))
         console.print(stats_table(prepared.stats, r))
         console.print(
-            f"fingerprint {prepared.fingerprint[:16]}  (trained tokens in bold green / « », masked dim)"
+            f"fingerprint {prepared.fingerprint[:16]}  (trained tokens: bold green, or marked with guillemets off a terminal; masked: dim)"
         )
     if plot:
         write_histogram(prepared.stats, Path(plot), r.data.max_seq_len)
