@@ -26,7 +26,7 @@ def command(recipe: str | None, overrides: tuple[str, ...], keys: bool) -> None:
 
     from medkit.recipe import describe_keys, load_recipe
 
-    console = Console()
+    console = Console(soft_wrap=True)
     if keys:
         table = Table("key", "default", "help", box=None)
         for row in describe_keys():
