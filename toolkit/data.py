@@ -84,7 +84,7 @@ class Prepared:
     train: list[Example]
     val: list[Example]
     test: list[Example]
-    rows: dict[str, list[Conversation]]
+    rows: dict[str, list[Conversation]]  # rows[s][i] is the conversation of example s[i] (same order)
     stats: DataStats
     fingerprint: str
     eot_token_id: int
@@ -113,14 +113,16 @@ def prepare(recipe: Any, tokenizer: Any) -> Prepared:
     enc = _Encoder(tokenizer, recipe, eot_id, stats, text_only)
     out: dict[str, list[Example]] = {}
     source_rows: dict[str, list[int]] = {}
+    rows: dict[str, list[Conversation]] = {}
     for s in SPLITS:
-        out[s], source_rows[s] = enc.encode(splits[s], s)
+        out[s], kept = enc.encode(splits[s], s)
+        rows[s] = [Conversation(r["messages"], r["answer"], r["row"]) for r in kept]
+        source_rows[s] = [r["row"] for r in kept]
         stats.examples[s] = len(out[s])
         stats.lengths[s] = [len(e.input_ids) for e in out[s]]
     if not out["train"]:
         raise DataError(f"no training examples fit data.max_seq_len={recipe.data.max_seq_len} "
                         f"({stats.truncated} answers cut)", where=recipe.data.source)  # fmt: skip
-    rows = {s: [Conversation(r["messages"], r["answer"], r["row"]) for r in splits[s]] for s in SPLITS}
     return Prepared(
         train=out["train"], val=out["val"], test=out["test"], rows=rows, stats=stats,
         fingerprint=_fingerprint(recipe, tokenizer, out), eot_token_id=eot_id, eot_token=eot,
@@ -167,7 +169,7 @@ class _Encoder:
                             "a prefix of the full conversation, so the answer cannot be isolated", where=where)  # fmt: skip
         return prompt, full
 
-    def encode(self, rows: list[dict[str, Any]], split: str) -> tuple[list[Example], list[int]]:
+    def encode(self, rows: list[dict[str, Any]], split: str) -> tuple[list[Example], list[dict[str, Any]]]:
         d, report = self.recipe.data, self.stats.rows
         examples, kept_rows = [], []
         for row in rows:
@@ -210,7 +212,7 @@ class _Encoder:
             self.stats.total_tokens += len(ids)
             self.stats.trained_tokens += sum(1 for x in labels if x != IGNORE)
             examples.append(Example(ids, labels))
-            kept_rows.append(row["row"])
+            kept_rows.append(row)
         return examples, kept_rows
 
     def _check_span(self, answer_ids: list[int], answer: str, where: str) -> None:

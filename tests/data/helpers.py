@@ -57,10 +57,10 @@ def assert_exact_masking(prepared: Prepared, tok) -> int:
     bos = tok.bos_token_id
     for split in ("train", "val", "test"):
         examples = prepared.split(split)
-        convs = {c.row: c for c in prepared.rows[split]}
-        assert len(examples) == len(prepared.source_rows[split])
-        for ex, row in zip(examples, prepared.source_rows[split], strict=True):
-            answer = convs[row].answer
+        assert len(examples) == len(prepared.rows[split]) == len(prepared.source_rows[split])
+        for ex, conv, row in zip(examples, prepared.rows[split], prepared.source_rows[split], strict=True):
+            assert conv.row == row
+            answer = conv.answer
             trained = trained_ids(ex)
             n = len(trained)
             assert n > 0

@@ -51,7 +51,7 @@ def test_masking_is_exact(kind, template, eot, load_tok, qa_file):
             assert ex.input_ids[0] == tok.bos_token_id and ex.input_ids[1] != tok.bos_token_id
             assert ex.labels[0] == IGNORE
     # the prompt rendered for generation is exactly the masked part
-    conv = {c.row: c for c in prepared.rows["train"]}[prepared.source_rows["train"][0]]
+    conv = prepared.rows["train"][0]
     prompt = tok.apply_chat_template(conv.messages, tokenize=False, add_generation_prompt=True)
     n_masked = sum(1 for lab in prepared.train[0].labels if lab == IGNORE)
     assert tok.decode(prepared.train[0].input_ids[:n_masked], skip_special_tokens=False).strip() in (
