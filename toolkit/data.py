@@ -140,16 +140,22 @@ class _Encoder:
         self.adds_bos = self.bos_id is not None and bool(probe) and probe[0] == self.bos_id
         self.checked = False
 
-    def ids(self, text: str) -> list[int]:
-        """Token ids of rendered text: the tokenizer's BOS added once, unless the text already has it."""
-        ids = self.tok(text, add_special_tokens=False)["input_ids"]
-        if self.adds_bos and not (ids and ids[0] == self.bos_id):
-            ids = [self.bos_id] + ids
-        if self.bos_id is not None and ids[:2] == [self.bos_id, self.bos_id]:
-            raise DataError(
-                f"template {self.stats.template!r} renders BOS twice (BOS in text and added again)"
-            )
-        return ids
+    def ids(self, texts: list[str]) -> list[list[int]]:
+        """Token ids of rendered texts (one batch call): the tokenizer's BOS added once, unless the text
+        already starts with it; an empty text is just that BOS."""
+        batch = self.tok([t for t in texts if t], add_special_tokens=False)["input_ids"] if any(texts) else []
+        it = iter(batch)
+        out = []
+        for text in texts:
+            ids = list(next(it)) if text else []
+            if self.adds_bos and not (ids and ids[0] == self.bos_id):
+                ids = [self.bos_id] + ids
+            if self.bos_id is not None and ids[:2] == [self.bos_id, self.bos_id]:
+                raise DataError(
+                    f"template {self.stats.template!r} renders BOS twice (BOS in text and added again)"
+                )
+            out.append(ids)
+        return out
 
     def texts(self, row: dict[str, Any], where: str) -> tuple[str, str]:
         from medkit.templates import render
@@ -172,13 +178,10 @@ class _Encoder:
     def encode(self, rows: list[dict[str, Any]], split: str) -> tuple[list[Example], list[dict[str, Any]]]:
         d, report = self.recipe.data, self.stats.rows
         examples, kept_rows = [], []
-        for row in rows:
-            where = f"{split} row {row['row']}"
-            prompt, full = self.texts(row, where)
-            p_ids, f_ids = (
-                self.ids(prompt) if prompt else ([self.bos_id] if self.adds_bos else []),
-                self.ids(full),
-            )
+        wheres = [f"{split} row {row['row']}" for row in rows]
+        texts = [self.texts(row, where) for row, where in zip(rows, wheres, strict=True)]
+        prompt_ids, full_ids = self.ids([p for p, _ in texts]), self.ids([f for _, f in texts])
+        for row, where, p_ids, f_ids in zip(rows, wheres, prompt_ids, full_ids, strict=True):
             if f_ids[: len(p_ids)] != p_ids:
                 raise DataError(f"template {self.stats.template!r}: the prompt's tokens are not a prefix of the full "
                                 "conversation's tokens (the generation prompt merges with the answer)", where=where)  # fmt: skip
