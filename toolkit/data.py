@@ -310,9 +310,7 @@ def command(
             )
             console.print(render_example(ex, tok, markers=not console.is_terminal or console.no_color))
         console.print(stats_table(prepared.stats, r))
-        console.print(
-            f"fingerprint {prepared.fingerprint[:16]}  (trained tokens: bold green, or marked with guillemets off a terminal; masked: dim)"
-        )
+        console.print(f"fingerprint {prepared.fingerprint[:16]}  (trained tokens bold green, masked dim)")
     if plot:
         write_histogram(prepared.stats, Path(plot), r.data.max_seq_len)
         click.echo(f"wrote {plot}", err=True)
@@ -380,9 +378,11 @@ def write_histogram(stats: DataStats, path: Path, max_seq_len: int) -> None:
     from medkit.runs import atomic_path
 
     fig, ax = plt.subplots(figsize=(7, 3.5))
+    top = max([max_seq_len] + [n for lens in stats.lengths.values() for n in lens])
+    bins = [top * i / 50 for i in range(51)]  # shared edges, so the splits compare
     for s, lens in stats.lengths.items():
         if lens:
-            ax.hist(lens, bins=40, alpha=0.6, label=f"{s} ({len(lens)})")
+            ax.hist(lens, bins=bins, alpha=0.6, label=f"{s} ({len(lens)})")
     ax.axvline(max_seq_len, color="red", linestyle="--", label=f"max_seq_len {max_seq_len}")
     ax.set_xlabel("tokens per example")
     ax.set_ylabel("examples")
