@@ -52,8 +52,11 @@ def test_settings(snap_compare, make_app, backend):
     async def run_before(pilot) -> None:
         pilot.app.query_one("#prompt", Input).cursor_blink = False
         await pilot.press("ctrl+s")
-        await pilot.pause()
-        pilot.app.screen.query_one("#system-prompt").cursor_blink = False
+        await wait_for(
+            pilot, lambda: pilot.app.focused is not None and pilot.app.focused.id == "system-prompt"
+        )
+        pilot.app.focused.cursor_blink = False
+        await pilot.pause(0.2)  # repaint with the cursor steady
 
     assert snap_compare(_app(make_app, backend), terminal_size=SIZE, run_before=run_before)
 
