@@ -101,7 +101,9 @@ def prepare(recipe: Any, tokenizer: Any) -> Prepared:
 
     splits, report = load_rows(recipe)
     text_only = report.layout == "text"
-    if text_only and recipe.model.chat_template == "auto" and not getattr(tokenizer, "chat_template", None):
+    if text_only:  # documents: all tokens trained, each closed by the eos token
+        if recipe.model.chat_template != "auto":
+            apply_template(tokenizer, recipe)  # still set, for chatting with the tuned model later
         eot = tokenizer.eos_token
         if not eot:
             raise DataError(f"the tokenizer of {recipe.model.base} has no eos token to end documents with")

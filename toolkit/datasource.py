@@ -128,11 +128,9 @@ def load_split(recipe: Any, split: str):
         raise
     except (
         ValueError,
-        FileNotFoundError,
-        ConnectionError,
         OSError,
         datasets.exceptions.DatasetGenerationError,
-    ) as exc:
+    ) as exc:  # OSError: missing, offline
         first = (str(exc).strip() or type(exc).__name__).splitlines()[0]
         raise DataError(f"cannot load split {split!r} of {src}: {first}", where="data.source") from None
 

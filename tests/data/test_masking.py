@@ -163,3 +163,16 @@ def test_no_examples_fit_is_an_error(load_tok, qa_file):
     tok = load_tok("qwen2")
     with pytest.raises(DataError, match="max_seq_len"):
         prepare(make_recipe(qa_file, data={"max_seq_len": 16}), tok)
+
+
+def test_plain_text_documents_train_on_every_token_and_end_with_eos(load_tok, tmp_path):
+    tok = load_tok("llama")
+    (tmp_path / "notes.txt").write_text(
+        "".join(f"Clinical note {i}: the patient is stable.\n" for i in range(10))
+    )
+    prepared = prepare(make_recipe(tmp_path / "notes.txt"), tok)
+    assert prepared.stats.rows.layout == "text" and prepared.eot_token == tok.eos_token
+    for ex, conv in zip(prepared.train, prepared.rows["train"], strict=True):
+        assert ex.input_ids[0] == tok.bos_token_id and ex.labels[0] == IGNORE
+        assert ex.labels[1:] == ex.input_ids[1:] and ex.input_ids[-1] == tok.eos_token_id
+        assert tok.decode(ex.input_ids[1:-1]).strip() == conv.answer and conv.messages == []
