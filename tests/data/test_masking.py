@@ -176,3 +176,18 @@ def test_plain_text_documents_train_on_every_token_and_end_with_eos(load_tok, tm
         assert ex.input_ids[0] == tok.bos_token_id and ex.labels[0] == IGNORE
         assert ex.labels[1:] == ex.input_ids[1:] and ex.input_ids[-1] == tok.eos_token_id
         assert tok.decode(ex.input_ids[1:-1]).strip() == conv.answer and conv.messages == []
+
+
+def test_template_putting_the_system_prompt_on_the_last_user_turn_is_refused(load_tok, qa_file):
+    """Such a template renders the system prompt in the generation prompt but not in the full
+    conversation, so the answer cannot be isolated: a clear error, not silently wrong labels."""
+    tok = load_tok("mistral")
+    tok.chat_template = (
+        "{% set sys = messages[0]['content'] if messages[0]['role'] == 'system' else none %}"
+        "{{ bos_token }}{% for m in messages if m['role'] != 'system' %}"
+        "{% if m['role'] == 'user' %}{{ '[INST] ' + (sys + '\\n\\n' if sys and loop.last else '') + m['content'] + '[/INST]' }}"
+        "{% else %}{{ ' ' + m['content'] + eos_token }}{% endif %}{% endfor %}"
+    )
+    with pytest.raises(DataError, match="not a prefix of the full conversation"):
+        prepare(make_recipe(qa_file, data={"system_prompt": "Be brief."}), tok)
+    assert assert_exact_masking(prepare(make_recipe(qa_file), tok), tok) == 20  # fine without one
