@@ -215,21 +215,41 @@ def _file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def check_gguf(path: Path) -> str:
-    """Parse the GGUF header; returns its architecture or raises a one-line ModelError."""
-    with open(path, "rb") as fh:
-        if fh.read(4) != b"GGUF":
-            raise ModelError(f"not a GGUF file (bad magic): {path}")
+def _unpacked() -> dict[str, Any]:
+    """Ask for plain dequantized weights where transformers can keep GGUF blocks packed (5.x)."""
     try:
-        import gguf
+        from transformers import GgufConfig
+    except ImportError:  # older transformers always dequantize
+        return {}
+    return {"quantization_config": GgufConfig(dequantize=True)}
 
-        reader = gguf.GGUFReader(str(path))
-        field = reader.fields["general.architecture"]
-        return bytes(field.parts[field.data[0]]).decode()
-    except KeyError:
-        raise ModelError(f"GGUF has no general.architecture: {path}") from None
-    except Exception as exc:  # truncated or corrupt: numpy/struct errors of every kind
-        raise ModelError(f"corrupt GGUF {path}: {_first_line(exc)}") from None
+
+def check_gguf(path: Path) -> int:
+    """Check the GGUF magic and version (cheap; the full parse is left to the loader)."""
+    with open(path, "rb") as fh:
+        head = fh.read(24)
+    if head[:4] != b"GGUF":
+        raise ModelError(f"not a GGUF file (bad magic): {path}")
+    if len(head) < 24:
+        raise ModelError(f"corrupt GGUF (truncated header): {path}")
+    version = int.from_bytes(head[4:8], "little")
+    if version not in (2, 3):
+        raise ModelError(f"unsupported GGUF version {version}: {path}")
+    return version
+
+
+def _check_same_logits(src: Any, folder: Path, tok: Any, gguf_path: Path) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    ids = tok("The patient has a fever of 38.5 C and a dry cough.", return_tensors="pt").input_ids
+    reloaded = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32)
+    with torch.no_grad():
+        diff = (reloaded(input_ids=ids).logits - src(input_ids=ids).logits).abs().max().item()
+    if not diff <= 1e-4:
+        raise ModelError(
+            f"dequantized copy of {gguf_path} does not reproduce its logits (max diff {diff:.2e})"
+        )
 
 
 def _make_readable(folder: Path) -> None:
@@ -244,11 +264,13 @@ def _make_readable(folder: Path) -> None:
 def dequantize_gguf_to_hf(gguf_path: str | os.PathLike[str], out_dir: str | os.PathLike[str]) -> Path:
     """Write a plain HF folder (float32 safetensors, config, tokenizer, chat template) from a GGUF.
 
-    transformers dequantizes the GGUF (``gguf_file=``) but marks that model as gguf-quantized and will
-    not ``save_pretrained`` it, so its weights are moved into a fresh model built from the same config.
+    transformers dequantizes the GGUF (``gguf_file=``) but a model loaded that way can be marked as
+    gguf-quantized and refuse ``save_pretrained``; so its weights are moved into a fresh model built
+    from the same config (on the meta device: no random init). The written folder is reloaded and
+    must give the GGUF-loaded model's logits before it is renamed into place.
     """
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, GgufConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
     gguf_path = Path(gguf_path).expanduser()
     out_dir = Path(out_dir).expanduser()
@@ -260,22 +282,24 @@ def dequantize_gguf_to_hf(gguf_path: str | os.PathLike[str], out_dir: str | os.P
     folder, name = str(gguf_path.parent), gguf_path.name
     try:
         tok = AutoTokenizer.from_pretrained(folder, gguf_file=name)
-        src = AutoModelForCausalLM.from_pretrained(
-            folder, gguf_file=name, dtype=torch.float32, quantization_config=GgufConfig(dequantize=True)
-        )
-    except Exception as exc:  # the file parses but transformers cannot map it (arch, tokenizer, tensors)
-        raise ModelError(f"cannot load GGUF {gguf_path}: {_first_line(exc)}") from None
+        src = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32, **_unpacked())
+    except Exception as exc:  # corrupt, truncated, or an arch/tokenizer transformers cannot map
+        raise ModelError(f"cannot read GGUF {gguf_path}: {_first_line(exc)}") from None
 
     config = src.config
     if hasattr(config, "quantization_config"):
         del config.quantization_config
     config.dtype = torch.float32
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    missing, unexpected = model.load_state_dict(src.state_dict(), strict=False)
-    if missing or unexpected:
-        raise ModelError(f"GGUF {gguf_path} does not map onto {config.model_type}: missing {missing[:3]}")
-    del src
+    with torch.device("meta"):  # no random init: every weight comes from the GGUF
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    missing, unexpected = model.load_state_dict(src.state_dict(), strict=False, assign=True)
     model.tie_weights()
+    left = [n for n, p in model.named_parameters() if p.is_meta]
+    if missing or unexpected or left:
+        raise ModelError(
+            f"GGUF {gguf_path} does not map onto {config.model_type}: "
+            f"missing {(missing or left)[:3]}, unexpected {unexpected[:3]}"
+        )
     model.generation_config = GenerationConfig(
         bos_token_id=tok.bos_token_id if tok.bos_token_id is not None else config.bos_token_id,
         eos_token_id=tok.eos_token_id if tok.eos_token_id is not None else config.eos_token_id,
@@ -287,6 +311,7 @@ def dequantize_gguf_to_hf(gguf_path: str | os.PathLike[str], out_dir: str | os.P
     try:
         model.save_pretrained(str(tmp))
         tok.save_pretrained(str(tmp))
+        _check_same_logits(src, tmp, tok, gguf_path)
         marker = {"source": str(gguf_path), "size": gguf_path.stat().st_size, "dtype": "float32"}
         (tmp / DONE_MARKER).write_text(json.dumps(marker, indent=2) + "\n")
         _make_readable(tmp)

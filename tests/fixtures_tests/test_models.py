@@ -103,8 +103,12 @@ def test_dequantize_refuses_bad_input(tmp_path, smollm2_gguf):
         models.dequantize_gguf_to_hf(bad, out)
     truncated = tmp_path / "truncated.gguf"
     truncated.write_bytes(smollm2_gguf.read_bytes()[:2000])
-    with pytest.raises(ModelError, match="corrupt GGUF"):
+    with pytest.raises(ModelError, match=r"cannot read GGUF .*truncated\.gguf"):
         models.dequantize_gguf_to_hf(truncated, out)
+    header = tmp_path / "header.gguf"
+    header.write_bytes(b"GGUF\x03\x00")
+    with pytest.raises(ModelError, match="truncated header"):
+        models.dequantize_gguf_to_hf(header, out)
     assert not out.exists()
     busy = tmp_path / "busy"
     busy.mkdir()
@@ -197,3 +201,33 @@ def test_reloaded_folder_matches_gguf_loaded_logits(smollm2_gguf, smollm2_hf):
         b = reference(**ids).logits
     assert a.shape == b.shape == (1, ids["input_ids"].shape[1], 49152)
     assert torch.allclose(a, b, atol=1e-5, rtol=0), (a - b).abs().max()
+
+
+def test_smollm2_tokenizer_matches_llama_cpp(smollm2_gguf, smollm2_hf):
+    """The tokenizer saved in the folder splits text as llama.cpp does with the GGUF's own vocab."""
+    llama_cpp = pytest.importorskip("llama_cpp")
+    llm = llama_cpp.Llama(model_path=str(smollm2_gguf), vocab_only=True, verbose=False)
+    tok = models.load_tokenizer(smollm2_hf)
+    for text in (
+        "Patient: 45 ans, fièvre 38.5°C — naïve café 😷",
+        "What are the symptoms of the flu?\n\nAnswer:  two  spaces",
+        "<|im_start|>user\nHi<|im_end|>\n",
+    ):
+        assert tok.encode(text, add_special_tokens=False) == llm.tokenize(
+            text.encode(), add_bos=False, special=True
+        )
+
+
+@pytest.mark.gpu
+def test_dequantized_gguf_loads_in_4bit(smollm2_gguf):
+    import bitsandbytes as bnb
+    from transformers import BitsAndBytesConfig
+
+    nf4 = BitsAndBytesConfig(
+        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16
+    )
+    model = models.load_model(smollm2_gguf, dtype="bf16", device_map={"": 0}, quantization_config=nf4)
+    assert any(isinstance(m, bnb.nn.Linear4bit) for m in model.modules())
+    ids = torch.tensor([[1, 4093, 198, 26843, 2, 198]], device="cuda")
+    with torch.no_grad():
+        assert torch.isfinite(model(input_ids=ids).logits).all()
