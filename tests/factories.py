@@ -208,7 +208,7 @@ def _config(arch: str, tok, overrides: dict[str, Any]):
     if arch == "gpt2":
         eos = tok.convert_tokens_to_ids("<|endoftext|>")
         kw: dict[str, Any] = dict(
-            vocab_size=n, n_embd=64, n_layer=2, n_head=4, n_inner=256, n_positions=512,
+            vocab_size=n, n_embd=64, n_layer=2, n_head=4, n_inner=256, n_positions=1024,
             initializer_range=INIT_STD, bos_token_id=eos, eos_token_id=eos, tie_word_embeddings=True,
         )  # fmt: skip
         kw.update(overrides)
