@@ -15,6 +15,7 @@ adds ``(alpha / r) * B @ A`` to ``T``. What this module takes care of:
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -153,18 +154,55 @@ def base_info(spec: str | Path) -> BaseInfo:
     return info_from_config(cfg, str(spec))
 
 
+_ST_DTYPES = {"F32": "<f4", "F16": "<f2", "F64": "<f8", "BF16": "<u2"}
+
+
+def read_safetensors(path: Path, *, load: bool = True) -> dict[str, tuple[tuple[int, ...], Any]]:
+    """name -> (shape, float32 array or None) of a safetensors file, read without torch (the convert
+    extra has none). A truncated or malformed file raises ConvertError."""
+    import numpy as np
+
+    bad = f"corrupt or truncated safetensors ({path.stat().st_size} bytes)"
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+            n = int.from_bytes(head, "little") if len(head) == 8 else -1
+            if not 0 < n < 100 << 20:
+                raise ConvertError(bad, where=str(path))
+            header = json.loads(fh.read(n))
+            data = fh.read() if load else b""
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ConvertError(bad, where=str(path)) from exc
+    size = path.stat().st_size - 8 - n
+    out: dict[str, tuple[tuple[int, ...], Any]] = {}
+    for name, meta in header.items():
+        if name == "__metadata__":
+            continue
+        begin, end = meta["data_offsets"]
+        shape = tuple(int(d) for d in meta["shape"])
+        if end > size or begin > end:
+            raise ConvertError(bad, where=str(path))
+        arr = None
+        if load:
+            code = _ST_DTYPES.get(meta["dtype"])
+            if code is None:
+                raise ConvertError(f"tensor '{name}' has unsupported dtype {meta['dtype']}", where=str(path))
+            arr = np.frombuffer(
+                data, dtype=code, count=(end - begin) // np.dtype(code).itemsize, offset=begin
+            )
+            if meta["dtype"] == "BF16":  # bfloat16 is the top half of a float32
+                arr = (arr.astype(np.uint32) << 16).view(np.float32)
+            arr = arr.astype(np.float32).reshape(shape)
+        out[name] = (shape, arr)
+    return out
+
+
 def adapter_shapes(adapter_dir: Path) -> dict[str, tuple[int, ...]]:
     """Tensor name -> shape in adapter_model.safetensors, without loading the data."""
-    from safetensors import SafetensorError, safe_open
-
     weights = Path(adapter_dir) / ADAPTER_WEIGHTS
     if not weights.is_file():
         raise ConvertError(f"no {ADAPTER_WEIGHTS} (PEFT adapter weights)", where=str(adapter_dir))
-    try:
-        with safe_open(str(weights), framework="pt") as f:
-            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
-    except SafetensorError as exc:
-        raise ConvertError(f"corrupt or truncated safetensors: {exc}", where=str(weights)) from exc
+    return {k: shape for k, (shape, _) in read_safetensors(weights, load=False).items()}
 
 
 def _expected(info: BaseInfo, module: str) -> tuple[tuple[str, int], tuple[str, int]] | None:
@@ -276,20 +314,12 @@ def _refuse_unsupported(cfg: dict[str, Any], keys: list[str], where: Path) -> No
 def load_lora_pairs(adapter_dir: str | Path) -> tuple[dict[str, Any], list[LoraPair]]:
     """The adapter's config and its (A, B, scale) per module, as float32 numpy, checked for llama.cpp."""
     import numpy as np
-    from safetensors import SafetensorError, safe_open
 
     adapter_dir = Path(adapter_dir)
     cfg = read_adapter_config(adapter_dir)
+    _refuse_unsupported(cfg, list(adapter_shapes(adapter_dir)), adapter_dir)
     weights = adapter_dir / ADAPTER_WEIGHTS
-    if not weights.is_file():
-        raise ConvertError(f"no {ADAPTER_WEIGHTS} (PEFT adapter weights)", where=str(adapter_dir))
-    try:
-        with safe_open(str(weights), framework="pt") as f:
-            keys = list(f.keys())
-            _refuse_unsupported(cfg, keys, adapter_dir)
-            tensors = {k: f.get_tensor(k).float().numpy() for k in keys}
-    except SafetensorError as exc:
-        raise ConvertError(f"corrupt or truncated safetensors: {exc}", where=str(weights)) from exc
+    tensors = {k: arr for k, (_, arr) in read_safetensors(weights).items()}
     halves: dict[str, dict[str, np.ndarray]] = {}
     for key, value in tensors.items():
         m = _KEY.match(key)
@@ -331,16 +361,19 @@ def permute_rows_for_rope(rows: np.ndarray, n_head: int) -> np.ndarray:
     return rows.reshape(n_head, 2, out // n_head // 2, *rows.shape[1:]).swapaxes(1, 2).reshape(rows.shape)
 
 
-def gguf_tensor_name(module: str, info: BaseInfo) -> str:
-    """GGUF name of the base weight a HF module writes into, e.g. blk.3.attn_q.weight."""
+@functools.lru_cache(maxsize=8)
+def _name_map(arch_name: str, n_layers: int) -> Any:
     import gguf
 
-    arch = next((a for a, n in gguf.MODEL_ARCH_NAMES.items() if n == info.arch), None)
+    arch = next((a for a, n in gguf.MODEL_ARCH_NAMES.items() if n == arch_name), None)
     if arch is None:
-        raise ConvertError(f"gguf package does not know architecture '{info.arch}'")
-    name = gguf.get_tensor_name_map(arch, info.n_layers).get_name(
-        module + ".weight", try_suffixes=(".weight",)
-    )
+        raise ConvertError(f"gguf package does not know architecture '{arch_name}'")
+    return gguf.get_tensor_name_map(arch, n_layers)  # slow to build: once per architecture and depth
+
+
+def gguf_tensor_name(module: str, info: BaseInfo) -> str:
+    """GGUF name of the base weight a HF module writes into, e.g. blk.3.attn_q.weight."""
+    name = _name_map(info.arch, info.n_layers).get_name(module + ".weight", try_suffixes=(".weight",))
     if name is None:
         raise ConvertError(f"no GGUF tensor for adapted module '{module}' in a {info.arch} model")
     return name

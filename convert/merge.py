@@ -1,0 +1,423 @@
+"""`medkit merge`: a run's LoRA adapter merged into its base, saved as an HF folder (safetensors).
+
+    medkit merge                         # latest run -> runs/<name>/export/merged/
+    medkit merge runs/x --report         # + val perplexity of each merge choice, stored in run.json
+    medkit merge runs/x --from-4bit      # merge into the NF4-dequantized base the adapter was trained on
+
+By default the base is reloaded in full precision (never a dequantized 4-bit copy), the adapter is
+merged in float32 on CPU (the base's 16-bit dtype on CUDA) and the result is saved in the recipe's dtype
+('auto': the base's own). Tokenizer files and the chat template (tokenizer_config.json and
+chat_template.jinja) are carried over byte for byte. The folder appears whole or not at all.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+
+from medkit.errors import ConvertError, MedkitError
+
+TOKENIZER_FILES = (
+    "tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json",
+    "added_tokens.json", "vocab.json", "merges.txt", "chat_template.jinja", "chat_template.json",
+)  # fmt: skip
+DTYPES = ("bfloat16", "float16", "float32")
+
+
+@dataclass(frozen=True)
+class Quant:
+    """The 4-bit settings the adapter was trained against (the recipe's [quant] section)."""
+
+    mode: str = "nf4"
+    double_quant: bool = True
+    compute_dtype: str = "auto"
+
+
+def _torch_dtype(name: str) -> Any:
+    import torch
+
+    return {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}[name]
+
+
+def save_dtype(dtype: str, base_dir: Path) -> str:
+    """The dtype of the merged weights: the recipe's, or for 'auto' the base's own (bfloat16 if unknown)."""
+    if dtype in DTYPES:
+        return dtype
+    cfg = json.loads((base_dir / "config.json").read_text()) if (base_dir / "config.json").is_file() else {}
+    own = str(cfg.get("dtype") or cfg.get("torch_dtype") or "")
+    return own if own in DTYPES else "bfloat16"
+
+
+def _compute_dtype(quant: Quant) -> str:
+    import torch
+
+    if quant.compute_dtype in ("bfloat16", "float16"):
+        return quant.compute_dtype
+    if torch.cuda.is_available() and not torch.cuda.is_bf16_supported():
+        return "float16"
+    return "bfloat16"
+
+
+def load_base(base: str, *, dtype: str, from_4bit: bool = False, quant: Quant | None = None) -> Any:
+    """The base model ready for merging: full precision (float32 on CPU), or its 4-bit weights dequantized."""
+    import torch
+
+    from medkit.models import load_model
+
+    cuda = torch.cuda.is_available()
+    if not from_4bit:
+        model = load_model(base, dtype=dtype if cuda else "float32", device_map="cuda" if cuda else None)
+        return model.eval()
+    quant = quant or Quant()
+    try:
+        import bitsandbytes  # noqa: F401
+        from transformers import BitsAndBytesConfig
+    except ImportError as exc:
+        raise ConvertError(
+            f"--from-4bit needs bitsandbytes ({exc.name} is missing): pip install bitsandbytes"
+        ) from None
+    compute = _torch_dtype(_compute_dtype(quant))
+    config = BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type=quant.mode,
+        bnb_4bit_use_double_quant=quant.double_quant,
+        bnb_4bit_compute_dtype=compute,
+        bnb_4bit_quant_storage=compute,
+    )
+    try:  # the same load the trainer does, so the same rounding; then back to plain Linear layers
+        model = load_model(
+            base, dtype=compute, quantization_config=config, device_map="cuda" if cuda else "cpu"
+        )
+        model = model.dequantize()
+    except (RuntimeError, NotImplementedError, ValueError) as exc:
+        where = "CUDA" if cuda else "CPU (bitsandbytes' CPU kernels)"
+        raise ConvertError(
+            f"--from-4bit: 4-bit {quant.mode} load failed on {where}: {str(exc).splitlines()[0]}"
+        ) from None
+    return model.to(torch.float32 if not cuda else compute).eval()
+
+
+def apply_adapter(model: Any, adapter_dir: Path, *, merge: bool = True) -> Any:
+    """``model`` with the PEFT adapter: merged into the weights (default) or as an unmerged PeftModel."""
+    from peft import PeftModel
+
+    try:
+        peft_model = PeftModel.from_pretrained(model, str(adapter_dir))
+    except (ValueError, RuntimeError, KeyError, OSError) as exc:
+        raise ConvertError(
+            f"cannot load the adapter: {str(exc).splitlines()[0]}", where=str(adapter_dir)
+        ) from None
+    return peft_model.merge_and_unload().eval() if merge else peft_model.eval()
+
+
+def copy_tokenizer(dest: Path, *sources: Path | None) -> Path | None:
+    """Copy the tokenizer files of the first source that has a tokenizer_config.json; make sure the chat
+    template is in both tokenizer_config.json and chat_template.jinja. Returns the source used."""
+    src = next((s for s in sources if s is not None and (s / "tokenizer_config.json").is_file()), None)
+    if src is None:
+        return None
+    for name in TOKENIZER_FILES:
+        if (src / name).is_file():
+            shutil.copy2(src / name, dest / name)
+    cfg_path, jinja = dest / "tokenizer_config.json", dest / "chat_template.jinja"
+    cfg = json.loads(cfg_path.read_text())
+    template = jinja.read_text() if jinja.is_file() else cfg.get("chat_template")
+    if isinstance(template, str) and template:
+        if not jinja.is_file():
+            jinja.write_text(template)
+        if cfg.get("chat_template") != template:
+            cfg["chat_template"] = template
+            cfg_path.write_text(json.dumps(cfg, indent=2, ensure_ascii=False) + "\n")
+    return src
+
+
+def _replace_dir(tmp: Path, out: Path) -> None:
+    """Move the finished ``tmp`` folder to ``out``, replacing an old one only after the new one is whole."""
+    old = None
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        os.replace(out, old)
+    os.replace(tmp, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def merge_adapter(
+    base_spec: str | Path,
+    adapter_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    dtype: str = "auto",
+    from_4bit: bool = False,
+    quant: Quant | None = None,
+    force: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> Path:
+    """Merge the PEFT adapter in ``adapter_dir`` into ``base_spec`` (hub id, HF folder or .gguf); write
+    an HF folder at ``out_dir`` and return it. ConvertError if the adapter does not fit the base."""
+    from medkit.convert.lora import base_info, check_adapter_matches
+    from medkit.models import loadable
+    from medkit.runs import check_free_space
+
+    log = log or (lambda _msg: None)
+    adapter_dir, out = Path(adapter_dir), Path(out_dir)
+    if out.exists() and not force:
+        raise ConvertError(f"{out} exists; pass --force to replace it")
+    if not (adapter_dir / "adapter_config.json").is_file():
+        raise ConvertError("no adapter_config.json (not a PEFT adapter folder)", where=str(adapter_dir))
+    try:
+        base_dir = Path(loadable(str(base_spec)))
+    except MedkitError as exc:
+        raise ConvertError(f"cannot resolve the base model: {exc.one_line()}") from None
+    info = base_info(base_dir if base_dir.is_dir() else str(base_spec))
+    check_adapter_matches(adapter_dir, info)
+    target = save_dtype(dtype, base_dir)
+    t0 = time.perf_counter()
+    model = load_base(str(base_spec), dtype=target, from_4bit=from_4bit, quant=quant)
+    n_params = sum(p.numel() for p in model.parameters())
+    check_free_space(out.parent, n_params * _torch_dtype(target).itemsize + (64 << 20), what=str(out))
+    merged = apply_adapter(model, adapter_dir).to(_torch_dtype(target))
+    log(
+        f"merged {adapter_dir} into {base_spec} ({'NF4-dequantized' if from_4bit else 'full-precision'} base)"
+    )
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    try:
+        merged.save_pretrained(str(tmp), safe_serialization=True)
+        used = copy_tokenizer(tmp, adapter_dir, base_dir if base_dir.is_dir() else None)
+        if used is None:
+            from medkit.models import load_tokenizer
+
+            load_tokenizer(str(base_spec)).save_pretrained(str(tmp))
+            copy_tokenizer(tmp, tmp)
+        record = {
+            "base": str(base_spec), "adapter": str(adapter_dir), "dtype": target, "from_4bit": from_4bit,
+            "quant": quant.__dict__ if (from_4bit and quant) else None, "seconds": round(time.perf_counter() - t0, 2),
+        }  # fmt: skip
+        (tmp / "medkit_merge.json").write_text(json.dumps(record, indent=2) + "\n")
+        _replace_dir(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def _run_settings(run: Any) -> tuple[Any, Quant, bool]:
+    """(recipe, 4-bit settings, whether training really used a 4-bit base) of a run."""
+    from medkit.recipe import load_recipe
+
+    if not run.recipe.is_file():
+        raise ConvertError("no recipe.toml in the run (was it trained with medkit?)", where=str(run.path))
+    recipe = load_recipe(run.recipe)
+    q = recipe.quant
+    quant = Quant(
+        mode=q.mode if q.mode != "none" else "nf4", double_quant=q.double_quant, compute_dtype=q.compute_dtype
+    )
+    trained_4bit = bool(run.read_manifest().get("train", {}).get("quantized", False))
+    return recipe, quant, trained_4bit
+
+
+def merge_run(
+    run: Any = None,
+    *,
+    from_4bit: bool = False,
+    out: str | Path | None = None,
+    force: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> Path:
+    """Merge a run's adapter (``run``: RunDir, path or name; default the latest) into its base."""
+    from medkit.runs import RunDir, find_run
+
+    run = run if isinstance(run, RunDir) else find_run(run)
+    recipe, quant, trained_4bit = _run_settings(run)
+    log = log or (lambda _msg: None)
+    if from_4bit and not trained_4bit:
+        log("note: this run trained on an unquantized base; --from-4bit merges into weights it never saw")
+    target = Path(out) if out else run.merged
+    path = merge_adapter(
+        recipe.model.base, run.adapter, target, dtype=recipe.model.dtype, from_4bit=from_4bit,
+        quant=quant, force=force, log=log,
+    )  # fmt: skip
+    run.update_manifest(merge={"path": str(path), "from_4bit": from_4bit, "base": recipe.model.base})
+    return path
+
+
+# ---- --report: what each merge choice costs in val perplexity --------------------------------------
+
+
+def _tokenizer(run: Any, recipe: Any) -> Any:
+    """The tokenizer the run trained with (saved next to its adapter), chat template applied."""
+    from transformers import AutoTokenizer
+
+    from medkit.data import load_tokenizer
+    from medkit.templates import apply_template
+
+    saved = (run.adapter / "tokenizer_config.json").is_file()
+    tok = AutoTokenizer.from_pretrained(str(run.adapter)) if saved else load_tokenizer(recipe)
+    apply_template(tok, recipe)
+    return tok
+
+
+def perplexity(model: Any, examples: list[Any]) -> float:
+    """exp(mean NLL) over the label positions (the answers) of tokenized examples."""
+    import math
+
+    import torch
+    import torch.nn.functional as F
+
+    device = next(model.parameters()).device
+    total, count = 0.0, 0
+    with torch.inference_mode():
+        for e in examples:
+            ids = torch.tensor([e.input_ids], device=device)
+            labels = torch.tensor(e.labels[1:], device=device)
+            logits = model(input_ids=ids).logits[0, :-1].float()
+            total += float(F.cross_entropy(logits, labels, ignore_index=-100, reduction="sum"))
+            count += int((labels != -100).sum())
+    if not count:
+        raise ConvertError("the val examples have no answer tokens to score")
+    return math.exp(total / count)
+
+
+def report_run(
+    run: Any, *, merged_dir: Path, from_4bit: bool = False, max_examples: int = 64
+) -> dict[str, Any]:
+    """Val perplexity of base, base+adapter unmerged, each merge choice (and the 4-bit setup when
+    bitsandbytes can load it); stored in run.json under ``merge_report``."""
+    import gc
+    import importlib.util
+
+    from medkit.data import prepare
+    from medkit.models import load_model
+
+    recipe, quant, trained_4bit = _run_settings(run)
+    tok = _tokenizer(run, recipe)
+    prepared = prepare(recipe, tok)
+    split = "val" if prepared.val else "test"
+    examples = prepared.split(split)[:max_examples]
+    if not examples:
+        raise ConvertError("the run's data has no val or test examples to measure perplexity on")
+    base, rows = recipe.model.base, {}
+
+    def measure(key: str, build: Callable[[], Any]) -> None:
+        model = build()
+        rows[key] = round(perplexity(model.float() if model.device.type == "cpu" else model, examples), 4)
+        del model
+        gc.collect()
+
+    measure("base", lambda: load_base(base, dtype="float32"))
+    measure(
+        "adapter_unmerged", lambda: apply_adapter(load_base(base, dtype="float32"), run.adapter, merge=False)
+    )
+    measure("merged_saved", lambda: load_model(str(merged_dir)).eval())
+    bnb = importlib.util.find_spec("bitsandbytes") is not None
+    if bnb:
+        other = "merged_16bit" if from_4bit else "merged_from_4bit"
+        try:
+            measure(
+                other,
+                lambda: apply_adapter(
+                    load_base(base, dtype="float32", from_4bit=not from_4bit, quant=quant), run.adapter
+                ),
+            )
+            measure("4bit_adapter_unmerged", lambda: _four_bit_with_adapter(base, run.adapter, quant))
+        except ConvertError as exc:
+            rows["note"] = exc.one_line()
+    ref = rows["adapter_unmerged"]
+    data = {
+        "split": split, "examples": len(examples), "merged_saved_is": "from_4bit" if from_4bit else "16bit",
+        "trained_4bit": trained_4bit, "perplexity": rows,
+        "merged_vs_unmerged_rel_diff": round(abs(rows["merged_saved"] - ref) / ref, 6),
+    }  # fmt: skip
+    run.update_manifest(merge_report=data)
+    return data
+
+
+def _four_bit_with_adapter(base: str, adapter_dir: Path, quant: Quant) -> Any:
+    """The training setup itself: 4-bit base, adapter applied on top, nothing merged."""
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    from medkit.models import load_model
+
+    compute = _torch_dtype(_compute_dtype(quant))
+    cfg = BitsAndBytesConfig(
+        load_in_4bit=True, bnb_4bit_quant_type=quant.mode, bnb_4bit_use_double_quant=quant.double_quant,
+        bnb_4bit_compute_dtype=compute, bnb_4bit_quant_storage=compute,
+    )  # fmt: skip
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        model = load_model(base, dtype=compute, quantization_config=cfg, device_map=device)
+    except (RuntimeError, NotImplementedError, ValueError) as exc:
+        raise ConvertError(f"4-bit load failed on {device}: {str(exc).splitlines()[0]}") from None
+    return apply_adapter(model, adapter_dir, merge=False)
+
+
+def print_report(data: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    labels = {
+        "base": "base alone",
+        "adapter_unmerged": "base + adapter, unmerged (full precision)",
+        "merged_saved": f"merged, as saved ({data['merged_saved_is']})",
+        "merged_16bit": "merged into the full-precision base",
+        "merged_from_4bit": "merged into the NF4-dequantized base",
+        "4bit_adapter_unmerged": "4-bit base + adapter (the QLoRA setup)",
+    }
+    table = Table(title=f"val perplexity ({data['examples']} {data['split']} examples)")
+    table.add_column("model")
+    table.add_column("perplexity", justify="right")
+    for key, value in data["perplexity"].items():
+        if key != "note":
+            table.add_row(labels.get(key, key), f"{value:.4f}")
+    console = Console()
+    console.print(table)
+    if "note" in data["perplexity"]:
+        console.print(f"note: {data['perplexity']['note']}")
+    console.print(f"merged vs unmerged: relative difference {data['merged_vs_unmerged_rel_diff']:.2e}")
+
+
+@click.command(name="merge")
+@click.argument("run", required=False)
+@click.option(
+    "--from-4bit",
+    "from_4bit",
+    is_flag=True,
+    help="Merge into the NF4-dequantized base (what QLoRA trained on).",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Output folder (default: RUN/export/merged/).",
+)
+@click.option("--force", is_flag=True, help="Replace an existing output folder.")
+@click.option(
+    "--report", is_flag=True, help="Also measure val perplexity of each merge choice (stored in run.json)."
+)
+@click.option(
+    "--max-examples",
+    type=click.IntRange(min=1),
+    default=64,
+    show_default=True,
+    help="Val examples for --report.",
+)
+def command(
+    run: str | None, from_4bit: bool, out: Path | None, force: bool, report: bool, max_examples: int
+) -> None:
+    """Merge a run's LoRA adapter into its base (default: the latest run) and save an HF folder."""
+    from medkit.runs import find_run
+
+    rd = find_run(run)
+    path = merge_run(rd, from_4bit=from_4bit, out=out, force=force, log=click.echo)
+    click.echo(f"wrote {path}")
+    if report:
+        print_report(report_run(rd, merged_dir=path, from_4bit=from_4bit, max_examples=max_examples))
