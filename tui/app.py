@@ -7,6 +7,7 @@ every FLUSH_S seconds, so rendering never slows generation down. The app talks t
 
 from __future__ import annotations
 
+import random
 import re
 import time
 from collections.abc import Iterable
@@ -61,11 +62,13 @@ class ChatApp(App[None]):
         system_prompt: str = "",
         export_dir: str | Path | None = None,
         startup_warning: str | None = None,
+        seed: int | None = None,
     ):
         super().__init__()
         self.backend = backend
         self.store = store
         self.settings = Settings(system_prompt=system_prompt)
+        self.seed = seed  # None: a fresh random seed per answer (recorded with the answer)
         self.export_dir = Path(export_dir) if export_dir else Path.cwd()
         self.startup_warning = startup_warning
         self.chat_id: int = 0
@@ -75,6 +78,7 @@ class ChatApp(App[None]):
         self.answer_text = ""
         self.answer_view: AnswerView | None = None
         self.last_answer = ""
+        self.params: dict[str, Any] = {}
         self.sub_title = f"{backend.model_name} · {self._adapter_label()}"
 
     # -- layout --------------------------------------------------------------------------------------
@@ -181,7 +185,11 @@ class ChatApp(App[None]):
         self.buffer = TokenBuffer()
         self.generating = True
         self.update_status()
-        self.generate(self.conversation(), self.settings.params(), self.buffer)
+        self.params = {
+            **self.settings.params(),
+            "seed": self.seed if self.seed is not None else random.randrange(2**31),
+        }
+        self.generate(self.conversation(), self.params, self.buffer)
 
     @work(thread=True, exclusive=True, group="generate")
     def generate(self, messages: list[dict[str, str]], params: dict[str, Any], buffer: TokenBuffer) -> None:
@@ -219,7 +227,7 @@ class ChatApp(App[None]):
                 self.answer_text,
                 model=self.backend.model_name,
                 adapter=self.backend.adapter,
-                params=self.settings.params(),
+                params=self.params,
                 stats=_stats_dict(stats),
                 cancelled=cancelled,
             )
@@ -358,6 +366,9 @@ def _stats_dict(stats: Any) -> dict[str, Any]:
     "--db", type=click.Path(dir_okay=False), default=None, help="Chat history file (default: user data dir)."
 )
 @click.option("--system", "system_prompt", default="", help="System prompt for new chats.")
+@click.option(
+    "--seed", type=int, default=None, help="Sampling seed for every answer (default: random per answer)."
+)
 def command(
     model: str | None,
     adapter_specs: tuple[str, ...],
@@ -366,6 +377,7 @@ def command(
     threads: int | None,
     db: str | None,
     system_prompt: str,
+    seed: int | None,
 ) -> None:
     """Chat offline with a GGUF model (default: the latest `medkit export`).
 
@@ -380,7 +392,7 @@ def command(
     runtime = Runtime(path, adapters=adapters, gpu_layers=gpu_layers, ctx=ctx, threads=threads)
     store, warning = open_store(db)
     try:
-        ChatApp(runtime, store, system_prompt=system_prompt, startup_warning=warning).run()
+        ChatApp(runtime, store, system_prompt=system_prompt, startup_warning=warning, seed=seed).run()
     finally:
         runtime.close()
         store.close()
