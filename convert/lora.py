@@ -425,13 +425,13 @@ def write_lora_gguf(
         raise ConvertError(f"adapter dtype must be f32 or f16, not '{dtype}'")
     cfg, pairs = load_lora_pairs(adapter_dir)
     base = base_dir if base_dir is not None else cfg.get("base_model_name_or_path")
-    if not base or not Path(base).exists():
+    if not base:
         raise ConvertError(
-            f"the adapter's base '{base}' is not a local folder or GGUF",
+            "the adapter does not name its base model",
             where=str(adapter_dir),
-            hint="pass the base model folder or .gguf",
+            hint="pass the base folder or .gguf",
         )
-    info = base_info(base)
+    info = base_info(base)  # a folder, a .gguf, or a hub id whose config is in the local cache
     check_adapter_matches(adapter_dir, info)
     alpha = gguf_alpha(pairs)
     tensors = lora_tensors(pairs, info, alpha)

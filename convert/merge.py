@@ -309,7 +309,7 @@ def report_run(
 
     def measure(key: str, build: Callable[[], Any]) -> None:
         model = build()
-        rows[key] = round(perplexity(model.float() if model.device.type == "cpu" else model, examples), 4)
+        rows[key] = round(perplexity(model, examples), 4)
         del model
         gc.collect()
 
@@ -317,7 +317,7 @@ def report_run(
     measure(
         "adapter_unmerged", lambda: apply_adapter(load_base(base, dtype="float32"), run.adapter, merge=False)
     )
-    measure("merged_saved", lambda: load_model(str(merged_dir)).eval())
+    measure("merged_saved", lambda: load_model(str(merged_dir), dtype="float32").eval())
     bnb = importlib.util.find_spec("bitsandbytes") is not None
     if bnb:
         other = "merged_16bit" if from_4bit else "merged_from_4bit"
