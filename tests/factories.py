@@ -87,11 +87,11 @@ QWEN2_SPLIT = (
     r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
 
-SPM_VOCAB = 512
+SPM_VOCAB = 512  # 3 specials + 256 byte pieces + merges; config pads it to the next multiple of 64
+BPE_VOCAB = 640  # 256 byte symbols + merges (+ specials)
 # Wide enough init that the blocks, not the embedding, decide the next token: greedy output varies.
 INIT_STD = 0.2
 TIED_EMBED_SCALE = 0.25
-BPE_VOCAB = 640
 
 
 def _corpus_lines() -> list[str]:
