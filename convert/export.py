@@ -3,7 +3,8 @@
     medkit export --gguf q4_0                       # latest run -> runs/<name>/export/<name>-q4_0.gguf
     medkit export runs/x --gguf f16,q8_0,q4_k_m     # several types from one f16 intermediate
     medkit export path/to/hf_folder --gguf f16      # -> path/to/<folder>-gguf/<folder>-f16.gguf
-    medkit export --gguf q4_0 --adapter-only        # GGUF LoRA adapter of the run
+    medkit export --gguf q4_0 --adapter-only        # GGUF LoRA adapter of the run -> export/adapter.gguf
+    medkit export --gguf q4_0 --base                # the run's base as GGUF, once: runs/_bases/
 
 Float types are written by medkit.convert.gguf_writer; quantized ones by llama.cpp's quantizer from
 an f16 intermediate (the f16 output itself when asked for, else a temp file removed afterwards).
@@ -94,12 +95,11 @@ def export(
     existing = [p for p in outputs.values() if p.exists()]
     if existing and not force:
         raise ConvertError("already exists (use --force to overwrite)", where=str(existing[0]))
-    read_config(
-        source.hf_dir, trust_remote_code=trust_remote_code
-    )  # bad folder -> one line, before any write
+    # a bad folder fails here, in one line, before anything is written
+    read_config(source.hf_dir, trust_remote_code=trust_remote_code)
     reader = WeightReader(source.hf_dir, allow_pickle=allow_pickle)
     n_weights = sum(int(np.prod(reader.shape(k), dtype=np.int64)) for k in reader.names())
-    need_tmp = any(t not in FLOAT_TYPES for t in types) and "f16" not in types
+    need_tmp = any(t not in FLOAT_TYPES for t in types) and not {"f16", "f32"} & set(types)
     needed = sum(BYTES_PER_WEIGHT[t] * n_weights for t in types) + (2 * n_weights if need_tmp else 0)
     check_free_space(source.out_dir, int(needed) + 32 * 2**20, what=f"{len(types)} GGUF file(s)")
     timings: dict[str, float] = {}
@@ -110,16 +110,24 @@ def export(
         log(f"wrote {outputs[t]} ({res.arch}, {res.n_tensors} tensors) in {res.seconds:.1f}s")
     quants = [t for t in types if t not in FLOAT_TYPES]
     if quants:
-        inter = outputs.get("f16") or source.out_dir / f".{source.name}-f16.intermediate.gguf"
+        # quantize from the f16 (or f32) output when one is asked for, else from a temporary f16
+        own = outputs.get("f16") or outputs.get("f32")
+        inter = own or source.out_dir / f".{source.name}-f16.intermediate.gguf"
         try:
-            if "f16" not in types:
+            if own is None:
                 res = write_gguf(source.hf_dir, inter, "f16", trust_remote_code=trust_remote_code, **kw)
                 timings["f16 (intermediate)"] = res.seconds
             for t in quants:
-                timings[t] = quantize(inter, outputs[t], t, threads=threads)
-                log(f"wrote {outputs[t]} in {timings[t]:.1f}s")
+                q = quantize(inter, outputs[t], t, threads=threads)
+                timings[t] = q.seconds
+                note = (
+                    f"; {q.fallbacks}/{q.n_tensors} tensors in a fallback type (row size)"
+                    if q.fallbacks
+                    else ""
+                )
+                log(f"wrote {outputs[t]} in {q.seconds:.1f}s{note}")
         finally:
-            if "f16" not in types:
+            if own is None:
                 inter.unlink(missing_ok=True)
     return outputs, timings
 
@@ -165,6 +173,9 @@ def _write_modelfile(source: Source, gguf_path: Path, log: Any) -> None:
     help="Output folder (default: RUN/export/, or <folder>-gguf/ next to a HF folder).",
 )
 @click.option("--adapter-only", is_flag=True, help="Write the run's LoRA adapter as a GGUF adapter only.")
+@click.option(
+    "--base", is_flag=True, help="Write the run's base model as GGUF once (runs/_bases/), for adapters."
+)
 @click.option("--force", is_flag=True, help="Overwrite existing outputs.")
 @click.option("--no-verify", is_flag=True, help="Skip the parity check against transformers.")
 @click.option("--allow-pickle", is_flag=True, help="Also read pytorch_model*.bin (pickle) weights.")
@@ -175,6 +186,7 @@ def command(
     types_spec: str,
     out: Path | None,
     adapter_only: bool,
+    base: bool,
     force: bool,
     no_verify: bool,
     allow_pickle: bool,
@@ -188,6 +200,9 @@ def command(
         _export_adapter(source, out, force)
         return
     types = parse_types(types_spec)
+    if base:
+        _export_base(source, out, types, force, threads)
+        return
     src = resolve_source(source, out)
     t0 = time.perf_counter()
     outputs, timings = export(
@@ -213,6 +228,7 @@ def _verify(
     src: Source, outputs: dict[str, Path], types: list[str], trust_remote_code: bool, threads: int
 ) -> None:
     import importlib.util
+    from dataclasses import asdict
 
     from medkit.convert.verify import held_out_texts, report, verify
 
@@ -226,24 +242,65 @@ def _verify(
         trust_remote_code=trust_remote_code,
         threads=threads,
     )
-    try:
-        data = report(results)
-    finally:
-        if src.run is not None:
-            from dataclasses import asdict
+    if src.run is not None:  # stored before a failure is raised, so run.json says what failed
+        parity = dict(src.run.read_manifest().get("parity") or {})
+        parity.update({r.type: asdict(r) for r in results})
+        src.run.update_manifest(parity=parity)
+    report(results)
 
-            src.run.update_manifest(parity={r.type: asdict(r) for r in results})
-    del data
+
+def _base_of(run: Any) -> Path:
+    """The run's base model as a local HF folder (a GGUF base is dequantized once, a hub id must be cached)."""
+    from medkit.models import loadable
+
+    base = run.read_manifest().get("base_model")
+    if not base and run.recipe.is_file():
+        from medkit.recipe import load_recipe
+
+        base = load_recipe(run.recipe).model.base
+    if not base:
+        raise ConvertError(
+            "cannot tell the run's base model (no base_model in run.json)", where=str(run.path)
+        )
+    where = Path(loadable(base))
+    if not where.is_dir():
+        try:
+            from huggingface_hub import snapshot_download
+
+            where = Path(snapshot_download(str(base), local_files_only=True))
+        except Exception as exc:
+            raise ConvertError(
+                f"base model '{base}' is not available offline ({type(exc).__name__})"
+            ) from exc
+    return where
+
+
+def _export_base(
+    spec: str | None, out: Path | None, types: list[str], force: bool, threads: int | None
+) -> None:
+    """The run's base model as GGUF, written once and shared by every adapter trained on it."""
+    from medkit.runs import find_run, runs_root
+
+    run = find_run(spec)
+    folder = _base_of(run)
+    name = "base-" + folder.name.replace(" ", "_")
+    src = Source(folder, out or runs_root() / "_bases", name, metadata=provenance(run))
+    src.metadata = {k: v for k, v in src.metadata.items() if k in ("medkit.version", "medkit.base_model")}
+    todo = [t for t in types if force or not (src.out_dir / f"{name}-{t}.gguf").exists()]
+    for t in (t for t in types if t not in todo):
+        click.echo(f"base GGUF already there, shared: {src.out_dir / f'{name}-{t}.gguf'}")
+    if todo:
+        export(src, todo, force=force, threads=threads, log=click.echo)
 
 
 def _export_adapter(spec: str | None, out: Path | None, force: bool) -> None:
+    from medkit.convert.lora import write_lora_gguf
     from medkit.runs import find_run
 
-    try:
-        from medkit.convert.lora import write_lora_gguf
-    except ImportError as exc:
-        raise ConvertError(f"GGUF adapter export is unavailable ({exc})") from exc
     run = find_run(spec)
+    if not (run.adapter / "adapter_config.json").is_file():
+        raise ConvertError("the run has no PEFT adapter (adapter/adapter_config.json)", where=str(run.path))
+    meta = {k: str(v) for k, v in provenance(run).items()}
     target = (out or run.export) / "adapter.gguf"
-    path = write_lora_gguf(run.adapter, target, base_dir=None, force=force)
+    path = write_lora_gguf(run.adapter, target, base_dir=_base_of(run), force=force, metadata=meta)
     click.echo(f"wrote {path}")

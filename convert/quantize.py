@@ -7,9 +7,10 @@ K-quants and the rest come from the reference implementation, including its per-
 from __future__ import annotations
 
 import ctypes
-import logging
 import os
+import re
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from medkit.errors import ConvertError
@@ -48,12 +49,19 @@ def parse_types(spec: str) -> list[str]:
     return list(dict.fromkeys(types))
 
 
-def quantize(src: Path, dst: Path, qtype: str, *, threads: int | None = None) -> float:
-    """Quantize float GGUF ``src`` into ``dst`` (written under a temp name, renamed on success).
+@dataclass
+class QuantResult:
+    path: Path
+    qtype: str
+    seconds: float
+    fallbacks: int  # tensors llama.cpp wrote in another type (row length not a multiple of the block)
+    n_tensors: int
 
-    Returns the seconds it took.
-    """
+
+def quantize(src: Path, dst: Path, qtype: str, *, threads: int | None = None) -> QuantResult:
+    """Quantize float GGUF ``src`` into ``dst`` (written under a temp name, renamed on success)."""
     import llama_cpp
+    import llama_cpp._logger as lc_log
 
     from medkit.runs import atomic_path
 
@@ -64,15 +72,28 @@ def quantize(src: Path, dst: Path, qtype: str, *, threads: int | None = None) ->
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = getattr(llama_cpp, QUANT_FTYPES[qtype])
     params.nthread = threads or min(os.cpu_count() or 1, 8)
+    lines: list[str] = []
+
+    @llama_cpp.llama_log_callback
+    def capture(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
+        lines.append(text.decode("utf-8", "replace"))
+
     t0 = time.perf_counter()
-    lc_logger = logging.getLogger("llama-cpp-python")  # llama.cpp logs every tensor at INFO
-    level = lc_logger.level
     with atomic_path(Path(dst)) as tmp:
-        lc_logger.setLevel(logging.ERROR)
+        llama_cpp.llama_log_set(capture, ctypes.c_void_p(0))  # llama.cpp logs every tensor; keep it quiet
         try:
             rc = llama_cpp.llama_model_quantize(str(src).encode(), str(tmp).encode(), ctypes.byref(params))
         finally:
-            lc_logger.setLevel(level)
+            llama_cpp.llama_log_set(lc_log.llama_log_callback, ctypes.c_void_p(0))
         if rc != 0:
-            raise ConvertError(f"llama.cpp quantizer failed with code {rc} for {qtype}", where=str(src))
-    return time.perf_counter() - t0
+            last = " ".join("".join(lines).split())[-200:]
+            raise ConvertError(f"llama.cpp quantizer failed for {qtype} (code {rc}): {last}", where=str(src))
+    log = "".join(lines)
+    found = re.search(r"(\d+) of (\d+) tensor\(s\) required fallback", log)
+    return QuantResult(
+        path=Path(dst),
+        qtype=qtype,
+        seconds=time.perf_counter() - t0,
+        fallbacks=int(found.group(1)) if found else 0,
+        n_tensors=int(found.group(2)) if found else 0,
+    )

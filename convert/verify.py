@@ -37,6 +37,8 @@ FILE_TYPES = {0: "f32", 1: "f16", 32: "bf16", 7: "q8_0", 18: "q6_k", 17: "q5_k_m
 
 @dataclass
 class Parity:
+    """One GGUF against transformers; a bf16 GGUF is held to the model with bf16-rounded weights."""
+
     gguf: str
     type: str
     positions: int
@@ -92,12 +94,19 @@ class Reference:
     ids: list[list[int]]
     logits: list[np.ndarray]
     truncated: list[bool]
+    # logits of the same model with its weights rounded to bf16: what a correct bf16 GGUF computes
+    logits_bf16: list[np.ndarray] | None = None
 
 
 def hf_reference(
-    hf_dir: Path, texts: list[str], *, max_tokens: int = 128, trust_remote_code: bool = False
+    hf_dir: Path,
+    texts: list[str],
+    *,
+    max_tokens: int = 128,
+    trust_remote_code: bool = False,
+    bf16: bool = False,
 ) -> Reference:
-    """Token ids and float32 logits of the HF model for each text."""
+    """Token ids and float32 logits of the HF model for each text (and with bf16-rounded weights)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -114,6 +123,10 @@ def hf_reference(
             ref.ids.append(ids)
             ref.logits.append(model(torch.tensor([ids])).logits[0].float().numpy())
             ref.truncated.append(len(full) > max_tokens)
+        if bf16:
+            for p in model.parameters():
+                p.data = p.data.to(torch.bfloat16).to(torch.float32)
+            ref.logits_bf16 = [model(torch.tensor([ids])).logits[0].float().numpy() for ids in ref.ids]
     return ref
 
 
@@ -154,13 +167,14 @@ def check(
         )
         agree = total = 0
         max_diff = nll = nll_hf = kl = 0.0
-        for ids, hf in zip(ref.ids, ref.logits, strict=False):
+        same = ref.logits_bf16 if qtype == "bf16" and ref.logits_bf16 else ref.logits
+        for ids, hf, hf_same in zip(ref.ids, ref.logits, same, strict=True):
             lg = gguf_logits(llm, ids)
             v = min(lg.shape[1], hf.shape[1])
-            lg, hf_v = lg[:, :v], hf[:, :v]
-            agree += int((lg.argmax(-1) == hf_v.argmax(-1)).sum())
+            lg, hf_v, hf_same = lg[:, :v], hf[:, :v], hf_same[:, :v]
+            agree += int((lg.argmax(-1) == hf_same.argmax(-1)).sum())
             total += len(ids)
-            max_diff = max(max_diff, float(np.abs(lg - hf_v).max()))
+            max_diff = max(max_diff, float(np.abs(lg - hf_same).max()))
             lp, lp_hf = _log_softmax(lg), _log_softmax(hf_v)
             nxt = np.asarray(ids[1:])
             nll -= float(lp[np.arange(len(nxt)), nxt].sum())
@@ -197,7 +211,9 @@ def verify(
     threads: int = 2,
 ) -> list[Parity]:
     texts = texts or held_out_texts()
-    ref = hf_reference(Path(hf_dir), texts, trust_remote_code=trust_remote_code)
+    types = {Path(g): gguf_type(Path(g)) for g in ggufs}
+    bf16 = "bf16" in types.values()
+    ref = hf_reference(Path(hf_dir), texts, trust_remote_code=trust_remote_code, bf16=bf16)
     return [check(Path(g), ref, texts, threshold=threshold, threads=threads) for g in ggufs]
 
 

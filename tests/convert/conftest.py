@@ -13,10 +13,17 @@ THREADS = int(os.environ.get("MEDKIT_TEST_THREADS", "1"))
 QUANTS = ("q8_0", "q6_k", "q5_k_m", "q4_k_m", "q4_0")
 
 
-def load_llama(path: Path, n_ctx: int = 256):
+def load_llama(path: Path, n_ctx: int = 256, logits_all: bool = False):
     from llama_cpp import Llama
 
-    return Llama(model_path=str(path), n_ctx=n_ctx, n_batch=n_ctx, n_threads=THREADS, verbose=False)
+    return Llama(
+        model_path=str(path),
+        n_ctx=n_ctx,
+        n_batch=n_ctx,
+        n_threads=THREADS,
+        logits_all=logits_all,
+        verbose=False,
+    )
 
 
 @pytest.fixture(scope="session")

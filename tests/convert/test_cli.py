@@ -72,3 +72,47 @@ def test_verify_command(tiny_gguf, tiny_model_dir):
     )
     assert isinstance(wrong.exception, ConvertError)
     assert "parity failed for f16" in str(wrong.exception)
+
+
+def test_adapter_only_and_shared_base(tiny_model_dir, tmp_path, monkeypatch):
+    """--adapter-only writes export/adapter.gguf; --base writes the base GGUF once; llama.cpp runs both."""
+    import gguf
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from tests.convert.conftest import THREADS
+
+    base = tiny_model_dir("llama")
+    run = tmp_path / "runs" / "patient"
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
+    for name, p in peft_model.named_parameters():
+        if "lora_B" in name:
+            p.data.normal_(0, 0.05)
+    peft_model.save_pretrained(run / "adapter")
+    (run / "run.json").write_text(json.dumps({"name": "patient", "base_model": str(base)}))
+    monkeypatch.setenv("MEDKIT_RUNS", str(tmp_path / "runs"))
+
+    res = CliRunner().invoke(cli, ["export", "--adapter-only"])
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    adapter = run / "export" / "adapter.gguf"
+    reader = gguf.GGUFReader(str(adapter))
+    assert reader.get_field("general.type").contents() == "adapter"
+    assert reader.get_field("medkit.base_model").contents() == str(base)
+
+    first = CliRunner().invoke(cli, ["export", "--base", "--gguf", "q8_0"])
+    assert first.exit_code == 0, first.output + repr(first.exception)
+    shared = sorted((tmp_path / "runs" / "_bases").glob("base-*-q8_0.gguf"))
+    assert len(shared) == 1
+    again = CliRunner().invoke(cli, ["export", "--base", "--gguf", "q8_0"])
+    assert again.exit_code == 0 and "already there, shared" in again.output
+
+    from llama_cpp import Llama
+
+    llm = Llama(
+        model_path=str(shared[0]), lora_path=str(adapter), n_ctx=128, n_threads=THREADS, verbose=False
+    )
+    assert (
+        llm.create_completion("The patient", max_tokens=4, temperature=0.0)["choices"][0]["text"] is not None
+    )

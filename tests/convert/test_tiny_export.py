@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from medkit.convert.verify import MIXED_TEXT
-from tests.convert.conftest import THREADS
+from tests.convert.conftest import load_llama
 
 ARCHS = ("llama", "mistral", "qwen2", "gpt2")
 END_OF_TURN = {"llama": "</s>", "mistral": "</s>", "qwen2": "<|im_end|>", "gpt2": "<|endoftext|>"}
@@ -16,11 +16,7 @@ PROMPT = "The patient has a fever of 38.5 degrees and a dry cough; the doctor"
 
 
 def _llama(path, n_ctx=256):
-    from llama_cpp import Llama
-
-    return Llama(
-        model_path=str(path), n_ctx=n_ctx, n_batch=n_ctx, n_threads=THREADS, logits_all=True, verbose=False
-    )
+    return load_llama(path, n_ctx=n_ctx, logits_all=True)
 
 
 def _field(reader, key):

