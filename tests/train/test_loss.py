@@ -1,0 +1,94 @@
+"""Selective cross-entropy equals the model's own full-vocabulary loss; packing changes nothing."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+import torch
+
+from medkit import batching
+from medkit.loss import full_ce, make_loss_module, selective_ce
+
+
+@dataclass
+class Ex:
+    input_ids: list[int]
+    labels: list[int]
+
+
+def examples(vocab: int, seed: int = 0) -> list[Ex]:
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for n, prompt in [(9, 4), (14, 6), (5, 2), (11, 3), (7, 7)]:
+        ids = torch.randint(3, vocab, (n,), generator=g).tolist()
+        out.append(Ex(ids, [-100] * prompt + ids[prompt:]))
+    return out
+
+
+def lora_model(path, attn: str = "sdpa"):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation=attn)
+    cfg = LoraConfig(
+        r=4, lora_alpha=8, target_modules="all-linear", lora_dropout=0.0, init_lora_weights=False
+    )
+    return get_peft_model(model, cfg).eval()
+
+
+@pytest.mark.parametrize(
+    "arch,attn", [("llama", "sdpa"), ("llama", "eager"), ("gpt2", "sdpa"), ("qwen2", "sdpa")]
+)
+def test_selective_and_packed_losses_match_full_loss(tiny_model_dir, arch, attn):
+    model = lora_model(tiny_model_dir(arch), attn)
+    exs = examples(model.config.vocab_size)
+    lm = make_loss_module(model)
+    one_per_row = batching.Batch(tuple((i,) for i in range(len(exs))))
+    packed = batching.Batch(((0, 1), (2, 3, 4)))
+    with torch.no_grad():
+        ref, n_ref = full_ce(model, batching.collate(one_per_row, exs, pad_id=0))
+        sel, n_sel = lm(**batching.collate(one_per_row, exs, pad_id=0))
+        pk, n_pk = lm(**batching.collate(packed, exs, pad_id=0))
+    assert int(n_ref) == int(n_sel) == int(n_pk) == batching.batch_label_tokens(packed, exs)
+    assert float(sel) == pytest.approx(float(ref), rel=1e-5)
+    assert float(pk) == pytest.approx(float(ref), rel=1e-5)
+
+
+def test_selective_gradients_match_full_and_chunking(tiny_model_dir):
+    model = lora_model(tiny_model_dir("llama")).train()
+    exs = examples(model.config.vocab_size, seed=1)
+    batch = batching.collate(batching.Batch(tuple((i,) for i in range(len(exs)))), exs, pad_id=0)
+
+    def grads(fn):
+        model.zero_grad()
+        loss, _ = fn()
+        loss.backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+
+    ref = grads(lambda: full_ce(model, batch))
+    lm = make_loss_module(model)
+    sel = grads(lambda: lm(**batch))
+    from medkit.loss import body_and_head
+
+    body, head, _ = body_and_head(model)
+
+    def chunked():
+        hidden = body(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False)[
+            0
+        ]
+        return selective_ce(hidden, batch["labels"], head, chunk=7)  # several checkpointed chunks
+
+    chk = grads(chunked)
+    for name in ref:
+        torch.testing.assert_close(sel[name], ref[name], rtol=1e-4, atol=2e-5)
+        torch.testing.assert_close(chk[name], ref[name], rtol=1e-4, atol=2e-5)
+
+
+def test_no_trained_token_gives_zero_loss_with_a_graph():
+    hidden = torch.randn(2, 5, 8, requires_grad=True)
+    head = torch.nn.Linear(8, 11)
+    total, n = selective_ce(hidden, torch.full((2, 5), -100), head)
+    assert float(total) == 0.0 and int(n) == 0
+    total.backward()  # still differentiable: an all-masked micro-batch does not break accumulation
