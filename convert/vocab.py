@@ -118,6 +118,11 @@ def _bpe_vocab(folder: Path, tok_json: dict[str, Any] | None, n_vocab: int | Non
     if (folder / "added_tokens.json").is_file():
         for text, tid in _read_json(folder / "added_tokens.json").items():
             added.setdefault(int(tid), (text, True))
+    cfg = tokenizer_config(folder)
+    for key in ("bos_token", "eos_token", "unk_token", "pad_token"):  # named specials are control tokens
+        text = _token_text(cfg.get(key))
+        if text in base and base[text] not in added:
+            added[base[text]] = (text, True)
     by_id: dict[int, str] = {tid: text for text, tid in base.items()}
     for tid, (text, _special) in added.items():
         by_id[tid] = text

@@ -117,3 +117,29 @@ def test_smollm_style_pretokenizer(tmp_path):
     text = MIXED_TEXT + " 2024-11-23 at 08:15, 1234567 mg"
     hf = AutoTokenizer.from_pretrained(folder)(text)["input_ids"]
     assert load_llama(out).tokenize(text.encode(), add_bos=True, special=True) == hf
+
+
+def test_gpt2_with_slow_tokenizer_files_only(tiny_model_dir, tmp_path):
+    """DialoGPT-style folders ship vocab.json + merges.txt and no tokenizer.json."""
+    import json
+    import shutil
+
+    import gguf
+    from transformers import GPT2Tokenizer
+
+    folder = Path(shutil.copytree(tiny_model_dir("gpt2"), tmp_path / "gpt2"))
+    model = json.loads((folder / "tokenizer.json").read_text())["model"]
+    (folder / "vocab.json").write_text(json.dumps(model["vocab"]))
+    merges = [m if isinstance(m, str) else " ".join(m) for m in model["merges"]]
+    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
+    (folder / "tokenizer.json").unlink()
+    out = write_gguf(folder, tmp_path / "gpt2-f16.gguf", "f16")
+    reader = gguf.GGUFReader(str(out.path))
+    assert reader.get_field("tokenizer.ggml.pre").contents() == "gpt-2"
+    tokens = reader.get_field("tokenizer.ggml.tokens").contents()
+    assert tokens[out.eot_token_id] == "<|endoftext|>"
+    slow = GPT2Tokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"))
+    assert (
+        load_llama(out.path).tokenize(MIXED_TEXT.encode(), add_bos=True, special=True)
+        == slow(MIXED_TEXT)["input_ids"]
+    )
