@@ -67,6 +67,24 @@ def _compute_dtype(quant: Quant) -> str:
     return "bfloat16"
 
 
+def _fits_in_ram(base: str, bytes_per_weight: int) -> bool:
+    """Whether the base, at ``bytes_per_weight``, fits in half the free RAM (unknown sizes: assume yes)."""
+    try:
+        import psutil
+
+        from medkit.models import loadable
+
+        folder = Path(loadable(base))
+        cfg = json.loads((folder / "config.json").read_text())
+        per = {"float32": 4, "bfloat16": 2, "float16": 2}.get(
+            str(cfg.get("dtype") or cfg.get("torch_dtype")), 2
+        )
+        stored = sum(p.stat().st_size for p in folder.glob("*.safetensors"))
+        return stored / per * bytes_per_weight < psutil.virtual_memory().available / 2
+    except Exception:  # no psutil, a hub id not cached yet...: try float32
+        return True
+
+
 def load_base(base: str, *, dtype: str, from_4bit: bool = False, quant: Quant | None = None) -> Any:
     """The base model ready for merging: full precision (float32 on CPU), or its 4-bit weights dequantized."""
     import torch
@@ -75,7 +93,8 @@ def load_base(base: str, *, dtype: str, from_4bit: bool = False, quant: Quant | 
 
     cuda = torch.cuda.is_available()
     if not from_4bit:
-        model = load_model(base, dtype=dtype if cuda else "float32", device_map="cuda" if cuda else None)
+        cpu_dtype = "float32" if _fits_in_ram(base, 4) else dtype  # peft still adds B @ A in float32 on CPU
+        model = load_model(base, dtype=dtype if cuda else cpu_dtype, device_map="cuda" if cuda else None)
         return model.eval()
     quant = quant or Quant()
     try:
