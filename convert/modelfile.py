@@ -6,6 +6,7 @@ re-expressed in Ollama's Go template syntax. Known families: chatml, llama-3, mi
 
 from __future__ import annotations
 
+import os
 import re
 import warnings
 from collections.abc import Iterable, Mapping
@@ -172,9 +173,12 @@ def render_modelfile(
     template = ollama_template(chat_template, eos_token=eos, strict=strict)
     if system is None:
         system = default_system(chat_template)
-    lines = ["# Written by medkit. Build it with: ollama create <name> -f Modelfile", f"FROM ./{gguf_name}"]
+    lines = [
+        "# Written by medkit. Build it with: ollama create <name> -f Modelfile",
+        f"FROM {_dot(gguf_name)}",
+    ]
     if adapter_name:
-        lines.append(f"ADAPTER ./{adapter_name}")
+        lines.append(f"ADAPTER {_dot(adapter_name)}")
     lines.append(f'TEMPLATE """{template}"""')
     if system:
         lines.append(f"SYSTEM {_quote(system)}")
@@ -184,6 +188,17 @@ def render_modelfile(
         if value is not None:
             lines.append(f"PARAMETER {key} {_format_param(value)}")
     return "\n".join(lines) + "\n"
+
+
+def _dot(ref: str) -> str:
+    return ref if ref.startswith(("./", "../", "/")) else f"./{ref}"
+
+
+def _relative(path: str | Path, modelfile: Path) -> str:
+    rel = Path(os.path.relpath(Path(path).resolve(), modelfile.resolve().parent)).as_posix()
+    if " " in rel or '"' in rel:
+        raise ConvertError(f"Ollama cannot read a FROM/ADAPTER path with spaces or quotes: {rel}")
+    return _dot(rel)
 
 
 def write_modelfile(
@@ -200,23 +215,17 @@ def write_modelfile(
 ) -> Path:
     """Write an Ollama Modelfile for ``gguf_path`` (and an optional LoRA ``adapter_path``) at ``out_path``.
 
-    ``params`` holds Ollama parameters such as temperature, top_p, num_ctx. The GGUF (and adapter) must
-    sit in the Modelfile's folder, since Ollama resolves ``FROM ./file`` relative to it.
+    ``params`` holds Ollama parameters such as temperature, top_p, num_ctx. Paths are written relative
+    to the Modelfile's folder (``./model.gguf``, ``../_bases/base.gguf``), as Ollama resolves them there.
     """
     out = Path(out_path)
-    gguf = Path(gguf_path)
-    for p in (gguf, Path(adapter_path) if adapter_path else None):
-        if p is not None and p.resolve().parent != out.resolve().parent:
-            raise ConvertError(
-                f"{p} must be in the Modelfile's folder {out.parent} (Ollama resolves ./ there)"
-            )
     text = render_modelfile(
-        gguf.name,
+        _relative(gguf_path, out),
         chat_template=chat_template,
         stop_tokens=stop_tokens,
         params=params,
         system=system,
-        adapter_name=Path(adapter_path).name if adapter_path else None,
+        adapter_name=_relative(adapter_path, out) if adapter_path else None,
         eos_token=eos_token,
         strict=strict,
     )

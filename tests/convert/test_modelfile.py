@@ -235,9 +235,14 @@ def test_adapter_modelfile_and_paths(tmp_path):
     )  # fmt: skip
     lines = out.read_text().splitlines()
     assert lines[1:3] == ["FROM ./base-q4_0.gguf", "ADAPTER ./patient.gguf"]
-    with pytest.raises(ConvertError, match="Modelfile's folder"):
+    shared = write_modelfile(  # several audience adapters share one base GGUF written elsewhere
+        tmp_path / "_bases" / "base-q4_0.gguf", tmp_path / "patient" / "Modelfile", chat_template=CHATML_TEMPLATE,
+        stop_tokens=["<|im_end|>"], adapter_path=tmp_path / "patient" / "adapter.gguf",
+    )  # fmt: skip
+    assert shared.read_text().splitlines()[1:3] == ["FROM ../_bases/base-q4_0.gguf", "ADAPTER ./adapter.gguf"]
+    with pytest.raises(ConvertError, match="spaces"):
         write_modelfile(
-            tmp_path / "sub" / "m.gguf", tmp_path / "Modelfile", chat_template=None, stop_tokens=[]
+            tmp_path / "my model.gguf", tmp_path / "Modelfile", chat_template=None, stop_tokens=[]
         )
 
 
