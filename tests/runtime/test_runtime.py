@@ -202,3 +202,9 @@ def test_adapters_load_at_construction_and_copies_work(smollm2_gguf, patient_lor
         assert rt.adapters == ["a", "b"] and rt.adapter is None
         rt.use_adapter("b")
         assert rt.adapter == "b"
+
+
+def test_runtime_is_a_chat_app_backend(runtime):
+    from medkit.tui.backend import Backend
+
+    assert isinstance(runtime, Backend)

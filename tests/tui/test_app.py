@@ -12,7 +12,7 @@ from textual.widgets import Input, OptionList
 
 from medkit.errors import RuntimeLoadError
 from medkit.history import ChatStore, HistoryError
-from medkit.tui.app import AnswerView, ChatApp, Turn
+from medkit.tui.app import AnswerView, ChatApp, StreamingAnswer, Turn
 from medkit.tui.helpers import open_store
 from medkit.tui.screens import AdapterScreen, ChatListScreen, SettingsScreen
 from tests.tui.conftest import wait_for
@@ -35,18 +35,18 @@ async def test_answer_streams_in_batches_and_is_saved(make_app, backend):
     app = make_app()
     updates: list[str] = []
     async with app.run_test(size=SIZE) as pilot:
-        real_update = AnswerView.update
+        real_update = StreamingAnswer.update
 
-        def counting_update(self, markdown):
-            updates.append(markdown)
-            return real_update(self, markdown)
+        def counting_update(self, content=""):
+            updates.append(str(content))
+            return real_update(self, content)
 
-        AnswerView.update = counting_update  # type: ignore[method-assign]
+        StreamingAnswer.update = counting_update  # type: ignore[method-assign]
         try:
             await ask(pilot, "What is anaemia?")
             await wait_for(pilot, lambda: not app.generating)
         finally:
-            AnswerView.update = real_update  # type: ignore[method-assign]
+            StreamingAnswer.update = real_update  # type: ignore[method-assign]
         msgs = stored(app)
         assert [m.role for m in msgs] == ["user", "assistant"]
         assert msgs[1].content == backend.answers[0] and not msgs[1].cancelled
@@ -56,6 +56,8 @@ async def test_answer_streams_in_batches_and_is_saved(make_app, backend):
         assert msgs[1].stats["completion_tokens"] == 300
         assert 1 <= len(updates) < 30  # 300 pieces, a handful of screen updates
         assert updates[-1] == backend.answers[0]
+        await pilot.pause(0.1)
+        assert app.query(AnswerView).last()._markdown == backend.answers[0]
         assert "42.0 tok/s" in str(app.query_one("#status").render())
         assert app.store.chat(app.chat_id).title == "What is anaemia?"
 
@@ -278,3 +280,9 @@ def test_history_schema_is_versioned_and_wal(tmp_path):
     assert again.schema_version == 1 and again.messages(cid)[0].params == {"temperature": 0.1}
     assert again.messages(cid)[0].adapter == "a"
     again.close()
+
+
+def test_fake_backend_follows_the_protocol(backend):
+    from medkit.tui.backend import Backend
+
+    assert isinstance(backend, Backend)
