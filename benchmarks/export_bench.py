@@ -26,15 +26,21 @@ from pathlib import Path
 t0 = time.perf_counter()
 from medkit.convert.gguf_writer import write_gguf
 from medkit.convert.quantize import quantize
+from medkit.convert.gguf_writer import WeightReader
 t_import = time.perf_counter() - t0
+rss = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 src, out = Path(sys.argv[1]), Path(sys.argv[2])
+reader = WeightReader(src)
+largest = max(e.end - e.start for e in reader.entries.values())
+rss_imports = rss()
 t = time.perf_counter()
 res = write_gguf(src, out / "bench-f16.gguf", "f16")
 t_f16 = time.perf_counter() - t
+rss_f16 = rss()
 t_q = quantize(out / "bench-f16.gguf", out / "bench-q4_0.gguf", "q4_0", threads=2).seconds
 print(json.dumps({
     "import": t_import, "f16": t_f16, "q4_0": t_q,
-    "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+    "peak_rss": rss(), "rss_imports": rss_imports, "rss_f16": rss_f16, "largest": largest,
     "f16_bytes": (out / "bench-f16.gguf").stat().st_size,
     "q4_0_bytes": (out / "bench-q4_0.gguf").stat().st_size,
     "n_params": res.n_params,
@@ -102,10 +108,13 @@ def main() -> None:
         f"module import {best['import']:.2f}s not counted; all runs: "
         + ", ".join(f"{r['f16']:.2f}+{r['q4_0']:.2f}s" for r in runs)
     )
+    mib = 2**20
     console.print(
-        f"memory: peak RSS {best['peak_rss'] / 2**20:.0f} MiB for {best['n_params'] / 1e6:.0f}M params; "
-        f"source safetensors {weights / 2**20:.0f} MiB (f32), f16 GGUF {best['f16_bytes'] / 2**20:.0f} MiB, "
-        f"q4_0 GGUF {best['q4_0_bytes'] / 2**20:.0f} MiB"
+        f"memory: peak RSS {best['peak_rss'] / mib:.0f} MiB in all ({best['rss_imports'] / mib:.0f} MiB after "
+        f"imports, {best['rss_f16'] / mib:.0f} MiB after the f16 write; the quantizer maps the whole f16 file); "
+        f"largest tensor {best['largest'] / mib:.0f} MiB; model: safetensors {weights / mib:.0f} MiB (f32), "
+        f"f16 GGUF {best['f16_bytes'] / mib:.0f} MiB, q4_0 GGUF {best['q4_0_bytes'] / mib:.0f} MiB, "
+        f"{best['n_params'] / 1e6:.0f}M params"
     )
     console.print(
         "reference: figures given for llama.cpp's convert_hf_to_gguf.py + llama-quantize on this 2-core "
