@@ -68,7 +68,7 @@ def resolve_source(spec: str | None, out: Path | None) -> Source:
             raise ConvertError(
                 f"run has no merged model and merge is unavailable ({exc})", where=str(run.path)
             ) from exc
-        merge_run(run)
+        merge_run(run, log=print)
     if not (run.merged / "config.json").is_file():
         raise ConvertError("merged model folder has no config.json", where=str(run.merged))
     return Source(run.merged, out or run.export, run.name, run=run, metadata=provenance(run))
