@@ -294,6 +294,7 @@ def _hf_nll(model, tokenizer, examples, batch_size: int, device: str) -> tuple[f
     import torch.nn.functional as F
 
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    examples = sorted(examples, key=lambda e: len(e.input_ids))  # similar lengths batch with less padding
     total, count = 0.0, 0
     with torch.inference_mode():
         for i in range(0, len(examples), batch_size):
@@ -344,10 +345,12 @@ def _hf_generate(model, tokenizer, conversations: list[list[dict]], evset: EvalS
     sample = evset.temperature > 0
     if sample:
         torch.manual_seed(evset.seed)
-    out: list[tuple[str, bool]] = []
+    order = sorted(range(len(prompts)), key=lambda k: len(prompts[k]))  # less left padding per batch
+    out: list[tuple[str, bool]] = [("", False)] * len(prompts)
     with torch.inference_mode():
         for i in range(0, len(prompts), evset.batch_size):
-            batch = prompts[i : i + evset.batch_size]
+            at = order[i : i + evset.batch_size]
+            batch = [prompts[k] for k in at]
             width = max(len(p) for p in batch)
             ids = torch.full((len(batch), width), pad, dtype=torch.long)
             mask = torch.zeros((len(batch), width), dtype=torch.long)
@@ -367,10 +370,10 @@ def _hf_generate(model, tokenizer, conversations: list[list[dict]], evset: EvalS
                 pad_token_id=pad,
                 **kwargs,
             )
-            for row in gen[:, width:].tolist():
+            for k, row in zip(at, gen[:, width:].tolist(), strict=True):
                 cut = next((j for j, t in enumerate(row) if t in stops), None)
                 text = tokenizer.decode(row[:cut] if cut is not None else row, skip_special_tokens=True)
-                out.append((text.strip(), cut is not None))
+                out[k] = (text.strip(), cut is not None)
     return out
 
 
