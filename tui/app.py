@@ -223,8 +223,8 @@ class ChatApp(App[None]):
             self.update_status()
 
     def finish(self, error: str | None) -> None:
+        """The answer ended (done, stopped or failed): save it, then show it as Markdown."""
         self.flush()
-        self.generating = False
         stats = self.backend.last_stats
         cancelled = getattr(stats, "stop_reason", "") == "cancelled"
         if error:
@@ -244,16 +244,21 @@ class ChatApp(App[None]):
             self.last_answer = self.answer_text
         elif self.messages and self.messages[-1]["role"] == "user":
             self.messages.pop()  # nothing came back: the question can be asked again
-        if self.answer_view is not None:  # the finished answer is rendered as Markdown once
-            suffix = "\n\n*(stopped)*" if cancelled else ""
-            self.query_one("#log", VerticalScroll).mount(
-                AnswerView(self.answer_text + suffix, classes="answer"), after=self.answer_view
-            )
-            self.answer_view.remove()
         dropped = getattr(stats, "dropped_messages", 0)
         if dropped:
             self.notify(f"context full: the {dropped} oldest message(s) were left out of this answer")
-        self.answer_view = None
+        view, self.answer_view = self.answer_view, None
+        text = self.answer_text + ("\n\n*(stopped)*" if cancelled else "")
+        self.call_later(self._show_final, view, text)
+
+    async def _show_final(self, view: StreamingAnswer | None, text: str) -> None:
+        """Swap the plain streaming text for Markdown, rendered before it replaces it (no blank frame)."""
+        if view is not None:
+            answer = AnswerView("", classes="answer")
+            await self.query_one("#log", VerticalScroll).mount(answer, after=view)
+            await answer.update(text)
+            await view.remove()
+        self.generating = False
         self.update_status()
 
     # -- status --------------------------------------------------------------------------------------
@@ -269,6 +274,8 @@ class ChatApp(App[None]):
         elif getattr(st, "completion_tokens", 0):
             parts.append(f"{st.tokens_per_s:.1f} tok/s · first token {st.ttft_s * 1000:.0f} ms")
         used = getattr(st, "ctx_used", 0) if self.messages else 0
+        if self.generating:
+            used = getattr(st, "prompt_tokens", 0) + self.buffer.count
         parts.append(f"ctx {used}/{self.backend.n_ctx}")
         parts.append(f"T {s.temperature:g} · top-p {s.top_p:g} · max {s.max_tokens}")
         self.query_one("#status", Static).update(" · ".join(parts))
