@@ -8,7 +8,7 @@ adds ``(alpha / r) * B @ A`` to ``T``. What this module takes care of:
 * llama/mistral Q and K: the base GGUF holds their rows interleaved for rotary, so lora_b rows get the
   same permutation (lora_a, V, O and the MLP are untouched);
 * rsLoRA and per-module rank/alpha patterns: llama.cpp knows one alpha and divides by each tensor's rank,
-  so the adapter-wide alpha is chosen from the first module and any remaining factor is folded into B;
+  so the adapter-wide alpha is set from the most common (rank, scale) and any other factor is folded into B;
 * gpt2 Conv1D layers (fan_in_fan_out): PEFT's A and B are already in Linear orientation, like the base GGUF;
 * adapters llama.cpp cannot apply (embeddings, lm_head, modules_to_save, DoRA, LoRA bias) are refused.
 """

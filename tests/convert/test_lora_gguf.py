@@ -246,8 +246,12 @@ def test_rank_and_alpha_patterns_are_folded_into_b(tiny_model_dir, tiny_gguf, tm
     assert describe(out)["ranks"] == [4, 8]
     merged = write_gguf(tmp_path / "merged", tmp_path / "merged.gguf", "f32").path
     ids = token_ids(base)
-    diff = np.abs(llama_logits(tiny_gguf("qwen2", "f32"), ids, lora=out) - llama_logits(merged, ids)).max()
+    want = llama_logits(merged, ids)
+    diff = np.abs(llama_logits(tiny_gguf("qwen2", "f32"), ids, lora=out) - want).max()
     assert diff < 2e-3
+    half = write_lora_gguf(adapter, tmp_path / "pat16.gguf", base_dir=base, dtype="f16")  # half the size
+    assert half.stat().st_size < 0.6 * out.stat().st_size
+    assert np.abs(llama_logits(tiny_gguf("qwen2", "f32"), ids, lora=half) - want).max() < 2e-2
 
 
 @pytest.mark.parametrize(
