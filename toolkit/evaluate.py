@@ -22,7 +22,15 @@ from typing import Any
 import click
 
 from medkit.errors import EvalError, MedkitError
-from medkit.metrics import HIGHER_IS_BETTER, guess_task, metrics_for_task, perplexity, stop_rate, task_metrics
+from medkit.metrics import (
+    HIGHER_IS_BETTER,
+    check_references,
+    guess_task,
+    metrics_for_task,
+    perplexity,
+    stop_rate,
+    task_metrics,
+)
 from medkit.runs import RunDir, atomic_path, find_run, latest_run
 
 SAMPLES_KEPT = 5  # generations stored per model in eval.json / eval.md
@@ -152,6 +160,7 @@ def _eval_set(recipe: Any, tokenizer: Any, split: str, n: int, metrics: Sequence
         raise EvalError(f"split '{split}' of {recipe.data.source} has zero examples to evaluate")
     ev = recipe.eval
     task = ev.task if ev.task != "auto" else guess_task([c.answer for c in convs])
+    check_references(task, [c.answer for c in convs], where=f"{recipe.data.source} ({split})")
     return EvalSet(
         task=task,
         metrics=metrics_for_task(task, metrics),

@@ -239,6 +239,21 @@ def guess_task(references: Sequence[str]) -> str:
     return "qa"
 
 
+def check_references(task: str, references: Sequence[str], *, where: str = "") -> None:
+    """EvalError when the references cannot be scored by ``task`` (no code for icd10, no number for numeric)."""
+    parse = {"icd10": extract_icd, "numeric": parse_number}.get(task)
+    if parse is None:
+        return
+    for i, ref in enumerate(references):
+        if parse(ref) is None:
+            what = "ICD-10 code" if task == "icd10" else "number"
+            raise EvalError(
+                f"task '{task}' does not fit this data: reference {i} has no {what} ({ref[:60]!r})",
+                where=where or None,
+                hint="set eval.task to qa or text",
+            )
+
+
 def task_metrics(task: str, predictions: Sequence[str], references: Sequence[str]) -> dict[str, float | None]:
     """The generation metrics of ``task`` (no loss/ppl, no stop rate)."""
     if task == "qa":

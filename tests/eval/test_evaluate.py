@@ -74,6 +74,12 @@ def test_metric_that_does_not_fit(tiny_run):
     assert _nothing_written(tiny_run)
 
 
+def test_task_that_does_not_fit_the_data(tiny_run):
+    with pytest.raises(EvalError, match="task 'numeric' does not fit this data"):
+        evaluate_run(tiny_run, overrides=["eval.task=numeric"])
+    assert _nothing_written(tiny_run)
+
+
 def test_cli_one_line_error_and_success(tiny_run, capsys, monkeypatch):
     from medkit.cli import main
 

@@ -95,3 +95,13 @@ def test_guess_task():
     assert M.guess_task(["I10", "E11.9", "j45.909"]) == "icd10"
     assert M.guess_task(["12", "7.5", "-3"]) == "numeric"
     assert M.guess_task(["Asthma is a chronic disease.", "I10"]) == "qa"
+
+
+def test_check_references():
+    M.check_references("icd10", ["I10", "code E11.9"])
+    M.check_references("numeric", ["12", "7.5 kg"])
+    M.check_references("qa", ["anything"])
+    with pytest.raises(EvalError, match="reference 1 has no number"):
+        M.check_references("numeric", ["12", "twelve"])
+    with pytest.raises(EvalError, match="task 'icd10' does not fit this data"):
+        M.check_references("icd10", ["Asthma is a disease of the airways."])
