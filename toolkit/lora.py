@@ -195,7 +195,10 @@ def build_model(recipe: Any, plan: Plan, *, local_device: Any = None) -> Any:
         for p in model.parameters():
             p.requires_grad_(False)
         if recipe.train.grad_checkpointing:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=gc_kwargs)
+            if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5 name
+                model.activation_checkpointing_enable(activation_checkpointing_kwargs=gc_kwargs)
+            else:
+                model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=gc_kwargs)
             model.enable_input_require_grads()
     return get_peft_model(model, lora_config(recipe, model))
 
