@@ -33,6 +33,20 @@ from medkit.metrics import (
 )
 from medkit.runs import RunDir, atomic_path, find_run, latest_run
 
+RATE_METRICS = frozenset(
+    {
+        "rouge1",
+        "rouge2",
+        "rougeL",
+        "exact",
+        "code_match",
+        "category_match",
+        "chapter_match",
+        "valid_rate",
+        "unparsed",
+        "stop_rate",
+    }
+)
 SAMPLES_KEPT = 5  # generations stored per model in eval.json / eval.md
 
 
@@ -605,6 +619,8 @@ def render_png(report: dict[str, Any]) -> bytes:
         finite = [v if v is not None and math.isfinite(v) else 0.0 for v in vals]
         ax.bar(range(len(names)), finite, color=[colors[i % len(colors)] for i in range(len(names))])
         ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
+        top = max(finite, default=0.0)
+        ax.set_ylim(0, 1.1 if metric in RATE_METRICS else (top * 1.15 or 1.0))
         ax.set_title(
             f"{metric} ({'higher' if HIGHER_IS_BETTER.get(metric, True) else 'lower'} is better)", fontsize=9
         )
