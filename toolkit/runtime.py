@@ -318,7 +318,7 @@ class Runtime:
         self.last_stats = AnswerStats(n_ctx=self.n_ctx)
         self._template = self._compile_template(self.info.chat_template or FALLBACK_TEMPLATE)
         self.bos_id = self.llm.token_bos()
-        self.add_bos = bool(self.llm._model.add_bos_token())
+        self.add_bos = bool(llama_cpp.llama_vocab_get_add_bos(self._vocab))
         self.bos_text = self._piece(self.bos_id)
         self.eos_text = self._piece(self.llm.token_eos())
         for name, path in (adapters or {}).items():
