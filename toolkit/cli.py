@@ -58,7 +58,7 @@ VERBS: dict[str, Verb] = {
         "medkit.convert.export:command",
         "Write GGUF files (model, quantized, or LoRA adapter) and a Modelfile.",
         "convert",
-        ("gguf", "numpy", "safetensors", "llama_cpp"),
+        ("gguf", "numpy", "llama_cpp", "jinja2"),
     ),
     "verify": Verb(
         "medkit.convert.verify:command",
