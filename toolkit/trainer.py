@@ -105,15 +105,21 @@ class Trainer:
         per_rank = len(allb) // self.world
         return allb[self.rank :: self.world][:per_rank]
 
+    def _epoch(self, epoch: int) -> list[batching.Batch]:
+        if getattr(self, "_cached", (None,))[0] != epoch:
+            self._cached = (epoch, self.epoch_batches(epoch))
+        return self._cached[1]
+
     def next_step_batches(self) -> list[batching.Batch]:
+        """The next `grad_accum` micro-batches (fewer at the end of an epoch); advances the data position."""
         s = self.state
-        if s.micro >= self.micro_per_epoch:
+        batches = self._epoch(s.epoch)
+        if s.micro >= len(batches):  # packing can give each epoch a different count
             s.epoch, s.micro = s.epoch + 1, 0
-        if not hasattr(self, "_cached") or self._cached[0] != s.epoch:
-            self._cached = (s.epoch, self.epoch_batches(s.epoch))
-        batches = self._cached[1][s.micro : s.micro + self.t.grad_accum]
-        s.micro += len(batches)
-        return batches
+            batches = self._epoch(s.epoch)
+        out = batches[s.micro : s.micro + self.t.grad_accum]
+        s.micro += len(out)
+        return out
 
     def _tensors(self, batch: batching.Batch, examples: list[Any]) -> dict[str, Any]:
         out = batching.collate(batch, examples, self.pad_id)

@@ -164,3 +164,14 @@ def test_out_of_memory_names_the_knobs(make_recipe, tmp_path, monkeypatch):
     assert "out of memory at step 1" in msg and "train.batch_size" in msg and "data.max_seq_len" in msg
     assert "grad_checkpointing" in msg and "\n" not in msg
     shutil.rmtree(tmp_path / "oom", ignore_errors=True)
+
+
+def test_packed_training_runs_across_epochs(make_recipe, tmp_path):
+    r = make_recipe(
+        out=tmp_path / "pk",
+        sets={"data.packing": True, "train.max_steps": 7, "train.eval_every": 0, "train.save_every": 0},
+    )
+    res = train(r)
+    tr = res.summary["train"]
+    assert tr["steps"] == 7 and tr["epochs"] > 1  # the data order rolls over into a second epoch
+    assert tr["tokens_trained"] > 0 and tr["final_val_loss"] < tr["initial_val_loss"] + 1.0
