@@ -175,3 +175,20 @@ def test_packed_training_runs_across_epochs(make_recipe, tmp_path):
     tr = res.summary["train"]
     assert tr["steps"] == 7 and tr["epochs"] > 1  # the data order rolls over into a second epoch
     assert tr["tokens_trained"] > 0 and tr["final_val_loss"] < tr["initial_val_loss"] + 1.0
+
+
+@pytest.mark.gpu
+def test_qlora_training_on_cuda(make_recipe, tmp_path):
+    r = make_recipe(
+        out=tmp_path / "q",
+        sets={
+            "quant.require": True,
+            "train.max_steps": 8,
+            "train.eval_every": 4,
+            "train.optimizer": "paged_adamw_8bit",
+        },
+    )
+    tr = train(r).summary["train"]
+    assert tr["quantized"] and tr["device"] == "cuda" and tr["optimizer"] == "paged_adamw_8bit"
+    assert tr["peak_memory"]["kind"] == "cuda_max_allocated" and tr["peak_memory"]["gib"] > 0
+    assert tr["best_val_loss"] < tr["initial_val_loss"]
