@@ -720,7 +720,7 @@ def command(target, split, n, ggufs, no_gguf, against, no_tuned, metrics, overri
     """Score base vs fine-tuned vs GGUF exports on held-out data.
 
     TARGET is a run directory or name (default: the latest run), or a .gguf file inside a run's
-    export/ folder (then only that GGUF is compared).
+    export/ folder (compared instead of every GGUF in export/).
     """
     from rich.console import Console
 
@@ -731,7 +731,7 @@ def command(target, split, n, ggufs, no_gguf, against, no_tuned, metrics, overri
         path = Path(target)
         if not path.is_file():
             raise EvalError(f"GGUF file not found: {path}")
-        run_spec, gguf_list = str(path.resolve().parent.parent), [str(path), *(gguf_list or [])]
+        run_spec, gguf_list = str(path.absolute().parent.parent), [str(path), *(gguf_list or [])]
         if not RunDir(Path(run_spec)).is_run():
             raise EvalError(
                 f"{path} is not inside a run's export/ folder", hint="pass the run directory and --gguf FILE"

@@ -97,3 +97,18 @@ def test_cli_one_line_error_and_success(tiny_run, capsys, monkeypatch):
     out = capsys.readouterr().out
     assert "tuned" in out and "loss" in out
     assert json.loads((tiny_run / "eval.json").read_text())["n"] == 2
+
+
+def test_cli_gguf_target(tiny_run, eval_assets, capsys):
+    from medkit.cli import main
+
+    gguf = tiny_run / "export" / "tiny-f32.gguf"
+    with pytest.raises(SystemExit) as exc:
+        main(["eval", str(gguf), "--n", "2", "--against", "none", "--no-tuned"])
+    assert exc.value.code == 0
+    assert list(json.loads((tiny_run / "eval.json").read_text())["table"]) == ["f32"]
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        main(["eval", str(eval_assets["other_gguf"])])
+    assert exc.value.code != 0
+    assert "is not inside a run's export/ folder" in capsys.readouterr().err
