@@ -286,7 +286,7 @@ def _score_hf_models(run, recipe, tokenizer, evset: EvalSet, want_base: bool, wa
                 f"cannot load the adapter ({str(exc).splitlines()[0]})", where=str(run.adapter)
             ) from None
     if want_base:
-        say(f"scoring base ({recipe.model.base}) on {len(evset.examples)} examples")
+        say(f"scoring base ({Path(recipe.model.base).name}) on {len(evset.examples)} examples")
         if want_tuned:
             with model.disable_adapter():
                 out["base"] = _score_hf(model, tokenizer, evset, device)
@@ -294,7 +294,7 @@ def _score_hf_models(run, recipe, tokenizer, evset: EvalSet, want_base: bool, wa
             out["base"] = _score_hf(model, tokenizer, evset, device)
         out["base"] = {"kind": "hf", "source": recipe.model.base, **out["base"]}
     if want_tuned:
-        say(f"scoring tuned ({run.adapter}) on {len(evset.examples)} examples")
+        say(f"scoring tuned (adapter/) on {len(evset.examples)} examples")
         out["tuned"] = {
             "kind": "hf+lora",
             "source": str(run.adapter),
