@@ -352,7 +352,7 @@ def report_run(
             rows["note"] = exc.one_line()
     ref = rows["adapter_unmerged"]
     data = {
-        "split": split, "examples": len(examples), "merged_saved_is": "from_4bit" if from_4bit else "16bit",
+        "split": split, "examples": len(examples), "merged_saved_is": "NF4-dequantized base" if from_4bit else "full-precision base",
         "trained_4bit": trained_4bit, "perplexity": rows,
         "merged_vs_unmerged_rel_diff": round(abs(rows["merged_saved"] - ref) / ref, 6),
     }  # fmt: skip
@@ -387,7 +387,7 @@ def print_report(data: dict[str, Any]) -> None:
     labels = {
         "base": "base alone",
         "adapter_unmerged": "base + adapter, unmerged (full precision)",
-        "merged_saved": f"merged, as saved ({data['merged_saved_is']})",
+        "merged_saved": f"merged, as saved (into the {data['merged_saved_is']})",
         "merged_16bit": "merged into the full-precision base",
         "merged_from_4bit": "merged into the NF4-dequantized base",
         "4bit_adapter_unmerged": "4-bit base + adapter (the QLoRA setup)",
