@@ -151,6 +151,10 @@ def atomic_path(final: Path) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        if tmp_path.exists():  # mkstemp makes 0600; give the file the mode a plain open() would
+            umask = os.umask(0)
+            os.umask(umask)
+            tmp_path.chmod(0o666 & ~umask)
         os.replace(tmp_path, final)
     except BaseException:
         tmp_path.unlink(missing_ok=True)
