@@ -280,8 +280,12 @@ def command(recipe: str, overrides: tuple[str, ...], resume: bool, force: bool, 
       medkit train recipes/smollm2_demo.toml --resume      # after Ctrl-C
       torchrun --nproc_per_node 2 -m medkit train recipes/x.toml
     """
+    import warnings
+
     from medkit.trainer import Interrupted
 
+    # peft calls a transformers API that transformers 5 deprecates; the user cannot act on it
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
     try:
         train(recipe, overrides=overrides, resume=resume, force=force, dry_run=dry_run)
     except Interrupted:
