@@ -147,12 +147,26 @@ def _write_modelfile(source: Source, gguf_path: Path, log: Any) -> None:
     eos = _token_text(cfg.get("eos_token"))
     stops = list(dict.fromkeys(t for t in (vocab.tokens[eot] if eot is not None else None, eos) if t))
     n_ctx = int(config.get("max_position_embeddings") or config.get("n_positions") or 2048)
+    params: dict[str, object] = {"num_ctx": min(n_ctx, 4096)}
+    system = None
+    if source.run is not None and source.run.recipe.is_file():  # the recipe's chat defaults
+        import tomllib
+
+        recipe = tomllib.loads(source.run.recipe.read_text(encoding="utf-8"))
+        exp = recipe.get("export", {})
+        params = {
+            "temperature": exp.get("temperature", 0.7),
+            "top_p": exp.get("top_p", 0.9),
+            "num_ctx": min(int(exp.get("num_ctx", 2048)), n_ctx),
+        }
+        system = recipe.get("data", {}).get("system_prompt") or None
     path = write_modelfile(
         gguf_path,
         source.out_dir / "Modelfile",
         chat_template=template,
         stop_tokens=stops,
-        params={"num_ctx": min(n_ctx, 4096)},
+        params=params,
+        system=system,
         eos_token=eos,
     )
     log(f"wrote {path}")
