@@ -54,6 +54,8 @@ def test_export_latest_run(run_dir):
         assert reader.get_field("general.name").contents() == "demo"
     modelfile = (export / "Modelfile").read_text()
     assert "FROM ./demo-f16.gguf" in modelfile and "<|im_end|>" in modelfile
+    assert 'SYSTEM "You are a careful medical information assistant.' in modelfile  # from the recipe
+    assert "PARAMETER temperature 0.7" in modelfile and "PARAMETER top_p 0.9" in modelfile
     parity = json.loads((run_dir / "run.json").read_text())["parity"]
     assert parity["f16"]["passed"] and parity["f16"]["agreement"] >= 0.99
     assert parity["f16"]["tokenization_ok"]
