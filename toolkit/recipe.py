@@ -451,6 +451,16 @@ def resolve_package_file(value: str) -> Path | None:
     return None
 
 
+def _local_or_hub(value: str, key: str, what: str, base_dir: Path, problems: list[str]) -> str:
+    """A local reference resolved against the recipe's folder (reported if missing); a hub id as is."""
+    if not (value and is_local_ref(value)):
+        return value
+    p = resolve_path(value, base_dir)
+    if not p.exists():
+        problems.append(f"{key}: {what} {p} does not exist")
+    return str(p)
+
+
 def _check_semantics(r: Recipe, base_dir: Path, problems: list[str]) -> None:
     base = r.model.base
     if base.startswith("package:"):
@@ -461,17 +471,9 @@ def _check_semantics(r: Recipe, base_dir: Path, problems: list[str]) -> None:
             )
         else:
             r.model.base = str(found)
-    elif base and is_local_ref(base):
-        p = resolve_path(base, base_dir)
-        if not p.exists():
-            problems.append(f"model.base: local path {p} does not exist")
-        r.model.base = str(p)
-    src = r.data.source
-    if src and is_local_ref(src):
-        p = resolve_path(src, base_dir)
-        if not p.exists():
-            problems.append(f"data.source: local file {p} does not exist")
-        r.data.source = str(p)
+    else:
+        r.model.base = _local_or_hub(base, "model.base", "local path", base_dir, problems)
+    r.data.source = _local_or_hub(r.data.source, "data.source", "local file", base_dir, problems)
     tmpl = r.model.chat_template
     if tmpl not in TEMPLATES:
         p = resolve_path(tmpl, base_dir)
