@@ -10,72 +10,36 @@ ran). Torch, transformers, peft and llama.cpp are imported inside the functions 
 
 from __future__ import annotations
 
-import io
-import json
-import math
-import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import click
 
-from medkit.errors import EvalError, MedkitError
-from medkit.metrics import (
-    HIGHER_IS_BETTER,
-    check_references,
-    guess_task,
-    metrics_for_task,
-    perplexity,
-    stop_rate,
-    task_metrics,
+from medkit.errors import EvalError
+from medkit.eval_report import (
+    RATE_METRICS,
+    build_report,
+    print_table,
+    render_markdown,
+    render_png,
+    write_outputs,
 )
-from medkit.runs import RunDir, atomic_path, find_run, latest_run
+from medkit.eval_score import SAMPLES_KEPT, EvalSet, score_gguf, score_hf_models
+from medkit.metrics import check_references, guess_task, metrics_for_task
+from medkit.runs import RunDir, find_run, latest_run
 
-RATE_METRICS = frozenset(
-    {
-        "rouge1",
-        "rouge2",
-        "rougeL",
-        "exact",
-        "code_match",
-        "category_match",
-        "chapter_match",
-        "valid_rate",
-        "unparsed",
-        "stop_rate",
-    }
-)
-SAMPLES_KEPT = 5  # generations stored per model in eval.json / eval.md
-
-
-@dataclass
-class EvalSet:
-    """What every model is scored on: token ids + labels (loss) and conversations (generation)."""
-
-    task: str
-    metrics: tuple[str, ...]
-    examples: list[Any]  # medkit.data.Example
-    conversations: list[Any]  # medkit.data.Conversation
-    prompts: dict[str, list[str]]  # "in_domain" / "out_of_domain" -> user prompts
-    system_prompt: str
-    max_new_tokens: int
-    batch_size: int
-    temperature: float
-    seed: int
-
-    @property
-    def references(self) -> list[str]:
-        return [c.answer for c in self.conversations]
-
-    def qualitative_messages(self) -> list[tuple[str, str, list[dict[str, str]]]]:
-        out = []
-        for domain, prompts in self.prompts.items():
-            for p in prompts:
-                msgs = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
-                out.append((domain, p, [*msgs, {"role": "user", "content": p}]))
-        return out
+__all__ = [
+    "RATE_METRICS",
+    "SAMPLES_KEPT",
+    "EvalSet",
+    "command",
+    "evaluate_run",
+    "gguf_shape",
+    "print_table",
+    "render_markdown",
+    "render_png",
+]
 
 
 # ---- the public entry point --------------------------------------------------------------------------
@@ -119,15 +83,15 @@ def evaluate_run(
 
     results: dict[str, dict[str, Any]] = {}
     if against == "base" or tuned:
-        results.update(_score_hf_models(run, recipe, tokenizer, evset, against == "base", tuned, say))
+        results.update(score_hf_models(run, recipe, tokenizer, evset, against == "base", tuned, say))
     for path in gguf_paths:
         name = _gguf_name(run, path, results)
         say(f"scoring {name} ({path.name}) on {len(evset.examples)} examples")
-        results[name] = {"kind": "gguf", "source": str(path), **_score_gguf(path, evset)}
+        results[name] = {"kind": "gguf", "source": str(path), **score_gguf(path, evset)}
 
-    report = _report(run, recipe, split or recipe.eval.split, evset, results)
+    report = build_report(run, recipe, split or recipe.eval.split, evset, results)
     if write:
-        _write_outputs(run, report)
+        write_outputs(run, report)
     return report
 
 
@@ -258,429 +222,6 @@ def _gguf_name(run: RunDir, path: Path, taken: dict[str, Any]) -> str:
     while name in taken or name in ("base", "tuned"):
         name, i = f"{base}-{i}", i + 1
     return name
-
-
-# ---- scoring: transformers --------------------------------------------------------------------------
-
-
-def _score_hf_models(run, recipe, tokenizer, evset: EvalSet, want_base: bool, want_tuned: bool, say) -> dict:
-    """Load the base once; with the adapter on top, score 'base' with the adapter disabled."""
-    import torch
-
-    from medkit.models import load_model
-
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    dtype = recipe.model.dtype if device == "cuda" else "float32"
-    try:
-        model = load_model(recipe.model.base, dtype=dtype).to(device).eval()
-    except MedkitError:
-        raise
-    out: dict[str, dict[str, Any]] = {}
-    if want_tuned:
-        from peft import PeftModel
-
-        try:
-            model = PeftModel.from_pretrained(model, str(run.adapter)).eval()
-        except (ValueError, KeyError, RuntimeError, OSError) as exc:
-            raise EvalError(
-                f"cannot load the adapter ({str(exc).splitlines()[0]})", where=str(run.adapter)
-            ) from None
-    if want_base:
-        say(f"scoring base ({Path(recipe.model.base).name}) on {len(evset.examples)} examples")
-        if want_tuned:
-            with model.disable_adapter():
-                out["base"] = _score_hf(model, tokenizer, evset, device)
-        else:
-            out["base"] = _score_hf(model, tokenizer, evset, device)
-        out["base"] = {"kind": "hf", "source": recipe.model.base, **out["base"]}
-    if want_tuned:
-        say(f"scoring tuned (adapter/) on {len(evset.examples)} examples")
-        out["tuned"] = {
-            "kind": "hf+lora",
-            "source": str(run.adapter),
-            **_score_hf(model, tokenizer, evset, device),
-        }
-    return out
-
-
-def _score_hf(model, tokenizer, evset: EvalSet, device: str) -> dict[str, Any]:
-    t0 = time.perf_counter()
-    nll, count = _hf_nll(model, tokenizer, evset.examples, evset.batch_size, device)
-    messages = [c.messages for c in evset.conversations] + [m for _, _, m in evset.qualitative_messages()]
-    gens = _hf_generate(model, tokenizer, messages, evset, device)
-    return _finish(evset, nll, count, gens, time.perf_counter() - t0)
-
-
-def _hf_nll(model, tokenizer, examples, batch_size: int, device: str) -> tuple[float, int]:
-    """Summed negative log-likelihood over label positions (labels != -100) and their count."""
-    import torch
-    import torch.nn.functional as F
-
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    examples = sorted(examples, key=lambda e: len(e.input_ids))  # similar lengths batch with less padding
-    total, count = 0.0, 0
-    with torch.inference_mode():
-        for i in range(0, len(examples), batch_size):
-            batch = examples[i : i + batch_size]
-            width = max(len(e.input_ids) for e in batch)
-            ids = torch.full((len(batch), width), pad, dtype=torch.long)
-            labels = torch.full((len(batch), width), -100, dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for row, e in enumerate(batch):
-                k = len(e.input_ids)
-                ids[row, :k] = torch.tensor(e.input_ids)
-                labels[row, :k] = torch.tensor(e.labels)
-                mask[row, :k] = 1
-            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
-            target = labels[:, 1:].to(device)
-            loss = F.cross_entropy(
-                logits[:, :-1].reshape(-1, logits.size(-1)),
-                target.reshape(-1),
-                ignore_index=-100,
-                reduction="sum",
-            )
-            total += float(loss)
-            count += int((target != -100).sum())
-    return total, count
-
-
-def _stop_ids(tokenizer) -> list[int]:
-    from medkit.templates import end_of_turn_token
-
-    ids = set()
-    eot = end_of_turn_token(tokenizer)
-    for tok in (eot, tokenizer.eos_token):
-        if tok is None:
-            continue
-        tid = tok if isinstance(tok, int) else tokenizer.convert_tokens_to_ids(tok)
-        if isinstance(tid, int) and tid >= 0 and tid != tokenizer.unk_token_id:
-            ids.add(tid)
-    return sorted(ids)
-
-
-def _hf_generate(model, tokenizer, conversations: list[list[dict]], evset: EvalSet, device: str):
-    """Batched generation with left padding; returns (text, stopped-on-its-own) per conversation."""
-    import torch
-
-    stops = _stop_ids(tokenizer)
-    pad = tokenizer.pad_token_id
-    prompts = [_prompt_ids(tokenizer, msgs) for msgs in conversations]
-    sample = evset.temperature > 0
-    if sample:
-        torch.manual_seed(evset.seed)
-    order = sorted(range(len(prompts)), key=lambda k: len(prompts[k]))  # less left padding per batch
-    out: list[tuple[str, bool]] = [("", False)] * len(prompts)
-    with torch.inference_mode():
-        for i in range(0, len(prompts), evset.batch_size):
-            at = order[i : i + evset.batch_size]
-            batch = [prompts[k] for k in at]
-            width = max(len(p) for p in batch)
-            ids = torch.full((len(batch), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for row, p in enumerate(batch):
-                ids[row, width - len(p) :] = torch.tensor(p)
-                mask[row, width - len(p) :] = 1
-            kwargs: dict[str, Any] = {"do_sample": sample}
-            if sample:
-                kwargs["temperature"] = evset.temperature
-            else:
-                kwargs.update(temperature=None, top_p=None, top_k=None)
-            gen = model.generate(
-                input_ids=ids.to(device),
-                attention_mask=mask.to(device),
-                max_new_tokens=evset.max_new_tokens,
-                eos_token_id=stops,
-                pad_token_id=pad,
-                **kwargs,
-            )
-            for k, row in zip(at, gen[:, width:].tolist(), strict=True):
-                cut = next((j for j, t in enumerate(row) if t in stops), None)
-                text = tokenizer.decode(row[:cut] if cut is not None else row, skip_special_tokens=True)
-                out[k] = (text.strip(), cut is not None)
-    return out
-
-
-def _prompt_ids(tokenizer, messages: list[dict]) -> list[int]:
-    """The prompt exactly as training saw it (medkit.data): template text, the tokenizer's BOS once."""
-    from medkit.templates import render
-
-    ids = tokenizer(render(tokenizer, messages, generation_prompt=True), add_special_tokens=False)[
-        "input_ids"
-    ]
-    bos = tokenizer.bos_token_id
-    probe = tokenizer("a", add_special_tokens=True)["input_ids"]
-    if bos is not None and probe and probe[0] == bos and not (ids and ids[0] == bos):
-        ids = [bos, *ids]
-    return ids
-
-
-# ---- scoring: llama.cpp -----------------------------------------------------------------------------
-
-
-def _score_gguf(path: Path, evset: EvalSet) -> dict[str, Any]:
-    t0 = time.perf_counter()
-    nll, count = _gguf_nll(path, evset.examples)
-    from medkit.runtime import Runtime
-
-    n_ctx = max(2048, max(len(e.input_ids) for e in evset.examples) + evset.max_new_tokens + 16)
-    gens: list[tuple[str, bool]] = []
-    with Runtime(path, ctx=n_ctx, seed=evset.seed) as rt:
-        messages = [c.messages for c in evset.conversations] + [m for _, _, m in evset.qualitative_messages()]
-        for msgs in messages:
-            rt.reset()
-            ans = rt.chat(
-                msgs, temperature=evset.temperature, max_tokens=evset.max_new_tokens, seed=evset.seed
-            )
-            gens.append((ans.text.strip(), ans.stats.stop_reason == "eos"))
-    return _finish(evset, nll, count, gens, time.perf_counter() - t0)
-
-
-def _gguf_nll(path: Path, examples) -> tuple[float, int]:
-    """The same token ids through llama.cpp (all logits kept); NLL summed over label positions."""
-    import llama_cpp
-    import numpy as np
-
-    n_ctx = max(512, max(len(e.input_ids) for e in examples) + 8)
-    try:
-        llm = llama_cpp.Llama(
-            model_path=str(path), n_ctx=n_ctx, logits_all=True, verbose=False, n_gpu_layers=0
-        )
-    except (ValueError, RuntimeError) as exc:
-        raise EvalError(f"llama.cpp could not load the model ({exc})", where=str(path)) from None
-    total, count = 0.0, 0
-    try:
-        for e in examples:
-            llm.reset()
-            llm.eval(list(e.input_ids))
-            logits = np.asarray(llm.scores[: len(e.input_ids) - 1], dtype=np.float64)
-            labels = np.asarray(e.labels[1:])
-            keep = labels != -100
-            if not keep.any():
-                continue
-            rows = logits[keep]
-            top = rows.max(axis=1, keepdims=True)
-            logz = (top[:, 0] + np.log(np.exp(rows - top).sum(axis=1))).astype(np.float64)
-            total += float((logz - rows[np.arange(len(rows)), labels[keep]]).sum())
-            count += int(keep.sum())
-    finally:
-        llm.close()
-    return total, count
-
-
-# ---- results ----------------------------------------------------------------------------------------
-
-
-def _finish(evset: EvalSet, nll: float, count: int, gens: list[tuple[str, bool]], seconds: float) -> dict:
-    n = len(evset.conversations)
-    main, qual = gens[:n], gens[n:]
-    preds = [t for t, _ in main]
-    values: dict[str, float | None] = {}
-    if count:
-        values["loss"] = nll / count
-        values["ppl"] = perplexity(nll / count)
-    values.update(task_metrics(evset.task, preds, evset.references))
-    values["stop_rate"] = stop_rate([s for _, s in main])
-    samples = [
-        {"prompt": c.messages[-1]["content"], "reference": c.answer, "answer": t, "stopped": s}
-        for c, (t, s) in zip(evset.conversations[:SAMPLES_KEPT], main[:SAMPLES_KEPT], strict=False)
-    ]
-    qualitative = [
-        {"domain": d, "prompt": p, "answer": t}
-        for (d, p, _), (t, _) in zip(evset.qualitative_messages(), qual, strict=True)
-    ]
-    return {
-        "metrics": {k: values.get(k) for k in evset.metrics},
-        "tokens_scored": count,
-        "seconds": round(seconds, 2),
-        "samples": samples,
-        "qualitative": qualitative,
-    }
-
-
-def _report(run: RunDir, recipe, split: str, evset: EvalSet, results: dict) -> dict[str, Any]:
-    return {
-        "run": str(run.path),
-        "recipe": recipe.name,
-        "base": recipe.model.base,
-        "split": split,
-        "n": len(evset.conversations),
-        "task": evset.task,
-        "metrics": list(evset.metrics),
-        "generation": {
-            "max_new_tokens": evset.max_new_tokens,
-            "temperature": evset.temperature,
-            "seed": evset.seed,
-            "greedy": evset.temperature == 0,
-        },
-        "sources": {name: r["source"] for name, r in results.items()},
-        "table": {name: r["metrics"] for name, r in results.items()},
-        "models": results,
-    }
-
-
-def _fmt(value: Any, metric: str) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float) and math.isinf(value):
-        return "inf"
-    if metric in ("ppl", "bleu", "mae", "rmse"):
-        return f"{value:.2f}"
-    return f"{value:.4f}" if metric == "loss" else f"{value:.3f}"
-
-
-def _label(metric: str) -> str:
-    return f"{metric} {'↑' if HIGHER_IS_BETTER.get(metric, True) else '↓'}"
-
-
-def _best(table: dict[str, dict[str, Any]], metric: str) -> str | None:
-    """The model with the strictly best value of ``metric`` (None on a tie or with one model)."""
-    vals = {k: v[metric] for k, v in table.items() if v.get(metric) is not None}
-    if len(vals) < 2:
-        return None
-    ordered = sorted(vals, key=vals.__getitem__, reverse=HIGHER_IS_BETTER.get(metric, True))
-    return ordered[0] if _fmt(vals[ordered[0]], metric) != _fmt(vals[ordered[1]], metric) else None
-
-
-def render_markdown(report: dict[str, Any]) -> str:
-    """eval.md: the table, a few generations per model, and the qualitative prompts side by side."""
-    metrics, table = report["metrics"], report["table"]
-    arrows = [_label(m) for m in metrics]
-    lines = [
-        f"# Eval: {report['recipe']}",
-        "",
-        f"Split `{report['split']}`, {report['n']} examples, task `{report['task']}`, base `{report['base']}`, "
-        f"{'greedy' if report['generation']['greedy'] else 'temperature ' + str(report['generation']['temperature'])}, "
-        f"max {report['generation']['max_new_tokens']} new tokens.",
-        "",
-        "| metric | " + " | ".join(table) + " |",
-        "|---|" + "---:|" * len(table),
-    ]
-    for metric, label in zip(metrics, arrows, strict=True):
-        best = _best(table, metric)
-        cells = [
-            (f"**{_fmt(row[metric], metric)}**" if best == name else _fmt(row[metric], metric))
-            for name, row in table.items()
-        ]
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    lines += ["", "## Sample generations", ""]
-    for name, res in report["models"].items():
-        lines.append(f"### {name}")
-        for s in res["samples"]:
-            lines += [
-                f"- **Q:** {_one(s['prompt'])}",
-                f"  - reference: {_one(s['reference'])}",
-                f"  - answer: {_one(s['answer'])}",
-            ]
-        lines.append("")
-    qual = _qualitative(report)
-    if qual:
-        names = list(report["models"])
-        lines += [
-            "## Qualitative prompts",
-            "",
-            "| domain | prompt | " + " | ".join(names) + " |",
-            "|---" * (len(names) + 2) + "|",
-        ]
-        for (domain, prompt), answers in qual.items():
-            lines.append(
-                f"| {domain} | {_one(prompt)} | " + " | ".join(_one(answers.get(k, "")) for k in names) + " |"
-            )
-    return "\n".join(lines) + "\n"
-
-
-def _one(text: str, limit: int = 300) -> str:
-    text = " ".join(str(text).split()).replace("|", "\\|")
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _qualitative(report: dict[str, Any]) -> dict[tuple[str, str], dict[str, str]]:
-    out: dict[tuple[str, str], dict[str, str]] = {}
-    for name, res in report["models"].items():
-        for q in res["qualitative"]:
-            out.setdefault((q["domain"], q["prompt"]), {})[name] = q["answer"]
-    return out
-
-
-def render_png(report: dict[str, Any]) -> bytes:
-    """eval.png: one bar panel per metric, one bar per model."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    metrics, table = report["metrics"], report["table"]
-    names = list(table)
-    cols = min(4, len(metrics))
-    rows = math.ceil(len(metrics) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.8 * rows), squeeze=False)
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for ax, metric in zip(axes.flat, metrics, strict=False):
-        vals = [table[k][metric] for k in names]
-        finite = [v if v is not None and math.isfinite(v) else 0.0 for v in vals]
-        ax.bar(range(len(names)), finite, color=[colors[i % len(colors)] for i in range(len(names))])
-        ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
-        top = max(finite, default=0.0)
-        ax.set_ylim(0, 1.1 if metric in RATE_METRICS else (top * 1.15 or 1.0))
-        ax.set_title(
-            f"{metric} ({'higher' if HIGHER_IS_BETTER.get(metric, True) else 'lower'} is better)", fontsize=9
-        )
-        for i, v in enumerate(vals):
-            ax.text(i, finite[i], _fmt(v, metric), ha="center", va="bottom", fontsize=7)
-    for ax in list(axes.flat)[len(metrics) :]:
-        ax.axis("off")
-    fig.suptitle(f"{report['recipe']}: {report['split']} split, n={report['n']}", fontsize=10)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    return buf.getvalue()
-
-
-def print_table(report: dict[str, Any], console: Any = None) -> None:
-    """The comparison table (and the qualitative answers) with rich."""
-    from rich.console import Console
-    from rich.table import Table
-
-    console = console or Console()
-    metrics, table = report["metrics"], report["table"]
-    t = Table(title=f"{report['recipe']} · {report['split']} · n={report['n']} · task {report['task']}")
-    t.add_column("metric", style="bold")
-    for name in table:
-        t.add_column(name, justify="right")
-    for metric in metrics:
-        best = _best(table, metric)
-        cells = [
-            (f"[green]{_fmt(row[metric], metric)}[/]" if best == name else _fmt(row[metric], metric))
-            for name, row in table.items()
-        ]
-        t.add_row(_label(metric), *cells)
-    console.print(t)
-    qual = _qualitative(report)
-    if qual:
-        q = Table(title="qualitative prompts", show_lines=True)
-        q.add_column("prompt", max_width=30)
-        for name in report["models"]:
-            q.add_column(name, max_width=40)
-        for (domain, prompt), answers in qual.items():
-            q.add_row(
-                f"[dim]{domain}[/]\n{prompt}", *[_one(answers.get(k, ""), 200) for k in report["models"]]
-            )
-        console.print(q)
-
-
-def _write_outputs(run: RunDir, report: dict[str, Any]) -> None:
-    """Render everything first, then move each file into place atomically."""
-    payload = {
-        "eval.json": (json.dumps(report, indent=2, default=str) + "\n").encode(),
-        "eval.md": render_markdown(report).encode(),
-        "eval.png": render_png(report),
-    }
-    for name, data in payload.items():
-        with atomic_path(run.path / name) as tmp:
-            tmp.write_bytes(data)
-    run.update_manifest(
-        eval={"split": report["split"], "n": report["n"], "task": report["task"], "table": report["table"]}
-    )
 
 
 # ---- CLI --------------------------------------------------------------------------------------------

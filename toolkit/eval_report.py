@@ -1,0 +1,216 @@
+"""`medkit eval` results: the report dict, and eval.md / eval.png / the rich table / the files on disk.
+
+Matplotlib and rich are imported inside the functions that need them.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from typing import Any
+
+from medkit.eval_score import EvalSet
+from medkit.metrics import HIGHER_IS_BETTER
+from medkit.runs import RunDir, atomic_path
+
+RATE_METRICS = frozenset(
+    {
+        "rouge1",
+        "rouge2",
+        "rougeL",
+        "exact",
+        "code_match",
+        "category_match",
+        "chapter_match",
+        "valid_rate",
+        "unparsed",
+        "stop_rate",
+    }
+)
+
+
+def build_report(run: RunDir, recipe, split: str, evset: EvalSet, results: dict) -> dict[str, Any]:
+    return {
+        "run": str(run.path),
+        "recipe": recipe.name,
+        "base": recipe.model.base,
+        "split": split,
+        "n": len(evset.conversations),
+        "task": evset.task,
+        "metrics": list(evset.metrics),
+        "generation": {
+            "max_new_tokens": evset.max_new_tokens,
+            "temperature": evset.temperature,
+            "seed": evset.seed,
+            "greedy": evset.temperature == 0,
+        },
+        "sources": {name: r["source"] for name, r in results.items()},
+        "table": {name: r["metrics"] for name, r in results.items()},
+        "models": results,
+    }
+
+
+def _fmt(value: Any, metric: str) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float) and math.isinf(value):
+        return "inf"
+    if metric in ("ppl", "bleu", "mae", "rmse"):
+        return f"{value:.2f}"
+    return f"{value:.4f}" if metric == "loss" else f"{value:.3f}"
+
+
+def _label(metric: str) -> str:
+    return f"{metric} {'↑' if HIGHER_IS_BETTER.get(metric, True) else '↓'}"
+
+
+def _best(table: dict[str, dict[str, Any]], metric: str) -> str | None:
+    """The model with the strictly best value of ``metric`` (None on a tie or with one model)."""
+    vals = {k: v[metric] for k, v in table.items() if v.get(metric) is not None}
+    if len(vals) < 2:
+        return None
+    ordered = sorted(vals, key=vals.__getitem__, reverse=HIGHER_IS_BETTER.get(metric, True))
+    return ordered[0] if _fmt(vals[ordered[0]], metric) != _fmt(vals[ordered[1]], metric) else None
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    """eval.md: the table, a few generations per model, and the qualitative prompts side by side."""
+    metrics, table = report["metrics"], report["table"]
+    arrows = [_label(m) for m in metrics]
+    lines = [
+        f"# Eval: {report['recipe']}",
+        "",
+        f"Split `{report['split']}`, {report['n']} examples, task `{report['task']}`, base `{report['base']}`, "
+        f"{'greedy' if report['generation']['greedy'] else 'temperature ' + str(report['generation']['temperature'])}, "
+        f"max {report['generation']['max_new_tokens']} new tokens.",
+        "",
+        "| metric | " + " | ".join(table) + " |",
+        "|---|" + "---:|" * len(table),
+    ]
+    for metric, label in zip(metrics, arrows, strict=True):
+        best = _best(table, metric)
+        cells = [
+            (f"**{_fmt(row[metric], metric)}**" if best == name else _fmt(row[metric], metric))
+            for name, row in table.items()
+        ]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines += ["", "## Sample generations", ""]
+    for name, res in report["models"].items():
+        lines.append(f"### {name}")
+        for s in res["samples"]:
+            lines += [
+                f"- **Q:** {_one(s['prompt'])}",
+                f"  - reference: {_one(s['reference'])}",
+                f"  - answer: {_one(s['answer'])}",
+            ]
+        lines.append("")
+    qual = _qualitative(report)
+    if qual:
+        names = list(report["models"])
+        lines += [
+            "## Qualitative prompts",
+            "",
+            "| domain | prompt | " + " | ".join(names) + " |",
+            "|---" * (len(names) + 2) + "|",
+        ]
+        for (domain, prompt), answers in qual.items():
+            lines.append(
+                f"| {domain} | {_one(prompt)} | " + " | ".join(_one(answers.get(k, "")) for k in names) + " |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def _one(text: str, limit: int = 300) -> str:
+    text = " ".join(str(text).split()).replace("|", "\\|")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _qualitative(report: dict[str, Any]) -> dict[tuple[str, str], dict[str, str]]:
+    out: dict[tuple[str, str], dict[str, str]] = {}
+    for name, res in report["models"].items():
+        for q in res["qualitative"]:
+            out.setdefault((q["domain"], q["prompt"]), {})[name] = q["answer"]
+    return out
+
+
+def render_png(report: dict[str, Any]) -> bytes:
+    """eval.png: one bar panel per metric, one bar per model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metrics, table = report["metrics"], report["table"]
+    names = list(table)
+    cols = min(4, len(metrics))
+    rows = math.ceil(len(metrics) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.8 * rows), squeeze=False)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, metric in zip(axes.flat, metrics, strict=False):
+        vals = [table[k][metric] for k in names]
+        finite = [v if v is not None and math.isfinite(v) else 0.0 for v in vals]
+        ax.bar(range(len(names)), finite, color=[colors[i % len(colors)] for i in range(len(names))])
+        ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
+        top = max(finite, default=0.0)
+        ax.set_ylim(0, 1.1 if metric in RATE_METRICS else (top * 1.15 or 1.0))
+        ax.set_title(
+            f"{metric} ({'higher' if HIGHER_IS_BETTER.get(metric, True) else 'lower'} is better)", fontsize=9
+        )
+        for i, v in enumerate(vals):
+            ax.text(i, finite[i], _fmt(v, metric), ha="center", va="bottom", fontsize=7)
+    for ax in list(axes.flat)[len(metrics) :]:
+        ax.axis("off")
+    fig.suptitle(f"{report['recipe']}: {report['split']} split, n={report['n']}", fontsize=10)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def print_table(report: dict[str, Any], console: Any = None) -> None:
+    """The comparison table (and the qualitative answers) with rich."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    metrics, table = report["metrics"], report["table"]
+    t = Table(title=f"{report['recipe']} · {report['split']} · n={report['n']} · task {report['task']}")
+    t.add_column("metric", style="bold")
+    for name in table:
+        t.add_column(name, justify="right")
+    for metric in metrics:
+        best = _best(table, metric)
+        cells = [
+            (f"[green]{_fmt(row[metric], metric)}[/]" if best == name else _fmt(row[metric], metric))
+            for name, row in table.items()
+        ]
+        t.add_row(_label(metric), *cells)
+    console.print(t)
+    qual = _qualitative(report)
+    if qual:
+        q = Table(title="qualitative prompts", show_lines=True)
+        q.add_column("prompt", max_width=30)
+        for name in report["models"]:
+            q.add_column(name, max_width=40)
+        for (domain, prompt), answers in qual.items():
+            q.add_row(
+                f"[dim]{domain}[/]\n{prompt}", *[_one(answers.get(k, ""), 200) for k in report["models"]]
+            )
+        console.print(q)
+
+
+def write_outputs(run: RunDir, report: dict[str, Any]) -> None:
+    """Render everything first, then move each file into place atomically."""
+    payload = {
+        "eval.json": (json.dumps(report, indent=2, default=str) + "\n").encode(),
+        "eval.md": render_markdown(report).encode(),
+        "eval.png": render_png(report),
+    }
+    for name, data in payload.items():
+        with atomic_path(run.path / name) as tmp:
+            tmp.write_bytes(data)
+    run.update_manifest(
+        eval={"split": report["split"], "n": report["n"], "task": report["task"], "table": report["table"]}
+    )

@@ -1,0 +1,193 @@
+"""GGUF header checks, before llama.cpp sees a file: metadata and tensor shapes, and whether an adapter fits.
+
+The header is scanned here (the gguf package supplies value types and block sizes). Nothing here imports
+llama_cpp or torch.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from medkit.errors import RuntimeLoadError
+
+__all__ = ["GGUFInfo", "check_adapter_fits", "read_gguf_info"]
+
+
+# -- GGUF checks (before llama.cpp sees the file) ---------------------------------------
+@dataclass
+class GGUFInfo:
+    """What the runtime needs to know about a GGUF file, read without llama.cpp."""
+
+    path: Path
+    kind: str  # general.type: "model" or "adapter"
+    arch: str
+    name: str = ""
+    n_embd: int | None = None
+    n_layer: int | None = None
+    n_vocab: int | None = None
+    chat_template: str | None = None
+    lora_alpha: float | None = None
+    tensors: dict[str, tuple[int, ...]] = field(default_factory=dict)  # name -> shape (GGUF ne order)
+
+
+_U64 = struct.Struct("<Q")
+
+
+class _Scan:
+    """A fast walk over a GGUF header. The gguf package's GGUFReader makes a numpy array of every vocab
+    string (5 s for SmolLM2's 49k vocab); value types and block sizes still come from the gguf package."""
+
+    def __init__(self, buf: Any):
+        self.buf, self.off = buf, 0
+
+    def take(self, fmt: str) -> Any:
+        val = struct.unpack_from("<" + fmt, self.buf, self.off)
+        self.off += struct.calcsize("<" + fmt)
+        return val[0] if len(val) == 1 else val
+
+    def string(self) -> str:
+        n = self.take("Q")
+        if self.off + n > len(self.buf):
+            raise struct.error("string runs past the end of the file")
+        self.off += n
+        return bytes(self.buf[self.off - n : self.off]).decode("utf-8", errors="replace")
+
+    def value(self, vtype: int) -> Any:
+        from gguf import GGUFValueType as T
+
+        fmts = {T.UINT8: "B", T.INT8: "b", T.UINT16: "H", T.INT16: "h", T.UINT32: "I", T.INT32: "i",
+                T.FLOAT32: "f", T.BOOL: "?", T.UINT64: "Q", T.INT64: "q", T.FLOAT64: "d"}  # fmt: skip
+        if vtype == T.STRING:
+            return self.string()
+        if vtype == T.ARRAY:
+            etype, n = self.take("I"), self.take("Q")
+            if etype == T.STRING:  # tight loop: vocabularies hold ~10^5 strings
+                off, unpack = self.off, _U64.unpack_from
+                for _ in range(n):
+                    off += 8 + unpack(self.buf, off)[0]
+                if off > len(self.buf):
+                    raise struct.error("array runs past the end of the file")
+                self.off = off
+            elif etype == T.ARRAY:
+                for _ in range(n):
+                    self.value(etype)
+            else:
+                self.off += n * struct.calcsize(fmts[T(etype)])
+            return _Array(n)
+        return self.take(fmts[T(vtype)])
+
+
+@dataclass(frozen=True)
+class _Array:
+    n: int  # arrays are skipped; only their length is kept
+
+
+def _scan(p: Path) -> tuple[dict[str, Any], dict[str, tuple[int, ...]]]:
+    """Metadata and tensor shapes (GGUF ne order) of ``p``; RuntimeLoadError if it is cut short."""
+    import mmap
+
+    from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
+
+    size = p.stat().st_size
+    if size < 24:
+        raise RuntimeLoadError(f"GGUF file is truncated ({size} bytes)", where=str(p))
+    with p.open("rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+        sc = _Scan(buf)
+        try:
+            _, version, n_tensors, n_kv = sc.take("4sIQQ")
+            if version not in (2, 3):
+                raise RuntimeLoadError(f"unsupported GGUF version {version}", where=str(p))
+            kv: dict[str, Any] = {}
+            for _ in range(n_kv):
+                key = sc.string()
+                kv[key] = sc.value(sc.take("I"))
+            infos = []
+            for _ in range(n_tensors):
+                name = sc.string()
+                dims = tuple(sc.take("Q") for _ in range(sc.take("I")))
+                infos.append((name, dims, sc.take("I"), sc.take("Q")))
+        except (struct.error, ValueError, KeyError, OverflowError) as exc:
+            raise RuntimeLoadError(f"GGUF header is truncated or corrupt ({exc})", where=str(p)) from exc
+        align = int(kv.get("general.alignment", 32))
+        start = (sc.off + align - 1) // align * align
+    end = start
+    for name, dims, ttype, offset in infos:
+        try:
+            block, nbytes = GGML_QUANT_SIZES[GGMLQuantizationType(ttype)]
+        except (ValueError, KeyError) as exc:
+            raise RuntimeLoadError(f"tensor {name} has unknown type {ttype}", where=str(p)) from exc
+        end = max(end, start + offset + math.prod(dims) // block * nbytes)
+    if end > size:
+        raise RuntimeLoadError(f"GGUF file is truncated ({size} of {end} bytes)", where=str(p))
+    return kv, {name: dims for name, dims, _, _ in infos}
+
+
+def read_gguf_info(path: str | os.PathLike[str], what: str = "model") -> GGUFInfo:
+    """Check that ``path`` is a complete GGUF file and read its header; RuntimeLoadError if not."""
+    p = Path(path)
+    if not p.is_file():
+        raise RuntimeLoadError(f"{what} file not found", where=str(p))
+    with p.open("rb") as fh:
+        magic = fh.read(4)
+    if magic != b"GGUF":
+        raise RuntimeLoadError(f"not a GGUF file (starts with {magic!r}, expected b'GGUF')", where=str(p))
+    kv, tensors = _scan(p)
+    arch = str(kv.get("general.architecture") or "")
+    tok = kv.get("tokenizer.ggml.tokens")
+    info = GGUFInfo(
+        path=p,
+        kind=str(kv.get("general.type") or "model"),
+        arch=arch,
+        name=str(kv.get("general.name") or ""),
+        n_embd=kv.get(f"{arch}.embedding_length"),
+        n_layer=kv.get(f"{arch}.block_count"),
+        n_vocab=tok.n if isinstance(tok, _Array) else None,
+        chat_template=kv.get("tokenizer.chat_template"),
+        lora_alpha=kv.get("adapter.lora.alpha"),
+        tensors=tensors,
+    )
+    if what == "adapter" and (info.kind != "adapter" or kv.get("adapter.type") != "lora"):
+        raise RuntimeLoadError(
+            f"not a LoRA adapter GGUF (general.type={info.kind!r}, adapter.type={kv.get('adapter.type')!r})",
+            where=str(p),
+        )
+    if what == "model" and info.kind == "adapter":
+        raise RuntimeLoadError("this is a LoRA adapter, not a model: pass it with --adapter", where=str(p))
+    return info
+
+
+def check_adapter_fits(base: GGUFInfo, adapter: GGUFInfo) -> None:
+    """Refuse an adapter made for another base, naming the dimensions that differ."""
+    where = str(adapter.path)
+    if adapter.arch and adapter.arch != base.arch:
+        raise RuntimeLoadError(
+            f"adapter is for architecture '{adapter.arch}', the model is '{base.arch}'", where=where
+        )
+    problems: list[str] = []
+    for name, a_shape in sorted(adapter.tensors.items()):
+        if not name.endswith(".lora_a"):
+            continue
+        target = name[: -len(".lora_a")]
+        b_shape = adapter.tensors.get(target + ".lora_b")
+        w_shape = base.tensors.get(target)
+        if w_shape is None:
+            problems.append(f"{target} is not in the model (n_layer {base.n_layer})")
+        elif b_shape is None:
+            problems.append(f"{target}.lora_b is missing")
+        elif target != "token_embd.weight" and (a_shape[0], b_shape[1]) != (w_shape[0], w_shape[1]):
+            problems.append(
+                f"{target}: adapter in x out = {a_shape[0]} x {b_shape[1]}, model {w_shape[0]} x {w_shape[1]}"
+            )
+        elif target != "token_embd.weight" and a_shape[1] != b_shape[0]:
+            problems.append(f"{target}: lora_a rank {a_shape[1]} != lora_b rank {b_shape[0]}")
+        if len(problems) >= 2:
+            break
+    if problems:
+        if base.n_embd:
+            problems.append(f"model n_embd {base.n_embd}, n_layer {base.n_layer}")
+        raise RuntimeLoadError("adapter was made for another base: " + "; ".join(problems), where=where)
