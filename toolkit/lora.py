@@ -173,7 +173,9 @@ def build_model(recipe: Any, plan: Plan, *, local_device: Any = None) -> Any:
     kwargs: dict[str, Any] = {"dtype": plan.dtype, "trust_remote_code": recipe.model.trust_remote_code}
     if plan.quantize:
         kwargs["quantization_config"] = bnb_config(recipe, plan)
-        if not os.environ.get("ACCELERATE_USE_FSDP"):
+        if plan.device != "cuda":  # bitsandbytes' CPU backend (tests of this path without a GPU)
+            kwargs["device_map"] = {"": plan.device}
+        elif not os.environ.get("ACCELERATE_USE_FSDP"):
             kwargs["device_map"] = {
                 "": local_device if local_device is not None else torch.cuda.current_device()
             }

@@ -109,3 +109,43 @@ def test_qlora_on_cuda_uses_bitsandbytes_4bit_layers(make_recipe):
         "cuda",
     )
     assert type(opt).__name__ == "PagedAdamW8bit"
+
+
+def test_qlora_path_trains_on_bitsandbytes_4bit_layers_on_cpu(make_recipe, tiny_model_dir, monkeypatch):
+    """The whole 4-bit path of `medkit train` (BitsAndBytesConfig load, k-bit preparation, LoRA over
+    Linear4bit, checkpoints, adapter) on bitsandbytes' CPU backend: the product trains plain LoRA on CPU,
+    so the plan is forced here; the CUDA-only parts (device map, paged optimizer) have the gpu test above."""
+    bnb = pytest.importorskip("bitsandbytes")
+    import json
+
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from medkit.train import train
+
+    try:  # an older bitsandbytes without the CPU backend cannot quantize here
+        bnb.functional.quantize_4bit(torch.randn(8, 8), quant_type="nf4")
+    except Exception as exc:  # pragma: no cover - depends on the installed wheel
+        pytest.skip(f"bitsandbytes has no CPU 4-bit backend: {exc}")
+    monkeypatch.setattr(
+        lora,
+        "plan_precision",
+        lambda r, device=None: lora.Plan("cpu", True, torch.float32, torch.float32, "no"),
+    )
+    built = {}
+    real_build = lora.build_model
+    monkeypatch.setattr(lora, "build_model", lambda *a, **k: built.setdefault("m", real_build(*a, **k)))
+    r = make_recipe(sets={"train.max_steps": 8, "train.eval_every": 8, "train.grad_checkpointing": True})
+    result = train(r)
+
+    model = built["m"]
+    four_bit = [n for n, m in model.named_modules() if isinstance(m, bnb.nn.Linear4bit)]
+    assert len(four_bit) == 7 * model.config.num_hidden_layers  # every projection of every block
+    assert all(p.requires_grad == ("lora_" in n) for n, p in model.named_parameters())
+    info = json.loads((result.run_dir / "run.json").read_text())["train"]
+    assert info["quantized"] is True
+    assert info["best_val_loss"] < info["initial_val_loss"]
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir("llama"))
+    tuned = PeftModel.from_pretrained(base, result.run_dir / "adapter")  # loads over the unquantized base
+    with torch.no_grad():
+        assert torch.isfinite(tuned(input_ids=torch.tensor([[1, 5, 9, 2]])).logits).all()
