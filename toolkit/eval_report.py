@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import statistics
 from typing import Any
 
 from medkit.eval_score import EvalSet
@@ -47,8 +48,44 @@ def build_report(run: RunDir, recipe, split: str, evset: EvalSet, results: dict)
         },
         "sources": {name: r["source"] for name, r in results.items()},
         "table": {name: r["metrics"] for name, r in results.items()},
+        "gain_kept": gain_kept({name: r["metrics"] for name, r in results.items()}),
         "models": results,
     }
+
+
+def gain_kept(table: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """For each model besides base and tuned (the GGUFs): the share of the base -> tuned improvement it
+    keeps, per metric where fine-tuning improved on the base (1.0: all of it; 0: none; < 0: worse than
+    the base). Empty without both a base and a tuned column."""
+    base, tuned = table.get("base"), table.get("tuned")
+    if not base or not tuned:
+        return {}
+    out: dict[str, dict[str, float]] = {}
+    for name, row in table.items():
+        if name in ("base", "tuned"):
+            continue
+        kept = {}
+        for metric, b in base.items():
+            t, v = tuned.get(metric), row.get(metric)
+            if metric == "ppl" or None in (b, t, v) or not all(math.isfinite(x) for x in (b, t, v)):
+                continue  # ppl is exp(loss): the loss row says the same on a linear scale
+            sign = 1 if HIGHER_IS_BETTER.get(metric, True) else -1
+            gain = sign * (t - b)
+            if gain > 0 and _fmt(t, metric) != _fmt(b, metric):
+                kept[metric] = round(sign * (v - b) / gain, 3)
+        out[name] = kept
+    return out
+
+
+def _gain_lines(report: dict[str, Any]) -> list[str]:
+    """'q4_0 keeps 62% of the gain: loss 41%, bleu 62%' lines (the median over the improved metrics)."""
+    lines = []
+    for name, kept in (report.get("gain_kept") or {}).items():
+        if kept:
+            median = statistics.median(kept.values())
+            parts = ", ".join(f"{m} {v:.0%}" for m, v in kept.items())
+            lines.append(f"{name} keeps {median:.0%} of the fine-tuning gain (median; {parts})")
+    return lines
 
 
 def _fmt(value: Any, metric: str) -> str:
@@ -95,6 +132,9 @@ def render_markdown(report: dict[str, Any]) -> str:
             for name, row in table.items()
         ]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    gains = _gain_lines(report)
+    if gains:
+        lines += ["", "Share of the base -> tuned gain kept by each export:", ""] + [f"- {g}" for g in gains]
     lines += ["", "## Sample generations", ""]
     for name, res in report["models"].items():
         lines.append(f"### {name}")
@@ -188,6 +228,8 @@ def print_table(report: dict[str, Any], console: Any = None) -> None:
         ]
         t.add_row(_label(metric), *cells)
     console.print(t)
+    for line in _gain_lines(report):
+        console.print(line)
     qual = _qualitative(report)
     if qual:
         q = Table(title="qualitative prompts", show_lines=True)

@@ -35,6 +35,22 @@ def test_eval_run_writes_table(tiny_run):
     assert json.loads((tiny_run / "run.json").read_text())["eval"]["task"] == "icd10"
     assert report["models"]["tuned"]["samples"][0]["reference"]
     assert len(report["models"]["f32"]["qualitative"]) == 2
+    # the f32 export here is of the base, so it keeps none of the fine-tuning gain
+    assert report["gain_kept"]["f32"]["loss"] == pytest.approx(0.0, abs=0.01)
+    assert "f32 keeps 0% of the fine-tuning gain" in md
+
+
+def test_gain_kept_per_metric():
+    from medkit.eval_report import gain_kept
+
+    table = {
+        "base": {"loss": 2.0, "ppl": 7.4, "bleu": 5.0, "stop_rate": 0.5, "exact": 0.1},
+        "tuned": {"loss": 1.5, "ppl": 4.5, "bleu": 13.0, "stop_rate": 0.5, "exact": 0.3},
+        "q4_0": {"loss": 1.6, "ppl": 5.0, "bleu": 3.0, "stop_rate": 0.9, "exact": 0.4},
+    }
+    # loss: 0.4 of 0.5 kept; bleu fell below the base; stop_rate and ppl are not gains to keep
+    assert gain_kept(table) == {"q4_0": {"loss": 0.8, "bleu": -0.25, "exact": 1.5}}
+    assert gain_kept({"base": table["base"], "q4_0": table["q4_0"]}) == {}
 
 
 def test_eval_qa_metrics_without_base(tiny_run):
