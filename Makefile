@@ -7,7 +7,7 @@ STAMP   := $(VENV)/.medkit-setup
 PYTEST  ?= $(BIN)/python -m pytest
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup demo test test-fast bench lint format clean
+.PHONY: setup demo demo-icd10 test test-fast bench lint format clean
 
 setup: $(STAMP)
 
@@ -22,6 +22,9 @@ $(STAMP): pyproject.toml
 
 demo: setup
 	$(BIN)/python -m medkit.demo
+
+demo-icd10: setup
+	$(BIN)/python -m medkit.demo recipes/smollm2_icd10_demo.toml
 
 test: setup
 	$(PYTEST) -q

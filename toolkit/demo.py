@@ -1,7 +1,9 @@
 """`make demo`: the whole path on the offline default, the way a user would type it.
 
-validate -> train (SmolLM2-135M on recipes/data, 2 CPU cores) -> export q4_0 GGUF -> answer a medical
-question through `medkit.Runtime` -> eval table -> where every file is.
+validate -> train (SmolLM2-135M on recipes/data, 2 CPU cores) -> export q8_0 and q4_0 GGUFs -> answer a
+medical question through `medkit.Runtime` -> eval table (base, tuned, q8_0, q4_0) -> where every file is.
+
+    python -m medkit.demo [RECIPE]      (make demo; make demo-icd10 for recipes/smollm2_icd10_demo.toml)
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 from rich.console import Console
 
 RECIPE = Path("recipes/smollm2_demo.toml")
+EXPORTS = ("q8_0", "q4_0")
 QUESTION = "What are the common symptoms of iron deficiency anemia?"
 
 console = Console()
@@ -39,17 +42,20 @@ def main() -> None:
     t_start = time.perf_counter()
     from medkit.recipe import load_recipe
 
-    recipe = load_recipe(RECIPE)
+    recipe_path = Path(sys.argv[1]) if len(sys.argv) > 1 else RECIPE
+    recipe = load_recipe(recipe_path)
     run = recipe.run_dir()
-    step("1/5 validate the recipe", "validate", str(RECIPE))
+    question = (recipe.eval.prompts.in_domain or [QUESTION])[0]
+    step("1/5 validate the recipe", "validate", str(recipe_path))
     if (run / "adapter" / "adapter_config.json").is_file() and os.environ.get("MEDKIT_DEMO_RETRAIN") != "1":
         console.rule("[bold]2/5 train")
         console.print(f"{run} already holds a trained adapter; set MEDKIT_DEMO_RETRAIN=1 to train again")
     else:
-        step("2/5 train (LoRA on CPU; QLoRA on CUDA)", "train", str(RECIPE), "--force")
+        step("2/5 train (LoRA on CPU; QLoRA on CUDA)", "train", str(recipe_path), "--force")
     step(
-        "3/5 export a q4_0 GGUF (+ Modelfile, parity check)", "export", str(run), "--gguf", "q4_0", "--force"
-    )
+        f"3/5 export {' and '.join(EXPORTS)} GGUFs (+ Modelfile, parity check)",
+        "export", str(run), "--gguf", ",".join(EXPORTS), "--force",
+    )  # fmt: skip
 
     console.rule("[bold]4/5 answer a question through medkit.Runtime")
     from medkit import Runtime
@@ -57,10 +63,10 @@ def main() -> None:
     gguf = sorted((run / "export").glob("*q4_0*.gguf"))[-1]
     console.print(f">>> from medkit import Runtime\n>>> Runtime({str(gguf)!r}).chat(...)", style="cyan")
     rt = Runtime(str(gguf), ctx=2048)
-    messages = [{"role": "user", "content": QUESTION}]
+    messages = [{"role": "user", "content": question}]
     if recipe.data.system_prompt:
         messages.insert(0, {"role": "system", "content": recipe.data.system_prompt})
-    console.print(f"[bold]Q:[/bold] {QUESTION}\n[bold]A:[/bold] ", end="")
+    console.print(f"[bold]Q:[/bold] {question}\n[bold]A:[/bold] ", end="")
     for piece in rt.stream(messages, temperature=0.0, max_tokens=120):
         console.print(piece, end="", markup=False, highlight=False)
     console.print()
@@ -71,7 +77,10 @@ def main() -> None:
     )
     rt.close()
 
-    step("5/5 evaluate base vs tuned vs q4_0 on held-out questions", "eval", str(run), "--n", "24")
+    step(
+        f"5/5 evaluate base vs tuned vs {' vs '.join(EXPORTS)} on held-out examples",
+        "eval", str(run), "--n", str(recipe.eval.n or 0),
+    )  # fmt: skip
 
     console.rule("[bold]where everything is")
     for label, path in [

@@ -81,9 +81,16 @@ class RunDir:
         return data
 
     def ggufs(self) -> list[Path]:
+        """The export's GGUF files, highest precision first (f32 ... q4_0), then by name."""
+        from medkit.convert.quantize import ALL_TYPES
+
+        def rank(p: Path) -> tuple[int, str]:
+            kind = p.stem.rsplit("-", 1)[-1].lower()
+            return (ALL_TYPES.index(kind) if kind in ALL_TYPES else len(ALL_TYPES), p.name)
+
         if not self.export.is_dir():
             return []
-        return sorted(p for p in self.export.glob("*.gguf") if p.is_file())
+        return sorted((p for p in self.export.glob("*.gguf") if p.is_file()), key=rank)
 
 
 def find_run(spec: str | os.PathLike[str] | None = None) -> RunDir:

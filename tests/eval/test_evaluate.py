@@ -128,3 +128,16 @@ def test_cli_gguf_target(tiny_run, eval_assets, capsys):
         main(["eval", str(eval_assets["other_gguf"])])
     assert exc.value.code != 0
     assert "is not inside a run's export/ folder" in capsys.readouterr().err
+
+
+def test_run_ggufs_highest_precision_first(tmp_path):
+    """Eval columns (and the chat picker) list a run's exports from f32 down to q4_0."""
+    from medkit.runs import RunDir
+
+    export = tmp_path / "run" / "export"
+    export.mkdir(parents=True)
+    for name in ("m-q4_0", "m-adapter-patient", "m-q8_0", "m-f16", "m-q4_k_m"):
+        (export / f"{name}.gguf").write_bytes(b"GGUF")
+    assert [p.stem for p in RunDir(tmp_path / "run").ggufs()] == [
+        "m-f16", "m-q8_0", "m-q4_k_m", "m-q4_0", "m-adapter-patient"
+    ]  # fmt: skip
