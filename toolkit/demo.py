@@ -1,7 +1,8 @@
 """`make demo`: the whole path on the offline default, the way a user would type it.
 
-validate -> train (SmolLM2-135M on recipes/data, 2 CPU cores) -> export q8_0 and q4_0 GGUFs -> answer a
-medical question through `medkit.Runtime` -> eval table (base, tuned, q8_0, q4_0) -> where every file is.
+validate -> train (SmolLM2-135M on recipes/data, 2 CPU cores) -> export q8_0, q4_k_m, q4_0 GGUFs -> answer
+a medical question through `medkit.Runtime` (q4_0) -> eval table (base, tuned, each GGUF) -> where every
+file is.
 
     python -m medkit.demo [RECIPE]      (make demo; make demo-icd10 for recipes/smollm2_icd10_demo.toml)
 """
@@ -17,7 +18,7 @@ from pathlib import Path
 from rich.console import Console
 
 RECIPE = Path("recipes/smollm2_demo.toml")
-EXPORTS = ("q8_0", "q4_0")
+EXPORTS = ("q8_0", "q4_k_m", "q4_0")
 QUESTION = "What are the common symptoms of iron deficiency anemia?"
 
 console = Console()
@@ -53,7 +54,7 @@ def main() -> None:
     else:
         step("2/5 train (LoRA on CPU; QLoRA on CUDA)", "train", str(recipe_path), "--force")
     step(
-        f"3/5 export {' and '.join(EXPORTS)} GGUFs (+ Modelfile, parity check)",
+        f"3/5 export {', '.join(EXPORTS)} GGUFs (+ Modelfile, parity check)",
         "export", str(run), "--gguf", ",".join(EXPORTS), "--force",
     )  # fmt: skip
 
