@@ -9,7 +9,9 @@
 Both see the same random-weight model (TinyLlama-1.1B's shape on CUDA; a 4-layer, hidden-256 llama with a
 32k vocabulary on CPU) and the same example lengths (MedQuAD-like, mean ~290 tokens; a quarter on CPU).
 Printed: non-pad tokens/s (after one warm-up step) and peak memory (CUDA max allocated, else peak RSS
-growth), and the ratios. Set MEDKIT_BENCH_STEPS to change the number of timed optimizer steps.
+growth), and the ratios. Set MEDKIT_BENCH_STEPS to change the number of timed optimizer steps, and
+MEDKIT_BENCH_SHAPE=tinyllama | tinyllama-2l | tiny to pick the shape (tinyllama-2l: TinyLlama's width, vocab
+and example lengths with 2 of its 22 layers, which a CPU can time in minutes).
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ CPU_SHAPE = dict(
     hidden_size=256, intermediate_size=688, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=4,
     vocab_size=32000, max_position_embeddings=1024, rms_norm_eps=1e-5, rope_theta=10000.0,
 )  # fmt: skip
+
+SHAPES = {"tinyllama": TINYLLAMA, "tinyllama-2l": {**TINYLLAMA, "num_hidden_layers": 2}, "tiny": CPU_SHAPE}
 
 
 @dataclass
@@ -214,9 +218,12 @@ def main() -> dict[str, Any]:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     cuda = torch.cuda.is_available()
-    shape = TINYLLAMA if cuda else CPU_SHAPE
+    shape_name = os.environ.get("MEDKIT_BENCH_SHAPE") or ("tinyllama" if cuda else "tiny")
+    if shape_name not in SHAPES:
+        raise SystemExit(f"MEDKIT_BENCH_SHAPE: '{shape_name}' is not one of {', '.join(SHAPES)}")
+    shape = SHAPES[shape_name]
     steps = int(os.environ.get("MEDKIT_BENCH_STEPS", "6" if cuda else "3"))
-    mean_len, max_len = (290, 1024) if cuda else (72, 256)
+    mean_len, max_len = (72, 256) if shape_name == "tiny" else (290, 1024)
     examples = make_examples(32 * (steps + 2) * 2, mean_len, max_len, shape["vocab_size"])
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = Path(tmp) / "model"
@@ -224,7 +231,11 @@ def main() -> dict[str, Any]:
         LlamaForCausalLM(LlamaConfig(**shape, tie_word_embeddings=False)).save_pretrained(model_dir)
         data_file = Path(tmp) / "unused.jsonl"
         data_file.write_text('{"question": "q", "answer": "a"}\n')
-        what = "TinyLlama-1.1B shape" if cuda else "4-layer hidden-256 llama, 32k vocab"
+        what = {
+            "tinyllama": "TinyLlama-1.1B shape",
+            "tinyllama-2l": "TinyLlama-1.1B width and vocab, 2 layers",
+            "tiny": "4-layer hidden-256 llama, 32k vocab",
+        }[shape_name]
         mean = sum(len(e.input_ids) for e in examples) / len(examples)
         print(f"train bench on {'CUDA ' + torch.cuda.get_device_name() if cuda else 'CPU'}: {what}, "
               f"{len(examples)} examples, mean {mean:.0f} tokens, {steps} timed steps", flush=True)  # fmt: skip
@@ -241,7 +252,13 @@ def main() -> dict[str, Any]:
     print(
         f"  medkit / seed: {ratio['speed']:.2f}x tokens/s at {ratio['memory']:.2f}x peak memory", flush=True
     )
-    result = {"device": "cuda" if cuda else "cpu", "seed_recipe": a, "medkit": b, "ratio": ratio}
+    result = {
+        "device": "cuda" if cuda else "cpu",
+        "shape": shape_name,
+        "seed_recipe": a,
+        "medkit": b,
+        "ratio": ratio,
+    }
     print(json.dumps(result))
     return result
 
