@@ -35,7 +35,12 @@ CPU_SHAPE = dict(
     vocab_size=32000, max_position_embeddings=1024, rms_norm_eps=1e-5, rope_theta=10000.0,
 )  # fmt: skip
 
-SHAPES = {"tinyllama": TINYLLAMA, "tinyllama-2l": {**TINYLLAMA, "num_hidden_layers": 2}, "tiny": CPU_SHAPE}
+# MEDKIT_BENCH_SHAPE -> (config, what the header line calls it)
+SHAPES = {
+    "tinyllama": (TINYLLAMA, "TinyLlama-1.1B shape"),
+    "tinyllama-2l": ({**TINYLLAMA, "num_hidden_layers": 2}, "TinyLlama-1.1B width and vocab, 2 layers"),
+    "tiny": (CPU_SHAPE, "4-layer hidden-256 llama, 32k vocab"),
+}
 
 
 @dataclass
@@ -221,7 +226,7 @@ def main() -> dict[str, Any]:
     shape_name = os.environ.get("MEDKIT_BENCH_SHAPE") or ("tinyllama" if cuda else "tiny")
     if shape_name not in SHAPES:
         raise SystemExit(f"MEDKIT_BENCH_SHAPE: '{shape_name}' is not one of {', '.join(SHAPES)}")
-    shape = SHAPES[shape_name]
+    shape, what = SHAPES[shape_name]
     steps = int(os.environ.get("MEDKIT_BENCH_STEPS", "6" if cuda else "3"))
     mean_len, max_len = (72, 256) if shape_name == "tiny" else (290, 1024)
     examples = make_examples(32 * (steps + 2) * 2, mean_len, max_len, shape["vocab_size"])
@@ -231,11 +236,6 @@ def main() -> dict[str, Any]:
         LlamaForCausalLM(LlamaConfig(**shape, tie_word_embeddings=False)).save_pretrained(model_dir)
         data_file = Path(tmp) / "unused.jsonl"
         data_file.write_text('{"question": "q", "answer": "a"}\n')
-        what = {
-            "tinyllama": "TinyLlama-1.1B shape",
-            "tinyllama-2l": "TinyLlama-1.1B width and vocab, 2 layers",
-            "tiny": "4-layer hidden-256 llama, 32k vocab",
-        }[shape_name]
         mean = sum(len(e.input_ids) for e in examples) / len(examples)
         print(f"train bench on {'CUDA ' + torch.cuda.get_device_name() if cuda else 'CPU'}: {what}, "
               f"{len(examples)} examples, mean {mean:.0f} tokens, {steps} timed steps", flush=True)  # fmt: skip

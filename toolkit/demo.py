@@ -78,10 +78,7 @@ def main() -> None:
     )
     rt.close()
 
-    step(
-        f"5/5 evaluate base vs tuned vs {' vs '.join(EXPORTS)} on held-out examples",
-        "eval", str(run), "--n", str(recipe.eval.n or 0),
-    )  # fmt: skip
+    step(f"5/5 evaluate base vs tuned vs {' vs '.join(EXPORTS)} on held-out examples", "eval", str(run))
 
     console.rule("[bold]where everything is")
     for label, path in [

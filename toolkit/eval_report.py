@@ -32,6 +32,7 @@ RATE_METRICS = frozenset(
 
 
 def build_report(run: RunDir, recipe, split: str, evset: EvalSet, results: dict) -> dict[str, Any]:
+    table = {name: r["metrics"] for name, r in results.items()}
     return {
         "run": str(run.path),
         "recipe": recipe.name,
@@ -47,8 +48,8 @@ def build_report(run: RunDir, recipe, split: str, evset: EvalSet, results: dict)
             "greedy": evset.temperature == 0,
         },
         "sources": {name: r["source"] for name, r in results.items()},
-        "table": {name: r["metrics"] for name, r in results.items()},
-        "gain_kept": gain_kept({name: r["metrics"] for name, r in results.items()}),
+        "table": table,
+        "gain_kept": gain_kept(table),
         "models": results,
     }
 
