@@ -95,6 +95,15 @@ class RowReport:
 # ---- reading -------------------------------------------------------------------------------------
 
 
+def _is_blank(path: Path) -> bool:
+    """True for a file with nothing but whitespace (read in chunks: data files can be large)."""
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 16):
+            if chunk.strip():
+                return False
+    return True
+
+
 def load_split(recipe: Any, split: str):
     """One split of the recipe's source as a `datasets.Dataset` (hub id, dataset folder or local file)."""
     import datasets
@@ -111,6 +120,8 @@ def load_split(recipe: Any, split: str):
             if split != recipe.data.train_split:
                 raise DataError(f"a single file has no split {split!r}", where="data.source",
                                 hint="leave data.val_split/test_split empty to carve them with split_ratios")  # fmt: skip
+            if _is_blank(path):  # datasets' builders fail on an empty file with a bare StopIteration
+                raise DataError(f"{src} is empty: no rows to read", where="data.source")
             return datasets.load_dataset(builder, data_files={"train": str(path)}, split="train")
         if path.is_dir() and ((path / "dataset_dict.json").is_file() or (path / "state.json").is_file()):
             saved = datasets.load_from_disk(str(path))

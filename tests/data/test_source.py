@@ -174,6 +174,14 @@ def test_empty_dataset_after_cleaning(tmp_path):
         load_rows(make_recipe(html_only, data={"malformed_threshold": 1.0}))
 
 
+@pytest.mark.parametrize("name, text", [("empty.jsonl", ""), ("blank.jsonl", "\n  \n"), ("empty.csv", "")])
+def test_empty_file_is_one_clear_error(tmp_path, name, text):
+    src = tmp_path / name
+    src.write_text(text)
+    with pytest.raises(DataError, match=r"data.source: .* is empty: no rows to read"):
+        load_rows(make_recipe(src))
+
+
 def test_malformed_rows_are_counted_with_two_examples(tmp_path):
     rows = qa_rows(20)
     rows[3]["answer"] = None
