@@ -6,6 +6,7 @@ the same command under `torchrun` / `accelerate launch` for several GPUs (the ad
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 import time
@@ -45,9 +46,9 @@ def check_run_dir(recipe: Any, run_dir: Path, *, resume: bool, force: bool) -> P
                 hint="undo the change, or --force to resume anyway",
             )
         return ckpt
-    if run.recipe.is_file() and not force:
-        old_name = _recipe_name(run.recipe)
-        if old_name != recipe.name:
+    if (run.recipe.is_file() or run.manifest.is_file()) and not force:
+        old_name = _owner_name(run)
+        if old_name is not None and old_name != recipe.name:
             raise TrainError(
                 f"{run_dir} holds the run of recipe '{old_name}', not '{recipe.name}'",
                 hint="set train.output_dir elsewhere, or --force to replace it",
@@ -61,12 +62,17 @@ def check_run_dir(recipe: Any, run_dir: Path, *, resume: bool, force: bool) -> P
     return None
 
 
-def _recipe_name(path: Path) -> str:
+def _owner_name(run: Any) -> str | None:
+    """The recipe a run directory belongs to: its recipe.toml's name ('?' if unreadable), else the name in
+    its run.json (None when that names no recipe)."""
     from medkit.recipe import tomllib
 
     try:
-        return str(tomllib.loads(path.read_text()).get("name", "?"))
-    except (OSError, ValueError):
+        if run.recipe.is_file():
+            return str(tomllib.loads(run.recipe.read_text()).get("name", "?"))
+        name = json.loads(run.manifest.read_text()).get("name")
+        return str(name) if name else None
+    except (OSError, ValueError, AttributeError):
         return "?"
 
 

@@ -98,6 +98,13 @@ def test_other_recipes_run_dir_is_refused(make_recipe, tmp_path):
         train(make_recipe(out=out))
     assert (out / "recipe.toml").read_text() == 'name = "someone_else"\n'  # nothing lost
     assert check_run_dir(make_recipe(out=out), out, resume=False, force=True) is None
+    # a run directory that only has its manifest left is still someone else's
+    manifest_only = tmp_path / "manifest_only"
+    manifest_only.mkdir()
+    (manifest_only / "run.json").write_text('{"name": "someone_else", "eval": {"n": 35}}\n')
+    with pytest.raises(TrainError, match="holds the run of recipe 'someone_else', not 'tiny'"):
+        train(make_recipe(out=manifest_only))
+    assert json.loads((manifest_only / "run.json").read_text())["eval"] == {"n": 35}
 
 
 def _fake_checkpoint(run_dir, recipe, step=2):
