@@ -13,29 +13,90 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from medkit.errors import ConvertError
+from medkit.errors import ConvertError, DiskSpaceError
 
-# medkit name -> llama_cpp constant name (llama.h's llama_ftype)
-QUANT_FTYPES = {
-    "q8_0": "LLAMA_FTYPE_MOSTLY_Q8_0",
-    "q6_k": "LLAMA_FTYPE_MOSTLY_Q6_K",
-    "q5_k_m": "LLAMA_FTYPE_MOSTLY_Q5_K_M",
-    "q4_k_m": "LLAMA_FTYPE_MOSTLY_Q4_K_M",
-    "q4_0": "LLAMA_FTYPE_MOSTLY_Q4_0",
-}
-FLOAT_TYPES = ("f32", "f16", "bf16")
-ALL_TYPES = FLOAT_TYPES + tuple(QUANT_FTYPES)
-# bytes per weight, for free-space estimates (blocks include their scales)
-BYTES_PER_WEIGHT = {
-    "f32": 4.0,
-    "f16": 2.0,
-    "bf16": 2.0,
-    "q8_0": 34 / 32,
-    "q6_k": 210 / 256,
-    "q5_k_m": 176 / 256,
-    "q4_k_m": 144 / 256,
-    "q4_0": 18 / 32,
-}
+
+@dataclass(frozen=True)
+class QuantType:
+    """One GGUF file type: its name, llama.cpp's llama_ftype number and whether medkit exports it."""
+
+    name: str
+    ftype: int  # llama.h llama_ftype == gguf.LlamaFileType == GGUF general.file_type
+    bytes_per_weight: float | None = None  # set for the types medkit exports (free-space estimates)
+    imatrix: bool = False  # llama.cpp refuses it without an importance matrix
+
+    @property
+    def exported(self) -> bool:
+        return self.bytes_per_weight is not None
+
+    @property
+    def is_float(self) -> bool:
+        return self.name in ("f32", "f16", "bf16")
+
+
+# Every llama.cpp file type, the one table every name <-> ftype lookup uses. Numbers: llama.h's
+# LLAMA_FTYPE_* (llama_cpp.LLAMA_FTYPE_MOSTLY_<NAME>) and gguf.LlamaFileType.MOSTLY_<NAME>; a test
+# checks both. Types medkit exports carry bytes per weight (blocks include their scales).
+QUANT_TYPES: tuple[QuantType, ...] = (
+    QuantType("f32", 0, 4.0),
+    QuantType("f16", 1, 2.0),
+    QuantType("bf16", 32, 2.0),
+    QuantType("q8_0", 7, 34 / 32),
+    QuantType("q6_k", 18, 210 / 256),
+    QuantType("q5_k_m", 17, 176 / 256),
+    QuantType("q4_k_m", 15, 144 / 256),
+    QuantType("q4_0", 2, 18 / 32),
+    QuantType("q4_1", 3),
+    QuantType("q5_0", 8),
+    QuantType("q5_1", 9),
+    QuantType("q2_k", 10),
+    QuantType("q3_k_s", 11),
+    QuantType("q3_k_m", 12),
+    QuantType("q3_k_l", 13),
+    QuantType("q4_k_s", 14),
+    QuantType("q5_k_s", 16),
+    QuantType("iq2_xxs", 19, imatrix=True),
+    QuantType("iq2_xs", 20, imatrix=True),
+    QuantType("q2_k_s", 21, imatrix=True),
+    QuantType("iq3_xs", 22),
+    QuantType("iq3_xxs", 23),
+    QuantType("iq1_s", 24, imatrix=True),
+    QuantType("iq4_nl", 25),
+    QuantType("iq3_s", 26),
+    QuantType("iq3_m", 27),
+    QuantType("iq2_s", 28, imatrix=True),
+    QuantType("iq2_m", 29, imatrix=True),
+    QuantType("iq4_xs", 30),
+    QuantType("iq1_m", 31, imatrix=True),
+    QuantType("tq1_0", 36),
+    QuantType("tq2_0", 37),
+    QuantType("mxfp4_moe", 38),
+    QuantType("nvfp4", 39),
+    QuantType("q1_0", 40),
+    QuantType("q2_0", 41),
+)
+BY_NAME = {t.name: t for t in QUANT_TYPES}
+BY_FTYPE = {t.ftype: t for t in QUANT_TYPES}
+FLOAT_TYPES = tuple(t.name for t in QUANT_TYPES if t.exported and t.is_float)
+ALL_TYPES = tuple(t.name for t in QUANT_TYPES if t.exported)  # what `medkit export --gguf` writes
+EXPORT_QUANTS = tuple(t for t in ALL_TYPES if t not in FLOAT_TYPES)
+BYTES_PER_WEIGHT = {t.name: t.bytes_per_weight for t in QUANT_TYPES if t.bytes_per_weight is not None}
+
+
+def type_name(ftype: int | None) -> str:
+    """llama.cpp ftype number -> type name ('q4_k_m'); an unknown number reads 'ftype<N>'."""
+    if ftype is None:
+        return "unknown"
+    t = BY_FTYPE.get(int(ftype))
+    return t.name if t else f"ftype{int(ftype)}"
+
+
+def ftype_of(name: str) -> int:
+    """Type name -> llama.cpp ftype number; ConvertError for an unknown name."""
+    t = BY_NAME.get(name.lower())
+    if t is None:
+        raise ConvertError(f"unknown GGUF type '{name}' (valid: {', '.join(ALL_TYPES)})")
+    return t.ftype
 
 
 def parse_types(spec: str) -> list[str]:
@@ -65,12 +126,12 @@ def quantize(src: Path, dst: Path, qtype: str, *, threads: int | None = None) ->
 
     from medkit.runs import atomic_path
 
-    if qtype not in QUANT_FTYPES:
-        raise ConvertError(f"unknown quant type '{qtype}' (valid: {', '.join(QUANT_FTYPES)})")
+    if qtype not in EXPORT_QUANTS:
+        raise ConvertError(f"unknown quant type '{qtype}' (valid: {', '.join(EXPORT_QUANTS)})")
     if not Path(src).is_file():
         raise ConvertError("no such GGUF to quantize", where=str(src))
     params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = getattr(llama_cpp, QUANT_FTYPES[qtype])
+    params.ftype = ftype_of(qtype)
     params.nthread = threads or min(os.cpu_count() or 1, 8)
     lines: list[str] = []
 
@@ -86,6 +147,7 @@ def quantize(src: Path, dst: Path, qtype: str, *, threads: int | None = None) ->
         finally:
             llama_cpp.llama_log_set(lc_log.llama_log_callback, ctypes.c_void_p(0))
         if rc != 0:
+            _raise_if_disk_full(Path(src), Path(dst), tmp, qtype)  # llama.cpp says only "iostream error"
             last = " ".join("".join(lines).split())[-200:]
             raise ConvertError(f"llama.cpp quantizer failed for {qtype} (code {rc}): {last}", where=str(src))
     log = "".join(lines)
@@ -97,3 +159,31 @@ def quantize(src: Path, dst: Path, qtype: str, *, threads: int | None = None) ->
         fallbacks=int(found.group(1)) if found else 0,
         n_tensors=int(found.group(2)) if found else 0,
     )
+
+
+def estimate_bytes(src: Path, qtype: str) -> int:
+    """About how large quantizing float GGUF ``src`` to ``qtype`` comes out (src size x bytes-per-weight ratio)."""
+    from medkit.gguf_info import read_gguf_info
+
+    try:
+        src_bpw = BYTES_PER_WEIGHT.get(type_name(read_gguf_info(src).file_type)) or 2.0
+    except Exception:  # an unreadable source fails in the quantizer, with its own message
+        src_bpw = 2.0
+    return int(Path(src).stat().st_size * BYTES_PER_WEIGHT[qtype] / src_bpw)
+
+
+def _raise_if_disk_full(src: Path, dst: Path, tmp: Path, qtype: str) -> None:
+    """After a failed quantize: DiskSpaceError naming the folder and the space needed when the disk filled."""
+    import shutil
+
+    from medkit.runs import fmt_bytes
+
+    written = tmp.stat().st_size if tmp.exists() else 0
+    free = shutil.disk_usage(dst.parent).free
+    needed = estimate_bytes(src, qtype)
+    if free + written < needed or free < 2**20:
+        raise DiskSpaceError(
+            f"disk full while quantizing to {qtype}: need about {fmt_bytes(needed)}, "
+            f"{fmt_bytes(free + written)} available in {dst.parent}",
+            where=str(dst),
+        )

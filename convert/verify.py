@@ -8,6 +8,8 @@ tokenizer produced exactly the HF token ids. f32/f16/bf16 must agree on >= 99% o
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +34,7 @@ MIXED_TEXT = (
     "Ärztin, ñandú, Ωmega 東京 🩺💊🙂  \t 12345678 it's we'll I'VE"
 )
 FLOAT_REQUIRED = ("f32", "f16", "bf16")
-FILE_TYPES = {0: "f32", 1: "f16", 32: "bf16", 7: "q8_0", 18: "q6_k", 17: "q5_k_m", 15: "q4_k_m", 2: "q4_0"}
+Step = Callable[[str], None]  # progress: called once per text run, with what is running
 
 
 @dataclass
@@ -54,14 +56,17 @@ class Parity:
 
 
 def gguf_type(path: Path) -> str:
-    """The file type recorded in a GGUF ('f16', 'q4_0', ...), from general.file_type."""
-    import gguf
+    """The file type recorded in a GGUF ('f16', 'q4_0', 'iq4_xs', ...), from general.file_type.
 
-    reader = gguf.GGUFReader(str(path))
-    field = reader.get_field("general.file_type")
-    if field is None:
-        return "unknown"
-    return FILE_TYPES.get(int(field.contents()), f"ftype{int(field.contents())}")
+    The header is checked first (medkit.gguf_info): a truncated, random or text file is one
+    RuntimeLoadError line naming it."""
+    from medkit.convert.quantize import type_name
+    from medkit.gguf_info import read_gguf_info
+
+    info = read_gguf_info(path, what="GGUF")
+    if info.kind == "adapter":
+        raise ConvertError("this is a LoRA adapter GGUF; verify checks model GGUFs", where=str(path))
+    return type_name(info.file_type)
 
 
 def held_out_texts(run_path: Path | None = None, limit: int = 6) -> list[str]:
@@ -105,15 +110,21 @@ def hf_reference(
     max_tokens: int = 128,
     trust_remote_code: bool = False,
     bf16: bool = False,
+    step: Step | None = None,
 ) -> Reference:
     """Token ids and float32 logits of the HF model for each text (and with bf16-rounded weights)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(hf_dir, trust_remote_code=trust_remote_code)
-    model = AutoModelForCausalLM.from_pretrained(
-        hf_dir, dtype=torch.float32, trust_remote_code=trust_remote_code
-    )
+    step = step or (lambda label: None)
+    try:
+        tok = AutoTokenizer.from_pretrained(hf_dir, trust_remote_code=trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(
+            hf_dir, dtype=torch.float32, trust_remote_code=trust_remote_code
+        )
+    except (OSError, ValueError, KeyError) as exc:
+        msg = " ".join(str(exc).split())[:200]
+        raise ConvertError(f"transformers cannot load the HF model: {msg}", where=str(hf_dir)) from exc
     model.eval()
     ref = Reference([], [], [])
     with torch.no_grad():
@@ -123,10 +134,14 @@ def hf_reference(
             ref.ids.append(ids)
             ref.logits.append(model(torch.tensor([ids])).logits[0].float().numpy())
             ref.truncated.append(len(full) > max_tokens)
+            step("transformers")
         if bf16:
             for p in model.parameters():
                 p.data = p.data.to(torch.bfloat16).to(torch.float32)
-            ref.logits_bf16 = [model(torch.tensor([ids])).logits[0].float().numpy() for ids in ref.ids]
+            ref.logits_bf16 = []
+            for ids in ref.ids:
+                ref.logits_bf16.append(model(torch.tensor([ids])).logits[0].float().numpy())
+                step("transformers (bf16 weights)")
     return ref
 
 
@@ -153,9 +168,16 @@ def gguf_logits(llm: Any, ids: list[int]) -> np.ndarray:
 
 
 def check(
-    path: Path, ref: Reference, texts: list[str], *, threshold: float = 0.99, threads: int = 2
+    path: Path,
+    ref: Reference,
+    texts: list[str],
+    *,
+    threshold: float = 0.99,
+    threads: int = 2,
+    step: Step | None = None,
 ) -> Parity:
     """Compare one GGUF against the HF reference."""
+    step = step or (lambda label: None)
     qtype = gguf_type(path)
     n_ctx = max(64, max(len(i) for i in ref.ids) + 8)
     llm = load_llama(path, n_ctx=n_ctx, threads=threads)
@@ -180,6 +202,7 @@ def check(
             nll -= float(lp[np.arange(len(nxt)), nxt].sum())
             nll_hf -= float(lp_hf[np.arange(len(nxt)), nxt].sum())
             kl += float((np.exp(lp_hf) * (lp_hf - lp)).sum())
+            step(f"llama.cpp {qtype}")
     finally:
         llm.close()
     n_pred = max(1, sum(len(i) - 1 for i in ref.ids))
@@ -209,12 +232,15 @@ def verify(
     threshold: float = 0.99,
     trust_remote_code: bool = False,
     threads: int = 2,
+    progress: Callable[[int], Step] | None = None,
 ) -> list[Parity]:
+    """Parity of each GGUF. ``progress(total)`` returns a step callback (called ``total`` times)."""
     texts = texts or held_out_texts()
     types = {Path(g): gguf_type(Path(g)) for g in ggufs}
     bf16 = "bf16" in types.values()
-    ref = hf_reference(Path(hf_dir), texts, trust_remote_code=trust_remote_code, bf16=bf16)
-    return [check(Path(g), ref, texts, threshold=threshold, threads=threads) for g in ggufs]
+    step = progress(len(texts) * (1 + bf16 + len(ggufs))) if progress else None
+    ref = hf_reference(Path(hf_dir), texts, trust_remote_code=trust_remote_code, bf16=bf16, step=step)
+    return [check(Path(g), ref, texts, threshold=threshold, threads=threads, step=step) for g in ggufs]
 
 
 def table(results: list[Parity]) -> Any:
@@ -283,21 +309,58 @@ def command(
 ) -> None:
     """Check GGUF files against their HF model: next-token agreement, logits, perplexity, tokenization."""
     for g in ggufs:
-        if not g.is_file():
+        if not g.exists():
             raise ConvertError("no such GGUF file", where=str(g))
+        gguf_type(g)  # a truncated, random or text file fails here, in one line, before any model loads
     if not (hf_dir / "config.json").is_file():
         raise ConvertError("not a Hugging Face model folder (no config.json)", where=str(hf_dir))
     texts = held_out_texts()
     if texts_file is not None:
-        if not texts_file.is_file():
-            raise ConvertError("no such texts file", where=str(texts_file))
-        texts += [ln for ln in texts_file.read_text(encoding="utf-8").splitlines() if ln.strip()]
-    results = verify(
-        list(ggufs),
-        hf_dir,
-        texts=texts,
-        threshold=threshold,
-        trust_remote_code=trust_remote_code,
-        threads=threads,
-    )
+        texts += read_texts(texts_file)
+    with progress_bar() as progress:
+        results = verify(
+            list(ggufs),
+            hf_dir,
+            texts=texts,
+            threshold=threshold,
+            trust_remote_code=trust_remote_code,
+            threads=threads,
+            progress=progress,
+        )
     report(results)
+
+
+def read_texts(path: Path) -> list[str]:
+    """Non-empty lines of a UTF-8 texts file; a missing or non-UTF-8 file is one ConvertError line."""
+    if not path.is_file():
+        raise ConvertError("no such texts file", where=str(path))
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConvertError(
+            f"texts file is not UTF-8: byte 0x{data[exc.start]:02x} at offset {exc.start}", where=str(path)
+        ) from None
+    return [ln for ln in text.splitlines() if ln.strip()]
+
+
+@contextmanager
+def progress_bar(console: Any = None) -> Iterator[Callable[[int], Step]]:
+    """A rich progress bar on stderr, shown only on a terminal and removed when done (transient)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    console = console or Console(stderr=True)
+    columns = (
+        TextColumn("verify: {task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console, transient=True, disable=not console.is_terminal) as bar:
+
+        def start(total: int) -> Step:
+            task = bar.add_task("loading", total=total)
+            return lambda label: bar.update(task, advance=1, description=label, refresh=True)
+
+        yield start

@@ -7,7 +7,6 @@ without importing them.
 
 from __future__ import annotations
 
-import errno
 import importlib
 import importlib.util
 import os
@@ -17,7 +16,7 @@ from dataclasses import dataclass
 import click
 
 from medkit import __version__
-from medkit.errors import MedkitError, MissingExtraError
+from medkit.errors import MedkitError, MissingExtraError, describe_os_error, shown_path
 
 
 @dataclass(frozen=True)
@@ -170,13 +169,45 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(130)
-    except OSError as exc:
-        if debug or exc.errno not in (errno.ENOSPC, errno.EACCES, errno.EROFS, errno.EDQUOT):
+    except Exception as exc:  # the safety net: a full disk or a read-only folder is the user's to fix
+        line = None if debug else environment_failure(exc)
+        if line is None:
             raise
-        where = f" ({exc.filename})" if exc.filename else ""
-        click.echo(f"error: {exc.strerror}{where}", err=True)
+        click.echo(f"error: {line}", err=True)
         sys.exit(1)
     sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def environment_failure(exc: BaseException) -> str | None:
+    """One line for a failure of the machine rather than of medkit (full disk, read-only, no permission):
+    an OSError, or a safetensors SafetensorError carrying os error 28. None for anything else."""
+    if isinstance(exc, OSError):
+        return describe_os_error(exc)
+    st = sys.modules.get("safetensors")  # never imported here: if it is not loaded, it did not fail
+    if st is not None and isinstance(exc, getattr(st, "SafetensorError", ())):
+        text = str(exc)
+        if "No space left on device" in text or "os error 28" in text or "StorageFull" in text:
+            where = _traceback_local(exc, ("filename", "path", "filepath"))
+            at = f" {shown_path(where)}" if where else ""
+            return f"no space left on device, cannot write{at} (free some space or write elsewhere)"
+    return None
+
+
+def _traceback_local(exc: BaseException, names: tuple[str, ...]) -> str | None:
+    """The file being written: the innermost str/path local named one of ``names`` along ``exc``'s
+    traceback, preferring frames of the library that raised it (safetensors' save_file(..., filename))."""
+    found: dict[bool, str] = {}
+    tb = exc.__traceback__
+    while tb is not None:
+        frame = tb.tb_frame
+        in_lib = str(frame.f_globals.get("__name__", "")).startswith(type(exc).__module__.split(".")[0])
+        for name in names:
+            value = frame.f_locals.get(name)
+            if isinstance(value, (str, os.PathLike)):
+                found[in_lib] = os.fspath(value)
+                break
+        tb = tb.tb_next
+    return found.get(True) or found.get(False)
 
 
 if __name__ == "__main__":  # pragma: no cover

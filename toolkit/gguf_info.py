@@ -32,6 +32,7 @@ class GGUFInfo:
     n_vocab: int | None = None
     chat_template: str | None = None
     lora_alpha: float | None = None
+    file_type: int | None = None  # general.file_type: llama.cpp's ftype (names: medkit.convert.quantize)
     tensors: dict[str, tuple[int, ...]] = field(default_factory=dict)  # name -> shape (GGUF ne order)
 
 
@@ -130,6 +131,8 @@ def _scan(p: Path) -> tuple[dict[str, Any], dict[str, tuple[int, ...]]]:
 def read_gguf_info(path: str | os.PathLike[str], what: str = "model") -> GGUFInfo:
     """Check that ``path`` is a complete GGUF file and read its header; RuntimeLoadError if not."""
     p = Path(path)
+    if p.is_dir():
+        raise RuntimeLoadError(f"is a directory, not a {what} file", where=str(p))
     if not p.is_file():
         raise RuntimeLoadError(f"{what} file not found", where=str(p))
     with p.open("rb") as fh:
@@ -149,6 +152,7 @@ def read_gguf_info(path: str | os.PathLike[str], what: str = "model") -> GGUFInf
         n_vocab=tok.n if isinstance(tok, _Array) else None,
         chat_template=kv.get("tokenizer.chat_template"),
         lora_alpha=kv.get("adapter.lora.alpha"),
+        file_type=kv.get("general.file_type") if isinstance(kv.get("general.file_type"), int) else None,
         tensors=tensors,
     )
     if what == "adapter" and (info.kind != "adapter" or kv.get("adapter.type") != "lora"):

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from medkit.convert.quantize import ALL_TYPES as EXPORTED_TYPES
 from medkit.errors import RecipeError
 
 if sys.version_info >= (3, 11):
@@ -54,7 +55,7 @@ SYNONYMS = {
     "base_model": "base",
     "template": "chat_template",
 }
-GGUF_TYPES = ("f32", "f16", "bf16", "q8_0", "q6_k", "q5_k_m", "q4_k_m", "q4_0")
+GGUF_TYPES = EXPORTED_TYPES  # medkit.convert.quantize holds the one table of GGUF types
 
 
 def opt(default: Any = dataclasses.MISSING, help: str = "", *, choices=None, lo=None, hi=None, factory=None):
@@ -260,13 +261,45 @@ class Recipe:
 def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
     """Parse, apply `key.path=value` overrides, validate; raise RecipeError listing every problem."""
     path = Path(path)
+    raw = parse_recipe_text(read_recipe_text(path), path)
+    return recipe_from_dict(raw, base_dir=path.parent, source=str(path), overrides=overrides)
+
+
+def read_recipe_text(path: Path) -> str:
+    """The recipe's text; a missing file, a folder, unreadable or non-UTF-8 bytes are one RecipeError line."""
+    if path.is_dir():
+        raise RecipeError([f"{path} is a directory, not a recipe file (give the .toml file inside it)"])
     if not path.is_file():
         raise RecipeError([f"recipe file not found: {path}"])
     try:
-        raw = tomllib.loads(path.read_text())
+        data = path.read_bytes()
+    except OSError as exc:
+        raise RecipeError([f"cannot read recipe {path}: {exc.strerror or exc}"]) from None
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise RecipeError([f"{path} is UTF-16 text; a recipe must be UTF-8 (re-save it as UTF-8)"])
+    try:
+        return data.decode("utf-8-sig")  # a BOM (Windows editors) is accepted and dropped
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise RecipeError(
+            [
+                f"{path} is not UTF-8: byte 0x{data[exc.start]:02x} at offset {exc.start} (line {line}); "
+                "a recipe must be UTF-8 text"
+            ]
+        ) from None
+
+
+def parse_recipe_text(text: str, path: Path) -> dict[str, Any]:
+    """TOML text -> dict; a syntax error or an empty recipe is one RecipeError line."""
+    try:
+        raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise RecipeError([f"{path}: not valid TOML: {exc}"]) from None
-    return recipe_from_dict(raw, base_dir=path.parent, source=str(path), overrides=overrides)
+        raise RecipeError([f"{path} is not valid TOML: {exc}"]) from None
+    if not raw:
+        raise RecipeError(
+            [f"{path} is empty: a recipe needs at least [model] base and [data] source (see recipes/)"]
+        )
+    return raw
 
 
 def recipe_from_dict(
@@ -275,6 +308,9 @@ def recipe_from_dict(
     problems: list[str] = []
     raw = _apply_overrides(raw, overrides, problems)
     recipe = _build(Recipe, raw, "", problems)
+    for section, key in (("model", "base"), ("data", "source")):  # absent tables take their defaults
+        if isinstance(raw, dict) and section not in raw:
+            problems.append(f"{section}.{key}: required key is missing (no [{section}] table in the recipe)")
     if not recipe.name:
         recipe.name = Path(source).stem if source else "run"
     recipe.source_path = source

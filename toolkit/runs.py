@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from medkit.errors import DiskSpaceError, RunNotFoundError
+from medkit.errors import DiskSpaceError, RunNotFoundError, WriteError, write_error
 
 RUNS_ROOT_ENV = "MEDKIT_RUNS"
 
@@ -101,7 +101,18 @@ def find_run(spec: str | os.PathLike[str] | None = None) -> RunDir:
     for cand in (p, runs_root() / p):
         if cand.is_dir() and RunDir(cand).is_run():
             return RunDir(cand)
-    raise RunNotFoundError(f"no run directory at '{spec}' (looked in ./ and {runs_root()}/)")
+    raise RunNotFoundError(_not_a_run(p))
+
+
+def _not_a_run(p: Path) -> str:
+    """What ``p`` is and what it lacks, for a verb that wanted a run directory."""
+    if p.is_file():
+        return f"{p} is a file, not a run directory (a folder with recipe.toml/run.json)"
+    if not p.is_dir():
+        return f"no run directory at '{p}' (looked in ./ and {runs_root()}/)"
+    if (p / "config.json").is_file():
+        return f"{p} is a Hugging Face model folder, not a run directory (no recipe.toml/run.json)"
+    return f"{p} is neither a run directory (no recipe.toml/run.json) nor an HF model folder (no config.json)"
 
 
 def list_runs() -> list[RunDir]:
@@ -139,21 +150,52 @@ def _mtime(p: Path) -> float:
 
 
 def check_free_space(directory: Path, needed_bytes: int, *, what: str = "output") -> None:
-    directory.mkdir(parents=True, exist_ok=True)
+    """Raise DiskSpaceError when ``directory`` has less than ``needed_bytes`` free, WriteError when it is
+    read-only or not writable (checked first: a read-only mount often reports 0 bytes free)."""
+    directory = Path(directory)
+    make_dirs(directory)
+    check_writable(directory)
     free = shutil.disk_usage(directory).free
     if free < needed_bytes:
         raise DiskSpaceError(
-            f"not enough disk for {what}: need {needed_bytes / 2**20:.0f} MiB, "
-            f"{free / 2**20:.0f} MiB free in {directory}"
+            f"not enough disk for {what}: need {fmt_bytes(needed_bytes)}, {fmt_bytes(free)} free in {directory}"
         )
+
+
+def fmt_bytes(n: float) -> str:
+    """1536 -> '1.5 KiB', 3 * 2**30 -> '3.0 GiB'."""
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"  # pragma: no cover
+
+
+def make_dirs(directory: Path) -> None:
+    """mkdir -p; a read-only or forbidden parent is a WriteError naming the folder."""
+    try:
+        Path(directory).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise (write_error(exc, directory) or exc) from None
+
+
+def check_writable(directory: Path) -> None:
+    """WriteError when files cannot be created in ``directory`` (read-only mount, no permission)."""
+    if hasattr(os, "statvfs") and os.statvfs(directory).f_flag & os.ST_RDONLY:
+        raise WriteError("read-only file system, cannot write here", where=str(directory))
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise WriteError("permission denied, cannot write here", where=str(directory))
 
 
 @contextmanager
 def atomic_path(final: Path) -> Iterator[Path]:
     """Yield a temporary path next to ``final``; rename it into place only on success."""
     final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent)
+    make_dirs(final.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent)
+    except OSError as exc:
+        raise (write_error(exc, final) or exc) from None
     os.close(fd)
     tmp_path = Path(tmp)
     try:

@@ -16,7 +16,7 @@ set_option = click.option(
 
 
 @click.command()
-@click.argument("recipe", type=click.Path(dir_okay=False), required=False)
+@click.argument("recipe", type=click.Path(), required=False)
 @set_option
 @click.option("--keys", is_flag=True, help="List every recipe key with its default and help, then exit.")
 def command(recipe: str | None, overrides: tuple[str, ...], keys: bool) -> None:
