@@ -7,16 +7,18 @@ the same command under `torchrun` / `accelerate launch` for several GPUs (the ad
 from __future__ import annotations
 
 import json
+import shlex
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import click
 
-from medkit.errors import TrainError
+from medkit.errors import DiskSpaceError, TrainError
 from medkit.validate import set_option
 
 TRAIN_OUTPUTS = ("checkpoints", "adapter", "metrics.jsonl", "loss.png", "run.json")
@@ -29,16 +31,34 @@ class TrainResult:
     dry_run: bool = False
 
 
-def check_run_dir(recipe: Any, run_dir: Path, *, resume: bool, force: bool) -> Path | None:
-    """Refuse to clobber another recipe's run or an unfinished one; find the checkpoint to resume."""
+def check_run_dir(
+    recipe: Any, run_dir: Path, *, resume: bool, force: bool, warn: Callable[[str], None] | None = None
+) -> Path | None:
+    """Refuse to clobber another recipe's run, an unfinished one or a finished one (without --force); find
+    the checkpoint to resume: the newest complete one (`warn` says which damaged ones were skipped)."""
     from medkit import checkpoint
     from medkit.runs import RunDir
 
     run = RunDir(run_dir)
-    ckpt = checkpoint.latest(run.checkpoints)
+    status, steps = _status(run)
     if resume:
+        if status == "finished" and not force:
+            raise TrainError(
+                f"{run_dir} holds a finished run ({steps} steps): there is nothing to resume",
+                hint="--force without --resume to retrain it from the start",
+            )
+        ckpt, damaged = checkpoint.resumable(run.checkpoints)
         if ckpt is None:
+            if damaged:
+                raise TrainError(
+                    f"--resume: no complete checkpoint in {run.checkpoints}: "
+                    + "; ".join(f"{p.name} {why}" for p, why in damaged),
+                    hint="--force without --resume to start over",
+                )
             raise TrainError(f"--resume: no checkpoint in {run.checkpoints}", hint="start without --resume")
+        if damaged and warn is not None:
+            names = ", ".join(f"{p.name} ({why})" for p, why in damaged)
+            warn(f"checkpoint {names} is corrupt; resuming from {ckpt.name}, the newest complete one")
         diff = checkpoint.recipe_diff((ckpt / "recipe.toml").read_text(), recipe.to_toml())
         if diff and not force:
             raise TrainError(
@@ -53,13 +73,36 @@ def check_run_dir(recipe: Any, run_dir: Path, *, resume: bool, force: bool) -> P
                 f"{run_dir} holds the run of recipe '{old_name}', not '{recipe.name}'",
                 hint="set train.output_dir elsewhere, or --force to replace it",
             )
-        status = run.read_manifest().get("train", {}).get("status")
-        if ckpt is not None and status != "finished":
+        if status == "finished":
+            raise TrainError(
+                f"{run_dir} holds a finished run of this recipe ({steps} steps, adapter in {run.adapter})",
+                hint="--force to retrain it (its adapter and export/ are replaced), "
+                "or set train.output_dir elsewhere",
+            )
+        ckpt = checkpoint.latest(run.checkpoints)
+        if ckpt is not None:
             raise TrainError(
                 f"{run_dir} holds an unfinished run of this recipe (checkpoint {ckpt.name})",
                 hint="--resume to continue it, or --force to start over",
             )
     return None
+
+
+def _status(run: Any) -> tuple[str | None, int | None]:
+    """(train.status, train.steps) from a run's run.json; (None, None) when it has none or is unreadable."""
+    try:
+        tr = json.loads(run.manifest.read_text()).get("train", {})
+        return tr.get("status"), tr.get("steps")
+    except (OSError, ValueError, AttributeError):
+        return None, None
+
+
+def resume_command(recipe: Any, overrides: tuple[str, ...] | list[str] = ()) -> str:
+    """The shell command that resumes this run, --set overrides included (shell-quoted)."""
+    parts = ["medkit", "train", recipe.source_path or "RECIPE"]
+    for item in overrides:
+        parts += ["--set", item]
+    return shlex.join([*parts, "--resume"])
 
 
 def _owner_name(run: Any) -> str | None:
@@ -101,8 +144,8 @@ def train(
     from accelerate.utils import set_seed
     from rich.console import Console
 
+    from medkit import checkpoint, lora
     from medkit import data as data_mod
-    from medkit import lora
     from medkit.recipe import load_recipe
     from medkit.runs import RunDir, atomic_write_text
 
@@ -110,13 +153,14 @@ def train(
     r = recipe if not isinstance(recipe, (str, Path)) else load_recipe(recipe, overrides)
     console = console or Console(stderr=True, highlight=False, soft_wrap=True)
     run = RunDir(r.run_dir())
-    ckpt = None if dry_run else check_run_dir(r, run.path, resume=resume, force=force)
+    notes: list[str] = []
+    ckpt = None if dry_run else check_run_dir(r, run.path, resume=resume, force=force, warn=notes.append)
 
     plan = lora.plan_precision(r)
     acc = Accelerator(mixed_precision=plan.mixed_precision, cpu=plan.device == "cpu")
     say = console.print if acc.is_main_process else (lambda *a, **k: None)
-    if plan.note:
-        say(f"[yellow]note:[/yellow] {plan.note}")
+    for text in ([plan.note] if plan.note else []) + notes:
+        say(f"[yellow]note:[/yellow] {text}")
     tok = data_mod.load_tokenizer(r)
     prepared = data_mod.prepare(r, tok)
     set_seed(r.train.seed)
@@ -128,6 +172,9 @@ def train(
     if acc.is_main_process:
         if ckpt is None:
             _clear_outputs(run.path)
+        if run.export.exists():  # made from the adapter this run replaces: nothing stale may stay
+            shutil.rmtree(run.export)
+            say(f"removed {run.export}: it was exported from the previous adapter (export again when done)")
         run.path.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run.recipe, r.to_toml())
     acc.wait_for_everyone()
@@ -153,13 +200,24 @@ def train(
         if acc.is_main_process:
             _write_records(r, run, prepared, trainer, base_info, started, status="interrupted")
         say(f"[yellow]interrupted[/yellow] at step {stop.step}; checkpoint saved in {stop.path}")
-        say(f"resume with: medkit train {r.source_path or '<recipe>'} --resume")
+        say(f"resume with: {resume_command(r, overrides)}")
+        raise
+    except DiskSpaceError as err:
+        if acc.is_main_process:
+            _failed(r, run, prepared, trainer, base_info, started)
+        last = checkpoint.latest(run.checkpoints)
+        if last is not None:
+            err.hint = f"free some space, then resume from {last.name}: {resume_command(r, overrides)}"
         raise
     best = trainer.restore_best()
     if best is not None:
         say(f"restored the best adapter: step {best['step']}, val loss {best['val_loss']:.4f}")
     if acc.is_main_process:
-        _save_adapter(acc.unwrap_model(trainer.module).lm, tok, run.adapter)
+        try:
+            _save_adapter(acc.unwrap_model(trainer.module).lm, tok, run.adapter)
+        except DiskSpaceError:
+            _failed(r, run, prepared, trainer, base_info, started)
+            raise
         summary = _write_records(r, run, prepared, trainer, base_info, started, status="finished")
     else:
         summary = {}
@@ -189,13 +247,33 @@ def _make_trainer(r, model, prepared, acc, plan, run_dir, tok, console, interrup
 
 
 def _save_adapter(model: Any, tok: Any, out: Path) -> None:
-    """PEFT adapter + tokenizer (with its chat template) into `out`, swapped in atomically."""
+    """PEFT adapter + tokenizer (with its chat template) into `out`, swapped in atomically, with the file
+    modes a plain open() gives; a full disk is one DiskSpaceError and leaves no partial folder."""
+    from medkit.checkpoint import disk_full_guard, normal_modes
+
     tmp = out.with_name(f".{out.name}.partial")
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(str(tmp), safe_serialization=True)
-    tok.save_pretrained(str(tmp))
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
+    adapter = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
+    written = {"tokenizer": 16 << 20}  # until the tokenizer is written and measured
+
+    def needed() -> int:
+        return adapter + written["tokenizer"] + 4096
+
+    with disk_full_guard(out, tmp, needed):
+        tok.save_pretrained(str(tmp))
+        written["tokenizer"] = sum(p.stat().st_size for p in tmp.rglob("*") if p.is_file())
+        model.save_pretrained(str(tmp), safe_serialization=True)
+        normal_modes(tmp)
+        shutil.rmtree(out, ignore_errors=True)
+        tmp.rename(out)
+
+
+def _failed(r, run, prepared, trainer, base_info, started) -> None:
+    """run.json with status 'failed' where the disk still takes it (the error itself says what happened)."""
+    try:
+        _write_records(r, run, prepared, trainer, base_info, started, status="failed")
+    except Exception:  # the disk that just filled up may not take run.json either
+        pass
 
 
 def _write_records(r, run, prepared, trainer, base_info, started, *, status: str) -> dict[str, Any]:
@@ -268,10 +346,14 @@ def _dry_run(r: Any, plan: Any, prepared: Any, run_dir: Path, say: Any) -> Train
 
 
 @click.command()
-@click.argument("recipe", type=click.Path(dir_okay=False))
+@click.argument("recipe", type=click.Path())  # load_recipe reports a folder in one line
 @set_option
 @click.option("--resume", is_flag=True, help="Continue the run from its latest checkpoint (exactly).")
-@click.option("--force", is_flag=True, help="Resume a changed recipe, or replace a run in the output dir.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Retrain a finished run (its export/ is removed), replace another recipe's run, or resume a changed recipe.",
+)
 @click.option(
     "--dry-run",
     is_flag=True,

@@ -38,10 +38,11 @@ def test_torchrun_two_processes(make_recipe, tmp_path, tiny_model_dir):
 
     run = tmp_path / "ddp"
     assert not list(run.glob(".*partial")) and not list((run / "checkpoints").glob(".*partial"))
-    assert sorted(p.name for p in (run / "checkpoints" / "step-00000002").glob("rng-rank*.pt")) == [
-        "rng-rank0.pt",
-        "rng-rank1.pt",
-    ]
+    ck = run / "checkpoints" / "step-00000002"
+    assert sorted(p.name for p in ck.glob("rng-rank*")) == [  # every rank's RNG state, none pickled
+        "rng-rank0.json", "rng-rank0.safetensors", "rng-rank1.json", "rng-rank1.safetensors",
+    ]  # fmt: skip
+    assert not list(ck.glob("*.pt"))
     info = json.loads((run / "run.json").read_text())["train"]
     assert info["world_size"] == 2 and info["steps"] == 3
 

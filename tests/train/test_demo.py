@@ -14,6 +14,10 @@ pytestmark = pytest.mark.slow
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 
 
+# The recipe's own 30 steps take ~5 min on 2 idle cores; under `make test` on a busy 2-core machine (other
+# suites, other users) the same work took over 900 s. The budget is for a loaded machine, not an idle one:
+# a hung run still ends, a slow one passes. What it asserts is unchanged.
+@pytest.mark.timeout(2400)
 def test_smollm2_demo_trains_and_val_loss_falls(smollm2_hf, tmp_path, monkeypatch):
     monkeypatch.setenv("MEDKIT_RUNS", str(tmp_path / "runs"))
     r = load_recipe(RECIPES / "smollm2_demo.toml")

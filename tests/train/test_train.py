@@ -108,9 +108,20 @@ def test_other_recipes_run_dir_is_refused(make_recipe, tmp_path):
 
 
 def _fake_checkpoint(run_dir, recipe, step=2):
+    """A complete checkpoint in the on-disk format (no model behind it): `--resume` only picks complete ones."""
+    from safetensors.torch import save_file
+
+    from medkit import checkpoint
+
     ck = run_dir / "checkpoints" / f"step-{step:08d}"
     ck.mkdir(parents=True)
-    (ck / "state.json").write_text("{}")
+    weights = torch.nn.Linear(2, 2)
+    opt = torch.optim.AdamW(weights.parameters())
+    save_file({"w": weights.weight.detach().clone()}, str(ck / checkpoint.WEIGHTS))
+    checkpoint.write_state(ck, "optimizer", checkpoint.pack(opt.state_dict()))
+    checkpoint.write_state(ck, "scheduler", checkpoint.pack({"last_epoch": step}))
+    checkpoint.write_state(ck, "rng-rank0", checkpoint.pack(checkpoint.rng_state()))
+    (ck / "state.json").write_text(json.dumps({"step": step}))
     (ck / "recipe.toml").write_text(recipe.to_toml())
     (run_dir / "recipe.toml").write_text(recipe.to_toml())
     return ck
