@@ -8,12 +8,17 @@
 
 Float types are written by medkit.convert.gguf_writer; quantized ones by llama.cpp's quantizer from
 an f16 intermediate (the f16 output itself when asked for, else a temp file removed afterwards).
+
+A run's export/merged/ is reused only while it records the hash of the run's adapter/ (else it is merged
+again), and every GGUF records that hash. One export writes into a folder at a time, and first removes
+what a killed export left there (medkit.provenance.export_session).
 """
 
 from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +26,7 @@ from typing import Any
 import click
 
 from medkit.errors import ConvertError
+from medkit.provenance import export_session
 
 
 @dataclass
@@ -52,7 +58,7 @@ def provenance(run: Any) -> dict[str, Any]:
     return meta
 
 
-def resolve_source(spec: str | None, out: Path | None) -> Source:
+def resolve_source(spec: str | None, out: Path | None, log: Callable[[str], Any] = print) -> Source:
     from medkit import __version__
     from medkit.runs import RunDir, find_run
 
@@ -60,15 +66,17 @@ def resolve_source(spec: str | None, out: Path | None) -> Source:
         folder = Path(spec)
         out_dir = out or folder.parent / f"{folder.name}-gguf"
         return Source(folder, out_dir, folder.name, metadata={"medkit.version": __version__})
+    from medkit.provenance import merge_stale_reason
+
     run: RunDir = find_run(spec)
-    if not run.merged.is_dir():
+    if not run.merged.is_dir() or merge_stale_reason(run.merged, run.adapter):
         try:
             from medkit.convert.merge import merge_run
         except ImportError as exc:
             raise ConvertError(
-                f"run has no merged model and merge is unavailable ({exc})", where=str(run.path)
+                f"run has no up-to-date merged model and merge is unavailable ({exc})", where=str(run.path)
             ) from exc
-        merge_run(run, log=print)
+        merge_run(run, log=log)  # says why it merges again
     if not (run.merged / "config.json").is_file():
         raise ConvertError("merged model folder has no config.json", where=str(run.merged))
     return Source(run.merged, out or run.export, run.name, run=run, metadata=provenance(run))
@@ -85,6 +93,19 @@ def export(
     log: Any = print,
 ) -> tuple[dict[str, Path], dict[str, float]]:
     """Write every asked type; returns ({type: path}, {stage: seconds})."""
+    with export_session(source.out_dir, log):
+        return _export(source, types, force, allow_pickle, trust_remote_code, threads, log)
+
+
+def _export(
+    source: Source,
+    types: list[str],
+    force: bool,
+    allow_pickle: bool,
+    trust_remote_code: bool,
+    threads: int | None,
+    log: Any,
+) -> tuple[dict[str, Path], dict[str, float]]:
     import numpy as np
 
     from medkit.convert.gguf_writer import FLOAT_TYPES, WeightReader, read_config, write_gguf
@@ -94,7 +115,10 @@ def export(
     outputs = {t: source.out_dir / f"{source.name}-{t}.gguf" for t in types}
     existing = [p for p in outputs.values() if p.exists()]
     if existing and not force:
-        raise ConvertError("already exists (use --force to overwrite)", where=str(existing[0]))
+        from medkit.provenance import stale_reason
+
+        stale = "it was made from an older adapter" if stale_reason(existing[0]) else None
+        raise ConvertError("already exists (use --force to overwrite)", where=str(existing[0]), hint=stale)
     # a bad folder fails here, in one line, before anything is written
     read_config(source.hf_dir, trust_remote_code=trust_remote_code)
     reader = WeightReader(source.hf_dir, allow_pickle=allow_pickle)
@@ -217,7 +241,7 @@ def command(
     if base:
         _export_base(source, out, types, force, threads)
         return
-    src = resolve_source(source, out)
+    src = resolve_source(source, out, log=click.echo)
     t0 = time.perf_counter()
     outputs, timings = export(
         src,
@@ -316,5 +340,6 @@ def _export_adapter(spec: str | None, out: Path | None, force: bool) -> None:
         raise ConvertError("the run has no PEFT adapter (adapter/adapter_config.json)", where=str(run.path))
     meta = {k: str(v) for k, v in provenance(run).items()}
     target = (out or run.export) / "adapter.gguf"
-    path = write_lora_gguf(run.adapter, target, base_dir=_base_of(run), force=force, metadata=meta)
+    with export_session(target.parent, click.echo):
+        path = write_lora_gguf(run.adapter, target, base_dir=_base_of(run), force=force, metadata=meta)
     click.echo(f"wrote {path}")

@@ -250,12 +250,16 @@ def write_gguf(
     import gguf
 
     from medkit.convert.vocab import add_vocab
+    from medkit.provenance import ADAPTER_KEY, recorded_merge_hash
     from medkit.runs import atomic_path, check_free_space
 
     if ftype not in FLOAT_TYPES:
         raise ConvertError(f"write_gguf writes {', '.join(FLOAT_TYPES)}, not '{ftype}'")
     t0 = time.perf_counter()
     folder, out = Path(folder), Path(out)
+    merged_from = recorded_merge_hash(folder)  # a `medkit merge` folder: the adapter its weights hold
+    if merged_from and ADAPTER_KEY not in (metadata or {}):
+        metadata = {**(metadata or {}), ADAPTER_KEY: merged_from}
     config = read_config(folder, trust_remote_code=trust_remote_code)
     spec = detect_arch(config, where=str(folder / "config.json"))
     reader = WeightReader(folder, allow_pickle=allow_pickle)
@@ -263,11 +267,9 @@ def write_gguf(
     embd = next(p for p in plan if p.gguf_name == "token_embd.weight")
     n_vocab = int(embd.shape[0])
     check_free_space(out.parent, sum(p.nbytes for p in plan) + 16 * 2**20, what=out.name)
-    file_type = {
-        "f32": gguf.LlamaFileType.ALL_F32,
-        "f16": gguf.LlamaFileType.MOSTLY_F16,
-        "bf16": gguf.LlamaFileType.MOSTLY_BF16,
-    }[ftype]
+    from medkit.convert.quantize import ftype_of  # the one table of GGUF types and their numbers
+
+    file_type = ftype_of(ftype)
     with atomic_path(out) as tmp:
         writer = _fast_writer_class()(tmp, gguf_arch_name(spec))
         try:

@@ -438,7 +438,10 @@ def write_lora_gguf(
     if dtype == "f16":
         tensors = [(n, t.astype(np.float16)) for n, t in tensors]
     check_free_space(out.parent, sum(t.nbytes for _, t in tensors) + (1 << 20), what=str(out))
+    from medkit.provenance import ADAPTER_KEY, adapter_hash
 
+    sha = adapter_hash(adapter_dir)  # the adapter this file holds, for eval's / chat's staleness check
+    metadata = {**(metadata or {}), **({ADAPTER_KEY: sha} if sha else {})}
     with atomic_path(out) as tmp:
         writer = gguf.GGUFWriter(str(tmp), info.arch)
         writer.add_type(gguf.GGUFType.ADAPTER)

@@ -12,6 +12,7 @@ chat_template.jinja) are carried over byte for byte. The folder appears whole or
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -24,7 +25,7 @@ from typing import Any
 
 import click
 
-from medkit.errors import ConvertError, MedkitError
+from medkit.errors import ConvertError, DiskSpaceError, MedkitError
 
 TOKENIZER_FILES = (
     "tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json",
@@ -170,6 +171,32 @@ def _replace_dir(tmp: Path, out: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def _disk_full(exc: BaseException) -> bool:
+    """ENOSPC/EDQUOT as an OSError, or as safetensors' SafetensorError (Rust's io error, not an OSError)."""
+    import errno
+
+    if isinstance(exc, OSError):
+        return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    text = str(exc)
+    return type(exc).__name__ == "SafetensorError" and any(
+        s in text for s in ("No space left", "StorageFull", "os error 28", "Disk quota")
+    )
+
+
+def _write_failed(exc: BaseException, out: Path, needed: int) -> MedkitError | None:
+    """The one-line error for a failed write of the merged folder (None: not a write failure)."""
+    if _disk_full(exc):
+        free = shutil.disk_usage(out.parent).free
+        return DiskSpaceError(
+            f"disk full while writing the merged model: need {needed / 2**20:.0f} MiB, "
+            f"{free / 2**20:.0f} MiB free in {out.parent}",
+            where=str(out),
+        )
+    if type(exc).__name__ == "SafetensorError":
+        return ConvertError(f"cannot write the merged weights: {str(exc).splitlines()[0]}", where=str(out))
+    return None
+
+
 def merge_adapter(
     base_spec: str | Path,
     adapter_dir: str | Path,
@@ -185,6 +212,7 @@ def merge_adapter(
     an HF folder at ``out_dir`` and return it. ConvertError if the adapter does not fit the base."""
     from medkit.convert.lora import base_info, check_adapter_matches
     from medkit.models import loadable
+    from medkit.provenance import adapter_hash
     from medkit.runs import check_free_space
 
     log = log or (lambda _msg: None)
@@ -199,11 +227,13 @@ def merge_adapter(
         raise ConvertError(f"cannot resolve the base model: {exc.one_line()}") from None
     info = base_info(base_dir if base_dir.is_dir() else str(base_spec))
     check_adapter_matches(adapter_dir, info)
+    sha = adapter_hash(adapter_dir)  # before loading: the merge is at most as new as this hash
     target = save_dtype(dtype, base_dir)
     t0 = time.perf_counter()
     model = load_base(str(base_spec), dtype=target, from_4bit=from_4bit, quant=quant)
     n_params = sum(p.numel() for p in model.parameters())
-    check_free_space(out.parent, n_params * _torch_dtype(target).itemsize + (64 << 20), what=str(out))
+    needed = n_params * _torch_dtype(target).itemsize + (64 << 20)
+    check_free_space(out.parent, needed, what=str(out))
     merged = apply_adapter(model, adapter_dir).to(_torch_dtype(target))
     log(
         f"merged {adapter_dir} into {base_spec} ({'NF4-dequantized' if from_4bit else 'full-precision'} base)"
@@ -218,13 +248,16 @@ def merge_adapter(
             load_tokenizer(str(base_spec)).save_pretrained(str(tmp))
             copy_tokenizer(tmp, tmp)
         record = {
-            "base": str(base_spec), "adapter": str(adapter_dir), "dtype": target, "from_4bit": from_4bit,
+            "base": str(base_spec), "adapter": str(adapter_dir), "adapter_sha256": sha, "dtype": target, "from_4bit": from_4bit,
             "quant": quant.__dict__ if (from_4bit and quant) else None, "seconds": round(time.perf_counter() - t0, 2),
         }  # fmt: skip
         (tmp / "medkit_merge.json").write_text(json.dumps(record, indent=2) + "\n")
         _replace_dir(tmp, out)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        error = _write_failed(exc, out, needed)
+        if error is not None:
+            raise error from None
         raise
     return out
 
@@ -252,7 +285,9 @@ def merge_run(
     force: bool = False,
     log: Callable[[str], None] | None = None,
 ) -> Path:
-    """Merge a run's adapter (``run``: RunDir, path or name; default the latest) into its base."""
+    """Merge a run's adapter (``run``: RunDir, path or name; default the latest) into its base. The run's
+    own export/merged/ is rebuilt without --force when it was merged from another adapter than adapter/."""
+    from medkit.provenance import export_session, merge_stale_reason
     from medkit.runs import RunDir, find_run
 
     run = run if isinstance(run, RunDir) else find_run(run)
@@ -261,10 +296,14 @@ def merge_run(
     if from_4bit and not trained_4bit:
         log("note: this run trained on an unquantized base; --from-4bit merges into weights it never saw")
     target = Path(out) if out else run.merged
-    path = merge_adapter(
-        recipe.model.base, run.adapter, target, dtype=recipe.model.dtype, from_4bit=from_4bit,
-        quant=quant, force=force, log=log,
-    )  # fmt: skip
+    with export_session(run.export, log) if out is None else contextlib.nullcontext():
+        stale = merge_stale_reason(target, run.adapter) if out is None and target.exists() else None
+        if stale:
+            log(f"note: {stale}; merging again")
+        path = merge_adapter(
+            recipe.model.base, run.adapter, target, dtype=recipe.model.dtype, from_4bit=from_4bit,
+            quant=quant, force=force or bool(stale), log=log,
+        )  # fmt: skip
     run.update_manifest(merge={"path": str(path), "from_4bit": from_4bit, "base": recipe.model.base})
     return path
 

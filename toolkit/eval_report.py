@@ -136,6 +136,9 @@ def render_markdown(report: dict[str, Any]) -> str:
     gains = _gain_lines(report)
     if gains:
         lines += ["", "Share of the base -> tuned gain kept by each export:", ""] + [f"- {g}" for g in gains]
+    stale = [f"- `{name}`: {res['stale']}" for name, res in report["models"].items() if res.get("stale")]
+    if stale:
+        lines += ["", "Exports made from another adapter than the run's (stale):", ""] + stale
     lines += ["", "## Sample generations", ""]
     for name, res in report["models"].items():
         lines.append(f"### {name}")

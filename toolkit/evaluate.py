@@ -57,15 +57,19 @@ def evaluate_run(
     overrides: Sequence[str] = (),
     write: bool = True,
     progress: Any = None,
+    warn: Any = None,
 ) -> dict[str, Any]:
     """Score base (``against='base'``), the tuned adapter and each GGUF; return the table as a dict.
 
     ``ggufs=None`` means every model GGUF in the run's export/; ``split=None`` the recipe's eval split.
-    With ``write`` the table goes to eval.md / eval.json / eval.png in the run directory.
+    With ``write`` the table goes to eval.md / eval.json / eval.png in the run directory. ``warn`` gets one
+    line for each GGUF made from another adapter than the run's adapter/ (it is still scored).
     """
+    from medkit.provenance import stale_reason
     from medkit.recipe import load_recipe
 
     say = progress or (lambda msg: None)
+    warn = warn or say
     run = run_dir if isinstance(run_dir, RunDir) else (find_run(run_dir) if run_dir else latest_run())
     if against not in ("base", "none"):
         raise EvalError(f"--against must be 'base' or 'none', not '{against}'")
@@ -78,6 +82,9 @@ def evaluate_run(
         recipe, tokenizer, split or recipe.eval.split, recipe.eval.n if n is None else n, metrics
     )
     _check_ggufs(recipe.model.base, tokenizer, gguf_paths)
+    stale = {path: reason for path in gguf_paths if (reason := stale_reason(path))}
+    for reason in stale.values():
+        warn(reason)
     if not (against == "base" or tuned or gguf_paths):
         raise EvalError("nothing to evaluate: no base, no tuned model and no GGUF")
 
@@ -88,6 +95,8 @@ def evaluate_run(
         name = _gguf_name(run, path, results)
         say(f"scoring {name} ({path.name}) on {len(evset.examples)} examples")
         results[name] = {"kind": "gguf", "source": str(path), **score_gguf(path, evset)}
+        if path in stale:
+            results[name]["stale"] = stale[path]
 
     report = build_report(run, recipe, split or recipe.eval.split, evset, results)
     if write:
@@ -264,6 +273,7 @@ def command(target, split, n, ggufs, no_gguf, against, no_tuned, metrics, overri
     export/ folder (compared instead of every GGUF in export/).
     """
     from rich.console import Console
+    from rich.markup import escape
 
     console = Console(stderr=False)
     run_spec: str | None = target
@@ -288,7 +298,8 @@ def command(target, split, n, ggufs, no_gguf, against, no_tuned, metrics, overri
         tuned=not no_tuned,
         metrics=metrics or None,
         overrides=overrides,
-        progress=lambda msg: console.print(f"[dim]{msg}[/]"),
+        progress=lambda msg: console.print(f"[dim]{escape(msg)}[/]"),
+        warn=lambda msg: console.print(f"[yellow]note: {escape(msg)}[/]", soft_wrap=True),
     )
     print_table(report, console)
     console.print(f"wrote {Path(report['run']) / 'eval.md'}, eval.json, eval.png")

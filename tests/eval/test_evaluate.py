@@ -141,3 +141,29 @@ def test_run_ggufs_highest_precision_first(tmp_path):
     assert [p.stem for p in RunDir(tmp_path / "run").ggufs()] == [
         "m-f16", "m-q8_0", "m-q4_k_m", "m-q4_0", "m-adapter-patient"
     ]  # fmt: skip
+
+
+def test_stale_gguf_is_a_yellow_note_not_an_error(tiny_run, eval_assets, capsys):
+    """A GGUF that records another adapter than the run's adapter/ is still scored, with one note line."""
+    from medkit.cli import main
+    from medkit.convert.gguf_writer import write_gguf
+    from medkit.provenance import ADAPTER_KEY, adapter_hash
+
+    gguf = tiny_run / "export" / "tiny-f16.gguf"
+    write_gguf(eval_assets["base"], gguf, "f16", metadata={ADAPTER_KEY: adapter_hash(tiny_run / "adapter")})
+    args = ["eval", str(gguf), "--n", "2", "--against", "none", "--no-tuned"]
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+    assert exc.value.code == 0 and "note:" not in capsys.readouterr().out  # made from this adapter
+
+    config = tiny_run / "adapter" / "adapter_config.json"
+    config.write_text(config.read_text() + "\n")  # the adapter changed after the export (retrained)
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+    out = capsys.readouterr().out
+    notes = [line for line in out.splitlines() if line.startswith("note:")]
+    assert exc.value.code == 0 and len(notes) == 1, out
+    assert "tiny-f16.gguf" in notes[0] and "old weights" in notes[0]
+    report = json.loads((tiny_run / "eval.json").read_text())
+    assert "old weights" in report["models"]["f16"]["stale"]
+    assert "(stale)" in (tiny_run / "eval.md").read_text()
