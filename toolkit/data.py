@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -95,11 +96,11 @@ class Prepared:
         return {"train": self.train, "val": self.val, "test": self.test}[name]
 
 
-def prepare(recipe: Any, tokenizer: Any) -> Prepared:
-    """Load, clean, split, render and tokenize the recipe's data (see the module docstring)."""
+def prepare(recipe: Any, tokenizer: Any, rows: tuple[Any, RowReport] | None = None) -> Prepared:
+    """Load (or take ``rows``, from `load_rows`), clean, split, render and tokenize the recipe's data."""
     from medkit.templates import apply_template, end_of_turn_token, template_name
 
-    splits, report = load_rows(recipe)
+    splits, report = rows or load_rows(recipe)
     text_only = report.layout == "text"
     if text_only:  # documents: all tokens trained, each closed by the eos token
         if recipe.model.chat_template != "auto":
@@ -245,23 +246,23 @@ def _fingerprint(recipe: Any, tokenizer: Any, out: dict[str, list[Example]]) -> 
 def load_tokenizer(recipe: Any):
     """The base model's tokenizer. A .gguf base is read from its dequantized folder when there is one,
     else from the GGUF itself once, then from a tokenizer cache (``$MEDKIT_CACHE/tokenizers/<sha>``)."""
-    from medkit.models import cache_root, dequantized_dir, file_sha256, resolve_base
+    from medkit.models import cache_root, dequantized_dir, file_sha256, hub_offline, resolve_base
     from medkit.models import load_tokenizer as load_hf_tokenizer
 
     base = resolve_base(recipe.model.base)
     if not base.is_gguf or base.path is None or (dequantized_dir(base.path) / "config.json").is_file():
         return load_hf_tokenizer(base)
-    import os
     import shutil
     import tempfile
 
     from transformers import AutoTokenizer
 
     cached = cache_root() / "tokenizers" / file_sha256(base.path)[:24]
-    if (cached / "tokenizer_config.json").is_file():
-        return AutoTokenizer.from_pretrained(str(cached))
     try:
-        tok = AutoTokenizer.from_pretrained(str(base.path.parent), gguf_file=base.path.name)
+        with hub_offline():
+            if (cached / "tokenizer_config.json").is_file():
+                return AutoTokenizer.from_pretrained(str(cached))
+            tok = AutoTokenizer.from_pretrained(str(base.path.parent), gguf_file=base.path.name)
     except (OSError, ValueError, KeyError) as exc:
         raise ModelError(f"cannot read the tokenizer of {base.path}: {str(exc).splitlines()[0]}") from None
     cached.parent.mkdir(parents=True, exist_ok=True)
@@ -278,7 +279,7 @@ def load_tokenizer(recipe: Any):
 
 
 @click.command()
-@click.argument("recipe", type=click.Path(dir_okay=False))
+@click.argument("recipe", type=click.Path())  # load_recipe reports a folder in one line
 @set_option
 @click.option(
     "--show", "show", type=click.IntRange(min=0), default=3, show_default=True, help="Examples to print."
@@ -292,15 +293,15 @@ def command(
     recipe: str, overrides: tuple[str, ...], show: int, split: str, plot: str | None, as_json: bool
 ) -> None:
     """Render RECIPE's data: examples with the trained part highlighted and the masked part dimmed."""
-    import datasets
     from rich.console import Console
 
     from medkit.recipe import load_recipe
 
-    datasets.disable_progress_bars()
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")  # read when `datasets` is imported
     r = load_recipe(recipe, overrides)
+    rows = load_rows(r)  # a data fault shows before the tokenizer (and transformers) is loaded
     tok = load_tokenizer(r)
-    prepared = prepare(r, tok)
+    prepared = prepare(r, tok, rows)
     if as_json:
         click.echo(json.dumps({**prepared.stats.to_dict(), "fingerprint": prepared.fingerprint}, indent=2))
     else:

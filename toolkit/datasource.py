@@ -1,8 +1,9 @@
 """Dataset rows -> mapped, cleaned, split conversations (the part of the data pipeline before tokens).
 
-The same code reads a hub id and a local file (both through `datasets`), maps the columns of a known
-layout (or the recipe's `fields` / templates) onto one user turn and one answer, cleans, de-duplicates
-and splits with a seed. Every dropped row is counted by reason with two examples; nothing goes silently.
+Rows come from `medkit.datafiles.load_split` (a hub id through `datasets`, a local file with no
+network); the columns of a known layout (or the recipe's `fields` / templates) are mapped onto one user
+turn and one answer, cleaned, de-duplicated and split with a seed. Every dropped row is counted by reason
+with two examples; nothing goes silently.
 """
 
 from __future__ import annotations
@@ -14,20 +15,12 @@ import re
 import string
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
+from medkit.datafiles import header_hint, load_split
 from medkit.errors import DataError
 
 SPLITS = ("train", "val", "test")
-BUILDERS = {
-    ".jsonl": "json",
-    ".json": "json",
-    ".csv": "csv",
-    ".parquet": "parquet",
-    ".txt": "text",
-    ".arrow": "arrow",
-}
 MALFORMED = "malformed"  # reason prefix of rows that count towards data.malformed_threshold
 ROLE_NAMES = {
     "human": "user",
@@ -92,60 +85,6 @@ class RowReport:
         return sum(n for r, n in self.dropped.items() if r.startswith(MALFORMED))
 
 
-# ---- reading -------------------------------------------------------------------------------------
-
-
-def _is_blank(path: Path) -> bool:
-    """True for a file with nothing but whitespace (read in chunks: data files can be large)."""
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 16):
-            if chunk.strip():
-                return False
-    return True
-
-
-def load_split(recipe: Any, split: str):
-    """One split of the recipe's source as a `datasets.Dataset` (hub id, dataset folder or local file)."""
-    import datasets
-
-    src, cfg = recipe.data.source, recipe.data.config_name or None
-    path = Path(src)
-    try:
-        if path.is_file():
-            builder = BUILDERS.get(path.suffix.lower())
-            if builder is None:
-                raise DataError(
-                    f"unsupported file type {path.suffix!r}: use {', '.join(BUILDERS)}", where="data.source"
-                )
-            if split != recipe.data.train_split:
-                raise DataError(f"a single file has no split {split!r}", where="data.source",
-                                hint="leave data.val_split/test_split empty to carve them with split_ratios")  # fmt: skip
-            if _is_blank(path):  # datasets' builders fail on an empty file with a bare StopIteration
-                raise DataError(f"{src} is empty: no rows to read", where="data.source")
-            return datasets.load_dataset(builder, data_files={"train": str(path)}, split="train")
-        if path.is_dir() and ((path / "dataset_dict.json").is_file() or (path / "state.json").is_file()):
-            saved = datasets.load_from_disk(str(path))
-            if isinstance(saved, datasets.DatasetDict):
-                if split not in saved:
-                    raise DataError(
-                        f"no split {split!r} in {src}; it has {', '.join(saved)}", where="data.source"
-                    )
-                return saved[split]
-            if split != recipe.data.train_split:
-                raise DataError(f"{src} holds one split, not {split!r}", where="data.source")
-            return saved
-        return datasets.load_dataset(src, cfg, split=split)
-    except DataError:
-        raise
-    except (
-        ValueError,
-        OSError,
-        datasets.exceptions.DatasetGenerationError,
-    ) as exc:  # OSError: missing, offline
-        first = (str(exc).strip() or type(exc).__name__).splitlines()[0]
-        raise DataError(f"cannot load split {split!r} of {src}: {first}", where="data.source") from None
-
-
 # ---- mapping & cleaning --------------------------------------------------------------------------
 
 _TAG = re.compile(r"</?[A-Za-z][^<>]*>")
@@ -166,10 +105,11 @@ def clean_text(text: str, *, strip_html: bool, collapse: bool) -> str:
 def resolve_layout(recipe: Any, columns: list[str]) -> tuple[str, dict[str, str]]:
     """The row layout and role -> column map for these columns; DataError naming what is missing."""
     fields = dict(recipe.data.fields)
+    src = recipe.data.source
     by_lower = {c.lower(): c for c in columns}
     for role, col in fields.items():
         if col not in columns:
-            raise DataError(f"column {col!r} (role {role!r}) is not in the dataset; it has: {', '.join(columns)}",
+            raise DataError(f"column {col!r} (role {role!r}) is not in {src}; it has: {', '.join(columns)}",
                             where=f"data.fields.{role}")  # fmt: skip
 
     def find(layout: Layout) -> dict[str, str] | None:
@@ -193,7 +133,7 @@ def resolve_layout(recipe: Any, columns: list[str]) -> tuple[str, dict[str, str]
                 r for r, c in req.items() if r not in fields and not any(x in by_lower for x in (r, *c))
             ]
             raise DataError(f"format {name!r} needs column(s) for {', '.join(missing)}; the dataset has: "
-                            f"{', '.join(columns)}", where="data.fields")  # fmt: skip
+                            f"{', '.join(columns)} (in {src})", where="data.fields", hint=header_hint(src))  # fmt: skip
         return name, mapping
     if recipe.data.prompt_template and recipe.data.answer_template:
         return "custom", {**{c: c for c in columns}, **fields}
@@ -201,8 +141,9 @@ def resolve_layout(recipe: Any, columns: list[str]) -> tuple[str, dict[str, str]
         mapping = find(layout)
         if mapping is not None:
             return name, mapping
-    raise DataError(f"cannot tell the row layout from the columns: {', '.join(columns)}", where="data.format",
-                    hint=f"set data.format ({', '.join(LAYOUTS)}) and data.fields, or prompt/answer_template")  # fmt: skip
+    raise DataError(f"cannot tell the row layout from the columns: {', '.join(columns)} (in {src})",
+                    where="data.format", hint=header_hint(src) or f"set data.format ({', '.join(LAYOUTS)}) "
+                    "and data.fields, or prompt/answer_template")  # fmt: skip
 
 
 class _Bad(Exception):
@@ -324,16 +265,19 @@ def _check_templates(recipe: Any, layout: str, names: set[str]) -> None:
 
 def map_rows(ds: Any, recipe: Any, report: RowReport, split: str = "train") -> list[dict[str, Any]]:
     """Map and clean one split's rows; malformed/filtered rows go to ``report``."""
+    if not len(ds):  # nothing to tell a layout from (every line of the file may have been malformed)
+        return []
     columns = list(ds.column_names)
     layout, mapping = resolve_layout(recipe, columns)
     report.layout, report.columns = layout, columns
-    if len(ds):
-        _check_templates(recipe, layout, _Row(ds[0], mapping, recipe.data.clean).names())
+    _check_templates(recipe, layout, _Row(ds[0], mapping, recipe.data.clean).names())
     c = recipe.data.clean
+    numbers = getattr(ds, "numbers", None)  # line numbers of a JSON Lines file's rows
     out = []
     for i, row in enumerate(ds):
         report.source_rows += 1
-        where = f"row {i + 1}" if split == "train" else f"{split} row {i + 1}"
+        n = numbers[i] if numbers else i + 1
+        where = f"row {n}" if split == "train" else f"{split} row {n}"
         try:
             mapped = map_row(row, layout, mapping, recipe)
         except _Bad as exc:
@@ -345,7 +289,7 @@ def map_rows(ds: Any, recipe: Any, report: RowReport, split: str = "train") -> l
         elif c.max_chars and chars > c.max_chars:
             report.drop(f"longer than {c.max_chars} chars", f"{where}: {chars} chars")
         else:
-            mapped["row"], mapped["_split"] = i + 1, split
+            mapped["row"], mapped["_split"] = n, split
             out.append(mapped)
     return out
 
@@ -400,7 +344,9 @@ def load_rows(recipe: Any) -> tuple[dict[str, list[dict[str, Any]]], RowReport]:
     mapped: list[dict[str, Any]] = []
     for split, name in named.items():
         if name:
-            mapped += map_rows(load_split(recipe, name), recipe, report, split)
+            mapped += map_rows(load_split(recipe, name, report), recipe, report, split)
+    if not report.source_rows:
+        raise DataError(f"{d.source} has no rows (a header alone?)", where="data.source")
     if report.source_rows and report.malformed / report.source_rows > d.malformed_threshold:
         worst = max((r for r in report.dropped if r.startswith(MALFORMED)), key=report.dropped.__getitem__)
         raise DataError(

@@ -72,6 +72,36 @@ def resolve_base(spec: str | os.PathLike[str]) -> BaseSpec:
     return BaseSpec(text, "hub")
 
 
+@contextlib.contextmanager
+def hub_offline(active: bool = True) -> Iterator[None]:
+    """Hub libraries in offline mode while a local model or data file is read (``active``), restored after.
+
+    A local load needs no request, yet `datasets` sends one to count loads of its packaged builders, and
+    any other request the libraries try raises instead of reaching out. Only modules already imported are
+    switched (their flags are read per call); environment variables and hub-id loads are left alone.
+    """
+    if not active:
+        yield
+        return
+    import sys
+
+    from huggingface_hub import constants
+
+    flags = [(constants, "HF_HUB_OFFLINE", True)]
+    if "datasets" in sys.modules:
+        from datasets import config
+
+        flags += [(config, "HF_HUB_OFFLINE", True), (config, "HF_UPDATE_DOWNLOAD_COUNTS", False)]
+    saved = [(mod, name, getattr(mod, name)) for mod, name, _ in flags]
+    for mod, name, value in flags:
+        setattr(mod, name, value)
+    try:
+        yield
+    finally:
+        for mod, name, value in saved:
+            setattr(mod, name, value)
+
+
 def _as_base(spec: str | os.PathLike[str] | BaseSpec) -> BaseSpec:
     return spec if isinstance(spec, BaseSpec) else resolve_base(spec)
 
@@ -100,7 +130,8 @@ def load_tokenizer(spec: str | os.PathLike[str] | BaseSpec, *, chat_template: st
     if base.kind == "local" and not any((Path(where) / n).is_file() for n in TOKENIZER_FILES):
         raise ModelError(f"no tokenizer in {where} (expected one of {', '.join(TOKENIZER_FILES)})")
     try:
-        tok = AutoTokenizer.from_pretrained(where)
+        with hub_offline(base.is_local):
+            tok = AutoTokenizer.from_pretrained(where)
     except (OSError, ValueError, TypeError, KeyError) as exc:
         raise ModelError(f"cannot load a tokenizer from {base.spec}: {_first_line(exc)}") from None
     if chat_template:
@@ -139,7 +170,8 @@ def load_model(
     if quantization_config is not None:
         kwargs["quantization_config"] = quantization_config
     try:
-        return AutoModelForCausalLM.from_pretrained(where, **kwargs)
+        with hub_offline(base.is_local):
+            return AutoModelForCausalLM.from_pretrained(where, **kwargs)
     except (OSError, ValueError, KeyError) as exc:
         raise ModelError(f"cannot load model {base.spec}: {_first_line(exc)}") from None
 
@@ -281,8 +313,11 @@ def dequantize_gguf_to_hf(gguf_path: str | os.PathLike[str], out_dir: str | os.P
     check_gguf(gguf_path)
     folder, name = str(gguf_path.parent), gguf_path.name
     try:
-        tok = AutoTokenizer.from_pretrained(folder, gguf_file=name)
-        src = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32, **_unpacked())
+        with hub_offline():
+            tok = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+            src = AutoModelForCausalLM.from_pretrained(
+                folder, gguf_file=name, dtype=torch.float32, **_unpacked()
+            )
     except Exception as exc:  # corrupt, truncated, or an arch/tokenizer transformers cannot map
         raise ModelError(f"cannot read GGUF {gguf_path}: {_first_line(exc)}") from None
 

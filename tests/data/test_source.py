@@ -133,6 +133,18 @@ def test_csv_and_parquet_sources(tmp_path):
         assert rep.source_rows == 6 and len(_all(splits)) == 6
 
 
+def test_json_array_file_and_json_lines_in_a_json_file(tmp_path):
+    import json
+
+    rows = qa_rows(6)
+    (tmp_path / "qa.json").write_text(json.dumps(rows, indent=2))  # one array of objects, pretty-printed
+    splits, rep = load_rows(make_recipe(tmp_path / "qa.json"))
+    assert rep.source_rows == 6 and {r["answer"] for r in _all(splits)} == {r["answer"] for r in rows}
+    write_jsonl(tmp_path / "lines.json", rows)  # JSON Lines under a .json name, as datasets reads it too
+    splits, rep = load_rows(make_recipe(tmp_path / "lines.json"))
+    assert rep.source_rows == 6 and rep.dropped == {}
+
+
 # ---- errors --------------------------------------------------------------------------------------
 
 
