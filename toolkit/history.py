@@ -1,15 +1,18 @@
 """Chat history in sqlite: chats and messages, each message with its model, adapter and sampling params.
 
 The schema is versioned by a ``schema_migrations`` table; a database written by a newer medkit is refused
-(and left untouched). The journal is WAL so a crash never loses earlier chats.
+(and left untouched). The journal is WAL so a crash never loses earlier chats. Every sqlite failure after
+the file has opened (a corrupt page, a full disk) is raised as a HistoryError naming the file.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,7 +52,23 @@ SCHEMA_VERSION = len(MIGRATIONS)
 
 
 class HistoryError(MedkitError):
-    """The chat history database cannot be opened or written."""
+    """The chat history database cannot be opened, read or written."""
+
+
+def _guarded(what: str):
+    """Turn sqlite errors (and undecodable rows) of a ChatStore method into a HistoryError naming the file."""
+
+    def wrap(method: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(method)
+        def guarded(self: ChatStore, *args: Any, **kwargs: Any) -> Any:
+            try:
+                return method(self, *args, **kwargs)
+            except (sqlite3.Error, json.JSONDecodeError) as exc:
+                raise HistoryError(f"cannot {what} the chat history ({exc})", where=str(self.path)) from exc
+
+        return guarded
+
+    return wrap
 
 
 @dataclass
@@ -98,7 +117,7 @@ class ChatStore:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA foreign_keys=ON")
             self._migrate()
-        except sqlite3.DatabaseError as exc:
+        except (sqlite3.DatabaseError, OSError) as exc:
             raise HistoryError(f"cannot open chat history ({exc})", where=str(self.path)) from exc
 
     def _version(self) -> int:
@@ -134,6 +153,7 @@ class ChatStore:
         return self._version()
 
     # -- chats ---------------------------------------------------------------------------------------
+    @_guarded("write")
     def new_chat(self, title: str = "New chat", system_prompt: str | None = None) -> int:
         now = self._clock()
         with self.db:
@@ -143,6 +163,7 @@ class ChatStore:
             )
         return int(cur.lastrowid or 0)
 
+    @_guarded("read")
     def chats(self) -> list[ChatSummary]:
         rows = self.db.execute(
             "SELECT c.id, c.title, c.system_prompt, c.created_at, c.updated_at, COUNT(m.id) "
@@ -156,10 +177,12 @@ class ChatStore:
                 return c
         raise HistoryError(f"no chat with id {chat_id}", where=str(self.path))
 
+    @_guarded("write")
     def rename(self, chat_id: int, title: str) -> None:
         with self.db:
             self.db.execute("UPDATE chats SET title = ? WHERE id = ?", (title, chat_id))
 
+    @_guarded("write")
     def set_system_prompt(self, chat_id: int, text: str | None) -> None:
         with self.db:
             self.db.execute(
@@ -167,11 +190,13 @@ class ChatStore:
                 (text, self._clock(), chat_id),
             )
 
+    @_guarded("write")
     def delete_chat(self, chat_id: int) -> None:
         with self.db:
             self.db.execute("DELETE FROM chats WHERE id = ?", (chat_id,))
 
     # -- messages ------------------------------------------------------------------------------------
+    @_guarded("write")
     def add_message(
         self,
         chat_id: int,
@@ -204,6 +229,7 @@ class ChatStore:
             self.db.execute("UPDATE chats SET updated_at = ? WHERE id = ?", (now, chat_id))
         return int(cur.lastrowid or 0)
 
+    @_guarded("read")
     def messages(self, chat_id: int) -> list[StoredMessage]:
         rows = self.db.execute(
             "SELECT id, role, content, created_at, model, adapter, params, stats, cancelled "

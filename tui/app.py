@@ -4,12 +4,14 @@ Tokens are produced in a worker thread into a TokenBuffer; a timer flushes it to
 every FLUSH_S seconds, as plain text, so rendering never slows generation down; the finished answer is
 then rendered once as Markdown (re-rendering Markdown at every flush halved tokens/s on a busy CPU). The app talks to a small Backend
 (medkit.tui.backend); `medkit.Runtime` is the real one.
+
+The history is written through a Recorder (medkit.tui.helpers): a failing store is a notification, not a
+crash; the chat goes on in memory and what could not be saved is retried and counted in the status bar.
 """
 
 from __future__ import annotations
 
 import random
-import re
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -21,27 +23,36 @@ from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.screen import Screen
-from textual.widgets import Footer, Header, Input, Markdown, Static
+from textual.widgets import Footer, Header, Input, Static
 
 from medkit.errors import MedkitError
-from medkit.tui.helpers import DISCLAIMER, TokenBuffer, open_store, parse_adapters, resolve_model
-from medkit.tui.screens import AdapterScreen, ChatListScreen, Settings, SettingsScreen
+from medkit.history import HistoryError
+from medkit.tui.helpers import (
+    COMMANDS,
+    DISCLAIMER,
+    ChatRef,
+    Recorder,
+    TokenBuffer,
+    open_store,
+    parse_adapters,
+    resolve_model,
+    stats_dict,
+)
+from medkit.tui.screens import (
+    STOPPED,
+    AdapterScreen,
+    AnswerView,
+    ChatListScreen,
+    Settings,
+    SettingsScreen,
+    StreamingAnswer,
+    Turn,
+    history_widgets,
+)
 
 FLUSH_S = 0.05  # answer text: at most 20 redraws a second
 STATUS_S = 0.5  # live tokens/s in the status bar
 ANSWER_MARGIN = 64  # tokens kept free for the template around a message
-
-
-class Turn(Static):
-    """A user message or an event line (adapter switch...)."""
-
-
-class AnswerView(Markdown):
-    """An assistant answer, rendered as Markdown."""
-
-
-class StreamingAnswer(Static):
-    """The answer while it is written: plain text, cheap to redraw; becomes an AnswerView when done."""
 
 
 class ChatApp(App[None]):
@@ -73,11 +84,12 @@ class ChatApp(App[None]):
         super().__init__()
         self.backend = backend
         self.store = store
+        self.recorder = Recorder(store, self._report)
+        self.chat = ChatRef()
         self.settings = Settings(system_prompt=system_prompt)
         self.seed = seed  # None: a fresh random seed per answer (recorded with the answer)
         self.export_dir = Path(export_dir) if export_dir else Path.cwd()
         self.startup_warning = startup_warning
-        self.chat_id: int = 0
         self.messages: list[dict[str, str]] = []  # the conversation sent to the model
         self.generating = False
         self.buffer = TokenBuffer()
@@ -106,61 +118,52 @@ class ChatApp(App[None]):
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
-        yield SystemCommand("New chat", "Start a new conversation", self.action_new_chat)
-        yield SystemCommand("Chats", "List and resume earlier chats", self.action_chats)
-        yield SystemCommand(
-            "Switch adapter", "Use another LoRA adapter for the next answers", self.action_adapter
-        )
-        yield SystemCommand("Settings", "System prompt, temperature, top-p, max tokens", self.action_settings)
-        yield SystemCommand(
-            "Copy last answer", "Copy the last answer to the clipboard", self.action_copy_answer
-        )
-        yield SystemCommand("Export chat", "Write this chat to Markdown and JSON files", self.action_export)
-        yield SystemCommand("Stop answer", "Stop the answer being written (keeps the text)", self.action_stop)
+        for title, help_text, action in COMMANDS:
+            yield SystemCommand(title, help_text, getattr(self, f"action_{action}"))
 
     # -- chats ---------------------------------------------------------------------------------------
+    @property
+    def chat_id(self) -> int:
+        """The current chat's id in the history; 0 until its first message is stored."""
+        return self.chat.id
+
+    def _report(self, message: str, severity: str) -> None:
+        """The recorder's word on the history (failing, working again); errors stay on screen longer."""
+        self.notify(message, severity=severity, timeout=10 if severity == "error" else 5)  # type: ignore[arg-type]
+
     def start_chat(self) -> None:
-        self.chat_id = self.store.new_chat(system_prompt=self.settings.system_prompt or None)
+        self.chat = ChatRef(
+            system_prompt=self.settings.system_prompt or None
+        )  # stored with its first message
         self.messages = []
         self.query_one("#log", VerticalScroll).remove_children()
         self.last_answer = ""
         self.update_status()
 
     def load_chat(self, chat_id: int) -> None:
-        chat = self.store.chat(chat_id)
-        self.chat_id = chat.id
+        try:
+            chat, stored = self.recorder.load(chat_id)
+        except HistoryError as exc:
+            self.notify(f"{exc.one_line()} — this chat stays open", severity="error", timeout=10)
+            return
+        self.chat = chat
         self.settings = Settings(
             system_prompt=chat.system_prompt or "",
             temperature=self.settings.temperature,
             top_p=self.settings.top_p,
             max_tokens=self.settings.max_tokens,
         )
+        widgets, self.messages, self.last_answer = history_widgets(stored)
         log = self.query_one("#log", VerticalScroll)
         log.remove_children()
-        self.messages = []
-        self.last_answer = ""
-        for m in self.store.messages(chat_id):
-            if m.role == "user":
-                log.mount(Turn(m.content, classes="user", markup=False))
-                self.messages.append({"role": "user", "content": m.content})
-            elif m.role == "assistant":
-                text = m.content + ("\n\n*(stopped)*" if m.cancelled else "")
-                log.mount(AnswerView(text, classes="answer"))
-                self.messages.append({"role": "assistant", "content": m.content})
-                self.last_answer = m.content
-            else:
-                log.mount(Turn(m.content, classes="event", markup=False))
+        log.mount(*widgets)
         log.scroll_end(animate=False)
         self.update_status()
         self.notify(f"resumed chat: {chat.title}")
 
     def conversation(self) -> list[dict[str, str]]:
-        head = (
-            [{"role": "system", "content": self.settings.system_prompt}]
-            if self.settings.system_prompt
-            else []
-        )
-        return head + self.messages
+        system = self.settings.system_prompt
+        return ([{"role": "system", "content": system}] if system else []) + self.messages
 
     # -- sending and streaming -----------------------------------------------------------------------
     @on(Input.Submitted, "#prompt")
@@ -178,10 +181,10 @@ class ChatApp(App[None]):
         text, cut = self.backend.truncate(text, max(16, budget))
         if cut:
             self.notify(f"message too long for the context: cut to {budget} tokens", severity="warning")
+        if not self.recorder.add_question(self.chat, text, first=not self.messages):
+            self.update_status()
+            return  # not recorded and not sent: the text stays in the input box
         self.query_one("#prompt", Input).value = ""
-        if not self.messages:
-            self.store.rename(self.chat_id, re.sub(r"\s+", " ", text)[:60])
-        self.store.add_message(self.chat_id, "user", text)
         self.messages.append({"role": "user", "content": text})
         log = self.query_one("#log", VerticalScroll)
         log.mount(Turn(text, classes="user", markup=False))
@@ -230,14 +233,14 @@ class ChatApp(App[None]):
         if error:
             self.notify(error, severity="error", timeout=10)
         if self.answer_text or not error:
-            self.store.add_message(
-                self.chat_id,
+            self.recorder.add_message(
+                self.chat,
                 "assistant",
                 self.answer_text,
                 model=self.backend.model_name,
                 adapter=self.backend.adapter,
                 params=self.params,
-                stats=_stats_dict(stats),
+                stats=stats_dict(stats),
                 cancelled=cancelled,
             )
             self.messages.append({"role": "assistant", "content": self.answer_text})
@@ -248,7 +251,7 @@ class ChatApp(App[None]):
         if dropped:
             self.notify(f"context full: the {dropped} oldest message(s) were left out of this answer")
         view, self.answer_view = self.answer_view, None
-        text = self.answer_text + ("\n\n*(stopped)*" if cancelled else "")
+        text = self.answer_text + (STOPPED if cancelled else "")
         self.call_later(self._show_final, view, text)
 
     async def _show_final(self, view: StreamingAnswer | None, text: str) -> None:
@@ -278,10 +281,16 @@ class ChatApp(App[None]):
             used = getattr(st, "prompt_tokens", 0) + self.buffer.count
         parts.append(f"ctx {used}/{self.backend.n_ctx}")
         parts.append(f"T {s.temperature:g} · top-p {s.top_p:g} · max {s.max_tokens}")
+        if self.recorder.unsaved:
+            parts.append(f"{self.recorder.unsaved} unsaved")
         self.query_one("#status", Static).update(" · ".join(parts))
         self.sub_title = f"{self.backend.model_name} · {self._adapter_label()}"
 
     # -- actions -------------------------------------------------------------------------------------
+    async def action_quit(self) -> None:
+        self.recorder.write([])  # a last try for what could not be saved (the CLI says if some is left)
+        self.exit()
+
     def action_stop(self) -> None:
         if self.generating:
             self.backend.cancel()
@@ -301,7 +310,14 @@ class ChatApp(App[None]):
 
     def action_chats(self) -> None:
         if self._idle("open another chat"):
-            self.push_screen(ChatListScreen(self.store.chats(), self.chat_id), self._chat_picked)
+            try:
+                chats = self.store.chats()
+            except HistoryError as exc:
+                self.notify(
+                    f"{exc.one_line()} — earlier chats cannot be listed", severity="error", timeout=10
+                )
+                return
+            self.push_screen(ChatListScreen(chats, self.chat_id), self._chat_picked)
 
     def _chat_picked(self, chat_id: int | None) -> None:
         if chat_id:
@@ -321,7 +337,7 @@ class ChatApp(App[None]):
             self.notify(exc.one_line(), severity="error")
             return
         line = f"— adapter: {target or 'base'} —"
-        self.store.add_message(self.chat_id, "event", line, adapter=target, model=self.backend.model_name)
+        self.recorder.add_message(self.chat, "event", line, adapter=target, model=self.backend.model_name)
         self.query_one("#log", VerticalScroll).mount(Turn(line, classes="event", markup=False))
         self.update_status()
         self.notify(f"now answering with {target or 'the base model'}")
@@ -334,7 +350,7 @@ class ChatApp(App[None]):
         if settings is None:
             return
         if settings.system_prompt != self.settings.system_prompt:
-            self.store.set_system_prompt(self.chat_id, settings.system_prompt or None)
+            self.recorder.set_system_prompt(self.chat, settings.system_prompt or None)
         self.settings = settings
         self.update_status()
         self.notify("settings saved")
@@ -351,8 +367,12 @@ class ChatApp(App[None]):
     def action_export(self) -> None:
         if len(self.screen_stack) > 1:
             return
-        if not self.store.messages(self.chat_id):
+        if not self.messages:
             self.notify("nothing to export: this chat is empty", severity="warning")
+            return
+        if not self.recorder.write([]):  # the files are written from the history: it must hold the whole chat
+            n, where = self.recorder.unsaved, self.store.path
+            self.notify(f"not exported: {n} message(s) are not saved to {where} yet", severity="error")
             return
         stem = self.export_dir / f"medkit-chat-{self.chat_id}-{time.strftime('%Y%m%d-%H%M%S')}"
         try:
@@ -361,13 +381,10 @@ class ChatApp(App[None]):
         except OSError as exc:
             self.notify(f"export failed: {exc.strerror} ({exc.filename})", severity="error")
             return
+        except HistoryError as exc:
+            self.notify(f"export failed: {exc.one_line()}", severity="error")
+            return
         self.notify(f"exported {md.name} and {js.name} to {self.export_dir}")
-
-
-def _stats_dict(stats: Any) -> dict[str, Any]:
-    if hasattr(stats, "as_dict"):
-        return stats.as_dict()
-    return dict(vars(stats)) if stats is not None else {}
 
 
 @click.command(name="chat")
@@ -411,8 +428,17 @@ def command(
     adapters.update(parse_adapters(adapter_specs))
     runtime = Runtime(path, adapters=adapters, gpu_layers=gpu_layers, ctx=ctx, threads=threads)
     store, warning = open_store(db)
+    from medkit.provenance import stale_reason  # a GGUF exported before its run's adapter was retrained
+
+    stale = [r for p in (path, *adapters.values()) if (r := stale_reason(p))]
+    warning = "; ".join(w for w in (warning, *stale) if w) or None
+    app = ChatApp(runtime, store, system_prompt=system_prompt, startup_warning=warning, seed=seed)
     try:
-        ChatApp(runtime, store, system_prompt=system_prompt, startup_warning=warning, seed=seed).run()
+        app.run()
     finally:
         runtime.close()
         store.close()
+    if app.recorder.unsaved:
+        click.echo(f"warning: {app.recorder.unsaved} message(s) could not be saved to {store.path}", err=True)
+    if app.return_code:  # the app stopped on an unexpected error (Textual printed it): not a success
+        raise SystemExit(app.return_code)

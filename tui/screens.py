@@ -1,19 +1,54 @@
-"""Modal screens of the chat app: chat list, adapter picker, settings."""
+"""Screens and widgets of the chat app: the log's turns and answers, chat list, adapter picker, settings."""
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, replace
+from typing import Any
 
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
-from textual.widgets import Button, Input, Label, OptionList, TextArea
+from textual.widget import Widget
+from textual.widgets import Button, Input, Label, Markdown, OptionList, Static, TextArea
 from textual.widgets.option_list import Option
 
 from medkit.history import ChatSummary
+
+STOPPED = "\n\n*(stopped)*"  # shown under an answer stopped with Esc
+
+
+class Turn(Static):
+    """A user message or an event line (adapter switch...)."""
+
+
+class AnswerView(Markdown):
+    """An assistant answer, rendered as Markdown."""
+
+
+class StreamingAnswer(Static):
+    """The answer while it is written: plain text, cheap to redraw; becomes an AnswerView when done."""
+
+
+def history_widgets(stored: list[dict[str, Any]]) -> tuple[list[Widget], list[dict[str, str]], str]:
+    """Stored messages -> (widgets for the log, the conversation for the model, the last answer)."""
+    widgets: list[Widget] = []
+    conversation: list[dict[str, str]] = []
+    last_answer = ""
+    for m in stored:
+        role, content = m["role"], m["content"]
+        if role == "user":
+            widgets.append(Turn(content, classes="user", markup=False))
+        elif role == "assistant":
+            widgets.append(AnswerView(content + (STOPPED if m.get("cancelled") else ""), classes="answer"))
+            last_answer = content
+        else:  # events are shown, never sent to the model
+            widgets.append(Turn(content, classes="event", markup=False))
+            continue
+        conversation.append({"role": role, "content": content})
+    return widgets, conversation, last_answer
 
 
 @dataclass(frozen=True)

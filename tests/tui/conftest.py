@@ -47,20 +47,25 @@ def store():
     s.close()
 
 
+def build_app(backend, store, **kwargs) -> ChatApp:
+    """A ChatApp whose notifications are also logged in ``app.notes`` as (severity, message)."""
+    app = ChatApp(backend, store, **kwargs)
+    app.notes = []  # type: ignore[attr-defined]
+    real_notify = app.notify
+
+    def notify(message, *args, **kw):
+        app.notes.append((kw.get("severity", "information"), str(message)))  # type: ignore[attr-defined]
+        return real_notify(message, *args, **kw)
+
+    app.notify = notify  # type: ignore[method-assign]
+    return app
+
+
 @pytest.fixture
 def make_app(backend, store, tmp_path) -> Callable[..., ChatApp]:
     def make(**kwargs) -> ChatApp:
         kwargs.setdefault("export_dir", tmp_path)
-        app = ChatApp(kwargs.pop("backend", backend), kwargs.pop("store", store), **kwargs)
-        app.notes = []  # type: ignore[attr-defined]
-        real_notify = app.notify
-
-        def notify(message, *args, **kw):
-            app.notes.append((kw.get("severity", "information"), str(message)))  # type: ignore[attr-defined]
-            return real_notify(message, *args, **kw)
-
-        app.notify = notify  # type: ignore[method-assign]
-        return app
+        return build_app(kwargs.pop("backend", backend), kwargs.pop("store", store), **kwargs)
 
     return make
 

@@ -83,3 +83,28 @@ class FakeBackend:
     def truncate(self, text: str, max_tokens: int) -> tuple[str, bool]:
         words = text.split()
         return (" ".join(words[:max_tokens]), True) if len(words) > max_tokens else (text, False)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m tests.tui.fake_backend --db PATH`: the chat app on a scripted backend, in a real terminal.
+
+    The first answer is a short one, the second one long enough to be stopped with Esc (test_tmux.py).
+    """
+    import argparse
+
+    from medkit.history import ChatStore
+    from medkit.tui.app import ChatApp
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--db", required=True)
+    args = parser.parse_args(argv)
+    answers = [" ".join(f"short{i}" for i in range(40)), " ".join(f"long{i}" for i in range(600))]
+    store = ChatStore(args.db)
+    try:
+        ChatApp(FakeBackend(answers=answers, delay=0.05), store).run()
+    finally:
+        store.close()
+
+
+if __name__ == "__main__":
+    main()

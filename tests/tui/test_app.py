@@ -235,6 +235,22 @@ async def test_copy_new_chat_and_command_palette(make_app):
         assert "information, not medical advice" in str(app.query_one("#disclaimer").render())
 
 
+async def test_a_chat_is_stored_only_once_it_has_a_message(make_app, store):
+    app = make_app(system_prompt="Be brief.")
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("ctrl+n", "ctrl+n")  # launching and new chats store nothing
+        await pilot.press("ctrl+t", "down", "enter")  # nor does an adapter switch alone
+        await wait_for(pilot, lambda: app.backend.adapter == "patient")
+        assert store.chats() == [] and app.chat_id == 0
+        await ask(pilot, "What is anaemia?")
+        await wait_for(pilot, lambda: not app.generating and len(stored(app)) == 3)
+        await pilot.press("ctrl+n")
+        await pilot.pause()
+    [chat] = store.chats()
+    assert (chat.title, chat.system_prompt, chat.n_messages) == ("What is anaemia?", "Be brief.", 3)
+    assert [m.role for m in store.messages(chat.id)] == ["event", "user", "assistant"]
+
+
 def _make_newer_db(path) -> bytes:
     ChatStore(path).close()
     with sqlite3.connect(path) as db:
