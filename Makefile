@@ -6,6 +6,12 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.medkit-setup
 PYTEST  ?= $(BIN)/python -m pytest
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
+# llama-cpp-python compiles llama.cpp with -march=native. Some x86 VMs list AMX in /proc/cpuinfo without
+# enabling its register state, and the first decode dies with SIGILL; AMX is off in our build (a GPU or
+# Metal build passes its own CMAKE_ARGS). Setup checks the installed build and rebuilds it if it cannot run.
+NO_AMX  := -mno-amx-tile -mno-amx-int8 -mno-amx-bf16
+LLAMA_CMAKE_ARGS ?= $(if $(filter x86_64,$(shell uname -m)),-DCMAKE_C_FLAGS='$(NO_AMX)' -DCMAKE_CXX_FLAGS='$(NO_AMX)',)
+export CMAKE_ARGS ?= $(LLAMA_CMAKE_ARGS)
 
 .PHONY: setup demo demo-icd10 test test-fast bench lint format clean
 
@@ -18,6 +24,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -U pip wheel setuptools
 	$(BIN)/python -m pip install -q "$(TORCH)"
 	$(BIN)/python -m pip install -q -e '.[dev]' "$(TORCH)"
+	$(BIN)/python tests/llama_cpu_check.py || { \
+	  CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/python -m pip install -q --no-cache-dir --force-reinstall --no-deps \
+	    "llama-cpp-python==$$($(BIN)/python -c 'import importlib.metadata as m; print(m.version("llama-cpp-python"))')" \
+	  && $(BIN)/python tests/llama_cpu_check.py; }
 	touch $(STAMP)
 
 demo: setup
