@@ -1,10 +1,10 @@
-"""`medkit serve`: an OpenAI-compatible server (/v1/chat/completions with SSE, /v1/models) on 127.0.0.1.
+"""`medkit serve`: OpenAI-compatible /v1/chat/completions, /v1/completions (plain and SSE), /v1/models.
 
-The routes, request types, SSE streaming and API-key check are llama-cpp-python's own server
-(`llama_cpp.server.app.router`, `ServerSettings`). What differs is the model proxy: the stock
-`LlamaProxy` gives each model name its own `Llama` and reloads the whole base (mmap off) whenever a
-request names another one. Here every model name maps to the same loaded `medkit.Runtime`, and a
-request for "patient" switches the LoRA adapter live (KV cache reset) instead of reloading.
+Generation, request types and answers are llama-cpp-python's own. What differs from its stock server: one
+generation at a time in arrival order, never cut short by a newer request (its `interrupt_requests` ended
+streams with a bare `[DONE]`); a client that goes away stops its generation within a token and frees the
+slot; every model name is the one loaded `medkit.Runtime` ("patient" switches its LoRA adapter live); the
+API key is checked first, then the body, then the model; a bad request is a 4xx with one line of JSON.
 
     medkit serve model.gguf --adapter patient=patient.gguf
     curl 127.0.0.1:8000/v1/chat/completions -d '{"model": "patient", "messages": [...]}'
@@ -12,8 +12,15 @@ request for "patient" switches the LoRA adapter live (KV cache reset) instead of
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import hmac
 import ipaddress
-from typing import TYPE_CHECKING
+import json
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -21,6 +28,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from medkit.runtime import Runtime
 
 BASE = "base"
+ROLES = ("system", "user", "assistant", "tool")
+_END = object()  # the worker thread's last item
+log = logging.getLogger("medkit.serve")
 
 
 def model_names(runtime: Runtime) -> dict[str, str | None]:
@@ -31,71 +41,324 @@ def model_names(runtime: Runtime) -> dict[str, str | None]:
     return names
 
 
-def _proxy_class():
-    from llama_cpp.server.model import LlamaProxy
+class ApiError(Exception):
+    """An HTTP error answered as one line of OpenAI-style JSON."""
 
-    class RuntimeProxy(LlamaProxy):
-        """Serves every model name from one Runtime, switching adapters instead of reloading."""
+    def __init__(self, status: int, message: str, param: str | None = None, kind="invalid_request_error"):
+        super().__init__(message)
+        self.status, self.message, self.kind, self.param = status, message, kind, param
 
-        def __init__(self, runtime: Runtime):  # no super().__init__: it would load another Llama
-            self.runtime = runtime
-            self.names = model_names(runtime)
-
-        def __call__(self, model: str | None = None):
-            adapter = self.names.get(model or BASE)
-            if adapter != self.runtime.adapter:
-                self.runtime.use_adapter(adapter)
-            return self.runtime.llm
-
-        def __iter__(self):
-            return iter(self.names)
-
-        def free(self) -> None:  # the Runtime owns the model
-            pass
-
-    return RuntimeProxy
+    def body(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": self.kind, "param": self.param, "code": None}}
 
 
-def build_app(runtime: Runtime, *, api_key: str | None = None, host: str = "127.0.0.1", port: int = 8000):
-    """A FastAPI app with llama-cpp-python's OpenAI routes, serving ``runtime`` and its adapters."""
-    from fastapi import Depends, FastAPI, HTTPException, Request
-    from fastapi.middleware import Middleware
-    from llama_cpp.server import app as stock
-    from llama_cpp.server.settings import ServerSettings
-    from starlette_context.middleware import RawContextMiddleware
-    from starlette_context.plugins import RequestIdPlugin
+def _json_type(value: Any) -> str:
+    names = {type(None): "null", bool: "boolean", int: "number", float: "number", str: "string"}
+    return names.get(type(value), "array" if isinstance(value, list) else "object")
 
-    names = model_names(runtime)
 
-    async def known_model(request: Request) -> None:
-        if request.method != "POST" or not request.url.path.endswith("completions"):
-            return
+def parse_body(raw: bytes) -> dict[str, Any]:
+    """The request body as a JSON object (400 when it is not one)."""
+    try:
+        body = json.loads(raw)
+    except UnicodeDecodeError:
+        raise ApiError(400, "the request body is not UTF-8 text") from None
+    except json.JSONDecodeError as exc:
+        raise ApiError(400, f"the request body is not JSON ({exc.msg} at character {exc.pos})") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, f"the request body must be a JSON object, not {_json_type(body)}")
+    return body
+
+
+def _text(content: Any, where: str) -> str:
+    if isinstance(content, str):
+        return content
+    parts = content if isinstance(content, list) else None
+    if parts and all(isinstance(p, dict) and isinstance(p.get("text"), str) for p in parts):
+        return "\n".join(p["text"] for p in parts)  # OpenAI's list of text parts
+    raise ApiError(422, f"{where}.content must be text (got {_json_type(content)})", f"{where}.content")
+
+
+def check_messages(messages: Any) -> list[dict[str, Any]]:
+    """`messages` as the chat template needs it: a non-empty list of {role, content: text} (422 if not)."""
+    if not isinstance(messages, list) or not messages:
+        need = "is required:" if messages is None else "must be"
+        raise ApiError(422, f"'messages' {need} a non-empty list of {{role, content}}", "messages")
+    out = []
+    for i, message in enumerate(messages):
+        where = f"messages[{i}]"
+        if not isinstance(message, dict):
+            raise ApiError(422, f"{where} must be an object with 'role' and 'content'", where)
+        role = message.get("role")
+        if role not in ROLES:
+            got = repr(role)[:40] if isinstance(role, str) else _json_type(role)
+            raise ApiError(422, f"{where}.role must be one of {', '.join(ROLES)} (got {got})", where)
+        out.append({**message, "content": _text(message.get("content"), where)})
+    return out
+
+
+def check_prompt(prompt: Any) -> str:
+    prompt = prompt[0] if isinstance(prompt, list) and len(prompt) == 1 else prompt
+    if not isinstance(prompt, str) or not prompt:
+        raise ApiError(422, "'prompt' is required: a non-empty string", "prompt")
+    return prompt
+
+
+def validate(model_cls: type, body: dict[str, Any]):
+    """``body`` as llama-cpp-python's request model; its first validation error as one line (422)."""
+    from pydantic import ValidationError
+
+    try:
+        request = model_cls.model_validate(body)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False, include_input=False)
+        field = ".".join(str(p) for p in errors[0]["loc"]) or "body"
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        raise ApiError(422, f"{field}: {errors[0]['msg']}{more}", field) from None
+    if (request.n or 1) != 1:
+        raise ApiError(422, "n: only one choice per request is supported", "n")
+    return request
+
+
+class Job:
+    """One llama-cpp-python call in a worker thread; its chunks (or answer) come back through an asyncio
+    queue. Set ``cancelled`` to stop it within a token; ``on_done`` runs once the thread left the model."""
+
+    def __init__(self, call: Callable, kwargs: dict[str, Any], eos: int, n_vocab: int, on_done: Callable):
+        from llama_cpp import LogitsProcessorList
+
+        self.loop = asyncio.get_running_loop()
+        self.queue: asyncio.Queue = asyncio.Queue()
+        self.cancelled = threading.Event()
+        self.tokens, self._eos, self._on_done = 0, eos, on_done
+        self._bias = _bias_map(kwargs.pop("logit_bias", None), n_vocab)
+        processors = kwargs.get("logits_processor") or []
+        kwargs["logits_processor"] = LogitsProcessorList([*processors, self._watch])
+        self.thread = threading.Thread(target=self._run, args=(call, kwargs), daemon=True)
+
+    def _watch(self, input_ids, scores):
+        """Counts tokens; once cancelled, only end-of-sequence is left to sample (non-streaming stops too)."""
+        self.tokens += 1
+        for token, bias in self._bias.items():
+            scores[token] += bias
+        if self.cancelled.is_set() and 0 <= self._eos < len(scores):
+            eos_score = scores[self._eos]
+            scores[:] = float("-inf")
+            scores[self._eos] = max(eos_score, 0.0)
+        return scores
+
+    def _soon(self, fn: Callable, *args: Any) -> None:
+        with contextlib.suppress(RuntimeError):  # the event loop is gone (shutdown): nobody is listening
+            self.loop.call_soon_threadsafe(fn, *args)
+
+    def _run(self, call: Callable[..., Any], kwargs: dict[str, Any]) -> None:
         try:
-            body = await request.json()
-        except ValueError:
-            return  # the route itself reports the bad body
-        model = body.get("model") if isinstance(body, dict) else None
-        if model is not None and model not in names:
-            raise HTTPException(404, f"model '{model}' not found; available: {', '.join(names)}")
+            result = call(**kwargs)
+            if isinstance(result, Iterator):
+                try:
+                    for chunk in result:
+                        self._soon(self.queue.put_nowait, chunk)
+                        if self.cancelled.is_set():
+                            break
+                finally:
+                    result.close()
+            else:
+                self._soon(self.queue.put_nowait, result)
+        except Exception as exc:  # reported to the client by the route
+            self._soon(self.queue.put_nowait, exc)
+        finally:
+            gone = self.cancelled.is_set()  # before _END: a finished stream is cancelled after it
+            self._soon(self.queue.put_nowait, _END)
+            if gone:
+                click.echo(f"medkit serve: client went away; stopped after {self.tokens} tokens", err=True)
+            self._soon(self._on_done)
 
-    known_model.__annotations__ = {"request": Request, "return": None}  # FastAPI needs the real class
 
-    stock.set_server_settings(ServerSettings(host=host, port=port, api_key=api_key))
-    stock._llama_proxy = _proxy_class()(runtime)
-    app = FastAPI(
-        title="medkit serve",
-        middleware=[Middleware(RawContextMiddleware, plugins=(RequestIdPlugin(),))],
-        dependencies=[Depends(known_model)],
+def _bias_map(logit_bias: dict | None, n_vocab: int) -> dict[int, float]:
+    """Applied by Job._watch: llama-cpp-python drops its own logit_bias processor when a request also has
+    a logits_processor (``LogitsProcessorList.extend`` returns None)."""
+    try:
+        bias = {int(k): float(v) for k, v in (logit_bias or {}).items()}
+    except (TypeError, ValueError):
+        bias = {-1: 0.0}
+    if any(not 0 <= token < n_vocab for token in bias):
+        raise ApiError(422, f"logit_bias: keys must be token ids below {n_vocab}", "logit_bias")
+    return bias
+
+
+def check_grammar(llm, grammar: str | None) -> None:
+    """A grammar llama.cpp cannot parse would crash the server when sampling starts: parse it here first."""
+    import llama_cpp
+
+    if grammar is not None:
+        vocab = llama_cpp.llama_model_get_vocab(llm.model)
+        sampler = llama_cpp.llama_sampler_init_grammar(vocab, grammar.encode(), b"root")
+        if not sampler:
+            raise ApiError(422, "grammar: not a GBNF grammar llama.cpp can parse", "grammar")
+        llama_cpp.llama_sampler_free(sampler)
+
+
+def _failure(exc: Exception) -> ApiError:
+    if isinstance(exc, ApiError):
+        return exc
+    if isinstance(exc, ValueError):  # llama-cpp-python's own checks: context exceeded, bad grammar, ...
+        return ApiError(400, str(exc).strip().splitlines()[0] if str(exc).strip() else "invalid request")
+    log.error("generation failed", exc_info=exc)  # the traceback stays in the server's log
+    return ApiError(500, f"generation failed ({type(exc).__name__}); see the server log", kind="server_error")
+
+
+class Engine:
+    """The loaded Runtime behind a FIFO gate: requests take turns, each on the adapter its model names."""
+
+    def __init__(self, runtime: Runtime):
+        self.runtime = runtime
+        self.names = model_names(runtime)
+        self.gate = asyncio.Lock()  # asyncio's Lock wakes waiters in arrival order
+        self.job: Job | None = None
+
+    def model(self, body: dict[str, Any]) -> str:
+        name = body.get("model")
+        if name is not None and not isinstance(name, str):
+            raise ApiError(422, f"model must be a string (got {_json_type(name)})", "model")
+        if name is not None and name not in self.names:
+            raise ApiError(404, f"model '{name}' not found; available: {', '.join(self.names)}", "model")
+        return name or BASE
+
+    def _select(self, name: str | None):
+        adapter = self.names[name or BASE]
+        if adapter != self.runtime.adapter:
+            self.runtime.use_adapter(adapter)
+        return self.runtime.llm
+
+    async def start(self, request, body, model: str, method: str, kwargs: dict[str, Any]) -> Job:
+        """Wait for the slot, select the model and start its generation (the slot is freed when it ends)."""
+        from llama_cpp.server.app import prepare_request_resources
+
+        await self.gate.acquire()
+        try:
+            if await request.is_disconnected():
+                click.echo("medkit serve: client went away before its turn", err=True)
+                raise ApiError(400, "the client closed the request before its turn")
+            kwargs["model"] = model  # the name the answer reports (llama-cpp-python's default is the path)
+            llm = prepare_request_resources(body, self._select, model, kwargs)
+            self.job = Job(getattr(llm, method), kwargs, llm.token_eos(), llm.n_vocab(), self.gate.release)
+            self.job.thread.start()
+            return self.job
+        except BaseException as exc:
+            self.gate.release()
+            raise _failure(exc) if isinstance(exc, Exception) else exc from None
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Cancel the running generation and wait until its thread has left the model (before closing it)."""
+        if self.job is not None:
+            self.job.cancelled.set()
+            self.job.thread.join(timeout)
+
+
+async def _until_disconnected(request, job: Job) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+    job.cancelled.set()
+
+
+async def answer(engine: Engine, request, body, model: str, method: str, kwargs: dict[str, Any]):
+    """One non-streaming answer, or an SSE stream of chunks ending in `data: [DONE]`."""
+    from starlette.responses import StreamingResponse
+
+    job = await engine.start(request, body, model, method, kwargs)
+    if not kwargs.get("stream"):
+        watcher = asyncio.create_task(_until_disconnected(request, job))
+        try:
+            result = await job.queue.get()
+        finally:
+            watcher.cancel()
+        if isinstance(result, Exception):
+            raise _failure(result)
+        if result is _END:
+            raise ApiError(500, "generation ended without an answer", kind="server_error")
+        return result
+
+    first = await job.queue.get()  # a bad prompt (too long for the context...) is still an HTTP error here
+    if isinstance(first, Exception):
+        raise _failure(first)
+
+    async def events():
+        item = first
+        while item is not _END:
+            if isinstance(item, Exception):
+                yield f"data: {json.dumps(_failure(item).body())}\n\n"
+                return
+            yield f"data: {json.dumps(item)}\n\n"
+            item = await job.queue.get()
+        yield "data: [DONE]\n\n"
+
+    class EventStream(StreamingResponse):
+        async def __call__(self, scope, receive, send) -> None:
+            try:
+                await super().__call__(scope, receive, send)
+            finally:  # finished, failed or the client went away: stop generating either way
+                job.cancelled.set()
+
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    return EventStream(events(), media_type="text/event-stream", headers=headers)
+
+
+def build_app(runtime: Runtime, *, api_key: str | None = None):
+    """A FastAPI app with OpenAI routes serving ``runtime`` and its adapters (``app.state.engine``)."""
+    from fastapi import Depends, FastAPI, Request
+    from fastapi.responses import JSONResponse
+    from llama_cpp.server.types import CreateChatCompletionRequest, CreateCompletionRequest
+
+    engine = Engine(runtime)
+
+    async def authenticate(request) -> None:
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if api_key is not None and (
+            scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), api_key.encode())
+        ):
+            raise ApiError(
+                401, "invalid or missing API key (send 'Authorization: Bearer KEY')", kind="auth_error"
+            )
+
+    def generate(model_cls: type, field: str, check: Callable[[Any], Any], method: str):
+        async def endpoint(request):
+            raw = parse_body(await request.body())
+            value = check(raw.get(field))
+            model = engine.model(raw)
+            body = validate(model_cls, raw)
+            check_grammar(runtime.llm, body.grammar)
+            kwargs = body.model_dump(exclude={"n", "best_of", "logit_bias_type", "user", "min_tokens"})
+            kwargs[field] = value
+            return await answer(engine, request, body, model, method, kwargs)
+
+        endpoint.__annotations__ = {"request": Request}  # FastAPI needs the class, not its name
+        return endpoint
+
+    authenticate.__annotations__ = {"request": Request, "return": None}
+    app = FastAPI(title="medkit serve", dependencies=[Depends(authenticate)])
+    app.state.engine = engine
+
+    @app.exception_handler(ApiError)
+    async def api_error(request, exc: ApiError):
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
+
+    @app.get("/v1/models", summary="Models")
+    async def models():
+        data = [{"id": name, "object": "model", "owned_by": "medkit"} for name in engine.names]
+        return {"object": "list", "data": data}
+
+    chat = generate(CreateChatCompletionRequest, "messages", check_messages, "create_chat_completion")
+    app.post("/v1/chat/completions", summary="Chat")(chat)
+    app.post("/v1/completions", summary="Completion")(
+        generate(CreateCompletionRequest, "prompt", check_prompt, "create_completion")
     )
-    app.include_router(stock.router)
     return app
 
 
 def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
     try:
-        return ipaddress.ip_address(host).is_loopback
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
 
@@ -113,16 +376,7 @@ def _is_loopback(host: str) -> bool:
 )
 @click.option("--ctx", type=click.IntRange(min=256), default=4096, show_default=True)
 @click.option("--threads", type=int, default=None)
-def command(
-    model: str | None,
-    host: str,
-    port: int,
-    api_key: str | None,
-    adapter_specs: tuple[str, ...],
-    gpu_layers: int | None,
-    ctx: int,
-    threads: int | None,
-) -> None:
+def command(model, host, port, api_key, adapter_specs, gpu_layers, ctx, threads) -> None:
     """OpenAI-compatible server for a GGUF (default: the latest export). Model names: base + adapters."""
     import uvicorn
 
@@ -136,11 +390,11 @@ def command(
     path, adapters = resolve_model(model)
     adapters.update(parse_adapters(adapter_specs))
     runtime = Runtime(path, adapters=adapters, gpu_layers=gpu_layers, ctx=ctx, threads=threads)
+    app = build_app(runtime, api_key=api_key)
     try:
-        app = build_app(runtime, api_key=api_key, host=host, port=port)
-        click.echo(
-            f"medkit serve: {path.name} on http://{host}:{port}/v1 (models: {', '.join(model_names(runtime))})"
-        )
+        names = ", ".join(model_names(runtime))
+        click.echo(f"medkit serve: {path.name} on http://{host}:{port}/v1 (models: {names})")
         uvicorn.run(app, host=host, port=port, log_level="warning")
     finally:
+        app.state.engine.stop()  # no worker thread may still use the model it frees
         runtime.close()

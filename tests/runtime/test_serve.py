@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import subprocess
@@ -9,6 +10,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -35,36 +37,43 @@ def _request(url: str, body: dict | None = None, key: str | None = KEY) -> urlli
     return urllib.request.Request(url, data=data, headers=headers)
 
 
-@pytest.fixture(scope="module")
-def server(smollm2_gguf, patient_lora):
+@contextlib.contextmanager
+def start_server(gguf: Path, *args: str, log: Path, key: str | None = KEY, timeout: float = 180):
+    """`medkit serve GGUF ARGS` on a free loopback port; yields (base URL, its /v1/models answer).
+
+    The server's output goes to ``log`` (a pipe nobody reads could fill up and stall it)."""
     port = _free_port()
-    cmd = [sys.executable, "-m", "medkit", "serve", str(smollm2_gguf), "--port", str(port), "--api-key", KEY]
-    cmd += [
-        "--adapter",
-        f"patient={patient_lora}",
-        "--ctx",
-        "512",
-        "--threads",
-        str(THREADS),
-        "--gpu-layers",
-        "0",
-    ]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    cmd = [sys.executable, "-m", "medkit", "serve", str(gguf), "--port", str(port), *args]
+    cmd += ["--threads", str(THREADS), "--gpu-layers", "0"] + (["--api-key", key] if key else [])
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, text=True)
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            try:
+                with urllib.request.urlopen(_request(base + "/v1/models", key=key), timeout=5) as r:
+                    models = json.load(r)
+                break
+            except (urllib.error.URLError, ConnectionError):
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"server did not start: {log.read_text()}")
+                time.sleep(0.3)
+        yield base, models
+    finally:
+        proc.terminate()
         try:
-            with urllib.request.urlopen(_request(base + "/v1/models"), timeout=2) as r:
-                models = json.load(r)
-            break
-        except (urllib.error.URLError, ConnectionError):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                pytest.fail(f"server did not start: {proc.stdout.read() if proc.stdout else ''}")
-            time.sleep(0.3)
-    yield base, models
-    proc.terminate()
-    proc.wait(10)
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(scope="module")
+def server(smollm2_gguf, patient_lora, tmp_path_factory):
+    log = tmp_path_factory.mktemp("serve") / "server.log"
+    with start_server(smollm2_gguf, "--adapter", f"patient={patient_lora}", "--ctx", "512", log=log) as s:
+        yield s
 
 
 def _chat(base: str, model: str, **extra) -> dict:
@@ -114,3 +123,12 @@ def test_api_key_and_unknown_model_are_refused(server):
     with pytest.raises(urllib.error.HTTPError) as exc:
         _chat(base, "gpt-4")
     assert exc.value.code == 404 and "available: base, patient" in exc.value.read().decode()
+
+
+def test_text_completion_reports_the_model_name_not_its_path(server):
+    base, _ = server
+    body = {"prompt": "Anaemia is", "max_tokens": 4, "temperature": 0}
+    with urllib.request.urlopen(_request(base + "/v1/completions", body), timeout=60) as r:
+        out = json.load(r)
+    assert out["object"] == "text_completion" and out["choices"][0]["text"].strip()
+    assert out["model"] == "base" and _chat(base, "patient")["model"] == "patient"
