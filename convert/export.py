@@ -62,7 +62,7 @@ def resolve_source(spec: str | None, out: Path | None, log: Callable[[str], Any]
     from medkit import __version__
     from medkit.runs import RunDir, find_run
 
-    if spec is not None and Path(spec).is_dir() and (Path(spec) / "config.json").is_file():
+    if spec is not None and _is_hf_folder(spec):
         folder = Path(spec)
         out_dir = out or folder.parent / f"{folder.name}-gguf"
         return Source(folder, out_dir, folder.name, metadata={"medkit.version": __version__})
@@ -108,8 +108,8 @@ def _export(
 ) -> tuple[dict[str, Path], dict[str, float]]:
     import numpy as np
 
-    from medkit.convert.gguf_writer import FLOAT_TYPES, WeightReader, read_config, write_gguf
-    from medkit.convert.quantize import BYTES_PER_WEIGHT, quantize
+    from medkit.convert.gguf_writer import WeightReader, read_config, write_gguf
+    from medkit.convert.quantize import BY_NAME, FLOAT_TYPES, QUANT_SOURCES, quantize
     from medkit.runs import check_free_space
 
     outputs = {t: source.out_dir / f"{source.name}-{t}.gguf" for t in types}
@@ -123,8 +123,9 @@ def _export(
     read_config(source.hf_dir, trust_remote_code=trust_remote_code)
     reader = WeightReader(source.hf_dir, allow_pickle=allow_pickle)
     n_weights = sum(int(np.prod(reader.shape(k), dtype=np.int64)) for k in reader.names())
-    need_tmp = any(t not in FLOAT_TYPES for t in types) and not {"f16", "f32"} & set(types)
-    needed = sum(BYTES_PER_WEIGHT[t] * n_weights for t in types) + (2 * n_weights if need_tmp else 0)
+    need_tmp = any(t not in FLOAT_TYPES for t in types) and not set(QUANT_SOURCES) & set(types)
+    per_weight = sum(BY_NAME[t].bytes_per_weight or 2.0 for t in types) + (2.0 if need_tmp else 0.0)
+    needed = per_weight * n_weights
     check_free_space(source.out_dir, int(needed) + 32 * 2**20, what=f"{len(types)} GGUF file(s)")
     timings: dict[str, float] = {}
     kw = dict(name=source.name, metadata=source.metadata, allow_pickle=allow_pickle)
@@ -135,7 +136,7 @@ def _export(
     quants = [t for t in types if t not in FLOAT_TYPES]
     if quants:
         # quantize from the f16 (or f32) output when one is asked for, else from a temporary f16
-        own = outputs.get("f16") or outputs.get("f32")
+        own = next((outputs[t] for t in QUANT_SOURCES if t in outputs), None)
         inter = own or source.out_dir / f".{source.name}-f16.intermediate.gguf"
         try:
             if own is None:
@@ -157,7 +158,7 @@ def _export(
 
 
 def _write_modelfile(source: Source, gguf_path: Path, log: Any) -> None:
-    """The Ollama Modelfile next to the GGUF (medkit.convert.modelfile)."""
+    """The Ollama Modelfile next to the GGUF (medkit.convert.modelfile); a run's recipe gives its defaults."""
     import json
 
     from medkit.convert.modelfile import write_modelfile
@@ -174,16 +175,11 @@ def _write_modelfile(source: Source, gguf_path: Path, log: Any) -> None:
     params: dict[str, object] = {"num_ctx": min(n_ctx, 4096)}
     system = None
     if source.run is not None and source.run.recipe.is_file():  # the recipe's chat defaults
-        import tomllib
+        from medkit.recipe import load_section
 
-        recipe = tomllib.loads(source.run.recipe.read_text(encoding="utf-8"))
-        exp = recipe.get("export", {})
-        params = {
-            "temperature": exp.get("temperature", 0.7),
-            "top_p": exp.get("top_p", 0.9),
-            "num_ctx": min(int(exp.get("num_ctx", 2048)), n_ctx),
-        }
-        system = recipe.get("data", {}).get("system_prompt") or None
+        exp = load_section(source.run.recipe, "export")
+        params = {"temperature": exp.temperature, "top_p": exp.top_p, "num_ctx": min(exp.num_ctx, n_ctx)}
+        system = load_section(source.run.recipe, "data").system_prompt or None
     path = write_modelfile(
         gguf_path,
         source.out_dir / "Modelfile",
@@ -196,15 +192,33 @@ def _write_modelfile(source: Source, gguf_path: Path, log: Any) -> None:
     log(f"wrote {path}")
 
 
+def _types_help() -> str:
+    from medkit.convert.quantize import EXPORT_TYPES
+    from medkit.recipe import ExportSection
+
+    default = ",".join(ExportSection().gguf)
+    return f"Comma list of {', '.join(EXPORT_TYPES)} [default: a run's recipe export.gguf, else {default}]."
+
+
+def _is_hf_folder(spec: str | None) -> bool:
+    return spec is not None and Path(spec).is_dir() and (Path(spec) / "config.json").is_file()
+
+
+def recipe_defaults(spec: str | None) -> tuple[Any, Path | None]:
+    """The [export] defaults (gguf, verify, modelfile) of what SOURCE names: a run's recipe.toml, else
+    the schema's defaults (an HF folder has no recipe). Returns (ExportSection, the recipe it came from)."""
+    from medkit.recipe import ExportSection, load_section
+    from medkit.runs import find_run
+
+    if _is_hf_folder(spec):
+        return ExportSection(), None
+    recipe = find_run(spec).recipe
+    return (load_section(recipe, "export"), recipe) if recipe.is_file() else (ExportSection(), None)
+
+
 @click.command(name="export")
 @click.argument("source", required=False)
-@click.option(
-    "--gguf",
-    "types_spec",
-    default="q4_0",
-    show_default=True,
-    help="Comma list of f32, f16, bf16, q8_0, q6_k, q5_k_m, q4_k_m, q4_0.",
-)
+@click.option("--gguf", "types_spec", default=None, help=_types_help())
 @click.option(
     "--out",
     type=click.Path(path_type=Path),
@@ -215,29 +229,47 @@ def _write_modelfile(source: Source, gguf_path: Path, log: Any) -> None:
     "--base", is_flag=True, help="Write the run's base model as GGUF once (runs/_bases/), for adapters."
 )
 @click.option("--force", is_flag=True, help="Overwrite existing outputs.")
-@click.option("--no-verify", is_flag=True, help="Skip the parity check against transformers.")
+@click.option(
+    "--verify/--no-verify",
+    default=None,
+    help="Check the GGUFs against transformers [default: the recipe's export.verify, else on].",
+)
+@click.option(
+    "--modelfile/--no-modelfile",
+    default=None,
+    help="Write an Ollama Modelfile [default: the recipe's export.modelfile, else on].",
+)
 @click.option("--allow-pickle", is_flag=True, help="Also read pytorch_model*.bin (pickle) weights.")
 @click.option("--trust-remote-code", is_flag=True, help="Allow a model that declares custom code.")
 @click.option("--threads", type=int, default=None, help="Threads for quantization and checks.")
 def command(
     source: str | None,
-    types_spec: str,
+    types_spec: str | None,
     out: Path | None,
     adapter_only: bool,
     base: bool,
     force: bool,
-    no_verify: bool,
+    verify: bool | None,
+    modelfile: bool | None,
     allow_pickle: bool,
     trust_remote_code: bool,
     threads: int | None,
 ) -> None:
-    """Write GGUF files from a run (default: the latest) or a HF folder, then check them against transformers."""
+    """Write GGUF files from a run (default: the latest) or a HF folder, then check them against transformers.
+
+    A run's recipe.toml ([export] gguf, verify, modelfile) gives the defaults; a flag given here wins.
+    """
     from medkit.convert.quantize import parse_types
 
     if adapter_only:
         _export_adapter(source, out, force)
         return
-    types = parse_types(types_spec)
+    if types_spec is not None:
+        parse_types(types_spec)  # a mistyped --gguf fails before the run's recipe is read
+    defaults, recipe = recipe_defaults(source)
+    types = parse_types(types_spec if types_spec is not None else defaults.gguf)
+    if types_spec is None and recipe is not None:
+        click.echo(f"types {','.join(types)} from {recipe} (export.gguf; --gguf overrides)")
     if base:
         _export_base(source, out, types, force, threads)
         return
@@ -256,10 +288,10 @@ def command(
         f"export took {time.perf_counter() - t0:.1f}s: "
         + ", ".join(f"{k} {v:.1f}s" for k, v in timings.items())
     )
-    _write_modelfile(src, outputs[types[0]], click.echo)
-    if no_verify:
-        return
-    _verify(src, outputs, types, trust_remote_code, threads or 2)
+    if defaults.modelfile if modelfile is None else modelfile:
+        _write_modelfile(src, outputs[types[0]], click.echo)
+    if defaults.verify if verify is None else verify:
+        _verify(src, outputs, types, trust_remote_code, threads or 2)
 
 
 def _verify(

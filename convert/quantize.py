@@ -2,6 +2,10 @@
 
 K-quants and the rest come from the reference implementation, including its per-tensor choices
 (e.g. falling back to another type where a row length is not a multiple of the 256-wide K block).
+
+QUANT_TYPES below is the one table of GGUF file types: recipe validation, `medkit export --gguf` (help
+and parsing), the quantizer, `medkit verify`, eval columns and RunDir.ggufs() ordering all ask it.
+Adding a type medkit exports is one row here (exported=True) plus its line in tests/convert.
 """
 
 from __future__ import annotations
@@ -18,69 +22,85 @@ from medkit.errors import ConvertError, DiskSpaceError
 
 @dataclass(frozen=True)
 class QuantType:
-    """One GGUF file type: its name, llama.cpp's llama_ftype number and whether medkit exports it."""
+    """One GGUF file type (llama.cpp's llama_ftype) and what medkit needs to know about it."""
 
     name: str
     ftype: int  # llama.h llama_ftype == gguf.LlamaFileType == GGUF general.file_type
-    bytes_per_weight: float | None = None  # set for the types medkit exports (free-space estimates)
+    ggml: str | None  # the GGML tensor type most weights get (gguf.GGMLQuantizationType member)
+    block: int | None  # weights per block of that tensor type (1: a float type, not block-quantized)
+    block_bytes: int | None  # bytes per block, scales included (gguf.GGML_QUANT_SIZES)
+    exported: bool = False  # `medkit export --gguf` writes it (and a recipe's export.gguf may ask for it)
     imatrix: bool = False  # llama.cpp refuses it without an importance matrix
 
     @property
-    def exported(self) -> bool:
-        return self.bytes_per_weight is not None
+    def is_float(self) -> bool:
+        """f32/f16/bf16: written by medkit's GGUF writer; every other type by llama.cpp's quantizer."""
+        return self.block == 1
 
     @property
-    def is_float(self) -> bool:
-        return self.name in ("f32", "f16", "bf16")
+    def bytes_per_weight(self) -> float | None:
+        return self.block_bytes / self.block if self.block and self.block_bytes else None
 
 
-# Every llama.cpp file type, the one table every name <-> ftype lookup uses. Numbers: llama.h's
-# LLAMA_FTYPE_* (llama_cpp.LLAMA_FTYPE_MOSTLY_<NAME>) and gguf.LlamaFileType.MOSTLY_<NAME>; a test
-# checks both. Types medkit exports carry bytes per weight (blocks include their scales).
+def _t(name: str, ftype: int, ggml: str | None, block: int | None, size: int | None, **kw: bool) -> QuantType:
+    return QuantType(name, ftype, ggml, block, size, **kw)
+
+
+# Every llama.cpp file type. Numbers: llama.h's LLAMA_FTYPE_* (llama_cpp.LLAMA_FTYPE_MOSTLY_<NAME>) and
+# gguf.LlamaFileType.MOSTLY_<NAME>; block sizes: gguf.GGML_QUANT_SIZES. Tests check all three.
+# The exported rows are listed from the highest precision down (the order help text shows).
 QUANT_TYPES: tuple[QuantType, ...] = (
-    QuantType("f32", 0, 4.0),
-    QuantType("f16", 1, 2.0),
-    QuantType("bf16", 32, 2.0),
-    QuantType("q8_0", 7, 34 / 32),
-    QuantType("q6_k", 18, 210 / 256),
-    QuantType("q5_k_m", 17, 176 / 256),
-    QuantType("q4_k_m", 15, 144 / 256),
-    QuantType("q4_0", 2, 18 / 32),
-    QuantType("q4_1", 3),
-    QuantType("q5_0", 8),
-    QuantType("q5_1", 9),
-    QuantType("q2_k", 10),
-    QuantType("q3_k_s", 11),
-    QuantType("q3_k_m", 12),
-    QuantType("q3_k_l", 13),
-    QuantType("q4_k_s", 14),
-    QuantType("q5_k_s", 16),
-    QuantType("iq2_xxs", 19, imatrix=True),
-    QuantType("iq2_xs", 20, imatrix=True),
-    QuantType("q2_k_s", 21, imatrix=True),
-    QuantType("iq3_xs", 22),
-    QuantType("iq3_xxs", 23),
-    QuantType("iq1_s", 24, imatrix=True),
-    QuantType("iq4_nl", 25),
-    QuantType("iq3_s", 26),
-    QuantType("iq3_m", 27),
-    QuantType("iq2_s", 28, imatrix=True),
-    QuantType("iq2_m", 29, imatrix=True),
-    QuantType("iq4_xs", 30),
-    QuantType("iq1_m", 31, imatrix=True),
-    QuantType("tq1_0", 36),
-    QuantType("tq2_0", 37),
-    QuantType("mxfp4_moe", 38),
-    QuantType("nvfp4", 39),
-    QuantType("q1_0", 40),
-    QuantType("q2_0", 41),
+    _t("f32", 0, "F32", 1, 4, exported=True),
+    _t("f16", 1, "F16", 1, 2, exported=True),
+    _t("bf16", 32, "BF16", 1, 2, exported=True),
+    _t("q8_0", 7, "Q8_0", 32, 34, exported=True),
+    _t("q6_k", 18, "Q6_K", 256, 210, exported=True),
+    _t("q5_k_m", 17, "Q5_K", 256, 176, exported=True),
+    _t("q4_k_m", 15, "Q4_K", 256, 144, exported=True),
+    _t("q4_0", 2, "Q4_0", 32, 18, exported=True),
+    _t("q4_1", 3, "Q4_1", 32, 20),
+    _t("q5_0", 8, "Q5_0", 32, 22),
+    _t("q5_1", 9, "Q5_1", 32, 24),
+    _t("q2_k", 10, "Q2_K", 256, 84),
+    _t("q3_k_s", 11, "Q3_K", 256, 110),
+    _t("q3_k_m", 12, "Q3_K", 256, 110),
+    _t("q3_k_l", 13, "Q3_K", 256, 110),
+    _t("q4_k_s", 14, "Q4_K", 256, 144),
+    _t("q5_k_s", 16, "Q5_K", 256, 176),
+    _t("iq2_xxs", 19, "IQ2_XXS", 256, 66, imatrix=True),
+    _t("iq2_xs", 20, "IQ2_XS", 256, 74, imatrix=True),
+    _t("q2_k_s", 21, "Q2_K", 256, 84, imatrix=True),
+    _t("iq3_xs", 22, "IQ3_S", 256, 110),
+    _t("iq3_xxs", 23, "IQ3_XXS", 256, 98),
+    _t("iq1_s", 24, "IQ1_S", 256, 50, imatrix=True),
+    _t("iq4_nl", 25, "IQ4_NL", 32, 18),
+    _t("iq3_s", 26, "IQ3_S", 256, 110),
+    _t("iq3_m", 27, "IQ3_S", 256, 110),
+    _t("iq2_s", 28, "IQ2_S", 256, 82, imatrix=True),
+    _t("iq2_m", 29, "IQ2_S", 256, 82, imatrix=True),
+    _t("iq4_xs", 30, "IQ4_XS", 256, 136),
+    _t("iq1_m", 31, "IQ1_M", 256, 56, imatrix=True),
+    _t("tq1_0", 36, "TQ1_0", 256, 54),
+    _t("tq2_0", 37, "TQ2_0", 256, 66),
+    _t("mxfp4_moe", 38, "MXFP4", 32, 17),
+    _t("nvfp4", 39, "NVFP4", 64, 36),
+    _t("q1_0", 40, "Q1_0", 128, 18),
+    _t("q2_0", 41, None, None, None),  # newer than the gguf package: no tensor type to size it by
 )
 BY_NAME = {t.name: t for t in QUANT_TYPES}
 BY_FTYPE = {t.ftype: t for t in QUANT_TYPES}
-FLOAT_TYPES = tuple(t.name for t in QUANT_TYPES if t.exported and t.is_float)
-ALL_TYPES = tuple(t.name for t in QUANT_TYPES if t.exported)  # what `medkit export --gguf` writes
-EXPORT_QUANTS = tuple(t for t in ALL_TYPES if t not in FLOAT_TYPES)
-BYTES_PER_WEIGHT = {t.name: t.bytes_per_weight for t in QUANT_TYPES if t.bytes_per_weight is not None}
+EXPORT_TYPES = tuple(t.name for t in QUANT_TYPES if t.exported)  # what `medkit export --gguf` writes
+FLOAT_TYPES = tuple(t for t in EXPORT_TYPES if BY_NAME[t].is_float)  # written by medkit.convert.gguf_writer
+QUANT_SOURCES = ("f16", "f32")  # float outputs the quantizer reads, in order of preference (else a temp f16)
+
+
+def lookup(name: str) -> QuantType:
+    """The table row of an exported type ('Q4_K_M' works too); ConvertError listing the valid ones."""
+    t = BY_NAME.get(name.strip().lower())
+    if t is None or not t.exported:
+        why = "medkit does not export" if t else "unknown"
+        raise ConvertError(f"{why} GGUF type '{name}' (valid: {', '.join(EXPORT_TYPES)})")
+    return t
 
 
 def type_name(ftype: int | None) -> str:
@@ -92,22 +112,26 @@ def type_name(ftype: int | None) -> str:
 
 
 def ftype_of(name: str) -> int:
-    """Type name -> llama.cpp ftype number; ConvertError for an unknown name."""
+    """Type name (any llama.cpp file type) -> its ftype number; ConvertError for an unknown name."""
+    t = BY_NAME.get(name.strip().lower())
+    return t.ftype if t else lookup(name).ftype
+
+
+def parse_types(spec: str | list[str] | tuple[str, ...]) -> list[str]:
+    """'q4_0,f16' (or ['q4_0', 'f16']) -> ['q4_0', 'f16']; unknown names raise a ConvertError listing the valid ones."""
+    items = spec.split(",") if isinstance(spec, str) else list(spec)
+    types = [t.strip().lower() for t in items if t.strip()]
+    if not types:
+        raise ConvertError(f"no GGUF type given (valid: {', '.join(EXPORT_TYPES)})")
+    return list(dict.fromkeys(lookup(t).name for t in types))
+
+
+def precision_rank(name: str) -> tuple[float, int]:
+    """Sort key, highest precision first: bytes per weight (descending), then table order; unknown last."""
     t = BY_NAME.get(name.lower())
     if t is None:
-        raise ConvertError(f"unknown GGUF type '{name}' (valid: {', '.join(ALL_TYPES)})")
-    return t.ftype
-
-
-def parse_types(spec: str) -> list[str]:
-    """'q4_0,f16' -> ['q4_0', 'f16']; unknown names raise a ConvertError listing the valid ones."""
-    types = [t.strip().lower() for t in spec.split(",") if t.strip()]
-    if not types:
-        raise ConvertError(f"no GGUF type given (valid: {', '.join(ALL_TYPES)})")
-    bad = [t for t in types if t not in ALL_TYPES]
-    if bad:
-        raise ConvertError(f"unknown GGUF type '{bad[0]}' (valid: {', '.join(ALL_TYPES)})")
-    return list(dict.fromkeys(types))
+        return (1.0, len(QUANT_TYPES))
+    return (-(t.bytes_per_weight or 0.0), QUANT_TYPES.index(t))
 
 
 @dataclass
@@ -126,8 +150,9 @@ def quantize(src: Path, dst: Path, qtype: str, *, threads: int | None = None) ->
 
     from medkit.runs import atomic_path
 
-    if qtype not in EXPORT_QUANTS:
-        raise ConvertError(f"unknown quant type '{qtype}' (valid: {', '.join(EXPORT_QUANTS)})")
+    if lookup(qtype).is_float:
+        quants = ", ".join(t for t in EXPORT_TYPES if not BY_NAME[t].is_float)
+        raise ConvertError(f"'{qtype}' is a float type, not a quant type (valid: {quants})")
     if not Path(src).is_file():
         raise ConvertError("no such GGUF to quantize", where=str(src))
     params = llama_cpp.llama_model_quantize_default_params()
@@ -166,10 +191,12 @@ def estimate_bytes(src: Path, qtype: str) -> int:
     from medkit.gguf_info import read_gguf_info
 
     try:
-        src_bpw = BYTES_PER_WEIGHT.get(type_name(read_gguf_info(src).file_type)) or 2.0
+        ftype = read_gguf_info(src).file_type
+        found = BY_FTYPE.get(ftype) if ftype is not None else None
+        src_bpw = (found.bytes_per_weight if found else None) or 2.0
     except Exception:  # an unreadable source fails in the quantizer, with its own message
         src_bpw = 2.0
-    return int(Path(src).stat().st_size * BYTES_PER_WEIGHT[qtype] / src_bpw)
+    return int(Path(src).stat().st_size * (lookup(qtype).bytes_per_weight or 2.0) / src_bpw)
 
 
 def _raise_if_disk_full(src: Path, dst: Path, tmp: Path, qtype: str) -> None:

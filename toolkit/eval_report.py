@@ -12,23 +12,8 @@ import statistics
 from typing import Any
 
 from medkit.eval_score import EvalSet
-from medkit.metrics import HIGHER_IS_BETTER
+from medkit.metrics import metric
 from medkit.runs import RunDir, atomic_path
-
-RATE_METRICS = frozenset(
-    {
-        "rouge1",
-        "rouge2",
-        "rougeL",
-        "exact",
-        "code_match",
-        "category_match",
-        "chapter_match",
-        "valid_rate",
-        "unparsed",
-        "stop_rate",
-    }
-)
 
 
 def build_report(run: RunDir, recipe, split: str, evset: EvalSet, results: dict) -> dict[str, Any]:
@@ -62,19 +47,19 @@ def gain_kept(table: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
     if not base or not tuned:
         return {}
     out: dict[str, dict[str, float]] = {}
-    for name, row in table.items():
-        if name in ("base", "tuned"):
+    for model, row in table.items():
+        if model in ("base", "tuned"):
             continue
         kept = {}
-        for metric, b in base.items():
-            t, v = tuned.get(metric), row.get(metric)
-            if metric == "ppl" or None in (b, t, v) or not all(math.isfinite(x) for x in (b, t, v)):
-                continue  # ppl is exp(loss): the loss row says the same on a linear scale
-            sign = 1 if HIGHER_IS_BETTER.get(metric, True) else -1
+        for name, b in base.items():
+            m, t, v = metric(name), tuned.get(name), row.get(name)
+            if not m.gain or None in (b, t, v) or not all(math.isfinite(x) for x in (b, t, v)):
+                continue  # e.g. ppl is exp(loss): the loss row says the same on a linear scale
+            sign = 1 if m.higher_is_better else -1
             gain = sign * (t - b)
-            if gain > 0 and _fmt(t, metric) != _fmt(b, metric):
-                kept[metric] = round(sign * (v - b) / gain, 3)
-        out[name] = kept
+            if gain > 0 and m.show(t) != m.show(b):
+                kept[name] = round(sign * (v - b) / gain, 3)
+        out[model] = kept
     return out
 
 
@@ -89,33 +74,23 @@ def _gain_lines(report: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _fmt(value: Any, metric: str) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float) and math.isinf(value):
-        return "inf"
-    if metric in ("ppl", "bleu", "mae", "rmse"):
-        return f"{value:.2f}"
-    return f"{value:.4f}" if metric == "loss" else f"{value:.3f}"
+def _fmt(value: Any, name: str) -> str:
+    return metric(name).show(value)
 
 
-def _label(metric: str) -> str:
-    return f"{metric} {'↑' if HIGHER_IS_BETTER.get(metric, True) else '↓'}"
-
-
-def _best(table: dict[str, dict[str, Any]], metric: str) -> str | None:
-    """The model with the strictly best value of ``metric`` (None on a tie or with one model)."""
-    vals = {k: v[metric] for k, v in table.items() if v.get(metric) is not None}
+def _best(table: dict[str, dict[str, Any]], name: str) -> str | None:
+    """The model with the strictly best value of metric ``name`` (None on a tie or with one model)."""
+    vals = {k: v[name] for k, v in table.items() if v.get(name) is not None}
     if len(vals) < 2:
         return None
-    ordered = sorted(vals, key=vals.__getitem__, reverse=HIGHER_IS_BETTER.get(metric, True))
-    return ordered[0] if _fmt(vals[ordered[0]], metric) != _fmt(vals[ordered[1]], metric) else None
+    ordered = sorted(vals, key=vals.__getitem__, reverse=metric(name).higher_is_better)
+    return ordered[0] if _fmt(vals[ordered[0]], name) != _fmt(vals[ordered[1]], name) else None
 
 
 def render_markdown(report: dict[str, Any]) -> str:
     """eval.md: the table, a few generations per model, and the qualitative prompts side by side."""
     metrics, table = report["metrics"], report["table"]
-    arrows = [_label(m) for m in metrics]
+    arrows = [metric(m).label for m in metrics]
     lines = [
         f"# Eval: {report['recipe']}",
         "",
@@ -126,11 +101,10 @@ def render_markdown(report: dict[str, Any]) -> str:
         "| metric | " + " | ".join(table) + " |",
         "|---|" + "---:|" * len(table),
     ]
-    for metric, label in zip(metrics, arrows, strict=True):
-        best = _best(table, metric)
+    for m, label in zip(metrics, arrows, strict=True):
+        best = _best(table, m)
         cells = [
-            (f"**{_fmt(row[metric], metric)}**" if best == name else _fmt(row[metric], metric))
-            for name, row in table.items()
+            (f"**{_fmt(row[m], m)}**" if best == name else _fmt(row[m], m)) for name, row in table.items()
         ]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     gains = _gain_lines(report)
@@ -191,18 +165,17 @@ def render_png(report: dict[str, Any]) -> bytes:
     rows = math.ceil(len(metrics) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.8 * rows), squeeze=False)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for ax, metric in zip(axes.flat, metrics, strict=False):
-        vals = [table[k][metric] for k in names]
+    for ax, name in zip(axes.flat, metrics, strict=False):
+        m = metric(name)
+        vals = [table[k][name] for k in names]
         finite = [v if v is not None and math.isfinite(v) else 0.0 for v in vals]
         ax.bar(range(len(names)), finite, color=[colors[i % len(colors)] for i in range(len(names))])
         ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
         top = max(finite, default=0.0)
-        ax.set_ylim(0, 1.1 if metric in RATE_METRICS else (top * 1.15 or 1.0))
-        ax.set_title(
-            f"{metric} ({'higher' if HIGHER_IS_BETTER.get(metric, True) else 'lower'} is better)", fontsize=9
-        )
+        ax.set_ylim(0, 1.1 if m.rate else (top * 1.15 or 1.0))
+        ax.set_title(f"{name} ({m.direction})", fontsize=9)
         for i, v in enumerate(vals):
-            ax.text(i, finite[i], _fmt(v, metric), ha="center", va="bottom", fontsize=7)
+            ax.text(i, finite[i], m.show(v), ha="center", va="bottom", fontsize=7)
     for ax in list(axes.flat)[len(metrics) :]:
         ax.axis("off")
     fig.suptitle(f"{report['recipe']}: {report['split']} split, n={report['n']}", fontsize=10)
@@ -224,13 +197,13 @@ def print_table(report: dict[str, Any], console: Any = None) -> None:
     t.add_column("metric", style="bold")
     for name in table:
         t.add_column(name, justify="right")
-    for metric in metrics:
-        best = _best(table, metric)
+    for m in metrics:
+        best = _best(table, m)
         cells = [
-            (f"[green]{_fmt(row[metric], metric)}[/]" if best == name else _fmt(row[metric], metric))
+            (f"[green]{_fmt(row[m], m)}[/]" if best == name else _fmt(row[m], m))
             for name, row in table.items()
         ]
-        t.add_row(_label(metric), *cells)
+        t.add_row(metric(m).label, *cells)
     console.print(t)
     for line in _gain_lines(report):
         console.print(line)

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from medkit.errors import EvalError, MedkitError
-from medkit.metrics import perplexity, stop_rate, task_metrics
+from medkit.errors import EvalError
+from medkit.metrics import Scored, compute
 
 SAMPLES_KEPT = 5  # generations stored per model in eval.json / eval.md
 
@@ -56,10 +56,7 @@ def score_hf_models(run, recipe, tokenizer, evset: EvalSet, want_base: bool, wan
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = recipe.model.dtype if device == "cuda" else "float32"
-    try:
-        model = load_model(recipe.model.base, dtype=dtype).to(device).eval()
-    except MedkitError:
-        raise
+    model = load_model(recipe.model.base, dtype=dtype).to(device).eval()
     out: dict[str, dict[str, Any]] = {}
     if want_tuned:
         from peft import PeftModel
@@ -258,13 +255,7 @@ def _gguf_nll(path: Path, examples) -> tuple[float, int]:
 def _finish(evset: EvalSet, nll: float, count: int, gens: list[tuple[str, bool]], seconds: float) -> dict:
     n = len(evset.conversations)
     main, qual = gens[:n], gens[n:]
-    preds = [t for t, _ in main]
-    values: dict[str, float | None] = {}
-    if count:
-        values["loss"] = nll / count
-        values["ppl"] = perplexity(nll / count)
-    values.update(task_metrics(evset.task, preds, evset.references))
-    values["stop_rate"] = stop_rate([s for _, s in main])
+    scored = Scored([t for t, _ in main], evset.references, [s for _, s in main], nll, count)
     samples = [
         {"prompt": c.messages[-1]["content"], "reference": c.answer, "answer": t, "stopped": s}
         for c, (t, s) in zip(evset.conversations[:SAMPLES_KEPT], main[:SAMPLES_KEPT], strict=False)
@@ -274,7 +265,7 @@ def _finish(evset: EvalSet, nll: float, count: int, gens: list[tuple[str, bool]]
         for (d, p, _), (t, _) in zip(evset.qualitative_messages(), qual, strict=True)
     ]
     return {
-        "metrics": {k: values.get(k) for k in evset.metrics},
+        "metrics": compute(evset.metrics, scored),
         "tokens_scored": count,
         "seconds": round(seconds, 2),
         "samples": samples,

@@ -17,30 +17,10 @@ from typing import Any
 import click
 
 from medkit.errors import EvalError
-from medkit.eval_report import (
-    RATE_METRICS,
-    build_report,
-    print_table,
-    render_markdown,
-    render_png,
-    write_outputs,
-)
-from medkit.eval_score import SAMPLES_KEPT, EvalSet, score_gguf, score_hf_models
+from medkit.eval_report import build_report, print_table, write_outputs
+from medkit.eval_score import EvalSet, score_gguf, score_hf_models
 from medkit.metrics import check_references, guess_task, metrics_for_task
 from medkit.runs import RunDir, find_run, latest_run
-
-__all__ = [
-    "RATE_METRICS",
-    "SAMPLES_KEPT",
-    "EvalSet",
-    "command",
-    "evaluate_run",
-    "gguf_shape",
-    "print_table",
-    "render_markdown",
-    "render_png",
-]
-
 
 # ---- the public entry point --------------------------------------------------------------------------
 
@@ -162,19 +142,17 @@ def _eval_set(recipe: Any, tokenizer: Any, split: str, n: int, metrics: Sequence
     )
 
 
-_ARCH_ALIASES = {"mistral": "llama"}  # llama.cpp writes Mistral checkpoints with the llama architecture
-
-
 def _check_ggufs(base: str, tokenizer: Any, paths: Sequence[Path]) -> None:
     """Each GGUF must have the base's architecture, width, depth and vocabulary (metadata vs HF config)."""
     if not paths:
         return
     from transformers import AutoConfig
 
+    from medkit.convert.arch import gguf_arch_of
     from medkit.models import loadable
 
     cfg = AutoConfig.from_pretrained(loadable(base))
-    arch = _ARCH_ALIASES.get(cfg.model_type, cfg.model_type)
+    arch = gguf_arch_of(cfg.model_type)  # e.g. a Mistral base is written as GGUF `llama`
     want = {
         "arch": arch,
         "n_embd": getattr(cfg, "hidden_size", None) or getattr(cfg, "n_embd", None),
@@ -197,29 +175,18 @@ def _check_ggufs(base: str, tokenizer: Any, paths: Sequence[Path]) -> None:
 
 
 def gguf_shape(path: Path) -> dict[str, Any]:
-    """arch, n_embd, n_layer and vocab size from a GGUF's metadata (gguf package, no weights read)."""
-    from gguf import GGUFReader
+    """arch, n_embd, n_layer and vocab size of a model GGUF, from its header (medkit.gguf_info)."""
+    from medkit.errors import RuntimeLoadError
+    from medkit.gguf_info import read_gguf_info
 
     try:
-        reader = GGUFReader(str(path))
-    except (ValueError, OSError) as exc:
-        raise EvalError(f"not a readable GGUF file ({exc})", where=str(path)) from None
-
-    def value(key: str) -> Any:
-        field = reader.get_field(key)
-        return None if field is None else field.contents()
-
-    arch = value("general.architecture")
-    tokens = reader.get_field("tokenizer.ggml.tokens")
-    vocab = value(f"{arch}.vocab_size") or (len(tokens.data) if tokens is not None else None)
-    if value("general.type") == "adapter":
+        info = read_gguf_info(path, what="GGUF")
+    except RuntimeLoadError as exc:
+        raise EvalError(f"not a readable GGUF file ({exc.message})", where=str(path)) from None
+    if info.kind == "adapter":
         raise EvalError("this GGUF is a LoRA adapter, not a model", where=str(path))
-    return {
-        "arch": arch,
-        "n_embd": value(f"{arch}.embedding_length"),
-        "n_layer": value(f"{arch}.block_count"),
-        "vocab": vocab,
-    }
+    vocab = info.get("{arch}.vocab_size") or info.n_vocab
+    return {"arch": info.arch or None, "n_embd": info.n_embd, "n_layer": info.n_layer, "vocab": vocab}
 
 
 def _gguf_name(run: RunDir, path: Path, taken: dict[str, Any]) -> str:

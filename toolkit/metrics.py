@@ -1,39 +1,23 @@
-"""Metric functions for `medkit eval`: each takes predictions and references, returns plain floats.
+"""Metrics for `medkit eval`: the functions, and METRICS, the one registry eval, reports and recipes ask.
 
 Text overlap comes from maintained packages (rouge-score, sacrebleu); ICD-10-CM validity and hierarchy
 from simple-icd-10-cm. Heavy imports stay inside the functions.
+
+Add a metric: one function over `Scored` (returning {name: value}) and one `Metric` row in METRICS at
+the end of this file, plus its test; eval, eval.md/png, the table, the share of the gain kept and the
+recipe's eval.task help pick it up from the row.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from medkit.errors import EvalError
 
-TASK_METRICS: dict[str, tuple[str, ...]] = {
-    "qa": ("loss", "ppl", "rouge1", "rouge2", "rougeL", "bleu", "stop_rate"),
-    "text": ("loss", "ppl", "stop_rate"),
-    "icd10": (
-        "loss",
-        "ppl",
-        "exact",
-        "code_match",
-        "category_match",
-        "chapter_match",
-        "valid_rate",
-        "stop_rate",
-    ),
-    "numeric": ("loss", "ppl", "mae", "rmse", "r2", "unparsed", "stop_rate"),
-}
-# Which way is better, for the table and the chart.
-HIGHER_IS_BETTER = {
-    "loss": False, "ppl": False, "rouge1": True, "rouge2": True, "rougeL": True, "bleu": True,
-    "exact": True, "code_match": True, "category_match": True, "chapter_match": True, "valid_rate": True,
-    "mae": False, "rmse": False, "r2": True, "unparsed": False, "stop_rate": True,
-}  # fmt: skip
-GENERATION_METRICS = frozenset(m for ms in TASK_METRICS.values() for m in ms) - {"loss", "ppl"}
+TASKS = ("qa", "icd10", "numeric", "text")  # eval.task values (the recipe adds 'auto')
 
 # An ICD-10-CM code: letter, digit, digit-or-letter, then an optional dot and up to 4 more characters.
 _ICD = re.compile(r"\b([A-Z][0-9][0-9A-Z])(?:\.?([0-9A-Z]{1,4}))?\b", re.IGNORECASE)
@@ -41,21 +25,6 @@ _ICD = re.compile(r"\b([A-Z][0-9][0-9A-Z])(?:\.?([0-9A-Z]{1,4}))?\b", re.IGNOREC
 _NUMBER = re.compile(
     r"(?<![\w.])[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:[eE][-+]?\d+)?|(?<![\w.])[-+]?\.\d+"
 )
-
-
-def metrics_for_task(task: str, wanted: Sequence[str] | None = None) -> tuple[str, ...]:
-    """The metrics computed for ``task``; asking for one that does not fit raises EvalError."""
-    if task not in TASK_METRICS:
-        raise EvalError(f"unknown eval task '{task}' (tasks: {', '.join(TASK_METRICS)})")
-    allowed = TASK_METRICS[task]
-    if not wanted:
-        return allowed
-    bad = [m for m in wanted if m not in allowed]
-    if bad:
-        raise EvalError(
-            f"metric '{bad[0]}' does not fit task '{task}'", hint=f"metrics for {task}: {', '.join(allowed)}"
-        )
-    return tuple(m for m in allowed if m in wanted)
 
 
 # ---- perplexity ------------------------------------------------------------------------------------
@@ -254,17 +223,146 @@ def check_references(task: str, references: Sequence[str], *, where: str = "") -
             )
 
 
-def task_metrics(task: str, predictions: Sequence[str], references: Sequence[str]) -> dict[str, float | None]:
-    """The generation metrics of ``task`` (no loss/ppl, no stop rate)."""
-    if task == "qa":
-        return {**rouge(predictions, references), "bleu": bleu(predictions, references)}
-    if task == "icd10":
-        return dict(icd_metrics(predictions, references))
-    if task == "numeric":
-        return numeric_metrics(predictions, references)
-    return {}
-
-
 def _same_length(predictions: Sequence[str], references: Sequence[str]) -> None:
     if len(predictions) != len(references):
         raise EvalError(f"{len(predictions)} predictions for {len(references)} references")
+
+
+# ---- the registry -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Scored:
+    """What one model produced on the eval set: everything a metric function reads."""
+
+    predictions: Sequence[str]
+    references: Sequence[str]
+    stopped: Sequence[bool] = ()  # per prediction: ended on its own before the token budget
+    nll: float = 0.0  # summed negative log-likelihood over the answer tokens
+    tokens: int = 0  # answer tokens scored
+
+
+Value = float | None
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One metric: the function computing it (several rows may share one), where it applies and how it
+    reads. ``gain``: counted in the share of the fine-tuning gain an export keeps."""
+
+    name: str
+    compute: Callable[[Scored], dict[str, Value]]
+    tasks: tuple[str, ...]
+    higher_is_better: bool
+    rate: bool  # a share in [0, 1] (charts use a 0..1 axis)
+    fmt: str  # format spec for tables: ".3f"
+    help: str
+    gain: bool = True
+
+    def show(self, value: Value) -> str:
+        if value is None:
+            return "-"
+        if isinstance(value, float) and math.isinf(value):
+            return "inf"
+        return format(value, self.fmt)
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} {'↑' if self.higher_is_better else '↓'}"
+
+    @property
+    def direction(self) -> str:
+        return "higher is better" if self.higher_is_better else "lower is better"
+
+
+def _likelihood(s: Scored) -> dict[str, Value]:
+    mean = s.nll / s.tokens if s.tokens else None
+    return {"loss": mean, "ppl": None if mean is None else perplexity(mean)}
+
+
+def _rouge(s: Scored) -> dict[str, Value]:
+    return dict(rouge(s.predictions, s.references))
+
+
+def _bleu(s: Scored) -> dict[str, Value]:
+    return {"bleu": bleu(s.predictions, s.references)}
+
+
+def _icd(s: Scored) -> dict[str, Value]:
+    return dict(icd_metrics(s.predictions, s.references))
+
+
+def _numeric(s: Scored) -> dict[str, Value]:
+    return numeric_metrics(s.predictions, s.references)
+
+
+def _stops(s: Scored) -> dict[str, Value]:
+    return {"stop_rate": stop_rate(s.stopped)}
+
+
+_ALL, _QA, _ICD10, _NUM = TASKS, ("qa",), ("icd10",), ("numeric",)
+# The order here is the order of the eval table's rows.
+METRICS: dict[str, Metric] = {
+    m.name: m
+    for m in (
+        Metric("loss", _likelihood, _ALL, False, False, ".4f", "mean answer-token NLL"),
+        Metric("ppl", _likelihood, _ALL, False, False, ".2f", "perplexity, exp(loss)", gain=False),
+        Metric("rouge1", _rouge, _QA, True, True, ".3f", "ROUGE-1 F1"),
+        Metric("rouge2", _rouge, _QA, True, True, ".3f", "ROUGE-2 F1"),
+        Metric("rougeL", _rouge, _QA, True, True, ".3f", "ROUGE-L F1"),
+        Metric("bleu", _bleu, _QA, True, False, ".2f", "corpus BLEU, 0-100"),
+        Metric("exact", _icd, _ICD10, True, True, ".3f", "answer equals the reference"),
+        Metric("code_match", _icd, _ICD10, True, True, ".3f", "same ICD-10 code"),
+        Metric("category_match", _icd, _ICD10, True, True, ".3f", "same 3-character category"),
+        Metric("chapter_match", _icd, _ICD10, True, True, ".3f", "same ICD-10-CM chapter"),
+        Metric("valid_rate", _icd, _ICD10, True, True, ".3f", "first code is a real ICD-10-CM code"),
+        Metric("mae", _numeric, _NUM, False, False, ".2f", "mean absolute error"),
+        Metric("rmse", _numeric, _NUM, False, False, ".2f", "root mean squared error"),
+        Metric("r2", _numeric, _NUM, True, False, ".3f", "coefficient of determination"),
+        Metric("unparsed", _numeric, _NUM, False, True, ".3f", "share of answers with no number"),
+        Metric("stop_rate", _stops, _ALL, True, True, ".3f", "share of answers that ended on their own"),
+    )
+}
+
+
+def metric(name: str) -> Metric:
+    """The registry row of ``name``; EvalError for a name eval does not know."""
+    if name not in METRICS:
+        raise EvalError(f"unknown metric '{name}' (metrics: {', '.join(METRICS)})")
+    return METRICS[name]
+
+
+def metrics_for_task(task: str, wanted: Sequence[str] | None = None) -> tuple[str, ...]:
+    """The metrics computed for ``task``; asking for one that does not fit raises EvalError."""
+    if task not in TASKS:
+        raise EvalError(f"unknown eval task '{task}' (tasks: {', '.join(TASKS)})")
+    allowed = tuple(name for name, m in METRICS.items() if task in m.tasks)
+    if not wanted:
+        return allowed
+    bad = [m for m in wanted if m not in allowed]
+    if bad:
+        raise EvalError(
+            f"metric '{bad[0]}' does not fit task '{task}'", hint=f"metrics for {task}: {', '.join(allowed)}"
+        )
+    return tuple(m for m in allowed if m in wanted)
+
+
+def compute(names: Sequence[str], scored: Scored) -> dict[str, Value]:
+    """{name: value} for each of ``names``; a function shared by several rows runs once."""
+    done: dict[Callable[[Scored], dict[str, Value]], dict[str, Value]] = {}
+    out: dict[str, Value] = {}
+    for name in names:
+        fn = metric(name).compute
+        if fn not in done:
+            done[fn] = fn(scored)
+        out[name] = done[fn].get(name)
+    return out
+
+
+def task_help() -> str:
+    """'qa (rouge1, ...), icd10 (exact, ...), ...; every task: loss, ppl, stop_rate' for the recipe help."""
+    common = [name for name, m in METRICS.items() if set(TASKS) <= set(m.tasks)]
+    own = {t: [m for m in metrics_for_task(t) if m not in common] for t in TASKS}
+    return ", ".join(f"{t} ({', '.join(ms) or 'nothing more'})" for t, ms in own.items()) + (
+        f"; every task: {', '.join(common)}"
+    )

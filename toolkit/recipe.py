@@ -18,8 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from medkit.convert.quantize import ALL_TYPES as EXPORTED_TYPES
+from medkit.convert.quantize import EXPORT_TYPES
 from medkit.errors import RecipeError
+from medkit.metrics import TASKS as EVAL_TASKS
+from medkit.metrics import task_help
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -29,7 +31,7 @@ else:  # pragma: no cover
 DATA_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet", ".txt", ".arrow")
 TEMPLATES = ("auto", "chatml", "zephyr", "mistral", "llama3", "alpaca", "dialogpt")
 DATA_FORMATS = ("auto", "qa", "cot", "dialogue", "messages", "alpaca", "prompt_completion", "text")
-TASKS = ("auto", "qa", "icd10", "numeric", "text")
+TASKS = ("auto", *EVAL_TASKS)  # medkit.metrics holds the tasks and the metrics of each
 # Names users bring from other tools, for "did you mean".
 SYNONYMS = {
     "rank": "r",
@@ -55,7 +57,7 @@ SYNONYMS = {
     "base_model": "base",
     "template": "chat_template",
 }
-GGUF_TYPES = EXPORTED_TYPES  # medkit.convert.quantize holds the one table of GGUF types
+GGUF_TYPES = EXPORT_TYPES  # medkit.convert.quantize holds the one table of GGUF types
 
 
 def opt(default: Any = dataclasses.MISSING, help: str = "", *, choices=None, lo=None, hi=None, factory=None):
@@ -200,7 +202,7 @@ class QualitativePrompts:
 class EvalSection:
     task: str = opt(
         "auto",
-        "Which metrics: qa (ROUGE/BLEU), icd10 (exact match), numeric (MAE/R2), text (ppl only)",
+        f"Which metrics: auto (guessed from the answers), {task_help()}",
         choices=TASKS,
     )
     split: str = opt("test", "Split to evaluate", choices=("train", "val", "test"))
@@ -214,9 +216,11 @@ class EvalSection:
 
 @dataclass
 class ExportSection:
+    """`medkit export` of the run uses these as its defaults; a flag (--gguf, --no-verify, ...) wins."""
+
     gguf: list[str] = opt(help=f"GGUF types to write: {', '.join(GGUF_TYPES)}", factory=lambda: ["q4_0"])
-    modelfile: bool = opt(True, "Write an Ollama Modelfile next to the GGUF")
-    verify: bool = opt(True, "Check llama.cpp against transformers after export")
+    modelfile: bool = opt(True, "Write an Ollama Modelfile next to the GGUF (--[no-]modelfile)")
+    verify: bool = opt(True, "Check llama.cpp against transformers after export (--[no-]verify)")
     temperature: float = opt(0.7, "Default sampling temperature for the Modelfile / chat", lo=0.0)
     top_p: float = opt(0.9, "Default top-p", lo=0.0, hi=1.0)
     num_ctx: int = opt(2048, "Default context length", lo=128)
@@ -524,13 +528,36 @@ def _check_semantics(r: Recipe, base_dir: Path, problems: list[str]) -> None:
         problems.append(f"data.split_ratios: {ratios!r} must be three non-negative numbers summing to 1")
     if r.train.max_steps == 0 and r.train.epochs <= 0:
         problems.append("train.epochs: must be > 0 when train.max_steps is 0")
-    for t in r.export.gguf:
+    _check_export(r.export, problems)
+    if not r.lora.targets:
+        problems.append("lora.targets: must name at least one module, 'auto' or 'all-linear'")
+
+
+def _check_export(export: ExportSection, problems: list[str]) -> None:
+    for t in export.gguf:
         if t not in GGUF_TYPES:
             close = difflib.get_close_matches(t, GGUF_TYPES, n=1)
             hint = f"; did you mean '{close[0]}'?" if close else ""
             problems.append(f"export.gguf: {t!r} is not one of {', '.join(GGUF_TYPES)}{hint}")
-    if not r.lora.targets:
-        problems.append("lora.targets: must name at least one module, 'auto' or 'all-linear'")
+
+
+def load_section(path: str | Path, name: str) -> Any:
+    """One validated section of a recipe (e.g. a run's [export] defaults), its absent keys at their
+    defaults. The rest of the recipe is not checked, so a run whose data or base moved since training
+    still exports; a key the section requires (data.source) is the business of the verb that uses it."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(read_recipe_text(path)).get(name, {})
+    except tomllib.TOMLDecodeError as exc:
+        raise RecipeError([f"{path} is not valid TOML: {exc}"]) from None
+    problems: list[str] = []
+    value = _build(_hints(Recipe)[name], raw, f"{name}.", problems)
+    if isinstance(value, ExportSection):
+        _check_export(value, problems)
+    problems = [p for p in problems if "required key is missing" not in p]
+    if problems:
+        raise RecipeError(problems, source=str(path))
+    return value
 
 
 def _drop_empty(d: Any) -> Any:

@@ -82,11 +82,10 @@ class RunDir:
 
     def ggufs(self) -> list[Path]:
         """The export's GGUF files, highest precision first (f32 ... q4_0), then by name."""
-        from medkit.convert.quantize import ALL_TYPES
+        from medkit.convert.quantize import precision_rank
 
-        def rank(p: Path) -> tuple[int, str]:
-            kind = p.stem.rsplit("-", 1)[-1].lower()
-            return (ALL_TYPES.index(kind) if kind in ALL_TYPES else len(ALL_TYPES), p.name)
+        def rank(p: Path) -> tuple[tuple[float, int], str]:
+            return (precision_rank(p.stem.rsplit("-", 1)[-1]), p.name)
 
         if not self.export.is_dir():
             return []
