@@ -17,15 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from medkit.convert.arch import (
-    ArchSpec,
-    add_hparams,
-    detect_arch,
-    dims,
-    gguf_arch_name,
-    llama3_rope_factors,
-    plan_tensor,
-)
+from medkit.convert import arch
+from medkit.convert.arch.layout import add_hparams, plan_tensor, rope_factors, tensor_name_map
 from medkit.errors import ConvertError
 
 FLOAT_TYPES = ("f32", "f16", "bf16")
@@ -187,29 +180,28 @@ def _fast_writer_class() -> type:
     return FastWriter
 
 
-def _plan(spec: ArchSpec, config: dict[str, Any], reader: WeightReader, ftype: str) -> list[_Planned]:
+def _plan(family: arch.Family, config: dict[str, Any], reader: WeightReader, ftype: str) -> list[_Planned]:
     import gguf
 
-    d = dims(spec, config)
-    name_map = gguf.get_tensor_name_map(getattr(gguf.MODEL_ARCH, spec.gguf_arch), d.n_layer)
+    name_map = tensor_name_map(family, family.read_dims(config).n_layer)
     target = {
         "f32": gguf.GGMLQuantizationType.F32,
         "f16": gguf.GGMLQuantizationType.F16,
         "bf16": gguf.GGMLQuantizationType.BF16,
     }[ftype]
     plan: list[_Planned] = []
-    factors = llama3_rope_factors(config, d.head_dim) if spec.gguf_arch == "LLAMA" else None
+    factors = rope_factors(family, config)
     if factors is not None:
         plan.append(
             _Planned(None, "rope_freqs.weight", factors.shape, gguf.GGMLQuantizationType.F32, data=factors)
         )
     for hf_name in reader.names():
         shape = reader.shape(hf_name)
-        planned = plan_tensor(spec, config, name_map, hf_name, len(shape))
+        planned = plan_tensor(family, config, name_map, hf_name, len(shape))
         if planned is None:
             continue
         gguf_name, transform = planned
-        if spec.conv1d and transform is not None:
+        if family.conv1d and transform is not None:
             shape = shape[::-1]
         qtype = target if len(shape) >= 2 else gguf.GGMLQuantizationType.F32  # norms, biases stay f32
         plan.append(_Planned(hf_name, gguf_name, shape, qtype, transform))
@@ -226,14 +218,6 @@ def _cast(arr: np.ndarray, qtype: Any) -> np.ndarray:
     if qtype == gguf.GGMLQuantizationType.F16:
         return np.ascontiguousarray(arr, dtype=np.float16)
     return gguf.quants.quantize(np.ascontiguousarray(arr, dtype=np.float32), qtype)
-
-
-def estimate_bytes(folder: Path, ftype: str, *, allow_pickle: bool = False) -> int:
-    """Rough size of the GGUF a float export of ``folder`` writes (tensors + 16 MiB for metadata)."""
-    reader = WeightReader(folder, allow_pickle=allow_pickle)
-    per = {"f32": 4, "f16": 2, "bf16": 2}[ftype]
-    n = sum(int(np.prod(reader.shape(k), dtype=np.int64)) for k in reader.names())
-    return n * per + 16 * 2**20
 
 
 def write_gguf(
@@ -261,9 +245,10 @@ def write_gguf(
     if merged_from and ADAPTER_KEY not in (metadata or {}):
         metadata = {**(metadata or {}), ADAPTER_KEY: merged_from}
     config = read_config(folder, trust_remote_code=trust_remote_code)
-    spec = detect_arch(config, where=str(folder / "config.json"))
+    family = arch.detect(config, where=str(folder / "config.json"))
+    assert family.gguf_arch is not None  # detect() returns exported families only
     reader = WeightReader(folder, allow_pickle=allow_pickle)
-    plan = _plan(spec, config, reader, ftype)
+    plan = _plan(family, config, reader, ftype)
     embd = next(p for p in plan if p.gguf_name == "token_embd.weight")
     n_vocab = int(embd.shape[0])
     check_free_space(out.parent, sum(p.nbytes for p in plan) + 16 * 2**20, what=out.name)
@@ -271,12 +256,12 @@ def write_gguf(
 
     file_type = ftype_of(ftype)
     with atomic_path(out) as tmp:
-        writer = _fast_writer_class()(tmp, gguf_arch_name(spec))
+        writer = _fast_writer_class()(tmp, family.gguf_arch)
         try:
             writer.add_name(name or folder.name)
             writer.add_file_type(int(file_type))
             writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
-            add_hparams(writer, spec, config, n_vocab)
+            add_hparams(writer, family, config, n_vocab)
             vocab = add_vocab(writer, folder, n_vocab)
             for key, value in (metadata or {}).items():
                 if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -299,7 +284,7 @@ def write_gguf(
     eot = vocab.eot_id
     return GGUFResult(
         path=out,
-        arch=spec.name,
+        arch=family.name,
         ftype=ftype,
         n_tensors=len(plan),
         n_params=sum(int(np.prod(p.shape)) for p in plan),

@@ -1,7 +1,10 @@
 """Ollama Modelfile next to an exported GGUF: FROM, TEMPLATE, stop tokens, parameters, SYSTEM, ADAPTER.
 
 The HF chat template (Jinja) is not run; its family is recognised from the markers it writes and
-re-expressed in Ollama's Go template syntax. Known families: chatml, llama-3, mistral, zephyr, dialogpt.
+re-expressed in Ollama's Go template syntax. Known families: chatml, llama-3, mistral, zephyr, dialogpt,
+each one row of TEMPLATE_FAMILIES (markers, Go template, default end-of-turn text). Template families
+are a property of the tokenizer's chat template, not of the model family (TinyLlama is a llama with a
+zephyr template, SmolLM2 a llama with chatml), so they live here rather than in medkit.convert.arch.
 """
 
 from __future__ import annotations
@@ -10,45 +13,72 @@ import os
 import re
 import warnings
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from medkit.errors import ConvertError
 from medkit.runs import atomic_write_text
 
-FAMILIES = ("chatml", "llama-3", "mistral", "zephyr", "dialogpt")
+
+@dataclass(frozen=True)
+class TemplateFamily:
+    """A chat-template family: how to recognise its rendered text, its Ollama Go template, its default
+    end-of-turn text (``{EOS}`` in the template when the tokenizer names none)."""
+
+    name: str
+    go_template: str
+    markers: tuple[str, ...] = ()  # all in the rendered text (none: recognised by shape, see detect_family)
+    absent: tuple[str, ...] = ()  # none in the rendered text
+    default_eos: str = ""
+
 
 # Go templates: the system prompt comes from .System, turns from .Messages (user/assistant);
 # after the last user turn the assistant header is opened so the model writes the reply.
-_GO_TEMPLATES: dict[str, str] = {
-    "chatml": (
-        "{{ if .System }}<|im_start|>system\n{{ .System }}<|im_end|>\n{{ end }}"
-        '{{ range .Messages }}{{ if eq .Role "user" }}<|im_start|>user\n{{ .Content }}<|im_end|>\n'
-        "<|im_start|>assistant\n"
-        '{{ else if eq .Role "assistant" }}{{ .Content }}<|im_end|>\n{{ end }}{{ end }}'
-    ),
-    "llama-3": (
+# Order matters: the first family whose markers match wins.
+TEMPLATE_FAMILIES: tuple[TemplateFamily, ...] = (
+    TemplateFamily(
+        "llama-3",
         "{{ if .System }}<|start_header_id|>system<|end_header_id|>\n\n{{ .System }}<|eot_id|>{{ end }}"
         '{{ range .Messages }}{{ if eq .Role "user" }}<|start_header_id|>user<|end_header_id|>\n\n'
         "{{ .Content }}<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"
-        '{{ else if eq .Role "assistant" }}{{ .Content }}<|eot_id|>{{ end }}{{ end }}'
+        '{{ else if eq .Role "assistant" }}{{ .Content }}<|eot_id|>{{ end }}{{ end }}',
+        markers=("<|start_header_id|>", "<|eot_id|>"),
+    ),
+    TemplateFamily(
+        "chatml",
+        "{{ if .System }}<|im_start|>system\n{{ .System }}<|im_end|>\n{{ end }}"
+        '{{ range .Messages }}{{ if eq .Role "user" }}<|im_start|>user\n{{ .Content }}<|im_end|>\n'
+        "<|im_start|>assistant\n"
+        '{{ else if eq .Role "assistant" }}{{ .Content }}<|im_end|>\n{{ end }}{{ end }}',
+        markers=("<|im_start|>",),
     ),
     # Mistral has no system turn: the system prompt opens the first user instruction.
-    "mistral": (
+    TemplateFamily(
+        "mistral",
         '{{ $first := true }}{{ range .Messages }}{{ if eq .Role "user" }}[INST] '
         "{{ if and $.System $first }}{{ $.System }}\n\n{{ end }}{{ $first = false }}"
         "{{ .Content }} [/INST]"
-        '{{ else if eq .Role "assistant" }}{{ .Content }}{EOS}{{ end }}{{ end }}'
+        '{{ else if eq .Role "assistant" }}{{ .Content }}{EOS}{{ end }}{{ end }}',
+        markers=("[INST]",),
+        default_eos="</s>",
     ),
-    "zephyr": (
+    TemplateFamily(
+        "zephyr",
         "{{ if .System }}<|system|>\n{{ .System }}{EOS}\n{{ end }}"
         '{{ range .Messages }}{{ if eq .Role "user" }}<|user|>\n{{ .Content }}{EOS}\n<|assistant|>\n'
-        '{{ else if eq .Role "assistant" }}{{ .Content }}{EOS}\n{{ end }}{{ end }}'
+        '{{ else if eq .Role "assistant" }}{{ .Content }}{EOS}\n{{ end }}{{ end }}',
+        markers=("<|user|>", "<|assistant|>"),
+        absent=("<|end|>",),
+        default_eos="</s>",
     ),
     # DialoGPT: turns are plain texts, each closed by the end-of-text token.
-    "dialogpt": "{{ range .Messages }}{{ .Content }}{EOS}{{ end }}",
-}
+    TemplateFamily(
+        "dialogpt", "{{ range .Messages }}{{ .Content }}{EOS}{{ end }}", default_eos="<|endoftext|>"
+    ),
+)
+FAMILIES = tuple(sorted(f.name for f in TEMPLATE_FAMILIES))  # for messages
+_BY_NAME = {f.name: f for f in TEMPLATE_FAMILIES}
 _RAW_TEMPLATE = "{{ if .System }}{{ .System }}\n\n{{ end }}{{ .Prompt }}"
-_DEFAULT_EOS = {"mistral": "</s>", "zephyr": "</s>", "dialogpt": "<|endoftext|>"}
 _CONTENT = re.compile(r"message(\.content|\[['\"]content['\"]\])")
 
 
@@ -85,14 +115,9 @@ def _render(chat_template: str) -> str | None:
 
 
 def _family_of(text: str) -> str | None:
-    if "<|start_header_id|>" in text and "<|eot_id|>" in text:
-        return "llama-3"
-    if "<|im_start|>" in text:
-        return "chatml"
-    if "[INST]" in text:
-        return "mistral"
-    if "<|user|>" in text and "<|assistant|>" in text and "<|end|>" not in text:
-        return "zephyr"
+    for fam in TEMPLATE_FAMILIES:
+        if fam.markers and all(m in text for m in fam.markers) and not any(a in text for a in fam.absent):
+            return fam.name
     return None
 
 
@@ -133,8 +158,8 @@ def ollama_template(chat_template: str | None, *, eos_token: str | None = None, 
             stacklevel=2,
         )
         return _RAW_TEMPLATE
-    eos = eos_token or _DEFAULT_EOS.get(family, "")
-    return _GO_TEMPLATES[family].replace("{EOS}", eos)
+    fam = _BY_NAME[family]
+    return fam.go_template.replace("{EOS}", eos_token or fam.default_eos)
 
 
 def _quote(value: str) -> str:

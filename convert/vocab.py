@@ -120,7 +120,7 @@ def _bpe_vocab(folder: Path, tok_json: dict[str, Any] | None, n_vocab: int | Non
             added.setdefault(int(tid), (text, True))
     cfg = tokenizer_config(folder)
     for key in ("bos_token", "eos_token", "unk_token", "pad_token"):  # named specials are control tokens
-        text = _token_text(cfg.get(key))
+        text = token_text(cfg.get(key))
         if text in base and base[text] not in added:
             added[base[text]] = (text, True)
     by_id: dict[int, str] = {tid: text for text, tid in base.items()}
@@ -244,10 +244,14 @@ def chat_template(folder: Path) -> str | None:
     return None
 
 
-def _token_text(value: Any) -> str | None:
+def token_text(value: Any) -> str | None:
+    """The text of a tokenizer_config.json special-token entry (a string or an AddedToken dict)."""
     if isinstance(value, dict):
         return value.get("content")
     return value if isinstance(value, str) else None
+
+
+_token_text = token_text  # the old private name, still imported by medkit.convert.export
 
 
 def end_of_turn(template: str | None, tokens: list[str], types: list[int], cfg: dict[str, Any]) -> int | None:
@@ -267,8 +271,8 @@ def end_of_turn(template: str | None, tokens: list[str], types: list[int], cfg: 
         text = env.from_string(template).render(
             messages=messages,
             add_generation_prompt=False,
-            bos_token=_token_text(cfg.get("bos_token")) or "",
-            eos_token=_token_text(cfg.get("eos_token")) or "",
+            bos_token=token_text(cfg.get("bos_token")) or "",
+            eos_token=token_text(cfg.get("eos_token")) or "",
         )
     except Exception:
         return None

@@ -5,15 +5,17 @@
     build_tiny_model(arch, out_dir, seed=0) -> HF folder: safetensors + config + tokenizer + template
 
 Nothing is downloaded: the tokenizers are trained on CORPUS, a few KB of medical-style text below.
+One entry of TINY per model family medkit exports (medkit.convert.arch.supported(); a test checks
+they are the same): adding a family is its module in convert/arch/ plus its row in TINY.
 """
 
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-ARCHS = ("llama", "mistral", "qwen2", "gpt2")
 
 CORPUS = """\
 The patient is a 45-year-old woman with a three-day history of fever, dry cough and fatigue.
@@ -126,7 +128,7 @@ def _train_spm(vocab_size: int) -> bytes:
     return model.getvalue()
 
 
-def _spm_tokenizer(kind: str, out_dir: Path):
+def _spm_tokenizer(template: str, out_dir: Path):
     from transformers import LlamaTokenizer
 
     (out_dir / "tokenizer.model").write_bytes(_train_spm(SPM_VOCAB))
@@ -138,7 +140,7 @@ def _spm_tokenizer(kind: str, out_dir: Path):
         legacy=False,
         clean_up_tokenization_spaces=False,
     )
-    tok.chat_template = ZEPHYR_TEMPLATE if kind == "llama" else INST_TEMPLATE
+    tok.chat_template = template
     return tok
 
 
@@ -190,55 +192,82 @@ def _bpe_tokenizer(kind: str):
     return tok
 
 
+def _gpt2_config(tok, overrides: dict[str, Any]):
+    from transformers import GPT2Config
+
+    eos = tok.convert_tokens_to_ids("<|endoftext|>")
+    kw: dict[str, Any] = dict(
+        vocab_size=len(tok), n_embd=64, n_layer=2, n_head=4, n_inner=256, n_positions=1024,
+        initializer_range=INIT_STD, bos_token_id=eos, eos_token_id=eos, tie_word_embeddings=True,
+    )  # fmt: skip
+    return GPT2Config(**{**kw, **overrides})
+
+
+def _common(**kw: Any) -> dict[str, Any]:
+    """A Llama-style decoder: 2 layers, 4 heads over 2 KV heads, 64 wide."""
+    common: dict[str, Any] = dict(
+        hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=512, rms_norm_eps=1e-6, initializer_range=INIT_STD,
+    )  # fmt: skip
+    return {**common, **kw}
+
+
+def _qwen2_config(tok, overrides: dict[str, Any]):
+    from transformers import Qwen2Config
+
+    ids = tok.convert_tokens_to_ids
+    kw = _common(
+        vocab_size=len(tok), tie_word_embeddings=True, rope_theta=1_000_000.0,
+        bos_token_id=ids("<|endoftext|>"), eos_token_id=ids("<|im_end|>"), pad_token_id=ids("<|endoftext|>"),
+        use_sliding_window=False,
+    )  # fmt: skip
+    return Qwen2Config(**{**kw, **overrides})
+
+
+def _spm_decoder_config(config_class: str, **extra: Any) -> Callable[[Any, dict[str, Any]], Any]:
+    def make(tok, overrides: dict[str, Any]):
+        import transformers
+
+        kw = _common(
+            vocab_size=64 * (len(tok) // 64 + 1),  # padded above the tokenizer, as real SPM checkpoints often are
+            tie_word_embeddings=False, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, **extra,
+        )  # fmt: skip
+        return getattr(transformers, config_class)(**{**kw, **overrides})
+
+    return make
+
+
+@dataclass(frozen=True)
+class Tiny:
+    """How to build the tiny offline model of one family: its tokenizer and its config."""
+
+    tokenizer: Callable[[Path], Any]  # out_dir -> tokenizer (saved by build_tokenizer)
+    config: Callable[[Any, dict[str, Any]], Any]  # (tokenizer, overrides) -> transformers config
+    end_of_turn: str  # the token its chat template closes assistant turns with
+
+
+TINY: dict[str, Tiny] = {
+    "llama": Tiny(lambda d: _spm_tokenizer(ZEPHYR_TEMPLATE, d), _spm_decoder_config("LlamaConfig"), "</s>"),
+    "mistral": Tiny(
+        lambda d: _spm_tokenizer(INST_TEMPLATE, d),
+        _spm_decoder_config("MistralConfig", sliding_window=None),
+        "</s>",
+    ),
+    "qwen2": Tiny(lambda d: _bpe_tokenizer("qwen2"), _qwen2_config, "<|im_end|>"),
+    "gpt2": Tiny(lambda d: _bpe_tokenizer("gpt2"), _gpt2_config, "<|endoftext|>"),
+}
+ARCHS = tuple(TINY)
+
+
 def build_tokenizer(kind: str, out_dir: str | Path):
     """Train and save the tokenizer for ``kind`` (an arch name) into ``out_dir``; returns it."""
     if kind not in ARCHS:
         raise ValueError(f"unknown tokenizer kind {kind!r}; expected one of {', '.join(ARCHS)}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    tok = _spm_tokenizer(kind, out_dir) if kind in ("llama", "mistral") else _bpe_tokenizer(kind)
+    tok = TINY[kind].tokenizer(out_dir)
     tok.save_pretrained(str(out_dir))
     return tok
-
-
-def _config(arch: str, tok, overrides: dict[str, Any]):
-    from transformers import GPT2Config, LlamaConfig, MistralConfig, Qwen2Config
-
-    n = len(tok)
-    if arch == "gpt2":
-        eos = tok.convert_tokens_to_ids("<|endoftext|>")
-        kw: dict[str, Any] = dict(
-            vocab_size=n, n_embd=64, n_layer=2, n_head=4, n_inner=256, n_positions=1024,
-            initializer_range=INIT_STD, bos_token_id=eos, eos_token_id=eos, tie_word_embeddings=True,
-        )  # fmt: skip
-        kw.update(overrides)
-        return GPT2Config(**kw)
-    common: dict[str, Any] = dict(
-        hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=512, rms_norm_eps=1e-6, initializer_range=INIT_STD,
-    )  # fmt: skip
-    if arch == "qwen2":
-        common.update(
-            vocab_size=n,
-            tie_word_embeddings=True,
-            rope_theta=1_000_000.0,
-            bos_token_id=tok.convert_tokens_to_ids("<|endoftext|>"),
-            eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"),
-            pad_token_id=tok.convert_tokens_to_ids("<|endoftext|>"),
-            use_sliding_window=False,
-        )
-        common.update(overrides)
-        return Qwen2Config(**common)
-    common.update(
-        vocab_size=64 * (n // 64 + 1),  # padded above the tokenizer, as real SPM checkpoints often are
-        tie_word_embeddings=False,
-        bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id,
-    )
-    if arch == "mistral":
-        common["sliding_window"] = None
-    common.update(overrides)
-    return (LlamaConfig if arch == "llama" else MistralConfig)(**common)
 
 
 def build_tiny_model(arch: str, out_dir: str | Path, seed: int = 0, **overrides: Any) -> Path:
@@ -253,7 +282,7 @@ def build_tiny_model(arch: str, out_dir: str | Path, seed: int = 0, **overrides:
         raise ValueError(f"unknown tiny arch {arch!r}; expected one of {', '.join(ARCHS)}")
     out_dir = Path(out_dir)
     tok = build_tokenizer(arch, out_dir)
-    config = _config(arch, tok, overrides)
+    config = TINY[arch].config(tok, dict(overrides))
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     if config.tie_word_embeddings and "initializer_range" not in overrides:

@@ -1,7 +1,9 @@
-"""GGUF header checks, before llama.cpp sees a file: metadata and tensor shapes, and whether an adapter fits.
+"""The one GGUF header reader: metadata and tensor shapes, checked before llama.cpp sees a file.
 
-The header is scanned here (the gguf package supplies value types and block sizes). Nothing here imports
-llama_cpp or torch.
+Everything in medkit that reads a GGUF header asks `read_gguf_info` (runtime, chat, eval's shape check,
+verify's file type, the LoRA converter's base dimensions and adapter description, quantize, provenance);
+thin functions elsewhere only interpret the fields it returns. The header is scanned here (the gguf
+package supplies value types and block sizes). Nothing here imports llama_cpp or torch.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 
 from medkit.errors import RuntimeLoadError
 
-__all__ = ["GGUFInfo", "check_adapter_fits", "read_gguf_info"]
+__all__ = ["GGUFArray", "GGUFInfo", "check_adapter_fits", "read_gguf_info"]
 
 
 # -- GGUF checks (before llama.cpp sees the file) ---------------------------------------
@@ -34,6 +36,14 @@ class GGUFInfo:
     lora_alpha: float | None = None
     file_type: int | None = None  # general.file_type: llama.cpp's ftype (names: medkit.convert.quantize)
     tensors: dict[str, tuple[int, ...]] = field(default_factory=dict)  # name -> shape (GGUF ne order)
+    meta: dict[str, Any] = field(default_factory=dict, repr=False)  # every key; arrays as GGUFArray(n)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """A metadata value; ``{arch}`` in ``key`` is this file's architecture; arrays give their length."""
+        value = self.meta.get(key.replace("{arch}", self.arch))
+        if isinstance(value, GGUFArray):
+            return value.n
+        return default if value is None else value
 
 
 _U64 = struct.Struct("<Q")
@@ -79,12 +89,12 @@ class _Scan:
                     self.value(etype)
             else:
                 self.off += n * struct.calcsize(fmts[T(etype)])
-            return _Array(n)
+            return GGUFArray(n)
         return self.take(fmts[T(vtype)])
 
 
 @dataclass(frozen=True)
-class _Array:
+class GGUFArray:
     n: int  # arrays are skipped; only their length is kept
 
 
@@ -149,11 +159,12 @@ def read_gguf_info(path: str | os.PathLike[str], what: str = "model") -> GGUFInf
         name=str(kv.get("general.name") or ""),
         n_embd=kv.get(f"{arch}.embedding_length"),
         n_layer=kv.get(f"{arch}.block_count"),
-        n_vocab=tok.n if isinstance(tok, _Array) else None,
+        n_vocab=tok.n if isinstance(tok, GGUFArray) else None,
         chat_template=kv.get("tokenizer.chat_template"),
         lora_alpha=kv.get("adapter.lora.alpha"),
         file_type=kv.get("general.file_type") if isinstance(kv.get("general.file_type"), int) else None,
         tensors=tensors,
+        meta=kv,
     )
     if what == "adapter" and (info.kind != "adapter" or kv.get("adapter.type") != "lora"):
         raise RuntimeLoadError(

@@ -13,18 +13,7 @@ from typing import Any
 
 from medkit.errors import ModelError, TrainError
 
-# 'auto' targets: the attention and MLP projections of each architecture.
-_LLAMA_LIKE = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-AUTO_TARGETS: dict[str, list[str]] = {
-    **{
-        t: _LLAMA_LIKE
-        for t in ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "olmo2")
-    },
-    "phi3": ["qkv_proj", "o_proj", "gate_up_proj", "down_proj"],
-    "gpt2": ["c_attn", "c_proj", "c_fc"],
-    "gpt_neox": ["query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"],
-    "phi": ["q_proj", "k_proj", "v_proj", "dense", "fc1", "fc2"],
-}
+# 'auto' LoRA targets and the Conv1D (fan_in_fan_out) layout are family facts: medkit.convert.arch.
 
 
 @dataclass
@@ -133,7 +122,9 @@ def resolve_targets(model: Any, targets: list[str]) -> list[str] | str:
     if targets == ["all-linear"]:
         return "all-linear"
     if targets == ["auto"]:
-        auto = AUTO_TARGETS.get(model.config.model_type)
+        from medkit.convert.arch import auto_targets
+
+        auto = auto_targets(model.config.model_type)
         if auto is None or not set(auto) & set(present):
             return "all-linear"
         return [t for t in auto if t in present]
@@ -149,6 +140,10 @@ def resolve_targets(model: Any, targets: list[str]) -> list[str] | str:
 def lora_config(recipe: Any, model: Any) -> Any:
     from peft import LoraConfig
 
+    from medkit.convert.arch import by_model_type
+
+    family = by_model_type(model.config.model_type)
+
     lo = recipe.lora
     return LoraConfig(
         r=lo.r,
@@ -158,7 +153,7 @@ def lora_config(recipe: Any, model: Any) -> Any:
         target_modules=resolve_targets(model, list(lo.targets)),
         bias="none",
         task_type="CAUSAL_LM",
-        fan_in_fan_out=model.config.model_type == "gpt2",
+        fan_in_fan_out=bool(family and family.conv1d),  # Conv1D layers (GPT-2) store (in, out) weights
     )
 
 

@@ -15,8 +15,8 @@ import pytest
 
 from medkit.errors import ConvertError
 from tests.convert.conftest import THREADS
+from tests.factories import ARCHS
 
-ARCHS = ("llama", "mistral", "qwen2", "gpt2")
 LLAMA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 GPT2_TARGETS = ["c_attn", "attn.c_proj", "c_fc", "mlp.c_proj"]
 TEXT = "The patient has a fever of 38.5 degrees and a dry cough; metformin 500 mg twice a day."

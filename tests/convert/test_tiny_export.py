@@ -9,9 +9,8 @@ import pytest
 
 from medkit.convert.verify import MIXED_TEXT
 from tests.convert.conftest import load_llama
+from tests.factories import ARCHS, TINY
 
-ARCHS = ("llama", "mistral", "qwen2", "gpt2")
-END_OF_TURN = {"llama": "</s>", "mistral": "</s>", "qwen2": "<|im_end|>", "gpt2": "<|endoftext|>"}
 PROMPT = "The patient has a fever of 38.5 degrees and a dry cough; the doctor"
 
 
@@ -110,7 +109,7 @@ def test_metadata_vocab_and_end_of_turn(arch, tiny_model_dir, tiny_gguf):
     )
     assert len(tokens) == config["vocab_size"]  # SPM vocabularies are padded up to the embedding size
     eot = _field(reader, "tokenizer.ggml.eot_token_id")
-    assert tokens[eot] == END_OF_TURN[arch]
+    assert tokens[eot] == TINY[arch].end_of_turn
     assert _field(reader, "tokenizer.chat_template") == _hf(folder)[0].chat_template
     names = {t.name for t in reader.tensors}
     tied = config.get("tie_word_embeddings", arch == "gpt2")

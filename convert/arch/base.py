@@ -1,0 +1,143 @@
+"""What a model family declares (`Family`), and the family-independent helpers every family uses.
+
+A family module (llama.py, gpt2.py, ...) holds one ``FAMILY = Family(...)`` (or a ``FAMILIES`` tuple);
+the registry in ``medkit.convert.arch`` finds it. Nothing here imports numpy, gguf or torch at import
+time, so the registry is cheap to ask from training, eval and the CLI.
+
+Tensor names come from the gguf package's TensorNameMap; what a family adds is the layout fix-up
+(Q/K rows, Conv1D weights), the tensors to skip, and how its config.json spells the dimensions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from medkit.errors import ConvertError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    Transform = Callable[[np.ndarray], np.ndarray]
+
+# Dimension names a family's `lora_shapes` may use: (what the error message says, Dims attribute or formula)
+SHAPE_NAMES = ("hidden", "attn", "kv", "ff", "qkv")
+
+
+@dataclass(frozen=True)
+class Dims:
+    n_layer: int
+    n_embd: int
+    n_head: int
+    n_head_kv: int
+    head_dim: int
+    n_ff: int
+    n_ctx: int
+    n_vocab: int | None = None
+
+    def width(self, what: str) -> tuple[str, int]:
+        """(label, size) of one of SHAPE_NAMES, for LoRA shape checks and their messages."""
+        table = {
+            "hidden": ("hidden size", self.n_embd),
+            "attn": ("attention width", self.n_head * self.head_dim),
+            "kv": ("key/value width", self.n_head_kv * self.head_dim),
+            "ff": ("intermediate size", self.n_ff),
+            "qkv": ("qkv width", 3 * self.n_embd),
+        }
+        return table[what]
+
+
+@dataclass(frozen=True)
+class Family:
+    """Everything medkit knows about one model family, in one place."""
+
+    name: str  # medkit's name for it (the module's name): llama, mistral, qwen2, gpt2
+    hf_architectures: tuple[str, ...]  # config.json "architectures" entries
+    model_types: tuple[str, ...]  # config.json "model_type" values
+    lora_targets: tuple[str, ...]  # `lora.targets = ["auto"]`: the attention and MLP projections
+    # GGUF export. gguf_arch is the general.architecture llama.cpp knows the family by (None: medkit
+    # trains it but does not export it).
+    gguf_arch: str | None = None
+    lora_gguf: bool = False  # a PEFT LoRA of it can be written as a GGUF LoRA adapter
+    dims: Callable[[Mapping[str, Any]], Dims] | None = None  # config.json -> Dims
+    permute_qk: bool = False  # HF split-half rotary Q/K rows -> llama.cpp's interleaved rows
+    conv1d: tuple[str, ...] = ()  # name parts of Conv1D layers ((in, out) weights, fan_in_fan_out)
+    norm: str = "rms"  # "rms" (RMSNorm) or "layer" (LayerNorm)
+    norm_eps: tuple[str, float] = ("rms_norm_eps", 1e-6)  # config key, default
+    rope: bool = True  # rotary positions (else learned position embeddings)
+    rope_freqs: bool = False  # Llama-3 rope scaling goes into llama.cpp's rope_freqs tensor
+    tied_embeddings: bool = False  # tie_word_embeddings when config.json does not say
+    name_prefix: str = ""  # added to HF tensor names lacking it (checkpoints saved from the bare model)
+    skip: tuple[str, ...] = ()  # HF tensor name endings that are not weights (buffers)
+    blocks: str = "model.layers"  # HF module path of the transformer blocks
+    # LoRA module name ending -> (input, output) dimension names from SHAPE_NAMES
+    lora_shapes: Mapping[str, tuple[str, str]] = field(default_factory=dict, hash=False)
+
+    @property
+    def exports(self) -> bool:
+        return self.gguf_arch is not None
+
+    def model_arch(self) -> Any:
+        """The gguf package's MODEL_ARCH member for this family's GGUF architecture."""
+        import gguf
+
+        arch = next((a for a, n in gguf.MODEL_ARCH_NAMES.items() if n == self.gguf_arch), None)
+        if arch is None:
+            raise ConvertError(f"gguf package does not know architecture '{self.gguf_arch}'")
+        return arch
+
+    def read_dims(self, config: Mapping[str, Any], where: str = "config.json") -> Dims:
+        """Dims from a HF config; a missing or bad entry is one ConvertError line."""
+        if self.dims is None:
+            raise ConvertError(f"medkit does not export {self.name} models", where=where)
+        try:
+            return self.dims(config)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ConvertError(f"config.json lacks or has a bad '{exc}' entry for {self.name}") from exc
+
+    def tied(self, config: Mapping[str, Any]) -> bool:
+        return bool(config.get("tie_word_embeddings", self.tied_embeddings))
+
+
+# ---- shared pieces family modules build from ------------------------------------------------------
+
+LLAMA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+LLAMA_LORA_SHAPES: Mapping[str, tuple[str, str]] = {
+    "q_proj": ("hidden", "attn"), "k_proj": ("hidden", "kv"), "v_proj": ("hidden", "kv"),
+    "o_proj": ("attn", "hidden"), "gate_proj": ("hidden", "ff"), "up_proj": ("hidden", "ff"),
+    "down_proj": ("ff", "hidden"),
+}  # fmt: skip
+
+
+def decoder_dims(config: Mapping[str, Any]) -> Dims:
+    """Dims of a Llama-style config (hidden_size, num_attention_heads, num_key_value_heads, ...)."""
+    n_embd, n_head = int(config["hidden_size"]), int(config["num_attention_heads"])
+    return Dims(
+        n_layer=int(config["num_hidden_layers"]),
+        n_embd=n_embd,
+        n_head=n_head,
+        n_head_kv=int(config.get("num_key_value_heads") or n_head),
+        head_dim=int(config.get("head_dim") or n_embd // n_head),
+        n_ff=int(config["intermediate_size"]),
+        n_ctx=int(config.get("max_position_embeddings") or 2048),
+        n_vocab=int(config["vocab_size"]) if config.get("vocab_size") else None,
+    )
+
+
+def permute_rows(n_head: int) -> Transform:
+    """HF split-half rotary rows -> llama.cpp interleaved rows, per head (weights, biases, lora_b)."""
+
+    def fn(w: np.ndarray) -> np.ndarray:
+        rows = w.shape[0]
+        if rows % (2 * n_head):
+            raise ConvertError(f"cannot permute {rows} rows into {n_head} rotary heads")
+        return w.reshape(n_head, 2, rows // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+    return fn
+
+
+def transpose(w: np.ndarray) -> np.ndarray:
+    import numpy as np
+
+    return np.ascontiguousarray(w.T)

@@ -1,0 +1,177 @@
+"""One GGUF header reader (medkit.gguf_info): every other module that reads a header asks it.
+
+The thin readers elsewhere (LoRA base dimensions and adapter description, eval's shape check, verify's
+file type) must give what the gguf package's own GGUFReader reads, without using it, and turn a bad
+file into one typed error line. A new fault is one row of FAULTS.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from medkit.errors import ConvertError, EvalError, MedkitError, RuntimeLoadError
+from tests.factories import ARCHS
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _reference(path: Path) -> dict[str, Any]:
+    """What the gguf package reads from a header (slow, full reader): the ground truth."""
+    import gguf
+
+    reader = gguf.GGUFReader(str(path))
+
+    def val(key: str) -> Any:
+        f = reader.get_field(key)
+        return None if f is None else f.contents()
+
+    arch = val("general.architecture")
+    return {
+        "arch": arch,
+        "type": val("general.type"),
+        "n_embd": val(f"{arch}.embedding_length"),
+        "n_layer": val(f"{arch}.block_count"),
+        "n_head_kv": val(f"{arch}.attention.head_count_kv"),
+        "n_ff": val(f"{arch}.feed_forward_length"),
+        "vocab": val(f"{arch}.vocab_size"),
+        "file_type": val("general.file_type"),
+        "alpha": val("adapter.lora.alpha"),
+        "tensors": [t.name for t in reader.tensors],
+    }
+
+
+@pytest.fixture(scope="module")
+def adapter_gguf(tiny_model_dir, tmp_path_factory) -> Path:
+    from medkit.convert.lora import write_lora_gguf
+    from tests.convert.test_lora_gguf import make_adapter
+
+    root = tmp_path_factory.mktemp("header-adapter")
+    adapter = make_adapter(tiny_model_dir("qwen2"), root / "adapter", r=4, lora_alpha=8)
+    return write_lora_gguf(adapter, root / "adapter.gguf", base_dir=tiny_model_dir("qwen2"))
+
+
+@pytest.fixture
+def no_gguf_reader(monkeypatch):
+    """gguf.GGUFReader made unusable: whoever still calls it fails the test."""
+    import gguf
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("GGUFReader used outside medkit.gguf_info")
+
+    monkeypatch.setattr(gguf, "GGUFReader", refuse)
+
+
+@pytest.mark.parametrize("name", ARCHS)
+def test_thin_readers_agree_with_the_gguf_package(tiny_gguf, name, request):
+    from medkit.convert.lora_base import info_from_gguf
+    from medkit.convert.verify import gguf_type
+    from medkit.evaluate import gguf_shape
+
+    path = tiny_gguf(name, "f16")
+    ref = _reference(path)
+    request.getfixturevalue("no_gguf_reader")
+    base = info_from_gguf(path)
+    assert (base.arch, base.hidden, base.n_layers, base.n_head_kv, base.intermediate, base.vocab) == (
+        ref["arch"], ref["n_embd"], ref["n_layer"], ref["n_head_kv"], ref["n_ff"], ref["vocab"],
+    )  # fmt: skip
+    assert base.family.gguf_arch == ref["arch"]
+    shape = gguf_shape(path)
+    assert shape == {
+        "arch": ref["arch"],
+        "n_embd": ref["n_embd"],
+        "n_layer": ref["n_layer"],
+        "vocab": ref["vocab"],
+    }
+    assert gguf_type(path) == "f16" and ref["file_type"] == 1
+
+
+def test_adapter_description_agrees_with_the_gguf_package(adapter_gguf, request):
+    from medkit.convert.lora import describe
+
+    ref = _reference(adapter_gguf)
+    request.getfixturevalue("no_gguf_reader")
+    d = describe(adapter_gguf)
+    assert (d["type"], d["adapter_type"], d["architecture"]) == ("adapter", "lora", "qwen2")
+    assert d["alpha"] == pytest.approx(ref["alpha"]) and d["tensors"] == ref["tensors"]
+    assert d["ranks"] == [4]
+
+
+def _truncated(src: Path, dest: Path) -> Path:
+    dest.write_bytes(src.read_bytes()[:4096])
+    return dest
+
+
+def _text(_src: Path, dest: Path) -> Path:
+    dest.write_text("not a model\n")
+    return dest
+
+
+def _same(src: Path, _dest: Path) -> Path:
+    return src
+
+
+def _lora_info(p: Path) -> Any:
+    from medkit.convert.lora_base import info_from_gguf
+
+    return info_from_gguf(p)
+
+
+def _describe(p: Path) -> Any:
+    from medkit.convert.lora import describe
+
+    return describe(p)
+
+
+def _shape(p: Path) -> Any:
+    from medkit.evaluate import gguf_shape
+
+    return gguf_shape(p)
+
+
+def _type(p: Path) -> Any:
+    from medkit.convert.verify import gguf_type
+
+    return gguf_type(p)
+
+
+# (reader, which file, how it is spoiled, error type, words in the one line)
+FAULTS: list[tuple[Callable[[Path], Any], str, Callable[[Path, Path], Path], type[MedkitError], str]] = [
+    (_lora_info, "model", _truncated, ConvertError, "cannot read GGUF: GGUF header is truncated"),
+    (_lora_info, "model", _text, ConvertError, "cannot read GGUF: not a GGUF file"),
+    (_lora_info, "adapter", _same, ConvertError, "LoRA adapter, not a base model"),
+    (_describe, "model", _truncated, ConvertError, "cannot read GGUF"),
+    (_shape, "model", _truncated, EvalError, "not a readable GGUF file (GGUF header is truncated"),
+    (_shape, "model", _text, EvalError, "not a readable GGUF file (not a GGUF file"),
+    (_shape, "adapter", _same, EvalError, "LoRA adapter, not a model"),
+    (_type, "model", _truncated, RuntimeLoadError, "GGUF header is truncated"),
+    (_type, "adapter", _same, ConvertError, "verify checks model GGUFs"),
+]
+
+
+@pytest.mark.parametrize(
+    "reader, which, spoil, error, words", FAULTS, ids=lambda v: getattr(v, "__name__", None)
+)
+def test_bad_headers_are_one_typed_line(
+    tiny_gguf, adapter_gguf, tmp_path, reader, which, spoil, error, words
+):
+    src = tiny_gguf("qwen2", "f16") if which == "model" else adapter_gguf
+    path = spoil(src, tmp_path / "bad.gguf")
+    with pytest.raises(error) as err:
+        reader(path)
+    msg = err.value.one_line()
+    assert words in msg and str(path) in msg and "\n" not in msg
+
+
+# Modules that may use the gguf package's full reader, and why (it loads tensor data, not just the header).
+FULL_READERS = {"convert/imatrix.py": "reads the importance sums (tensor data) of an imatrix GGUF"}
+
+
+def test_no_module_but_gguf_info_reads_headers_itself():
+    """The gguf package's reader (slow: a numpy array per vocab string) is used only to read tensor data."""
+    sources = [*ROOT.glob("toolkit/**/*.py"), *ROOT.glob("convert/**/*.py"), *ROOT.glob("tui/**/*.py")]
+    users = sorted(str(p.relative_to(ROOT)) for p in sources if "GGUFReader(" in p.read_text())
+    assert set(users) <= set(FULL_READERS), users
