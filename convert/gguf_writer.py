@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from medkit.convert import arch
-from medkit.convert.arch.layout import add_hparams, plan_tensor, rope_factors, tensor_name_map
+from medkit.convert.arch.layout import add_hparams, computed_tensors, plan_tensor, tensor_name_map
 from medkit.errors import ConvertError
 
 FLOAT_TYPES = ("f32", "f16", "bf16")
@@ -153,6 +153,7 @@ class GGUFResult:
     seconds: float
     eot_token_id: int | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    not_exported: int = 0  # tensors of parts medkit does not export (a multimodal model's vision tower)
 
 
 def _fast_writer_class() -> type:
@@ -190,11 +191,8 @@ def _plan(family: arch.Family, config: dict[str, Any], reader: WeightReader, fty
         "bf16": gguf.GGMLQuantizationType.BF16,
     }[ftype]
     plan: list[_Planned] = []
-    factors = rope_factors(family, config)
-    if factors is not None:
-        plan.append(
-            _Planned(None, "rope_freqs.weight", factors.shape, gguf.GGMLQuantizationType.F32, data=factors)
-        )
+    for gguf_name, data in computed_tensors(family, config):  # rope_freqs, LongRoPE factors
+        plan.append(_Planned(None, gguf_name, data.shape, gguf.GGMLQuantizationType.F32, data=data))
     for hf_name in reader.names():
         shape = reader.shape(hf_name)
         planned = plan_tensor(family, config, name_map, hf_name, len(shape))
@@ -291,6 +289,7 @@ def write_gguf(
         seconds=time.perf_counter() - t0,
         eot_token_id=eot,
         metadata=dict(metadata or {}),
+        not_exported=sum(1 for n in reader.names() if family.hf_name(n) is None),
     )
 
 

@@ -1,7 +1,7 @@
 """Ollama Modelfile next to an exported GGUF: FROM, TEMPLATE, stop tokens, parameters, SYSTEM, ADAPTER.
 
 The HF chat template (Jinja) is not run; its family is recognised from the markers it writes and
-re-expressed in Ollama's Go template syntax. Known families: chatml, llama-3, mistral, zephyr, dialogpt,
+re-expressed in Ollama's Go template syntax. Known families: chatml, gemma, llama-3, mistral, zephyr, dialogpt,
 each one row of TEMPLATE_FAMILIES (markers, Go template, default end-of-turn text). Template families
 are a property of the tokenizer's chat template, not of the model family (TinyLlama is a llama with a
 zephyr template, SmolLM2 a llama with chatml), so they live here rather than in medkit.convert.arch.
@@ -43,6 +43,15 @@ TEMPLATE_FAMILIES: tuple[TemplateFamily, ...] = (
         "{{ .Content }}<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"
         '{{ else if eq .Role "assistant" }}{{ .Content }}<|eot_id|>{{ end }}{{ end }}',
         markers=("<|start_header_id|>", "<|eot_id|>"),
+    ),
+    # Gemma 3 / MedGemma: no system turn (the system prompt opens the first user turn), `model` replies.
+    TemplateFamily(
+        "gemma",
+        '{{ $first := true }}{{ range .Messages }}{{ if eq .Role "user" }}<start_of_turn>user\n'
+        "{{ if and $.System $first }}{{ $.System }}\n\n{{ end }}{{ $first = false }}"
+        "{{ .Content }}<end_of_turn>\n<start_of_turn>model\n"
+        '{{ else if eq .Role "assistant" }}{{ .Content }}<end_of_turn>\n{{ end }}{{ end }}',
+        markers=("<start_of_turn>", "<end_of_turn>"),
     ),
     TemplateFamily(
         "chatml",

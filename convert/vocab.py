@@ -204,6 +204,11 @@ def _spm_vocab(folder: Path, tok_json: dict[str, Any] | None, n_vocab: int | Non
     return vocab
 
 
+def _tokenizer_json(folder: Path) -> dict[str, Any] | None:
+    path = folder / "tokenizer.json"
+    return _read_json(path) if path.is_file() else None
+
+
 def load_vocab(folder: Path, n_vocab: int | None = None) -> GGUFVocab:
     """Read the tokenizer in ``folder`` as a GGUF vocabulary, padded to ``n_vocab`` entries when given."""
     tok_path = folder / "tokenizer.json"
@@ -307,6 +312,23 @@ def _add_flags(folder: Path, cfg: dict[str, Any], model: str) -> dict[str, bool]
     return flags
 
 
+def _spm_space_prefix(folder: Path, tok_json: dict[str, Any] | None) -> bool:
+    """Whether a SentencePiece tokenizer prefixes text with a space (Llama: yes, Gemma: no)."""
+    if (folder / "tokenizer.model").is_file():
+        try:
+            from sentencepiece import sentencepiece_model_pb2 as pb
+
+            proto = pb.ModelProto()
+            proto.ParseFromString((folder / "tokenizer.model").read_bytes())
+            return bool(proto.normalizer_spec.add_dummy_prefix)
+        except Exception:  # no protobuf support: decide from tokenizer.json below
+            pass
+    if tok_json is None:
+        return True
+    text = json.dumps([tok_json.get("normalizer"), tok_json.get("pre_tokenizer")])
+    return '"Prepend"' in text or '"prepend_scheme": "always"' in text or '"add_prefix_space": true' in text
+
+
 def add_vocab(writer: Any, folder: Path, n_vocab: int) -> GGUFVocab:
     """Write tokens, scores, types, merges, pre-tokenizer, special ids, flags and chat template."""
     import gguf
@@ -315,6 +337,8 @@ def add_vocab(writer: Any, folder: Path, n_vocab: int) -> GGUFVocab:
     writer.add_tokenizer_model(vocab.model)
     if vocab.pre:
         writer.add_tokenizer_pre(vocab.pre)
+    if vocab.model == "llama" and not _spm_space_prefix(folder, _tokenizer_json(folder)):
+        writer.add_add_space_prefix(False)  # llama.cpp's default is a space prefix
     writer.add_token_list(vocab.tokens)
     if vocab.scores is not None:
         writer.add_token_scores(vocab.scores)

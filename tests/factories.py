@@ -81,6 +81,57 @@ CHATML_TEMPLATE = (
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
 )
+QWEN3_TEMPLATE = (
+    "{%- if messages[0].role == 'system' %}"
+    "{{- '<|im_start|>system\\n' + messages[0].content + '<|im_end|>\\n' }}"
+    "{%- endif %}"
+    "{%- set ns = namespace(last_query_index=messages|length - 1) %}"
+    "{%- for message in messages[::-1] %}"
+    "{%- set index = (messages|length - 1) - loop.index0 %}"
+    "{%- if message.role == 'user' and ns.last_query_index == messages|length - 1 %}"
+    "{%- set ns.last_query_index = index %}"
+    "{%- endif %}"
+    "{%- endfor %}"
+    "{%- for message in messages %}"
+    "{%- set content = message.content if message.content is string else '' %}"
+    "{%- if message.role == 'user' or (message.role == 'system' and not loop.first) %}"
+    "{{- '<|im_start|>' + message.role + '\\n' + content + '<|im_end|>' + '\\n' }}"
+    "{%- elif message.role == 'assistant' %}"
+    "{%- set reasoning_content = '' %}"
+    "{%- if message.reasoning_content is string %}{%- set reasoning_content = message.reasoning_content %}"
+    "{%- elif '</think>' in content %}"
+    "{%- set reasoning_content = content.split('</think>')[0].rstrip('\\n').split('<think>')[-1].lstrip('\\n') %}"
+    "{%- set content = content.split('</think>')[-1].lstrip('\\n') %}"
+    "{%- endif %}"
+    "{%- if loop.index0 > ns.last_query_index and (loop.last or reasoning_content) %}"
+    "{{- '<|im_start|>' + message.role + '\\n<think>\\n' + reasoning_content.strip('\\n') + '\\n</think>\\n\\n'"
+    " + content.lstrip('\\n') }}"
+    "{%- else %}{{- '<|im_start|>' + message.role + '\\n' + content }}{%- endif %}"
+    "{{- '<|im_end|>\\n' }}"
+    "{%- endif %}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}"
+    "{%- if enable_thinking is defined and enable_thinking is false %}{{- '<think>\\n\\n</think>\\n\\n' }}{%- endif %}"
+    "{%- endif %}"
+)
+# Gemma 3 / MedGemma: no system role (folded into the first user turn), `model` turns, <end_of_turn>.
+GEMMA_TEMPLATE = (
+    "{{ bos_token }}"
+    "{%- if messages[0]['role'] == 'system' -%}"
+    "{%- set first_user_prefix = messages[0]['content'] + '\\n\\n' -%}"
+    "{%- set loop_messages = messages[1:] -%}"
+    "{%- else -%}{%- set first_user_prefix = '' -%}{%- set loop_messages = messages -%}{%- endif -%}"
+    "{%- for message in loop_messages -%}"
+    "{%- if (message['role'] == 'user') != (loop.index0 % 2 == 0) -%}"
+    "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}"
+    "{%- endif -%}"
+    "{%- set role = 'model' if message['role'] == 'assistant' else message['role'] -%}"
+    "{{ '<start_of_turn>' + role + '\\n' + (first_user_prefix if loop.first else '') }}"
+    "{{ message['content'] | trim }}"
+    "{{ '<end_of_turn>\\n' }}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{ '<start_of_turn>model\\n' }}{%- endif -%}"
+)
 DIALOGPT_TEMPLATE = "{% for message in messages %}{{ message['content'] + eos_token }}{% endfor %}"
 
 # Qwen2's pre-tokenizer split (letters, single digits, punctuation runs, newlines, spaces).
@@ -126,6 +177,35 @@ def _train_spm(vocab_size: int) -> bytes:
         minloglevel=2,
     )
     return model.getvalue()
+
+
+def _gemma_tokenizer(out_dir: Path):
+    """Gemma's SentencePiece layout: <pad> <eos> <bos> <unk> <mask> ids 0-4, turn markers, no space prefix."""
+    import sentencepiece as spm
+    from transformers import GemmaTokenizer
+
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(_corpus_lines()), model_writer=model, model_type="bpe", vocab_size=SPM_VOCAB,
+        character_coverage=1.0, byte_fallback=True, split_digits=True, normalization_rule_name="identity",
+        add_dummy_prefix=False, remove_extra_whitespaces=False, allow_whitespace_only_pieces=True,
+        split_by_whitespace=False, pad_id=0, eos_id=1, bos_id=2, unk_id=3, pad_piece="<pad>",
+        eos_piece="<eos>", bos_piece="<bos>", unk_piece="<unk>",
+        user_defined_symbols=["<mask>", "<start_of_turn>", "<end_of_turn>"], hard_vocab_limit=False,
+        num_threads=1, minloglevel=2,
+    )  # fmt: skip
+    (out_dir / "tokenizer.model").write_bytes(model.getvalue())
+    tok = GemmaTokenizer.from_pretrained(str(out_dir), add_bos_token=True, clean_up_tokenization_spaces=False)
+    tok.chat_template = GEMMA_TEMPLATE
+    return tok
+
+
+def _qwen3_tokenizer(out_dir: Path):
+    """Qwen2's byte-level BPE plus Qwen3's <think> markers (added tokens, not special), Qwen3's template."""
+    tok = _bpe_tokenizer("qwen2")
+    tok.add_tokens(["<think>", "</think>"])
+    tok.chat_template = QWEN3_TEMPLATE
+    return tok
 
 
 def _spm_tokenizer(template: str, out_dir: Path):
@@ -224,6 +304,36 @@ def _qwen2_config(tok, overrides: dict[str, Any]):
     return Qwen2Config(**{**kw, **overrides})
 
 
+def _qwen3_config(tok, overrides: dict[str, Any]):
+    """Qwen3-4B's shape scaled down: head_dim wider than hidden / heads (32 x 4 over 64), q/k norms, tied."""
+    from transformers import Qwen3Config
+
+    ids = tok.convert_tokens_to_ids
+    kw = _common(
+        vocab_size=len(tok), head_dim=32, tie_word_embeddings=True, rope_theta=1_000_000.0,
+        attention_bias=False, use_sliding_window=False, bos_token_id=ids("<|endoftext|>"),
+        eos_token_id=ids("<|im_end|>"), pad_token_id=ids("<|endoftext|>"),
+    )  # fmt: skip
+    return Qwen3Config(**{**kw, **overrides})
+
+
+def _gemma3_config(tok, overrides: dict[str, Any]):
+    """Gemma-3-4B's shape scaled down: 5 sliding + 1 global layer, window 16 (shorter than the test
+    texts), rope 1e6 with linear x8 on global layers and 1e4 on sliding ones, q/k norms, tied."""
+    from transformers import Gemma3TextConfig
+
+    kw = _common(
+        vocab_size=len(tok), num_hidden_layers=6, head_dim=16, query_pre_attn_scalar=16, sliding_window=16,
+        tie_word_embeddings=True, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id, final_logit_softcapping=None, attn_logit_softcapping=None,
+        rope_parameters={
+            "full_attention": {"rope_type": "linear", "factor": 8.0, "rope_theta": 1_000_000.0},
+            "sliding_attention": {"rope_type": "default", "rope_theta": 10_000.0},
+        },
+    )  # fmt: skip
+    return Gemma3TextConfig(**{**kw, **overrides})
+
+
 def _spm_decoder_config(config_class: str, **extra: Any) -> Callable[[Any, dict[str, Any]], Any]:
     def make(tok, overrides: dict[str, Any]):
         import transformers
@@ -255,8 +365,70 @@ TINY: dict[str, Tiny] = {
     ),
     "qwen2": Tiny(lambda d: _bpe_tokenizer("qwen2"), _qwen2_config, "<|im_end|>"),
     "gpt2": Tiny(lambda d: _bpe_tokenizer("gpt2"), _gpt2_config, "<|endoftext|>"),
+    "qwen3": Tiny(_qwen3_tokenizer, _qwen3_config, "<|im_end|>"),
+    "gemma3": Tiny(_gemma_tokenizer, _gemma3_config, "<end_of_turn>"),
 }
 ARCHS = tuple(TINY)
+
+
+LLAMA3_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
+    r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+LLAMA3_SPECIALS = [
+    "<|begin_of_text|>",
+    "<|end_of_text|>",
+    "<|start_header_id|>",
+    "<|end_header_id|>",
+    "<|eot_id|>",
+]
+
+
+def build_llama32(out_dir: str | Path, seed: int = 0) -> Path:
+    """A tiny model with Llama-3.2-1B's config shape: llama3 rope scaling (factor 32, original 8192 positions,
+    theta 500000), tied embeddings, GQA, and its tokenizer's layout: byte-level BPE split like Llama 3's,
+    <|begin_of_text|> added once by the tokenizer, turns closed by <|eot_id|> (the llama3 template)."""
+    import torch
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import AutoModelForCausalLM, LlamaConfig, PreTrainedTokenizerFast
+
+    from medkit.templates import TEMPLATES
+
+    out_dir = Path(out_dir)
+    tk = Tokenizer(models.BPE())
+    tk.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(LLAMA3_SPLIT), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])  # fmt: skip
+    tk.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=BPE_VOCAB, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                  show_progress=False)  # fmt: skip
+    tk.train_from_iterator(_corpus_lines(), trainer=trainer)
+    tk.add_special_tokens(LLAMA3_SPECIALS)
+    bos = tk.token_to_id("<|begin_of_text|>")
+    tk.post_processor = processors.TemplateProcessing(
+        single="<|begin_of_text|> $A", pair="<|begin_of_text|> $A <|begin_of_text|> $B",
+        special_tokens=[("<|begin_of_text|>", bos)],
+    )  # fmt: skip
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=tk, bos_token="<|begin_of_text|>", eos_token="<|eot_id|>",
+        clean_up_tokenization_spaces=False,
+    )  # fmt: skip
+    tok.chat_template = TEMPLATES["llama3"]
+    tok.save_pretrained(str(out_dir))
+    ids = tok.convert_tokens_to_ids
+    config = LlamaConfig(**_common(
+        vocab_size=len(tok), head_dim=16, tie_word_embeddings=True, max_position_embeddings=131072,
+        rope_theta=500_000.0, bos_token_id=bos, eos_token_id=[ids("<|end_of_text|>"), ids("<|eot_id|>")],
+        rope_scaling={"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                      "original_max_position_embeddings": 8192},
+    ))  # fmt: skip
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    with torch.no_grad():
+        model.get_input_embeddings().weight.mul_(TIED_EMBED_SCALE)
+    model.save_pretrained(str(out_dir))
+    return out_dir
 
 
 def build_tokenizer(kind: str, out_dir: str | Path):

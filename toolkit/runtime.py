@@ -240,6 +240,7 @@ class Runtime:
             bos_token=self.bos_text,
             eos_token=self.eos_text,
             add_generation_prompt=add_generation_prompt,
+            enable_thinking=False,  # Qwen3: the empty think block opens the answer, as in training
             raise_exception=raise_exception,
             strftime_now=lambda f: time.strftime(f),
         )

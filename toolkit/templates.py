@@ -94,12 +94,24 @@ def apply_template(tokenizer: Any, recipe: Any) -> None:
 
 
 def render(
-    tokenizer: Any, messages: list[dict[str, str]], *, generation_prompt: bool, where: str = ""
+    tokenizer: Any,
+    messages: list[dict[str, str]],
+    *,
+    generation_prompt: bool,
+    where: str = "",
+    enable_thinking: bool = False,
 ) -> str:
-    """Render ``messages`` to text through the active chat template; DataError if the template fails."""
+    """Render ``messages`` to text through the active chat template; DataError if the template fails.
+
+    ``enable_thinking`` is passed to templates that read it (Qwen3): off, the generation prompt holds the
+    empty think block the template writes before a final answer, so the prompt stays masked and the
+    trained span is the answer alone; the runtime renders its prompts the same way."""
     try:
         text = tokenizer.apply_chat_template(
-            messages, tokenize=False, add_generation_prompt=generation_prompt
+            messages,
+            tokenize=False,
+            add_generation_prompt=generation_prompt,
+            enable_thinking=enable_thinking,
         )
     except Exception as exc:  # jinja errors, raise_exception() in templates, missing variables
         first = (str(exc).strip() or type(exc).__name__).splitlines()[0]

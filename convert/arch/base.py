@@ -73,6 +73,14 @@ class Family:
     blocks: str = "model.layers"  # HF module path of the transformer blocks
     # LoRA module name ending -> (input, output) dimension names from SHAPE_NAMES
     lora_shapes: Mapping[str, tuple[str, str]] = field(default_factory=dict, hash=False)
+    # What some families add (Gemma, multimodal checkpoints, Phi-3), all optional:
+    norm_offset: float = 0.0  # added to every *norm.weight (Gemma's RMSNorm computes x * (1 + w))
+    text_config: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None = None  # config.json -> text part
+    renames: tuple[tuple[str, str], ...] = ()  # HF tensor-name prefix -> the prefix the name map knows
+    dropped: tuple[str, ...] = ()  # HF tensor-name prefixes not exported (a vision tower), said once
+    hparams: Callable[[Any, Mapping[str, Any]], None] | None = None  # (GGUFWriter, text config) extra keys
+    # text config -> [(GGUF name, float32 array)] tensors computed from the config (Phi-3 LongRoPE factors)
+    extra_tensors: Callable[[Mapping[str, Any]], list[tuple[str, Any]]] | None = None
 
     @property
     def exports(self) -> bool:
@@ -87,17 +95,30 @@ class Family:
             raise ConvertError(f"gguf package does not know architecture '{self.gguf_arch}'")
         return arch
 
+    def view(self, config: Mapping[str, Any]) -> Mapping[str, Any]:
+        """The config of the language model (the text part of a multimodal config.json), or ``config``."""
+        return self.text_config(config) if self.text_config is not None else config
+
+    def hf_name(self, name: str) -> str | None:
+        """A HF tensor/module name as the gguf name map knows it; None for a part not exported."""
+        if name.startswith(self.dropped):
+            return None
+        for old, new in self.renames:
+            if name.startswith(old):
+                return new + name[len(old) :]
+        return name
+
     def read_dims(self, config: Mapping[str, Any], where: str = "config.json") -> Dims:
         """Dims from a HF config; a missing or bad entry is one ConvertError line."""
         if self.dims is None:
             raise ConvertError(f"medkit does not export {self.name} models", where=where)
         try:
-            return self.dims(config)
+            return self.dims(self.view(config))
         except (KeyError, TypeError, ValueError) as exc:
             raise ConvertError(f"config.json lacks or has a bad '{exc}' entry for {self.name}") from exc
 
     def tied(self, config: Mapping[str, Any]) -> bool:
-        return bool(config.get("tie_word_embeddings", self.tied_embeddings))
+        return bool(self.view(config).get("tie_word_embeddings", self.tied_embeddings))
 
 
 # ---- shared pieces family modules build from ------------------------------------------------------

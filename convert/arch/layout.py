@@ -41,6 +41,9 @@ def rope_settings(config: Mapping[str, Any]) -> tuple[float, dict[str, Any] | No
 def add_hparams(writer: Any, family: Family, config: Mapping[str, Any], n_vocab: int) -> None:
     """Write the architecture hyperparameters of ``config`` (a ``family`` checkpoint) to a GGUFWriter."""
     d = family.read_dims(config)
+    config = family.view(config)
+    if family.hparams is not None:
+        family.hparams(writer, config)
     writer.add_context_length(d.n_ctx)
     writer.add_embedding_length(d.n_embd)
     writer.add_block_count(d.n_layer)
@@ -113,7 +116,16 @@ def rope_factors(family: Family, config: Mapping[str, Any]) -> np.ndarray | None
     """The rope_freqs tensor a ``family`` checkpoint needs, or None."""
     if not family.rope_freqs:
         return None
-    return llama3_rope_factors(config, family.read_dims(config).head_dim)
+    return llama3_rope_factors(family.view(config), family.read_dims(config).head_dim)
+
+
+def computed_tensors(family: Family, config: Mapping[str, Any]) -> list[tuple[str, np.ndarray]]:
+    """(GGUF name, float32 array) of the tensors computed from the config, not read from the weights."""
+    factors = rope_factors(family, config)
+    out = [("rope_freqs.weight", factors)] if factors is not None else []
+    if family.extra_tensors is not None:
+        out += family.extra_tensors(family.view(config))
+    return out
 
 
 def tensor_name_map(family: Family, n_layer: int) -> Any:
@@ -129,9 +141,11 @@ def plan_tensor(
     """(GGUF name, transform) for one HF tensor; None when the tensor is not written."""
     if hf_name.endswith(family.skip):
         return None
-    if hf_name.startswith("lm_head.") and family.tied(config):
+    key = family.hf_name(hf_name)  # a multimodal checkpoint's language model, under the usual names
+    if key is None:
+        return None  # a part medkit does not export (a vision tower)
+    if key.startswith("lm_head.") and family.tied(config):
         return None  # tied embeddings: llama.cpp reuses token_embd, no output.weight
-    key = hf_name
     if family.name_prefix and not key.startswith((family.name_prefix, "lm_head.")):
         key = family.name_prefix + key  # checkpoints saved from the bare model (GPT2Model) lack it
     gguf_name = name_map.get_name(key, try_suffixes=(".weight", ".bias"))
@@ -145,4 +159,17 @@ def plan_tensor(
         transform = permute_rows(d.n_head_kv)
     elif family.conv1d and ndim == 2 and any(p in key for p in family.conv1d):
         transform = transpose
+    elif family.norm_offset and key.endswith("norm.weight"):
+        transform = _shift(family.norm_offset)
     return gguf_name, transform
+
+
+def _shift(offset: float) -> Transform:
+    """Norm weights stored as (w - offset) by HF (Gemma: x * (1 + w)) -> the w llama.cpp multiplies by."""
+
+    def fn(w: np.ndarray) -> np.ndarray:
+        import numpy as np
+
+        return np.asarray(w, dtype=np.float32) + np.float32(offset)
+
+    return fn

@@ -6,9 +6,7 @@ To export one, give it its own module with gguf_arch, dims and the layout fields
 from medkit.convert.arch.base import LLAMA_TARGETS, Family
 
 FAMILIES = (
-    Family("qwen3", ("Qwen3ForCausalLM",), ("qwen3",), LLAMA_TARGETS),
-    Family("gemma", ("GemmaForCausalLM", "Gemma2ForCausalLM", "Gemma3ForCausalLM"),
-           ("gemma", "gemma2", "gemma3_text"), LLAMA_TARGETS),
+    Family("gemma", ("GemmaForCausalLM", "Gemma2ForCausalLM"), ("gemma", "gemma2"), LLAMA_TARGETS),
     Family("olmo2", ("Olmo2ForCausalLM",), ("olmo2",), LLAMA_TARGETS),
     Family("phi3", ("Phi3ForCausalLM",), ("phi3",), ("qkv_proj", "o_proj", "gate_up_proj", "down_proj")),
     Family("phi", ("PhiForCausalLM",), ("phi",), ("q_proj", "k_proj", "v_proj", "dense", "fc1", "fc2")),

@@ -69,7 +69,7 @@ def test_tokenization_matches_transformers(arch, tiny_model_dir, tiny_gguf):
         tokenize=False,
     )
     texts = [MIXED_TEXT]
-    if arch in ("qwen2", "gpt2"):
+    if arch in ("qwen2", "gpt2", "qwen3", "gemma3"):
         # llama.cpp tokenizes SentencePiece like the sentencepiece library (a space prefix on text at
         # the start and after every special token); transformers' legacy=False Llama tokenizer does
         # not for text that starts with a space or follows a special token, so those cases are BPE-only.
@@ -114,9 +114,9 @@ def test_metadata_vocab_and_end_of_turn(arch, tiny_model_dir, tiny_gguf):
     names = {t.name for t in reader.tensors}
     tied = config.get("tie_word_embeddings", arch == "gpt2")
     assert ("output.weight" in names) is (not tied)
-    assert _field(reader, "tokenizer.ggml.model") == ("llama" if arch in ("llama", "mistral") else "gpt2")
-    if arch in ("qwen2", "gpt2"):
-        assert _field(reader, "tokenizer.ggml.pre") == {"qwen2": "qwen2", "gpt2": "gpt-2"}[arch]
+    assert _field(reader, "tokenizer.ggml.model") == ("llama" if arch in ("llama", "mistral", "gemma3") else "gpt2")
+    if arch in ("qwen2", "gpt2", "qwen3"):
+        assert _field(reader, "tokenizer.ggml.pre") == {"qwen2": "qwen2", "gpt2": "gpt-2", "qwen3": "qwen2"}[arch]
     llm = _llama(path)
     vocab = llama_cpp.llama_model_get_vocab(llm.model)
     assert llama_cpp.llama_vocab_is_eog(vocab, eot)

@@ -24,6 +24,8 @@ CASES = [
     ("gpt2", "dialogpt", "<|endoftext|>"),
     ("gpt2", "alpaca", "<|endoftext|>"),
     ("gpt2", "mistral", "<|endoftext|>"),
+    ("qwen3", "auto", "<|im_end|>"),  # Qwen3's template: the empty think block is part of the prompt
+    ("gemma3", "auto", "<end_of_turn>"),  # Gemma 3: system folded into the first user turn, one BOS
 ]
 
 
@@ -46,13 +48,15 @@ def test_masking_is_exact(kind, template, eot, load_tok, qa_file):
         assert tok.chat_template == TEMPLATES[template]
     # BOS: SentencePiece tokenizers start every example with exactly one BOS, whether the template
     # writes it (mistral) or the tokenizer adds it (zephyr, alpaca, dialogpt)
-    if kind in ("llama", "mistral"):
+    if kind in ("llama", "mistral", "gemma3"):
         for ex in prepared.train:
             assert ex.input_ids[0] == tok.bos_token_id and ex.input_ids[1] != tok.bos_token_id
             assert ex.labels[0] == IGNORE
     # the prompt rendered for generation is exactly the masked part
     conv = prepared.rows["train"][0]
-    prompt = tok.apply_chat_template(conv.messages, tokenize=False, add_generation_prompt=True)
+    prompt = tok.apply_chat_template(
+        conv.messages, tokenize=False, add_generation_prompt=True, enable_thinking=False
+    )
     n_masked = sum(1 for lab in prepared.train[0].labels if lab == IGNORE)
     assert tok.decode(prepared.train[0].input_ids[:n_masked], skip_special_tokens=False).strip() in (
         prompt.strip(),
