@@ -162,14 +162,14 @@ def _write_modelfile(source: Source, gguf_path: Path, log: Any) -> None:
     import json
 
     from medkit.convert.modelfile import write_modelfile
-    from medkit.convert.vocab import _token_text, chat_template, end_of_turn, load_vocab, tokenizer_config
+    from medkit.convert.vocab import chat_template, end_of_turn, load_vocab, token_text, tokenizer_config
 
     cfg = tokenizer_config(source.hf_dir)
     template = chat_template(source.hf_dir)
     config = json.loads((source.hf_dir / "config.json").read_text(encoding="utf-8"))
     vocab = load_vocab(source.hf_dir)
     eot = end_of_turn(template, vocab.tokens, vocab.types, cfg)
-    eos = _token_text(cfg.get("eos_token"))
+    eos = token_text(cfg.get("eos_token"))
     stops = list(dict.fromkeys(t for t in (vocab.tokens[eot] if eot is not None else None, eos) if t))
     n_ctx = int(config.get("max_position_embeddings") or config.get("n_positions") or 2048)
     params: dict[str, object] = {"num_ctx": min(n_ctx, 4096)}

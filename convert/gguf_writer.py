@@ -19,10 +19,10 @@ import numpy as np
 
 from medkit.convert import arch
 from medkit.convert.arch.layout import add_hparams, computed_tensors, plan_tensor, tensor_name_map
+from medkit.convert.safetensors_io import StTensor, read_header, read_tensor
 from medkit.errors import ConvertError
 
 FLOAT_TYPES = ("f32", "f16", "bf16")
-_ST_DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16, "F64": np.float64}
 
 
 def read_config(folder: Path, *, trust_remote_code: bool = False) -> dict[str, Any]:
@@ -41,27 +41,18 @@ def read_config(folder: Path, *, trust_remote_code: bool = False) -> dict[str, A
     return config
 
 
-@dataclass
-class _Entry:
-    file: Path
-    dtype: str
-    shape: tuple[int, ...]
-    start: int
-    end: int
-
-
 class WeightReader:
     """Safetensors (or, with allow_pickle, PyTorch .bin) tensors of a HF folder, one at a time."""
 
     def __init__(self, folder: Path, *, allow_pickle: bool = False):
         self.folder = folder
-        self.entries: dict[str, _Entry] = {}
+        self.entries: dict[str, StTensor] = {}
         self._pickled: dict[str, Any] | None = None
         files = sorted(folder.glob("*.safetensors"))
         files = [f for f in files if not f.name.startswith(("adapter_", "."))]
         if files:
             for f in files:
-                self._index(f)
+                self.entries.update(read_header(f))
         elif list(folder.glob("pytorch_model*.bin")):
             if not allow_pickle:
                 raise ConvertError(
@@ -73,32 +64,6 @@ class WeightReader:
         else:
             raise ConvertError("no model weights (*.safetensors)", where=str(folder))
 
-    def _index(self, path: Path) -> None:
-        size = path.stat().st_size
-        try:
-            with open(path, "rb") as fh:
-                (n,) = struct.unpack("<Q", fh.read(8))
-                if n <= 0 or n > min(size - 8, 100 * 2**20):
-                    raise ValueError(f"header length {n} does not fit a {size}-byte file")
-                header = json.loads(fh.read(n))
-        except (struct.error, ValueError, UnicodeDecodeError) as exc:
-            raise ConvertError(f"corrupt safetensors header: {exc}", where=str(path)) from exc
-        base = 8 + n
-        for name, info in header.items():
-            if name == "__metadata__":
-                continue
-            dtype, shape, (start, end) = info["dtype"], tuple(info["shape"]), info["data_offsets"]
-            if dtype not in _ST_DTYPES:
-                raise ConvertError(f"tensor '{name}' has unsupported dtype {dtype}", where=str(path))
-            need = int(np.prod(shape, dtype=np.int64)) * np.dtype(_ST_DTYPES[dtype]).itemsize
-            if end - start != need or base + end > size:
-                raise ConvertError(
-                    f"truncated or corrupt safetensors: tensor '{name}' needs bytes {base + start}-{base + end}, "
-                    f"file has {size}",
-                    where=str(path),
-                )
-            self.entries[name] = _Entry(path, dtype, shape, base + start, base + end)
-
     def _load_pickle(self, files: list[Path]) -> None:
         import torch
 
@@ -106,7 +71,7 @@ class WeightReader:
         for f in files:
             self._pickled.update(torch.load(f, map_location="cpu", weights_only=True, mmap=True))
         for name, t in self._pickled.items():
-            self.entries[name] = _Entry(f, "torch", tuple(t.shape), 0, 0)
+            self.entries[name] = StTensor(f, "torch", tuple(t.shape), 0, 0)
 
     def names(self) -> list[str]:
         return list(self.entries)
@@ -119,13 +84,7 @@ class WeightReader:
         e = self.entries[name]
         if self._pickled is not None:
             return self._pickled[name].float().numpy()
-        count = int(np.prod(e.shape, dtype=np.int64))
-        raw = np.memmap(e.file, dtype=_ST_DTYPES[e.dtype], mode="r", offset=e.start, shape=(count,))
-        if e.dtype == "BF16":
-            return (raw.astype(np.uint32) << 16).view(np.float32).reshape(e.shape)
-        if e.dtype == "F64":
-            return raw.astype(np.float32).reshape(e.shape)
-        return raw.reshape(e.shape)  # read-only view; the cast to the output type copies it
+        return read_tensor(e)  # a read-only view where it can be; the cast to the output type copies it
 
 
 @dataclass

@@ -146,47 +146,17 @@ def base_info(spec: str | Path) -> BaseInfo:
     return info_from_config(cfg, str(spec))
 
 
-_ST_DTYPES = {"F32": "<f4", "F16": "<f2", "F64": "<f8", "BF16": "<u2"}
-
-
 def read_safetensors(path: Path, *, load: bool = True) -> dict[str, tuple[tuple[int, ...], Any]]:
-    """name -> (shape, float32 array or None) of a safetensors file, read without torch (the convert
-    extra has none). A truncated or malformed file raises ConvertError."""
+    """name -> (shape, float32 array or None) of a safetensors file (medkit.convert.safetensors_io, no
+    torch). A truncated or malformed file raises ConvertError."""
     import numpy as np
 
-    bad = f"corrupt or truncated safetensors ({path.stat().st_size} bytes)"
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(8)
-            n = int.from_bytes(head, "little") if len(head) == 8 else -1
-            if not 0 < n < 100 << 20:
-                raise ConvertError(bad, where=str(path))
-            header = json.loads(fh.read(n))
-            data = fh.read() if load else b""
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ConvertError(bad, where=str(path)) from exc
-    size = path.stat().st_size - 8 - n
-    out: dict[str, tuple[tuple[int, ...], Any]] = {}
-    for name, meta in header.items():
-        if name == "__metadata__":
-            continue
-        begin, end = meta["data_offsets"]
-        shape = tuple(int(d) for d in meta["shape"])
-        if end > size or begin > end:
-            raise ConvertError(bad, where=str(path))
-        arr = None
-        if load:
-            code = _ST_DTYPES.get(meta["dtype"])
-            if code is None:
-                raise ConvertError(f"tensor '{name}' has unsupported dtype {meta['dtype']}", where=str(path))
-            arr = np.frombuffer(
-                data, dtype=code, count=(end - begin) // np.dtype(code).itemsize, offset=begin
-            )
-            if meta["dtype"] == "BF16":  # bfloat16 is the top half of a float32
-                arr = (arr.astype(np.uint32) << 16).view(np.float32)
-            arr = arr.astype(np.float32).reshape(shape)
-        out[name] = (shape, arr)
-    return out
+    from medkit.convert.safetensors_io import read_header, read_tensor
+
+    return {
+        name: (t.shape, np.array(read_tensor(t), dtype=np.float32) if load else None)
+        for name, t in read_header(path).items()
+    }
 
 
 def adapter_shapes(adapter_dir: Path) -> dict[str, tuple[int, ...]]:

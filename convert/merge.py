@@ -100,30 +100,36 @@ def load_base(base: str, *, dtype: str, from_4bit: bool = False, quant: Quant | 
     quant = quant or Quant()
     try:
         import bitsandbytes  # noqa: F401
-        from transformers import BitsAndBytesConfig
     except ImportError as exc:
         raise ConvertError(
             f"--from-4bit needs bitsandbytes ({exc.name} is missing): pip install bitsandbytes"
         ) from None
-    compute = _torch_dtype(_compute_dtype(quant))
-    config = BitsAndBytesConfig(
-        load_in_4bit=True,
-        bnb_4bit_quant_type=quant.mode,
-        bnb_4bit_use_double_quant=quant.double_quant,
-        bnb_4bit_compute_dtype=compute,
-        bnb_4bit_quant_storage=compute,
-    )
     try:  # the same load the trainer does, so the same rounding; then back to plain Linear layers
+        model = _load_4bit(base, quant, dequantize=True)
+    except ConvertError as exc:
+        raise ConvertError(f"--from-4bit: {exc.message}") from None
+    return model.to(torch.float32 if not cuda else _torch_dtype(_compute_dtype(quant))).eval()
+
+
+def _load_4bit(base: str, quant: Quant, *, dequantize: bool = False) -> Any:
+    """The base in 4 bits as training loads it (medkit.lora.bnb_config), or those weights dequantized to
+    plain Linear layers; ConvertError if that fails."""
+    import torch
+
+    from medkit.lora import bnb_config
+    from medkit.models import load_model
+
+    cuda = torch.cuda.is_available()
+    compute = _torch_dtype(_compute_dtype(quant))
+    config = bnb_config(quant.mode, quant.double_quant, compute)
+    try:
         model = load_model(
             base, dtype=compute, quantization_config=config, device_map="cuda" if cuda else "cpu"
         )
-        model = model.dequantize()
+        return model.dequantize() if dequantize else model
     except (RuntimeError, NotImplementedError, ValueError) as exc:
         where = "CUDA" if cuda else "CPU (bitsandbytes' CPU kernels)"
-        raise ConvertError(
-            f"--from-4bit: 4-bit {quant.mode} load failed on {where}: {str(exc).splitlines()[0]}"
-        ) from None
-    return model.to(torch.float32 if not cuda else compute).eval()
+        raise ConvertError(f"4-bit {quant.mode} load failed on {where}: {str(exc).splitlines()[0]}") from None
 
 
 def apply_adapter(model: Any, adapter_dir: Path, *, merge: bool = True) -> Any:
@@ -311,35 +317,13 @@ def merge_run(
 # ---- --report: what each merge choice costs in val perplexity --------------------------------------
 
 
-def _tokenizer(run: Any, recipe: Any) -> Any:
-    """The tokenizer the run trained with (saved next to its adapter), chat template applied."""
-    from transformers import AutoTokenizer
-
-    from medkit.data import load_tokenizer
-    from medkit.templates import apply_template
-
-    saved = (run.adapter / "tokenizer_config.json").is_file()
-    tok = AutoTokenizer.from_pretrained(str(run.adapter)) if saved else load_tokenizer(recipe)
-    apply_template(tok, recipe)
-    return tok
-
-
 def perplexity(model: Any, examples: list[Any]) -> float:
-    """exp(mean NLL) over the label positions (the answers) of tokenized examples."""
+    """exp(mean NLL) over the label positions (the answers) of tokenized examples (medkit.loss.label_nll)."""
     import math
 
-    import torch
-    import torch.nn.functional as F
+    from medkit.loss import label_nll
 
-    device = next(model.parameters()).device
-    total, count = 0.0, 0
-    with torch.inference_mode():
-        for e in examples:
-            ids = torch.tensor([e.input_ids], device=device)
-            labels = torch.tensor(e.labels[1:], device=device)
-            logits = model(input_ids=ids).logits[0, :-1].float()
-            total += float(F.cross_entropy(logits, labels, ignore_index=-100, reduction="sum"))
-            count += int((labels != -100).sum())
+    total, count = label_nll(model, examples)
     if not count:
         raise ConvertError("the val examples have no answer tokens to score")
     return math.exp(total / count)
@@ -353,12 +337,11 @@ def report_run(
     import gc
     import importlib.util
 
-    from medkit.data import prepare
+    from medkit.data import prepare, run_tokenizer
     from medkit.models import load_model
 
     recipe, quant, trained_4bit = _run_settings(run)
-    tok = _tokenizer(run, recipe)
-    prepared = prepare(recipe, tok)
+    prepared = prepare(recipe, run_tokenizer(recipe, run.adapter))
     split = "val" if prepared.val else "test"
     examples = prepared.split(split)[:max_examples]
     if not examples:
@@ -401,22 +384,7 @@ def report_run(
 
 def _four_bit_with_adapter(base: str, adapter_dir: Path, quant: Quant) -> Any:
     """The training setup itself: 4-bit base, adapter applied on top, nothing merged."""
-    import torch
-    from transformers import BitsAndBytesConfig
-
-    from medkit.models import load_model
-
-    compute = _torch_dtype(_compute_dtype(quant))
-    cfg = BitsAndBytesConfig(
-        load_in_4bit=True, bnb_4bit_quant_type=quant.mode, bnb_4bit_use_double_quant=quant.double_quant,
-        bnb_4bit_compute_dtype=compute, bnb_4bit_quant_storage=compute,
-    )  # fmt: skip
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        model = load_model(base, dtype=compute, quantization_config=cfg, device_map=device)
-    except (RuntimeError, NotImplementedError, ValueError) as exc:
-        raise ConvertError(f"4-bit load failed on {device}: {str(exc).splitlines()[0]}") from None
-    return apply_adapter(model, adapter_dir, merge=False)
+    return apply_adapter(_load_4bit(base, quant), adapter_dir, merge=False)
 
 
 def print_report(data: dict[str, Any]) -> None:

@@ -256,9 +256,6 @@ def token_text(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
-_token_text = token_text  # the old private name, still imported by medkit.convert.export
-
-
 def end_of_turn(template: str | None, tokens: list[str], types: list[int], cfg: dict[str, Any]) -> int | None:
     """Id of the special token the chat template writes right after an assistant reply, if any."""
     if not template:

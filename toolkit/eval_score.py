@@ -87,43 +87,13 @@ def score_hf_models(run, recipe, tokenizer, evset: EvalSet, want_base: bool, wan
 
 def _score_hf(model, tokenizer, evset: EvalSet, device: str) -> dict[str, Any]:
     t0 = time.perf_counter()
-    nll, count = _hf_nll(model, tokenizer, evset.examples, evset.batch_size, device)
+    from medkit.loss import label_nll
+
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    nll, count = label_nll(model, evset.examples, batch_size=evset.batch_size, pad_id=pad, device=device)
     messages = [c.messages for c in evset.conversations] + [m for _, _, m in evset.qualitative_messages()]
     gens = _hf_generate(model, tokenizer, messages, evset, device)
     return _finish(evset, nll, count, gens, time.perf_counter() - t0)
-
-
-def _hf_nll(model, tokenizer, examples, batch_size: int, device: str) -> tuple[float, int]:
-    """Summed negative log-likelihood over label positions (labels != -100) and their count."""
-    import torch
-    import torch.nn.functional as F
-
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    examples = sorted(examples, key=lambda e: len(e.input_ids))  # similar lengths batch with less padding
-    total, count = 0.0, 0
-    with torch.inference_mode():
-        for i in range(0, len(examples), batch_size):
-            batch = examples[i : i + batch_size]
-            width = max(len(e.input_ids) for e in batch)
-            ids = torch.full((len(batch), width), pad, dtype=torch.long)
-            labels = torch.full((len(batch), width), -100, dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for row, e in enumerate(batch):
-                k = len(e.input_ids)
-                ids[row, :k] = torch.tensor(e.input_ids)
-                labels[row, :k] = torch.tensor(e.labels)
-                mask[row, :k] = 1
-            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
-            target = labels[:, 1:].to(device)
-            loss = F.cross_entropy(
-                logits[:, :-1].reshape(-1, logits.size(-1)),
-                target.reshape(-1),
-                ignore_index=-100,
-                reduction="sum",
-            )
-            total += float(loss)
-            count += int((target != -100).sum())
-    return total, count
 
 
 def _stop_ids(tokenizer) -> list[int]:

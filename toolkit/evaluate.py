@@ -21,6 +21,7 @@ from medkit.eval_report import build_report, print_table, write_outputs
 from medkit.eval_score import EvalSet, score_gguf, score_hf_models
 from medkit.metrics import check_references, guess_task, metrics_for_task
 from medkit.runs import RunDir, find_run, latest_run
+from medkit.validate import set_option
 
 # ---- the public entry point --------------------------------------------------------------------------
 
@@ -89,7 +90,7 @@ def evaluate_run(
 
 def _gguf_list(run: RunDir, ggufs: Sequence[str | Path] | None) -> list[Path]:
     if ggufs is None:
-        return [p for p in run.ggufs() if "adapter" not in p.name]
+        return run.model_ggufs()
     paths = [Path(g).expanduser() for g in ggufs]
     for p in paths:
         if not p.is_file():
@@ -98,15 +99,10 @@ def _gguf_list(run: RunDir, ggufs: Sequence[str | Path] | None) -> list[Path]:
 
 
 def _tokenizer(run: RunDir, recipe: Any) -> Any:
-    """The run's saved tokenizer (adapter/), else the base's, with the recipe's chat template."""
-    from transformers import AutoTokenizer
+    """The run's tokenizer (medkit.data.run_tokenizer), padding with EOS when it has no pad token."""
+    from medkit.data import run_tokenizer
 
-    from medkit.data import load_tokenizer as base_tokenizer
-    from medkit.templates import apply_template
-
-    saved = (run.adapter / "tokenizer_config.json").is_file()
-    tok = AutoTokenizer.from_pretrained(str(run.adapter)) if saved else base_tokenizer(recipe)
-    apply_template(tok, recipe)
+    tok = run_tokenizer(recipe, run.adapter)
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     return tok
@@ -226,13 +222,7 @@ def _gguf_name(run: RunDir, path: Path, taken: dict[str, Any]) -> str:
 )
 @click.option("--no-tuned", is_flag=True, help="Skip the fine-tuned (adapter) model.")
 @click.option("--metric", "metrics", multiple=True, help="Only these metrics (must fit the task).")
-@click.option(
-    "--set",
-    "overrides",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="Override a recipe key, e.g. eval.max_new_tokens=64.",
-)
+@set_option
 def command(target, split, n, ggufs, no_gguf, against, no_tuned, metrics, overrides) -> None:
     """Score base vs fine-tuned vs GGUF exports on held-out data.
 

@@ -90,17 +90,18 @@ def _has_bitsandbytes() -> bool:
     return importlib.util.find_spec("bitsandbytes") is not None
 
 
-def bnb_config(recipe: Any, plan: Plan) -> Any:
-    """transformers' BitsAndBytesConfig for the recipe's 4-bit settings (storage in the compute dtype, which
-    FSDP needs to shard 4-bit weights)."""
+def bnb_config(mode: str, double_quant: bool, compute_dtype: Any) -> Any:
+    """transformers' BitsAndBytesConfig for 4-bit ``mode`` (nf4/fp4): the one builder, used by training and
+    by `medkit merge --from-4bit` / `--report` (so both round the base alike). Storage is in the compute
+    dtype, which FSDP needs to shard 4-bit weights."""
     from transformers import BitsAndBytesConfig
 
     return BitsAndBytesConfig(
         load_in_4bit=True,
-        bnb_4bit_quant_type=recipe.quant.mode,
-        bnb_4bit_use_double_quant=recipe.quant.double_quant,
-        bnb_4bit_compute_dtype=plan.compute_dtype,
-        bnb_4bit_quant_storage=plan.compute_dtype,
+        bnb_4bit_quant_type=mode,
+        bnb_4bit_use_double_quant=double_quant,
+        bnb_4bit_compute_dtype=compute_dtype,
+        bnb_4bit_quant_storage=compute_dtype,
     )
 
 
@@ -127,7 +128,15 @@ def resolve_targets(model: Any, targets: list[str]) -> list[str] | str:
         auto = auto_targets(model.config.model_type)
         if auto is None or not set(auto) & set(present):
             return "all-linear"
-        return [t for t in auto if t in present]
+        chosen = [t for t in auto if t in present]
+        from medkit.convert.arch import by_model_type
+
+        # a multimodal checkpoint (MedGemma): adapt the language model only, the part that is exported
+        fam = by_model_type(model.config.model_type)
+        parts = sorted({p.rstrip(".").rsplit(".", 1)[-1] for p in (fam.dropped if fam else ())})
+        if parts and any(f".{p}." in f".{n}." for n, _ in model.named_modules() for p in parts):
+            return rf"^(?!(?:.*\.)?(?:{'|'.join(parts)})\.).*\.(?:{'|'.join(chosen)})$"
+        return chosen
     missing = [t for t in targets if t not in present]
     if missing:
         raise TrainError(
@@ -167,7 +176,9 @@ def build_model(recipe: Any, plan: Plan, *, local_device: Any = None) -> Any:
     gc_kwargs = {"use_reentrant": False}
     kwargs: dict[str, Any] = {"dtype": plan.dtype, "trust_remote_code": recipe.model.trust_remote_code}
     if plan.quantize:
-        kwargs["quantization_config"] = bnb_config(recipe, plan)
+        kwargs["quantization_config"] = bnb_config(
+            recipe.quant.mode, recipe.quant.double_quant, plan.compute_dtype
+        )
         if plan.device != "cuda":  # bitsandbytes' CPU backend (tests of this path without a GPU)
             kwargs["device_map"] = {"": plan.device}
         elif not os.environ.get("ACCELERATE_USE_FSDP"):

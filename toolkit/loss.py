@@ -88,17 +88,55 @@ def make_loss_module(model: Any):
     return SelectiveLossLM(model)
 
 
-def full_ce(model: Any, batch: dict[str, Any]) -> tuple[Any, Any]:
-    """Reference: the model's own full-vocabulary logits, summed CE over trained tokens (tests, benchmark)."""
+def label_ce(logits: Any, labels: Any) -> tuple[Any, Any]:
+    """(summed cross-entropy, trained tokens) of full logits (B, T, V) against unshifted labels (B, T):
+    position t predicts label t+1, IGNORE (-100) positions are skipped. The one label-NLL of medkit:
+    training's reference loss, eval's perplexity and merge's report all come here."""
     import torch.nn.functional as F
 
+    logits = logits[:, :-1].float()
+    targets = labels[:, 1:].to(logits.device)
+    loss = F.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE, reduction="sum"
+    )
+    return loss, (targets != IGNORE).sum()
+
+
+def full_ce(model: Any, batch: dict[str, Any]) -> tuple[Any, Any]:
+    """Reference: the model's own full-vocabulary logits, summed CE over trained tokens (tests, benchmark)."""
     out = model(
         input_ids=batch["input_ids"],
         attention_mask=batch.get("attention_mask"),
         position_ids=batch.get("position_ids"),
         use_cache=False,
     )
-    logits = out.logits[:, :-1].float()
-    targets = batch["labels"][:, 1:]
-    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="sum")
-    return loss, (targets != IGNORE).sum()
+    return label_ce(out.logits, batch["labels"])
+
+
+def label_nll(
+    model: Any, examples: list[Any], *, batch_size: int = 1, pad_id: int = 0, device: Any = None
+) -> tuple[float, int]:
+    """Summed NLL over the label positions of tokenized examples (``.input_ids``, ``.labels``) and their
+    count, without gradients; similar lengths are batched together (right padding, masked)."""
+    import torch
+
+    device = device if device is not None else next(model.parameters()).device
+    examples = sorted(examples, key=lambda e: len(e.input_ids))  # less padding per batch
+    total, count = 0.0, 0
+    with torch.inference_mode():
+        for i in range(0, len(examples), max(1, batch_size)):
+            batch = examples[i : i + max(1, batch_size)]
+            width = max(len(e.input_ids) for e in batch)
+            ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+            labels = torch.full((len(batch), width), IGNORE, dtype=torch.long)
+            mask = torch.zeros((len(batch), width), dtype=torch.long)
+            for row, e in enumerate(batch):
+                k = len(e.input_ids)
+                ids[row, :k] = torch.tensor(e.input_ids)
+                labels[row, :k] = torch.tensor(e.labels)
+                mask[row, :k] = 1
+            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
+            loss, n = label_ce(logits, labels)
+            total += float(loss)
+            count += int(n)
+    return total, count

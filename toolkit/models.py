@@ -122,20 +122,48 @@ WEIGHT_GLOBS = ("*.safetensors", "pytorch_model*.bin", "*.safetensors.index.json
 
 
 def load_tokenizer(spec: str | os.PathLike[str] | BaseSpec, *, chat_template: str | None = None):
-    """AutoTokenizer for ``spec``; ``chat_template`` (jinja text or a file) replaces the model's own."""
+    """The one loader of a base's tokenizer: AutoTokenizer for a hub id or folder. A .gguf base is read
+    from its dequantized folder when there is one, else from the GGUF itself once, then from a tokenizer
+    cache (``$MEDKIT_CACHE/tokenizers/<sha>``), so no model is dequantized for its tokenizer.
+    ``chat_template`` (jinja text or a file) replaces the model's own."""
     from transformers import AutoTokenizer
 
     base = _as_base(spec)
-    where = loadable(base)
-    if base.kind == "local" and not any((Path(where) / n).is_file() for n in TOKENIZER_FILES):
-        raise ModelError(f"no tokenizer in {where} (expected one of {', '.join(TOKENIZER_FILES)})")
-    try:
-        with hub_offline(base.is_local):
-            tok = AutoTokenizer.from_pretrained(where)
-    except (OSError, ValueError, TypeError, KeyError) as exc:
-        raise ModelError(f"cannot load a tokenizer from {base.spec}: {_first_line(exc)}") from None
+    if base.is_gguf and base.path is not None and not (dequantized_dir(base.path) / "config.json").is_file():
+        tok = _gguf_tokenizer(base.path)
+    else:
+        where = loadable(base)
+        if base.kind == "local" and not any((Path(where) / n).is_file() for n in TOKENIZER_FILES):
+            raise ModelError(f"no tokenizer in {where} (expected one of {', '.join(TOKENIZER_FILES)})")
+        try:
+            with hub_offline(base.is_local):
+                tok = AutoTokenizer.from_pretrained(where)
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            raise ModelError(f"cannot load a tokenizer from {base.spec}: {_first_line(exc)}") from None
     if chat_template:
         tok.chat_template = read_chat_template(chat_template)
+    return tok
+
+
+def _gguf_tokenizer(path: Path):
+    """The tokenizer inside a GGUF, converted once and cached as a whole folder (or not at all)."""
+    from transformers import AutoTokenizer
+
+    cached = cache_root() / "tokenizers" / file_sha256(path)[:24]
+    try:
+        with hub_offline():
+            if (cached / "tokenizer_config.json").is_file():
+                return AutoTokenizer.from_pretrained(str(cached))
+            tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelError(f"cannot read the tokenizer of {path}: {_first_line(exc)}") from None
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{cached.name}.", suffix=".partial", dir=cached.parent)
+    try:
+        tok.save_pretrained(tmp)
+        os.replace(tmp, cached)
+    except OSError:  # another process won the race, or the cache is read-only: the tokenizer still works
+        shutil.rmtree(tmp, ignore_errors=True)
     return tok
 
 

@@ -82,15 +82,9 @@ def merge_stale_reason(merged_dir: str | Path, adapter_dir: str | Path) -> str |
 
 def gguf_adapter_hash(gguf: str | Path) -> str | None:
     """The ``medkit.adapter.sha256`` a GGUF records, or None (no such key). RuntimeLoadError if unreadable."""
-    from medkit.errors import RuntimeLoadError
-    from medkit.gguf_info import _scan
+    from medkit.gguf_info import read_gguf_info
 
-    path = Path(gguf)
-    with path.open("rb") as fh:
-        if fh.read(4) != b"GGUF":
-            raise RuntimeLoadError("not a GGUF file", where=str(path))
-    kv, _ = _scan(path)  # version and truncation checks: one-line errors
-    value = kv.get(ADAPTER_KEY)
+    value = read_gguf_info(gguf, what="GGUF").meta.get(ADAPTER_KEY)  # magic, version, truncation checked
     return value if isinstance(value, str) and value else None
 
 

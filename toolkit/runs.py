@@ -19,6 +19,7 @@ from typing import Any
 from medkit.errors import DiskSpaceError, RunNotFoundError, WriteError, write_error
 
 RUNS_ROOT_ENV = "MEDKIT_RUNS"
+ADAPTER_GGUF = "adapter.gguf"  # the LoRA GGUF `medkit export --adapter-only` writes into export/
 
 
 def runs_root() -> Path:
@@ -91,6 +92,25 @@ class RunDir:
             return []
         return sorted((p for p in self.export.glob("*.gguf") if p.is_file()), key=rank)
 
+    def model_ggufs(self) -> list[Path]:
+        """The export's model GGUFs (what chat, serve and eval load), in ggufs() order."""
+        return [p for p in self.ggufs() if gguf_kind(p) == "model"]
+
+    def adapter_ggufs(self) -> list[Path]:
+        """The export's LoRA adapter GGUFs, in ggufs() order."""
+        return [p for p in self.ggufs() if gguf_kind(p) == "adapter"]
+
+
+def gguf_kind(path: Path) -> str:
+    """ "model" or "adapter": the GGUF header's general.type; a file whose header cannot be read is told by
+    the name medkit writes (ADAPTER_GGUF), so the verb that loads it reports the damage in one line."""
+    from medkit.gguf_info import read_gguf_kind
+
+    kind = read_gguf_kind(path)
+    if kind is None:
+        return "adapter" if Path(path).name == ADAPTER_GGUF else "model"
+    return "adapter" if kind == "adapter" else "model"
+
 
 def find_run(spec: str | os.PathLike[str] | None = None) -> RunDir:
     """A run by path or by recipe name under runs/; with no spec, the latest run."""
@@ -133,7 +153,7 @@ def latest_run() -> RunDir:
 
 def latest_export() -> Path:
     """The newest model GGUF under runs/*/export/ (adapter GGUFs excluded)."""
-    cands = [g for r in list_runs() for g in r.ggufs() if "adapter" not in g.name]
+    cands = [g for r in list_runs() for g in r.model_ggufs()]
     if not cands:
         raise RunNotFoundError(
             f"no exported GGUF under {runs_root()}/*/export/", hint="run: medkit export --gguf q4_0"

@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from medkit.tui.helpers import open_runtime, runtime_options
+
 if TYPE_CHECKING:  # pragma: no cover
     from medkit.runtime import Runtime
 
@@ -364,32 +366,19 @@ def _is_loopback(host: str) -> bool:
 
 
 @click.command(name="serve")
-@click.argument("model", required=False)
+@runtime_options
 @click.option("--host", default="127.0.0.1", show_default=True, help="Listen address (loopback by default).")
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
 @click.option("--api-key", default=None, envvar="MEDKIT_API_KEY", help="Require 'Authorization: Bearer KEY'.")
-@click.option(
-    "--adapter", "adapter_specs", multiple=True, metavar="NAME=PATH", help="A GGUF LoRA adapter (repeat)."
-)
-@click.option(
-    "--gpu-layers", type=int, default=None, help="Layers to offload (-1 all; default: all if a GPU backend)."
-)
-@click.option("--ctx", type=click.IntRange(min=256), default=4096, show_default=True)
-@click.option("--threads", type=int, default=None)
 def command(model, host, port, api_key, adapter_specs, gpu_layers, ctx, threads) -> None:
     """OpenAI-compatible server for a GGUF (default: the latest export). Model names: base + adapters."""
     import uvicorn
-
-    from medkit.runtime import Runtime
-    from medkit.tui.helpers import parse_adapters, resolve_model
 
     if not _is_loopback(host) and not api_key:
         click.echo(
             f"warning: listening on {host} without --api-key: anyone on the network can use it", err=True
         )
-    path, adapters = resolve_model(model)
-    adapters.update(parse_adapters(adapter_specs))
-    runtime = Runtime(path, adapters=adapters, gpu_layers=gpu_layers, ctx=ctx, threads=threads)
+    path, _, runtime = open_runtime(model, adapter_specs, gpu_layers, ctx, threads)
     app = build_app(runtime, api_key=api_key)
     try:
         names = ", ".join(model_names(runtime))

@@ -144,7 +144,7 @@ def train(
     from accelerate.utils import set_seed
     from rich.console import Console
 
-    from medkit import checkpoint, lora
+    from medkit import checkpoint, lora, models
     from medkit import data as data_mod
     from medkit.recipe import load_recipe
     from medkit.runs import RunDir, atomic_write_text
@@ -161,7 +161,7 @@ def train(
     say = console.print if acc.is_main_process else (lambda *a, **k: None)
     for text in ([plan.note] if plan.note else []) + notes:
         say(f"[yellow]note:[/yellow] {text}")
-    tok = data_mod.load_tokenizer(r)
+    tok = models.load_tokenizer(r.model.base)
     prepared = data_mod.prepare(r, tok)
     set_seed(r.train.seed)
     if dry_run:

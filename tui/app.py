@@ -33,9 +33,9 @@ from medkit.tui.helpers import (
     ChatRef,
     Recorder,
     TokenBuffer,
+    open_runtime,
     open_store,
-    parse_adapters,
-    resolve_model,
+    runtime_options,
     stats_dict,
 )
 from medkit.tui.screens import (
@@ -388,17 +388,7 @@ class ChatApp(App[None]):
 
 
 @click.command(name="chat")
-@click.argument("model", required=False)
-@click.option(
-    "--adapter", "adapter_specs", multiple=True, metavar="NAME=PATH", help="A GGUF LoRA adapter (repeat)."
-)
-@click.option(
-    "--gpu-layers", type=int, default=None, help="Layers to offload (-1 all; default: all if a GPU backend)."
-)
-@click.option(
-    "--ctx", type=click.IntRange(min=256), default=4096, show_default=True, help="Context size in tokens."
-)
-@click.option("--threads", type=int, default=None, help="CPU threads (default: llama.cpp's choice).")
+@runtime_options
 @click.option(
     "--db", type=click.Path(dir_okay=False), default=None, help="Chat history file (default: user data dir)."
 )
@@ -422,11 +412,7 @@ def command(
     Keys: Enter send · Esc stop · Ctrl+N new chat · Ctrl+O chats · Ctrl+T adapter
           Ctrl+S settings · Ctrl+Y copy answer · Ctrl+R export · Ctrl+P commands · Ctrl+Q quit
     """
-    from medkit.runtime import Runtime
-
-    path, adapters = resolve_model(model)
-    adapters.update(parse_adapters(adapter_specs))
-    runtime = Runtime(path, adapters=adapters, gpu_layers=gpu_layers, ctx=ctx, threads=threads)
+    path, adapters, runtime = open_runtime(model, adapter_specs, gpu_layers, ctx, threads)
     store, warning = open_store(db)
     from medkit.provenance import stale_reason  # a GGUF exported before its run's adapter was retrained
 

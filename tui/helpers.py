@@ -28,6 +28,50 @@ COMMANDS = [  # the app's entries in the command palette: title, help, action
 ]
 
 
+def runtime_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """MODEL and --adapter/--gpu-layers/--ctx/--threads: the one set of runtime options of `medkit chat`
+    and `medkit serve` (their values go to open_runtime)."""
+    decorators = (
+        click.argument("model", required=False),
+        click.option(
+            "--adapter",
+            "adapter_specs",
+            multiple=True,
+            metavar="NAME=PATH",
+            help="A GGUF LoRA adapter (repeat).",
+        ),
+        click.option(
+            "--gpu-layers",
+            type=int,
+            default=None,
+            help="Layers to offload (-1 all; default: all if a GPU backend).",
+        ),
+        click.option(
+            "--ctx",
+            type=click.IntRange(min=256),
+            default=4096,
+            show_default=True,
+            help="Context size in tokens.",
+        ),
+        click.option("--threads", type=int, default=None, help="CPU threads (default: llama.cpp's choice)."),
+    )
+    for decorator in reversed(decorators):
+        command = decorator(command)
+    return command
+
+
+def open_runtime(
+    model: str | None, adapter_specs: Iterable[str], gpu_layers: int | None, ctx: int, threads: int | None
+) -> tuple[Path, dict[str, str], Any]:
+    """(model path, adapters, Runtime) for the values of runtime_options; the run's adapters come first,
+    --adapter NAME=PATH adds or replaces."""
+    from medkit.runtime import Runtime
+
+    path, adapters = resolve_model(model)
+    adapters.update(parse_adapters(adapter_specs))
+    return path, adapters, Runtime(path, adapters=adapters, gpu_layers=gpu_layers, ctx=ctx, threads=threads)
+
+
 def parse_adapters(specs: Iterable[str]) -> dict[str, str]:
     out: dict[str, str] = {}
     for spec in specs:
@@ -60,13 +104,13 @@ def resolve_model(spec: str | None) -> tuple[Path, dict[str, str]]:
         if p.suffix == ".gguf" or p.is_file():
             return p, {}
         found = runs.find_run(spec)
-        models = [g for g in found.ggufs() if "adapter" not in g.name]
+        models = found.model_ggufs()
         if not models:
             raise MedkitError(
                 f"run '{found.name}' has no exported GGUF", hint="run `medkit export --gguf q4_0`"
             )
         model = max(models, key=lambda g: g.stat().st_mtime)
-    adapters = {re.sub(r"\W+", "-", g.stem): str(g) for g in found.ggufs() if "adapter" in g.name}
+    adapters = {re.sub(r"\W+", "-", g.stem): str(g) for g in found.adapter_ggufs()}
     return model, adapters
 
 

@@ -10,7 +10,13 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from medkit import models
 from medkit.errors import ModelError
-from tests.factories import ARCHS
+
+ARCHS = (
+    "llama",
+    "mistral",
+    "qwen2",
+    "gpt2",
+)  # transformers' GGUF loader (gguf_file=) knows these; it has no qwen3/gemma3 mapping
 
 TEXT = "Patient: fièvre 38.5°C, naïve café 😷 — HbA1c 7%"
 
@@ -86,3 +92,22 @@ def test_incomplete_cache_folder_is_rebuilt(monkeypatch, tmp_path, tiny_gguf):
     assert models.ensure_dequantized(gguf) == target
     assert (target / models.DONE_MARKER).is_file()
     assert AutoModelForCausalLM.from_pretrained(target).config.model_type == "gpt2"
+
+
+def test_tokenizer_of_a_gguf_base_needs_no_dequantized_model(monkeypatch, tmp_path, tiny_gguf):
+    """medkit.models.load_tokenizer is the one loader (train, data, eval, merge): a .gguf base's tokenizer
+    is read from the GGUF once, then from its cache, and the weights are never dequantized for it."""
+    monkeypatch.setenv("MEDKIT_CACHE", str(tmp_path / "cache"))
+    gguf = tiny_gguf("qwen2")
+
+    def no_dequantize(*args):
+        raise AssertionError("a tokenizer load dequantized the model")
+
+    monkeypatch.setattr(models, "ensure_dequantized", no_dequantize)
+    first = models.load_tokenizer(gguf)
+    cached = list((tmp_path / "cache" / "tokenizers").iterdir())
+    assert [p.name.startswith(".") for p in cached] == [False]
+    assert (cached[0] / "tokenizer_config.json").is_file()
+    second = models.load_tokenizer(str(gguf), chat_template="{{ 'x' }}")
+    assert second.encode(TEXT) == first.encode(TEXT) and first.eos_token == "<|im_end|>"
+    assert second.chat_template == "{{ 'x' }}"

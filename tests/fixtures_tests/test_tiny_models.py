@@ -9,7 +9,14 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from tests.factories import ARCHS, build_tiny_model, build_tokenizer
+from tests.factories import build_tiny_model, build_tokenizer
+
+ARCHS = (
+    "llama",
+    "mistral",
+    "qwen2",
+    "gpt2",
+)  # the seed's four fixtures, whose shapes these tests pin; newer families: tests/convert/test_families.py
 
 TEXTS = [
     "Patient: 45 ans, fièvre 38.5°C, naïve café, Übelkeit, dolor torácico.",

@@ -92,3 +92,26 @@ def test_no_trained_token_gives_zero_loss_with_a_graph():
     total, n = selective_ce(hidden, torch.full((2, 5), -100), head)
     assert float(total) == 0.0 and int(n) == 0
     total.backward()  # still differentiable: an all-masked micro-batch does not break accumulation
+
+
+def test_label_nll_is_the_one_label_loss_of_eval_and_merge(tiny_model_dir, monkeypatch):
+    """label_nll (eval's scores, merge's --report) equals training's reference loss whatever the batching."""
+    from medkit import eval_score, loss
+    from medkit.convert import merge
+
+    model = lora_model(tiny_model_dir("llama"))
+    exs = examples(model.config.vocab_size)
+    with torch.no_grad():
+        ref, n_ref = full_ce(
+            model, batching.collate(batching.Batch(((0,), (1,), (2,), (3,), (4,))), exs, pad_id=0)
+        )
+    for batch_size in (1, 2, 5):
+        total, count = loss.label_nll(model, exs, batch_size=batch_size)
+        assert count == int(n_ref) and total == pytest.approx(float(ref), rel=1e-5), batch_size
+    assert merge.perplexity(model, exs) == pytest.approx(float(torch.exp(ref / n_ref)), rel=1e-5)
+
+    calls = []
+    monkeypatch.setattr(loss, "label_nll", lambda *a, **k: calls.append(k) or (0.0, 0))
+    with pytest.raises(merge.ConvertError, match="no answer tokens"):
+        merge.perplexity(model, exs)
+    assert calls and not hasattr(eval_score, "_hf_nll")
