@@ -91,10 +91,12 @@ def export(
     trust_remote_code: bool = False,
     threads: int | None = None,
     log: Any = print,
+    imatrix: Any = None,
 ) -> tuple[dict[str, Path], dict[str, float]]:
-    """Write every asked type; returns ({type: path}, {stage: seconds})."""
+    """Write every asked type, quantized ones weighed by ``imatrix`` (medkit.convert.imatrix.IMatrix)
+    when given; returns ({type: path}, {stage: seconds})."""
     with export_session(source.out_dir, log):
-        return _export(source, types, force, allow_pickle, trust_remote_code, threads, log)
+        return _export(source, types, force, allow_pickle, trust_remote_code, threads, log, imatrix)
 
 
 def _export(
@@ -105,6 +107,7 @@ def _export(
     trust_remote_code: bool,
     threads: int | None,
     log: Any,
+    imatrix: Any = None,
 ) -> tuple[dict[str, Path], dict[str, float]]:
     import numpy as np
 
@@ -133,6 +136,8 @@ def _export(
         res = write_gguf(source.hf_dir, outputs[t], t, trust_remote_code=trust_remote_code, **kw)
         timings[t] = res.seconds
         log(f"wrote {outputs[t]} ({res.arch}, {res.n_tensors} tensors) in {res.seconds:.1f}s")
+        if res.not_exported:
+            log(f"note: the text model only: {res.not_exported} vision-tower tensors are not exported")
     quants = [t for t in types if t not in FLOAT_TYPES]
     if quants:
         # quantize from the f16 (or f32) output when one is asked for, else from a temporary f16
@@ -142,15 +147,18 @@ def _export(
             if own is None:
                 res = write_gguf(source.hf_dir, inter, "f16", trust_remote_code=trust_remote_code, **kw)
                 timings["f16 (intermediate)"] = res.seconds
+            calibrated = {"medkit.imatrix": imatrix is not None}
+            if imatrix is not None:
+                calibrated["medkit.imatrix.dataset"] = "; ".join(imatrix.datasets)[:120]
             for t in quants:
-                q = quantize(inter, outputs[t], t, threads=threads)
+                q = quantize(inter, outputs[t], t, threads=threads, imatrix=imatrix, metadata=calibrated)
                 timings[t] = q.seconds
                 note = (
                     f"; {q.fallbacks}/{q.n_tensors} tensors in a fallback type (row size)"
                     if q.fallbacks
                     else ""
                 )
-                log(f"wrote {outputs[t]} in {q.seconds:.1f}s{note}")
+                log(f"wrote {outputs[t]} in {q.seconds:.1f}s{note}{' (calibrated)' if imatrix else ''}")
         finally:
             if own is None:
                 inter.unlink(missing_ok=True)
@@ -239,6 +247,19 @@ def recipe_defaults(spec: str | None) -> tuple[Any, Path | None]:
     default=None,
     help="Write an Ollama Modelfile [default: the recipe's export.modelfile, else on].",
 )
+@click.option(
+    "--imatrix",
+    "imatrix_mode",
+    default=None,
+    help="Importance matrix for quantized types: auto (a run's train split), none, or an imatrix GGUF "
+    "[default: the recipe's export.imatrix, else auto].",
+)
+@click.option(
+    "--calib",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Calibration texts for a HF folder (JSONL with text/messages, or plain text).",
+)
 @click.option("--allow-pickle", is_flag=True, help="Also read pytorch_model*.bin (pickle) weights.")
 @click.option("--trust-remote-code", is_flag=True, help="Allow a model that declares custom code.")
 @click.option("--threads", type=int, default=None, help="Threads for quantization and checks.")
@@ -251,6 +272,8 @@ def command(
     force: bool,
     verify: bool | None,
     modelfile: bool | None,
+    imatrix_mode: str | None,
+    calib: Path | None,
     allow_pickle: bool,
     trust_remote_code: bool,
     threads: int | None,
@@ -259,6 +282,7 @@ def command(
 
     A run's recipe.toml ([export] gguf, verify, modelfile) gives the defaults; a flag given here wins.
     """
+    from medkit.convert import imatrix
     from medkit.convert.quantize import parse_types
 
     if adapter_only:
@@ -273,8 +297,11 @@ def command(
     if base:
         _export_base(source, out, types, force, threads)
         return
+    mode = imatrix_mode or defaults.imatrix
+    imatrix.check_needed(types, mode, calib, is_run=not _is_hf_folder(source))
     src = resolve_source(source, out, log=click.echo)
     t0 = time.perf_counter()
+    im = imatrix.for_export(src, types, mode, calib, force=force, log=click.echo)
     outputs, timings = export(
         src,
         types,
@@ -283,7 +310,10 @@ def command(
         trust_remote_code=trust_remote_code,
         threads=threads,
         log=click.echo,
+        imatrix=im,
     )
+    if im is not None:
+        timings = {"imatrix": im.seconds, **timings}
     click.echo(
         f"export took {time.perf_counter() - t0:.1f}s: "
         + ", ".join(f"{k} {v:.1f}s" for k, v in timings.items())

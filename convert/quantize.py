@@ -16,6 +16,7 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from medkit.errors import ConvertError, DiskSpaceError
 
@@ -30,7 +31,9 @@ class QuantType:
     block: int | None  # weights per block of that tensor type (1: a float type, not block-quantized)
     block_bytes: int | None  # bytes per block, scales included (gguf.GGML_QUANT_SIZES)
     exported: bool = False  # `medkit export --gguf` writes it (and a recipe's export.gguf may ask for it)
-    imatrix: bool = False  # llama.cpp refuses it without an importance matrix
+    # needs an importance matrix: llama.cpp refuses it without one, or (the i-quants below 4 bits) its
+    # output is unusable without one. Every other quantized type gains from one too (medkit export).
+    imatrix: bool = False
 
     @property
     def is_float(self) -> bool:
@@ -58,27 +61,27 @@ QUANT_TYPES: tuple[QuantType, ...] = (
     _t("q5_k_m", 17, "Q5_K", 256, 176, exported=True),
     _t("q4_k_m", 15, "Q4_K", 256, 144, exported=True),
     _t("q4_0", 2, "Q4_0", 32, 18, exported=True),
+    _t("iq4_nl", 25, "IQ4_NL", 32, 18, exported=True),
+    _t("iq4_xs", 30, "IQ4_XS", 256, 136, exported=True),
+    _t("q3_k_l", 13, "Q3_K", 256, 110, exported=True),
+    _t("q3_k_m", 12, "Q3_K", 256, 110, exported=True),
+    _t("q3_k_s", 11, "Q3_K", 256, 110, exported=True),
+    _t("iq3_s", 26, "IQ3_S", 256, 110, exported=True, imatrix=True),
+    _t("iq3_xxs", 23, "IQ3_XXS", 256, 98, exported=True, imatrix=True),
+    _t("q2_k", 10, "Q2_K", 256, 84, exported=True),
+    _t("iq2_xs", 20, "IQ2_XS", 256, 74, exported=True, imatrix=True),
     _t("q4_1", 3, "Q4_1", 32, 20),
     _t("q5_0", 8, "Q5_0", 32, 22),
     _t("q5_1", 9, "Q5_1", 32, 24),
-    _t("q2_k", 10, "Q2_K", 256, 84),
-    _t("q3_k_s", 11, "Q3_K", 256, 110),
-    _t("q3_k_m", 12, "Q3_K", 256, 110),
-    _t("q3_k_l", 13, "Q3_K", 256, 110),
     _t("q4_k_s", 14, "Q4_K", 256, 144),
     _t("q5_k_s", 16, "Q5_K", 256, 176),
     _t("iq2_xxs", 19, "IQ2_XXS", 256, 66, imatrix=True),
-    _t("iq2_xs", 20, "IQ2_XS", 256, 74, imatrix=True),
     _t("q2_k_s", 21, "Q2_K", 256, 84, imatrix=True),
-    _t("iq3_xs", 22, "IQ3_S", 256, 110),
-    _t("iq3_xxs", 23, "IQ3_XXS", 256, 98),
+    _t("iq3_xs", 22, "IQ3_S", 256, 110, imatrix=True),
     _t("iq1_s", 24, "IQ1_S", 256, 50, imatrix=True),
-    _t("iq4_nl", 25, "IQ4_NL", 32, 18),
-    _t("iq3_s", 26, "IQ3_S", 256, 110),
-    _t("iq3_m", 27, "IQ3_S", 256, 110),
+    _t("iq3_m", 27, "IQ3_S", 256, 110, imatrix=True),
     _t("iq2_s", 28, "IQ2_S", 256, 82, imatrix=True),
     _t("iq2_m", 29, "IQ2_S", 256, 82, imatrix=True),
-    _t("iq4_xs", 30, "IQ4_XS", 256, 136),
     _t("iq1_m", 31, "IQ1_M", 256, 56, imatrix=True),
     _t("tq1_0", 36, "TQ1_0", 256, 54),
     _t("tq2_0", 37, "TQ2_0", 256, 66),
@@ -143,11 +146,23 @@ class QuantResult:
     n_tensors: int
 
 
-def quantize(src: Path, dst: Path, qtype: str, *, threads: int | None = None) -> QuantResult:
-    """Quantize float GGUF ``src`` into ``dst`` (written under a temp name, renamed on success)."""
+def quantize(
+    src: Path,
+    dst: Path,
+    qtype: str,
+    *,
+    threads: int | None = None,
+    imatrix: Any = None,
+    overrides: dict[str, str] | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> QuantResult:
+    """Quantize float GGUF ``src`` into ``dst`` (written under a temp name, renamed on success), weighing
+    columns by ``imatrix`` (medkit.convert.imatrix.IMatrix), with per-tensor ``overrides`` ({regex: GGML
+    type}) and ``metadata`` added to the file's keys."""
     import llama_cpp
     import llama_cpp._logger as lc_log
 
+    from medkit.convert.imatrix import attach, check_fits
     from medkit.runs import atomic_path
 
     if lookup(qtype).is_float:
@@ -158,6 +173,14 @@ def quantize(src: Path, dst: Path, qtype: str, *, threads: int | None = None) ->
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = ftype_of(qtype)
     params.nthread = threads or min(os.cpu_count() or 1, 8)
+    if imatrix is None and BY_NAME[qtype].imatrix:
+        raise ConvertError(
+            f"{qtype} needs an importance matrix: llama.cpp's i-quants below 4 bits are unusable without one",
+            hint="drop --imatrix none for a run, or give --calib FILE or --imatrix PATH",
+        )
+    if imatrix is not None:
+        check_fits(imatrix, Path(src))
+    keep = attach(params, imatrix, overrides, metadata)  # noqa: F841 (the params point into it)
     lines: list[str] = []
 
     @llama_cpp.llama_log_callback

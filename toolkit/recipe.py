@@ -78,6 +78,9 @@ class ModelSection:
         "auto",
         "Chat template: 'auto' uses the tokenizer's own, else a named one or a path to a .jinja file",
     )
+    enable_thinking: bool = opt(
+        False, "Templates with thinking blocks (Qwen3): render them on (train on and generate thinking)"
+    )
     trust_remote_code: bool = opt(False, "Run code shipped with a hub model (off unless you trust it)")
     revision: str = opt("", "Hub revision (branch, tag or commit); empty for the default")
     attn_implementation: str = opt(
@@ -221,6 +224,11 @@ class ExportSection:
     gguf: list[str] = opt(help=f"GGUF types to write: {', '.join(GGUF_TYPES)}", factory=lambda: ["q4_0"])
     modelfile: bool = opt(True, "Write an Ollama Modelfile next to the GGUF (--[no-]modelfile)")
     verify: bool = opt(True, "Check llama.cpp against transformers after export (--[no-]verify)")
+    imatrix: str = opt(
+        "auto",
+        "Importance matrix for quantized types: auto (from the run's train split), none, or an imatrix "
+        "GGUF path (--imatrix)",
+    )
     temperature: float = opt(0.7, "Default sampling temperature for the Modelfile / chat", lo=0.0)
     top_p: float = opt(0.9, "Default top-p", lo=0.0, hi=1.0)
     num_ctx: int = opt(2048, "Default context length", lo=128)

@@ -53,7 +53,8 @@ def test_exported_types_run_from_highest_precision_down():
     sizes = [BY_NAME[t].bytes_per_weight for t in EXPORT_TYPES]
     assert sizes == sorted(sizes, reverse=True)
     assert FLOAT_TYPES == ("f32", "f16", "bf16") and set(QUANT_SOURCES) <= set(FLOAT_TYPES)
-    assert not any(BY_NAME[t].imatrix for t in EXPORT_TYPES), "export has no importance-matrix step yet"
+    # export computes an importance matrix; the types that cannot do without one are the i-quants below 4 bits
+    assert [t for t in EXPORT_TYPES if BY_NAME[t].imatrix] == ["iq3_s", "iq3_xxs", "iq2_xs"]
 
 
 @pytest.mark.parametrize(
@@ -72,7 +73,7 @@ def test_parse_types(spec, expected):
     ("spec", "message"),
     [
         ("q3_xs", "unknown GGUF type 'q3_xs'"),
-        ("q3_k_m", "medkit does not export GGUF type 'q3_k_m'"),
+        ("q5_1", "medkit does not export GGUF type 'q5_1'"),
         (",", "no GGUF type given"),
     ],
 )
@@ -106,8 +107,8 @@ def test_recipe_accepts_exactly_the_exported_types():
 
     assert recipe(list(EXPORT_TYPES)).export.gguf == list(EXPORT_TYPES)
     with pytest.raises(RecipeError) as exc:
-        recipe(["q3_k_m"])
-    assert f"export.gguf: 'q3_k_m' is not one of {', '.join(EXPORT_TYPES)}" in str(exc.value)
+        recipe(["q5_1"])
+    assert f"export.gguf: 'q5_1' is not one of {', '.join(EXPORT_TYPES)}" in str(exc.value)
     help_text = dict((k, h) for k, _, h in describe_keys())["export.gguf"]
     assert help_text == f"GGUF types to write: {', '.join(EXPORT_TYPES)}"
 
@@ -128,11 +129,11 @@ def test_run_ggufs_sort_by_precision_from_the_table(tmp_path):
 
     export = tmp_path / "run" / "export"
     export.mkdir(parents=True)
-    names = [f"m-{t}" for t in EXPORT_TYPES] + ["m-q3_k_m", "m-adapter-patient", "adapter"]
+    names = [f"m-{t}" for t in EXPORT_TYPES] + ["m-iq2_xxs", "m-adapter-patient", "adapter"]
     for name in random.Random(0).sample(names, len(names)):
         (export / f"{name}.gguf").write_bytes(b"GGUF")
     got = [p.stem for p in RunDir(tmp_path / "run").ggufs()]
-    assert got == [f"m-{t}" for t in EXPORT_TYPES] + ["m-q3_k_m", "adapter", "m-adapter-patient"]
+    assert got == [f"m-{t}" for t in EXPORT_TYPES] + ["m-iq2_xxs", "adapter", "m-adapter-patient"]
     assert precision_rank("q4_0") < precision_rank("q3_k_m") < precision_rank("patient")
 
 

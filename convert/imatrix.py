@@ -1,0 +1,476 @@
+"""Importance matrices (llama.cpp's imatrix) from the run's own data, and handing them to the quantizer.
+
+    seqs, what = run_sequences(run, hf_dir)          # the run's rendered training conversations, sampled
+    im = collect(hf_dir, seqs, datasets=[what])      # mean x^2 per input column of every weight matrix
+    write_imatrix(im, run.export / "imatrix.gguf")   # llama.cpp's imatrix GGUF (llama-quantize --imatrix)
+    im = read_imatrix(path); check_fits(im, model_gguf)
+    keep = attach(params, im, overrides)             # fills llama_model_quantize_params (keep `keep` alive)
+
+The importance of input column j of a weight W (out x in, GGUF row length = in) is E[x_j^2] over the
+calibration tokens, read with forward hooks on the HF model's Linear/Conv1D layers. HF module names map
+to GGUF tensor names through the model-family registry (medkit.convert.arch). The Q/K permutation of the
+Llama family reorders output rows only, so input columns, and their importance, stay where they are.
+
+File layout (llama.cpp tools/imatrix): general.type = "imatrix"; imatrix.datasets (string array),
+imatrix.chunk_count and imatrix.chunk_size (uint32); per weight `<name>.in_sum2` (F32, ne = {in, 1}: the
+sum of x^2 per column) and `<name>.counts` (F32, ne = {1, 1}: tokens seen). The quantizer reads sum/count.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import math
+import random
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medkit.errors import ConvertError
+
+DEFAULT_BUDGET = 16384  # calibration tokens; SmolLM2-135M reads them in well under 30 s on 2 CPU cores
+MAX_SEQ = 512  # a calibration text longer than this is cut into windows of this many tokens
+SUM2, COUNTS = ".in_sum2", ".counts"
+
+
+@dataclass
+class IMatrix:
+    """Per GGUF weight name: the sum of squared inputs per column, and how many tokens were summed."""
+
+    sums: dict[str, np.ndarray]
+    counts: dict[str, float]
+    datasets: list[str] = field(default_factory=list)
+    chunk_count: int = 0
+    chunk_size: int = 0
+    arch: str = ""
+    seconds: float = 0.0
+    tokens: int = 0
+    metadata: dict[str, str] = field(default_factory=dict)  # extra string keys (medkit.* provenance)
+
+    def means(self) -> dict[str, np.ndarray]:
+        """What the quantizer weighs columns by: mean x^2 (1.0 where a tensor saw no token, as llama.cpp)."""
+        out = {}
+        for name, s in self.sums.items():
+            n = self.counts.get(name, 0.0)
+            out[name] = (s / n if n > 0 else np.ones_like(s)).astype(np.float32)
+        return out
+
+
+# ---- calibration data ----------------------------------------------------------------------------
+
+
+def sample(seqs: list[list[int]], budget: int = DEFAULT_BUDGET, seed: int = 0) -> list[list[int]]:
+    """Rows in a seeded random order, taken until ``budget`` tokens; ConvertError when there are none."""
+    seqs = [s for s in seqs if len(s) >= 2]
+    if not seqs:
+        raise ConvertError("the calibration set is empty (no text of 2 tokens or more)")
+    if budget < 2:
+        raise ConvertError(f"calibration token budget {budget} is too small (need at least 2)")
+    order = list(range(len(seqs)))
+    random.Random(seed).shuffle(order)
+    out, total = [], 0
+    for i in order:
+        if total >= budget:
+            break
+        out.append(seqs[i][: budget - total] if budget - total >= 2 else seqs[i][:2])
+        total += len(out[-1])
+    return out
+
+
+def run_sequences(run: Any, hf_dir: Path, budget: int = DEFAULT_BUDGET) -> tuple[list[list[int]], str]:
+    """The run's training split as token ids (prompt and answer, as trained), sampled to ``budget``."""
+    from transformers import AutoTokenizer
+
+    from medkit.data import prepare
+    from medkit.errors import MedkitError
+    from medkit.recipe import load_recipe
+
+    if not run.recipe.is_file():
+        raise ConvertError("the run has no recipe.toml to take calibration data from", where=str(run.path))
+    try:
+        recipe = load_recipe(run.recipe)
+        tok = AutoTokenizer.from_pretrained(str(hf_dir))
+        prepared = prepare(recipe, tok)
+    except MedkitError as exc:
+        raise ConvertError(f"cannot read the run's training data for the importance matrix: {exc}") from exc
+    seqs = sample([e.input_ids for e in prepared.train], budget, seed=recipe.train.seed)
+    what = f"medkit run {run.name}: train split, {len(seqs)} of {len(prepared.train)} rows"
+    return seqs, what
+
+
+def file_sequences(path: Path, hf_dir: Path, budget: int = DEFAULT_BUDGET) -> tuple[list[list[int]], str]:
+    """``--calib FILE``: JSONL (a "text" or "messages" field a line) or plain text, sampled to ``budget``."""
+    from transformers import AutoTokenizer
+
+    if not Path(path).is_file():
+        raise ConvertError("no such calibration file", where=str(path))
+    try:
+        text = Path(path).read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConvertError(f"calibration file is not UTF-8 (offset {exc.start})", where=str(path)) from None
+    tok = AutoTokenizer.from_pretrained(str(hf_dir))
+    seqs: list[list[int]] = []
+    if Path(path).suffix == ".jsonl":
+        for n, line in enumerate(text.splitlines(), 1):
+            if line.strip():
+                seqs.append(list(tok(_jsonl_text(line, n, path, tok))["input_ids"])[:MAX_SEQ])
+    else:
+        ids = list(tok(text)["input_ids"])
+        seqs = [ids[i : i + MAX_SEQ] for i in range(0, len(ids), MAX_SEQ)]
+    try:
+        seqs = sample(seqs, budget)
+    except ConvertError as exc:
+        raise ConvertError(exc.message, where=str(path)) from None
+    return seqs, f"{Path(path).name}: {len(seqs)} texts"
+
+
+def _jsonl_text(line: str, n: int, path: Path, tok: Any) -> str:
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise ConvertError(f"line {n} is not JSON ({exc.msg})", where=str(path)) from None
+    if isinstance(row, dict) and isinstance(row.get("messages"), list) and tok.chat_template:
+        return tok.apply_chat_template(row["messages"], tokenize=False)
+    if isinstance(row, dict) and isinstance(row.get("text"), str):
+        return row["text"]
+    raise ConvertError(f"line {n} has no 'text' string or 'messages' list", where=str(path))
+
+
+# ---- collection ----------------------------------------------------------------------------------
+
+
+def gguf_names(family: Any, config: dict[str, Any], module_names: Iterable[str]) -> dict[str, str]:
+    """HF Linear/Conv1D module name -> GGUF weight name, for the modules whose weight the GGUF holds."""
+    from medkit.convert.arch.layout import plan_tensor, tensor_name_map
+
+    name_map = tensor_name_map(family, family.read_dims(config).n_layer)
+    out = {}
+    for mod in module_names:
+        try:
+            planned = plan_tensor(family, config, name_map, f"{mod}.weight", 2)
+        except ConvertError:
+            continue  # a layer the GGUF does not hold (a classifier head, ...)
+        if planned is not None:
+            out[mod] = planned[0]
+    return out
+
+
+def collect(
+    hf_dir: Path,
+    seqs: list[list[int]],
+    *,
+    datasets: list[str] | None = None,
+    device: str | None = None,
+    progress: Callable[[int], Callable[[int], None]] | None = None,
+) -> IMatrix:
+    """Run ``seqs`` through the HF model at ``hf_dir`` and sum x^2 per input column of each weight."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from medkit.convert import arch
+    from medkit.convert.gguf_writer import read_config
+
+    if not seqs:
+        raise ConvertError("the calibration set is empty")
+    config = read_config(Path(hf_dir))
+    family = arch.detect(config, where=str(Path(hf_dir) / "config.json"))
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    t0 = time.perf_counter()
+    model = AutoModelForCausalLM.from_pretrained(str(hf_dir), dtype=torch.float32).to(device).eval()
+    layers = {n: m for n, m in model.named_modules() if _is_matmul(m)}
+    names = gguf_names(family, config, layers)
+    sums = {
+        g: torch.zeros(_in_features(layers[m]), dtype=torch.float64, device=device) for m, g in names.items()
+    }
+    counts = dict.fromkeys(names.values(), 0.0)
+
+    def hook(gname: str) -> Callable[..., None]:
+        def fn(module: Any, args: tuple[Any, ...], output: Any) -> None:
+            x = args[0].detach().reshape(-1, args[0].shape[-1]).double()
+            sums[gname] += (x * x).sum(0)
+            counts[gname] += float(x.shape[0])
+
+        return fn
+
+    handles = [layers[m].register_forward_hook(hook(g)) for m, g in names.items()]
+    step = progress(len(seqs)) if progress else (lambda n: None)
+    # the body only, not the vocabulary-wide head: an untied head's input is the body's last hidden state
+    body, head = model.base_model, model.get_output_embeddings()
+    head_hook = next((hook(names[m]) for m, mod in layers.items() if mod is head and m in names), None)
+    try:
+        with torch.inference_mode():
+            for ids in seqs:
+                hidden = body(torch.tensor([ids], device=device)).last_hidden_state
+                if head_hook is not None:
+                    head_hook(head, (hidden,), None)
+                step(len(ids))
+    finally:
+        for h in handles:
+            h.remove()
+    out = {g: s.cpu().numpy() for g, s in sums.items()}
+    bad = next((g for g, s in out.items() if not np.isfinite(s).all()), None)
+    if bad:
+        raise ConvertError(f"the importance of {bad} is not finite (the model overflows on calibration text)")
+    tokens = sum(len(s) for s in seqs)
+    return IMatrix(
+        out, counts, list(datasets or ["medkit calibration"]), chunk_count=len(seqs),
+        chunk_size=math.ceil(tokens / len(seqs)), arch=family.gguf_arch or "", tokens=tokens,
+        seconds=time.perf_counter() - t0,
+    )  # fmt: skip
+
+
+def _is_matmul(module: Any) -> bool:
+    import torch
+
+    return isinstance(module, torch.nn.Linear) or type(module).__name__ == "Conv1D"
+
+
+def _in_features(module: Any) -> int:
+    return int(module.in_features if hasattr(module, "in_features") else module.weight.shape[0])
+
+
+# ---- the file ------------------------------------------------------------------------------------
+
+
+def write_imatrix(im: IMatrix, path: Path) -> Path:
+    """Write ``im`` as llama.cpp's imatrix GGUF at ``path`` (under a temp name, renamed when complete)."""
+    import gguf
+
+    from medkit.runs import atomic_path
+
+    if not im.sums:
+        raise ConvertError("the importance matrix has no tensors", where=str(path))
+    with atomic_path(Path(path)) as tmp:
+        w = gguf.GGUFWriter(str(tmp), im.arch)
+        w.add_type(gguf.GGUFType.IMATRIX)
+        w.add_array(gguf.Keys.IMatrix.DATASETS, im.datasets)
+        w.add_uint32(gguf.Keys.IMatrix.CHUNK_COUNT, int(im.chunk_count))
+        w.add_uint32(gguf.Keys.IMatrix.CHUNK_SIZE, int(im.chunk_size))
+        for key, val in im.metadata.items():
+            w.add_string(key, str(val))
+        for name in sorted(im.sums):
+            w.add_tensor(name + SUM2, im.sums[name].astype(np.float32).reshape(1, -1))
+            w.add_tensor(name + COUNTS, np.array([[im.counts[name]]], dtype=np.float32))
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_tensors_to_file()
+        w.close()
+    return Path(path)
+
+
+def read_imatrix(path: Path) -> IMatrix:
+    """Read an imatrix GGUF (medkit's or llama-imatrix's); anything else is one ConvertError line."""
+    import gguf
+
+    if not Path(path).is_file():
+        raise ConvertError("no such importance matrix file", where=str(path))
+    try:
+        reader = gguf.GGUFReader(str(path))
+    except Exception as exc:  # truncated, not a GGUF, ...
+        raise ConvertError(
+            f"not a readable imatrix GGUF ({type(exc).__name__}: {exc})", where=str(path)
+        ) from None
+
+    def value(key: str) -> Any:
+        f = reader.get_field(key)
+        return f.contents() if f is not None else None
+
+    keys = (gguf.Keys.IMatrix.DATASETS, gguf.Keys.IMatrix.CHUNK_COUNT, gguf.Keys.IMatrix.CHUNK_SIZE)
+    missing = [k for k in keys if value(k) is None]
+    if missing:
+        raise ConvertError(f"not an imatrix GGUF: no {', '.join(missing)}", where=str(path))
+    tensors = {t.name: t for t in reader.tensors}
+    im = IMatrix({}, {}, [str(d) for d in value(gguf.Keys.IMatrix.DATASETS)],
+                 int(value(gguf.Keys.IMatrix.CHUNK_COUNT)), int(value(gguf.Keys.IMatrix.CHUNK_SIZE)),
+                 str(value("general.architecture") or ""))  # fmt: skip
+    for tname, t in tensors.items():
+        if not tname.endswith(SUM2):
+            continue
+        name = tname[: -len(SUM2)]
+        cnt = tensors.get(name + COUNTS)
+        if cnt is None or t.tensor_type != gguf.GGMLQuantizationType.F32 or cnt.tensor_type != t.tensor_type:
+            raise ConvertError(f"imatrix entry {name} lacks F32 {SUM2} and {COUNTS} tensors", where=str(path))
+        if int(np.prod(cnt.shape)) != 1:
+            raise ConvertError(
+                f"imatrix entry {name} is per-expert (MoE); medkit reads dense ones", where=str(path)
+            )
+        im.sums[name] = np.asarray(t.data, dtype=np.float32).reshape(-1).astype(np.float64)
+        im.counts[name] = float(np.asarray(cnt.data).reshape(-1)[0])
+        if not np.isfinite(im.sums[name]).all() or not math.isfinite(im.counts[name]):
+            raise ConvertError(f"imatrix entry {name} holds NaN or infinite values", where=str(path))
+    if not im.sums:
+        raise ConvertError("the imatrix GGUF holds no tensor importances", where=str(path))
+    return im
+
+
+def check_fits(im: IMatrix, model_gguf: Path, where: str | None = None) -> None:
+    """Every imatrix entry names a weight of ``model_gguf`` and has its row length; else one ConvertError."""
+    import gguf
+
+    shapes = {t.name: [int(d) for d in t.shape] for t in gguf.GGUFReader(str(model_gguf)).tensors}
+    for name, s in sorted(im.sums.items()):
+        if name not in shapes:
+            raise ConvertError(f"the importance matrix names {name}, which the model does not have "
+                               "(made for another model?)", where=where)  # fmt: skip
+        if shapes[name][0] != s.size:
+            raise ConvertError(f"the importance of {name} has {s.size} values; the model's rows have "
+                               f"{shapes[name][0]} (made for another model?)", where=where)  # fmt: skip
+
+
+# ---- the quantizer -------------------------------------------------------------------------------
+
+
+def attach(
+    params: Any, im: IMatrix | None, overrides: dict[str, str] | None = None, kv: dict[str, Any] | None = None
+) -> list[Any]:
+    """Point llama_model_quantize_params at ``im`` (imatrix), per-tensor ``overrides`` ({regex: ggml type
+    name}: tt_overrides) and ``kv`` metadata (kv_overrides: str, int, float or bool values).
+    Returns what must stay alive until the quantizer returns (the arrays the params point into)."""
+    import gguf
+    import llama_cpp
+
+    keep: list[Any] = []
+    if im is not None:
+        means = im.means()
+        arr = (llama_cpp.llama_model_imatrix_data * (len(means) + 1))()
+        for i, (name, m) in enumerate(sorted(means.items())):
+            buf = np.ascontiguousarray(m, dtype=np.float32)
+            keep += [buf, name.encode()]
+            arr[i].name, arr[i].size = keep[-1], buf.size
+            arr[i].data = buf.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
+        params.imatrix = arr  # the last entry stays zeroed: the terminator (name NULL)
+        keep.append(arr)
+    if overrides:
+        tt = (llama_cpp.llama_model_tensor_override * (len(overrides) + 1))()
+        for i, (pattern, ggml) in enumerate(overrides.items()):
+            keep.append(pattern.encode())
+            tt[i].pattern, tt[i].type = keep[-1], int(gguf.GGMLQuantizationType[ggml.upper()])
+        params.tt_overrides = tt
+        keep.append(tt)
+    if kv:
+        arr_kv = (llama_cpp.llama_model_kv_override * (len(kv) + 1))()
+        for i, (key, val) in enumerate(kv.items()):
+            arr_kv[i].key = key.encode()[:127]
+            if isinstance(val, bool):
+                arr_kv[i].tag, arr_kv[i].value.val_bool = llama_cpp.LLAMA_KV_OVERRIDE_TYPE_BOOL, val
+            elif isinstance(val, int):
+                arr_kv[i].tag, arr_kv[i].value.val_i64 = llama_cpp.LLAMA_KV_OVERRIDE_TYPE_INT, val
+            elif isinstance(val, float):
+                arr_kv[i].tag, arr_kv[i].value.val_f64 = llama_cpp.LLAMA_KV_OVERRIDE_TYPE_FLOAT, val
+            else:
+                arr_kv[i].tag = llama_cpp.LLAMA_KV_OVERRIDE_TYPE_STR
+                arr_kv[i].value.val_str = str(val).encode()[:127]
+        params.kv_overrides = arr_kv
+        keep.append(arr_kv)
+    return keep
+
+
+# ---- what `medkit export` asks -------------------------------------------------------------------
+
+IMATRIX_FILE = "imatrix.gguf"
+
+
+def check_needed(types: list[str], mode: str, calib: Path | None, is_run: bool) -> None:
+    """A type that needs an importance matrix, and none to be had: one line, before anything is written."""
+    from medkit.convert.quantize import BY_NAME
+
+    needs = [t for t in types if BY_NAME[t].imatrix]
+    if needs and (mode == "none" or (mode == "auto" and not is_run and calib is None)):
+        why = "--imatrix none" if mode == "none" else "a HF folder without --calib"
+        raise ConvertError(
+            f"{needs[0]} needs an importance matrix and {why} gives none: llama.cpp's i-quants below "
+            "4 bits are unusable without one",
+            hint="drop --imatrix none for a run, or give --calib FILE or --imatrix PATH",
+        )
+
+
+def for_export(
+    source: Any,
+    types: list[str],
+    mode: str,
+    calib: Path | None = None,
+    *,
+    force: bool = False,
+    budget: int = DEFAULT_BUDGET,
+    log: Callable[[str], Any] = print,
+) -> IMatrix | None:
+    """The importance matrix an export quantizes ``types`` with. ``mode`` auto (a run: its train split,
+    written once as export/imatrix.gguf; a HF folder: ``calib`` or none), none, or an imatrix GGUF path.
+    A run's run.json records it (imatrix: file, datasets, tokens, the calibrated types)."""
+    from medkit.convert.quantize import BY_NAME, FLOAT_TYPES
+
+    quants = [t for t in types if t not in FLOAT_TYPES]
+    needed = any(BY_NAME[t].imatrix for t in quants)
+    im, path = _imatrix(source, mode, calib, force, budget, log, needed) if quants else (None, None)
+    if source.run is not None and quants:
+        record = {"file": str(path), "datasets": im.datasets, "tokens": im.tokens} if im else {"file": None}
+        source.run.update_manifest(imatrix={**record, "calibrated": quants if im else [], "mode": mode})
+    return im
+
+
+def _imatrix(
+    source: Any,
+    mode: str,
+    calib: Path | None,
+    force: bool,
+    budget: int,
+    log: Callable[[str], Any],
+    needed: bool,
+) -> tuple[IMatrix | None, Path | None]:
+    if mode == "none" or (mode == "auto" and source.run is None and calib is None):
+        return None, None
+    if mode != "auto":
+        return read_imatrix(Path(mode)), Path(mode)
+    from medkit.provenance import ADAPTER_KEY, recorded_merge_hash, stale_reason
+
+    path = Path(source.out_dir) / IMATRIX_FILE
+    if path.is_file() and not force and calib is None and stale_reason(path) is None:
+        log(f"importance matrix: {path} (reused; --force computes it again)")
+        return read_imatrix(path), path
+    try:
+        if calib is not None:
+            seqs, what = file_sequences(calib, source.hf_dir, budget)
+        else:
+            seqs, what = run_sequences(source.run, source.hf_dir, budget)
+    except ConvertError as exc:
+        if calib is not None or needed:
+            raise
+        log(f"note: quantizing without an importance matrix ({exc.message})")  # the data moved since training
+        return None, None
+    with progress_bar() as bar:
+        im = collect(source.hf_dir, seqs, datasets=[what], progress=bar)
+    sha = recorded_merge_hash(source.hf_dir)
+    im.metadata = {**({ADAPTER_KEY: sha} if sha else {}), "medkit.imatrix.tokens": str(im.tokens)}
+    write_imatrix(im, path)
+    log(f"wrote {path} ({what}, {im.tokens} tokens, {len(im.sums)} tensors) in {im.seconds:.1f}s")
+    return im, path
+
+
+@contextmanager
+def progress_bar(console: Any = None) -> Iterator[Callable[[int], Callable[[int], None]]]:
+    """Rows and tokens/s on stderr while the importance matrix is read (shown on a terminal only)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    console = console or Console(stderr=True)
+    cols = (TextColumn("importance matrix"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[tps]}"), TimeRemainingColumn())  # fmt: skip
+    with Progress(*cols, console=console, transient=True, disable=not console.is_terminal) as bar:
+        t0, seen = time.perf_counter(), [0]
+
+        def start(total: int) -> Callable[[int], None]:
+            task = bar.add_task("rows", total=total, tps="")
+
+            def step(tokens: int) -> None:
+                seen[0] += tokens
+                tps = f"{seen[0] / max(1e-9, time.perf_counter() - t0):,.0f} tokens/s"
+                bar.update(task, advance=1, tps=tps, refresh=True)
+
+            return step
+
+        yield start

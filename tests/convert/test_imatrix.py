@@ -1,0 +1,300 @@
+"""Importance matrices (medkit.convert.imatrix): what they hold, the file llama.cpp reads, bad ones refused.
+
+Add a bad-imatrix fault: one row in BAD_IMATRIX (a function that spoils a good IMatrix or file, and the
+words the one-line error must contain).
+"""
+
+from __future__ import annotations
+
+import ctypes
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from medkit.errors import ConvertError
+from tests.convert.conftest import THREADS
+from tests.factories import CORPUS
+
+pytest.importorskip("torch")
+gguf = pytest.importorskip("gguf")
+K_WIDE = {"hidden_size": 256, "intermediate_size": 512}  # rows a multiple of the 256-wide K/i-quant block
+
+
+def _seqs(model_dir: Path) -> list[list[int]]:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(model_dir))
+    return [list(tok(line)["input_ids"]) for line in CORPUS.splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="module")
+def tiny_imatrix(tiny_model_dir, tmp_path_factory):
+    """(model dir, f16 GGUF, IMatrix, imatrix.gguf) for the K-quant friendly tiny llama."""
+    from medkit.convert.gguf_writer import write_gguf
+    from medkit.convert.imatrix import collect, write_imatrix
+
+    model = tiny_model_dir("llama", **K_WIDE)
+    out = tmp_path_factory.mktemp("imatrix")
+    f16 = write_gguf(model, out / "tiny-f16.gguf", "f16").path
+    im = collect(model, _seqs(model), datasets=["tests corpus"], device="cpu")
+    return model, f16, im, write_imatrix(im, out / "imatrix.gguf")
+
+
+def test_importance_is_the_mean_square_of_each_layer_s_input(tiny_imatrix):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model_dir, _, im, _ = tiny_imatrix
+    seqs = _seqs(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32).eval()
+    normed = []
+    with torch.no_grad():
+        for ids in seqs:
+            hidden = model(torch.tensor([ids]), output_hidden_states=True).hidden_states[0]
+            normed.append(model.model.layers[0].input_layernorm(hidden)[0].double())
+    x = torch.cat(normed)
+    means = im.means()
+    assert im.tokens == sum(map(len, seqs)) == im.counts["blk.0.attn_q.weight"] == x.shape[0]
+    assert im.counts["output.weight"] == im.tokens and im.sums["output.weight"].min() > 0  # the head's input
+    np.testing.assert_allclose(means["blk.0.attn_q.weight"], (x * x).mean(0).numpy(), rtol=1e-4)
+    # Q, K and V read the same input; so do gate and up
+    for a, b in (("attn_q", "attn_k"), ("attn_q", "attn_v"), ("ffn_gate", "ffn_up")):
+        np.testing.assert_array_equal(means[f"blk.1.{a}.weight"], means[f"blk.1.{b}.weight"])
+    assert means["blk.0.ffn_down.weight"].size == K_WIDE["intermediate_size"]
+    assert (
+        "output.weight" in im.sums and "token_embd.weight" not in im.sums
+    )  # untied head; lookups aren't matmuls
+
+
+def test_qk_permutation_leaves_input_columns_in_place(tiny_imatrix):
+    """llama.cpp's Q/K rows are HF's reordered per head; the columns (inputs) are the same, in order."""
+    from safetensors.numpy import load_file
+
+    model_dir, f16, im, _ = tiny_imatrix
+    hf = load_file(str(model_dir / "model.safetensors"))
+    tensors = {t.name: t for t in gguf.GGUFReader(str(f16)).tensors}
+    for proj, name in (("q_proj", "attn_q"), ("k_proj", "attn_k")):
+        w_hf = hf[f"model.layers.0.self_attn.{proj}.weight"].astype(np.float16).astype(np.float64)
+        w_gguf = np.asarray(tensors[f"blk.0.{name}.weight"].data, dtype=np.float64)
+        assert w_gguf.shape == w_hf.shape and not np.array_equal(w_gguf, w_hf)  # rows did move
+        np.testing.assert_array_equal(np.sort(w_gguf, axis=0), np.sort(w_hf, axis=0))  # within each column
+        assert im.sums[f"blk.0.{name}.weight"].size == w_gguf.shape[1]
+
+
+def test_the_file_is_llama_cpp_s_imatrix_layout(tiny_imatrix):
+    from medkit.convert.imatrix import check_fits, read_imatrix
+
+    _, f16, im, path = tiny_imatrix
+    reader = gguf.GGUFReader(str(path))
+    assert reader.get_field("general.type").contents() == "imatrix"
+    assert reader.get_field(gguf.Keys.IMatrix.DATASETS).contents() == ["tests corpus"]
+    assert reader.get_field(gguf.Keys.IMatrix.CHUNK_COUNT).contents() == len(_seqs(tiny_imatrix[0]))
+    assert reader.get_field(gguf.Keys.IMatrix.CHUNK_SIZE).contents() > 0
+    tensors = {t.name: t for t in reader.tensors}
+    assert set(tensors) == {n + s for n in im.sums for s in (".in_sum2", ".counts")}
+    q = "blk.0.attn_q.weight"
+    assert [int(d) for d in tensors[q + ".in_sum2"].shape] == [K_WIDE["hidden_size"], 1]
+    assert [int(d) for d in tensors[q + ".counts"].shape] == [1, 1]
+    back = read_imatrix(path)
+    check_fits(back, f16)
+    for name, sums in im.sums.items():
+        np.testing.assert_allclose(back.sums[name], sums, rtol=1e-6)
+        assert back.counts[name] == im.counts[name]
+
+
+def test_gpt2_conv1d_layers_map_to_its_gguf_tensors(tiny_model_dir, tiny_gguf):
+    from medkit.convert.imatrix import check_fits, collect
+
+    model = tiny_model_dir("gpt2")
+    im = collect(model, _seqs(model)[:4], device="cpu")
+    assert {n.split(".", 2)[-1] for n in im.sums} == {
+        "attn_qkv.weight", "attn_output.weight", "ffn_up.weight", "ffn_down.weight",
+    }  # fmt: skip
+    assert im.sums["blk.0.ffn_down.weight"].size == 256  # Conv1D (in, out): the input is its first dim
+    check_fits(im, tiny_gguf("gpt2", "f16"))
+
+
+def test_sampling_respects_the_budget_and_the_seed():
+    from medkit.convert.imatrix import sample
+
+    seqs = [list(range(n)) for n in (5, 40, 7, 30, 9, 1)]
+    got = sample(seqs, budget=50, seed=3)
+    assert sum(map(len, got)) == 50 and got == sample(seqs, budget=50, seed=3)
+    assert sample(seqs, budget=50, seed=4) != got
+    assert sum(map(len, sample(seqs, budget=10_000))) == 91  # all of it (the 1-token row is no calibration)
+    with pytest.raises(ConvertError, match="calibration set is empty"):
+        sample([[1], []])
+
+
+def _renamed(im, path, f16):
+    im.sums["blk.9.attn_q.weight"] = im.sums.pop("blk.0.attn_q.weight")
+    im.counts["blk.9.attn_q.weight"] = im.counts.pop("blk.0.attn_q.weight")
+
+
+def _resized(im, path, f16):
+    im.sums["blk.0.ffn_down.weight"] = im.sums["blk.0.ffn_down.weight"][:-32]
+
+
+def _nan(im, path, f16):
+    im.sums["blk.1.ffn_up.weight"][3] = np.nan
+
+
+def _model_gguf(im, path, f16):
+    return f16  # a model GGUF given as the imatrix
+
+
+def _garbage(im, path, f16):
+    path.write_bytes(b"GGUF" + bytes(range(200)))
+    return path
+
+
+BAD_IMATRIX = [  # (spoil, words the one-line error holds)
+    (_renamed, ["blk.9.attn_q.weight", "does not have", "another model"]),
+    (_resized, ["blk.0.ffn_down.weight", "has 480 values", "rows have 512"]),
+    (_nan, ["blk.1.ffn_up.weight", "NaN"]),
+    (_model_gguf, ["not an imatrix GGUF", "imatrix.datasets"]),
+    (_garbage, ["not a readable imatrix GGUF"]),
+]
+
+
+@pytest.mark.parametrize(("spoil", "needles"), BAD_IMATRIX, ids=[f.__name__ for f, _ in BAD_IMATRIX])
+def test_a_bad_imatrix_is_one_line_and_nothing_is_quantized(tiny_imatrix, tmp_path, spoil, needles):
+    import copy
+
+    from medkit.convert.imatrix import read_imatrix, write_imatrix
+
+    _, f16, im, _ = tiny_imatrix
+    im = copy.deepcopy(im)
+    path = tmp_path / "bad.imatrix.gguf"
+    given = spoil(im, path, f16)
+    if given is None:
+        write_imatrix(im, path)
+    elif given != path:
+        path = given
+    from medkit.convert.quantize import quantize
+
+    dst = tmp_path / "out" / "q.gguf"
+    with pytest.raises(ConvertError) as exc:
+        quantize(f16, dst, "q4_k_m", imatrix=read_imatrix(path), threads=THREADS)
+    line = str(exc.value)
+    assert "\n" not in line and all(n in line for n in needles), line
+    assert not dst.parent.exists() or not list(dst.parent.iterdir())  # nothing, not even a partial file
+
+
+def _quantize(f16: Path, dst: Path, ftype: int, im=None, overrides=None, kv=None) -> int:
+    import llama_cpp
+
+    from medkit.convert.imatrix import attach
+
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype, params.nthread = ftype, THREADS
+    keep = attach(params, im, overrides, kv)
+    rc = llama_cpp.llama_model_quantize(str(f16).encode(), str(dst).encode(), ctypes.byref(params))
+    del keep
+    return rc
+
+
+def test_the_quantizer_takes_the_imatrix_overrides_and_metadata(tiny_imatrix, tmp_path):
+    """iq2_xs: llama.cpp refuses it without an imatrix and writes it with ours; tt_overrides and
+    kv_overrides reach the file."""
+    pytest.importorskip("llama_cpp")
+    from medkit.convert.imatrix import read_imatrix
+    from medkit.convert.quantize import BY_NAME
+
+    _, f16, _, path = tiny_imatrix
+    iq2 = BY_NAME["iq2_xs"].ftype
+    assert _quantize(f16, tmp_path / "plain.gguf", iq2) != 0
+    rc = _quantize(
+        f16, tmp_path / "cal.gguf", iq2, read_imatrix(path), {r"ffn_down": "Q8_0"}, {"medkit.t": "1"}
+    )
+    assert rc == 0
+    reader = gguf.GGUFReader(str(tmp_path / "cal.gguf"))
+    types = {t.name: t.tensor_type.name for t in reader.tensors}
+    assert types["blk.0.ffn_down.weight"] == "Q8_0" and types["blk.0.ffn_up.weight"] == "IQ2_XS"
+    assert reader.get_field("medkit.t").contents() == "1"
+
+
+def test_a_hf_folder_is_calibrated_on_calib_file_and_the_file_is_written_once(tiny_model_dir, tmp_path):
+    from types import SimpleNamespace
+
+    from medkit.convert.imatrix import for_export
+
+    model = tiny_model_dir("llama", **K_WIDE)
+    calib = tmp_path / "calib.jsonl"
+    calib.write_text('{"text": "Fever and cough for three days."}\n\n{"messages": [{"role": "user", '
+                     '"content": "What is anaemia?"}, {"role": "assistant", "content": "Too few red cells."}]}\n')  # fmt: skip
+    source = SimpleNamespace(run=None, hf_dir=model, out_dir=tmp_path / "out")
+    assert for_export(source, ["q4_k_m"], "auto") is None  # a bare folder without --calib: not calibrated
+    assert for_export(source, ["f16"], "auto", calib) is None  # nothing to quantize: nothing computed
+    im = for_export(source, ["q4_k_m"], "auto", calib, log=lambda m: None)
+    path = tmp_path / "out" / "imatrix.gguf"
+    assert im.chunk_count == 2
+    assert im.datasets == ["calib.jsonl: 2 texts"]
+    assert [p.name for p in path.parent.iterdir()] == ["imatrix.gguf"]  # no temp file left
+    again = for_export(source, ["q4_k_m"], str(path))
+    assert again.sums.keys() == im.sums.keys()
+
+
+BAD_CALIB = [  # (file name, content, words the one-line error holds)
+    ("empty.jsonl", "", ["calibration set is empty"]),
+    ("broken.jsonl", '{"text": "ok text here"}\n{"text": \n', ["line 2 is not JSON"]),
+    ("fields.jsonl", '{"prompt": "no text field"}\n', ["line 1 has no 'text' string"]),
+    ("latin1.txt", "fi\xe8vre".encode("latin-1"), ["not UTF-8"]),
+]
+
+
+@pytest.mark.parametrize(("name", "content", "needles"), BAD_CALIB, ids=[r[0] for r in BAD_CALIB])
+def test_a_bad_calibration_file_is_one_line_and_writes_nothing(
+    tiny_model_dir, tmp_path, name, content, needles
+):
+    from types import SimpleNamespace
+
+    from medkit.convert.imatrix import for_export
+
+    calib = tmp_path / name
+    calib.write_bytes(content if isinstance(content, bytes) else content.encode())
+    source = SimpleNamespace(run=None, hf_dir=tiny_model_dir("llama", **K_WIDE), out_dir=tmp_path / "out")
+    with pytest.raises(ConvertError) as exc:
+        for_export(source, ["q4_k_m"], "auto", calib)
+    assert all(n in str(exc.value) for n in needles) and str(calib) in str(exc.value), str(exc.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_export_cli_calibrates_and_records_it(tiny_model_dir, tmp_path):
+    """`medkit export FOLDER --gguf iq4_xs --calib FILE`: imatrix.gguf beside the GGUF, which says so."""
+    from tests.reliability.conftest import run_medkit
+
+    model = tiny_model_dir("llama", **K_WIDE)
+    calib = tmp_path / "calib.txt"
+    calib.write_text(CORPUS)
+    out = tmp_path / "out"
+    res = run_medkit("export", str(model), "--gguf", "iq4_xs", "--calib", str(calib), "--out", str(out),
+                     "--no-verify", "--no-modelfile", "--threads", str(THREADS))  # fmt: skip
+    assert res.code == 0, res.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["imatrix.gguf", f"{model.name}-iq4_xs.gguf"]
+    reader = gguf.GGUFReader(str(out / f"{model.name}-iq4_xs.gguf"))
+    assert reader.get_field("medkit.imatrix").contents() is True
+    assert reader.get_field("medkit.imatrix.dataset").contents().startswith("calib.txt")
+    assert "(calibrated)" in res.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "needles"),
+    [
+        (["--gguf", "iq2_xs", "--imatrix", "none"], ["iq2_xs needs an importance matrix", "--imatrix none"]),
+        (["--gguf", "iq3_xxs"], ["iq3_xxs needs an importance matrix", "without --calib"]),
+        (["--gguf", "q4_k_m", "--imatrix", "missing.gguf"], ["no such importance matrix file"]),
+    ],
+)
+def test_export_without_a_usable_imatrix_is_one_line_and_writes_nothing(
+    tiny_model_dir, tmp_path, args, needles
+):
+    from tests.reliability.conftest import assert_one_line_error, run_medkit
+
+    out = tmp_path / "out"
+    res = run_medkit(
+        "export", str(tiny_model_dir("llama", **K_WIDE)), *args, "--out", str(out), "--no-verify"
+    )
+    assert_one_line_error(res, *needles)
+    assert not out.exists() or not [p for p in out.iterdir() if not p.name.startswith(".medkit")]
