@@ -1,7 +1,7 @@
 """Ollama Modelfile next to an exported GGUF: FROM, TEMPLATE, stop tokens, parameters, SYSTEM, ADAPTER.
 
 The HF chat template (Jinja) is not run; its family is recognised from the markers it writes and
-re-expressed in Ollama's Go template syntax. Known families: chatml, gemma, llama-3, mistral, zephyr, dialogpt,
+re-expressed in Ollama's Go template syntax. Known families: chatml, gemma, llama-3, mistral, phi3, phi4-mini, zephyr, dialogpt,
 each one row of TEMPLATE_FAMILIES (markers, Go template, default end-of-turn text). Template families
 are a property of the tokenizer's chat template, not of the model family (TinyLlama is a llama with a
 zephyr template, SmolLM2 a llama with chatml), so they live here rather than in medkit.convert.arch.
@@ -70,6 +70,22 @@ TEMPLATE_FAMILIES: tuple[TemplateFamily, ...] = (
         '{{ else if eq .Role "assistant" }}{{ .Content }}{EOS}{{ end }}{{ end }}',
         markers=("[INST]",),
         default_eos="</s>",
+    ),
+    # Phi-3 / Phi-3.5: zephyr-like <|role|> headers on their own line, every turn closed by <|end|>.
+    TemplateFamily(
+        "phi3",
+        "{{ if .System }}<|system|>\n{{ .System }}<|end|>\n{{ end }}"
+        '{{ range .Messages }}{{ if eq .Role "user" }}<|user|>\n{{ .Content }}<|end|>\n<|assistant|>\n'
+        '{{ else if eq .Role "assistant" }}{{ .Content }}<|end|>\n{{ end }}{{ end }}',
+        markers=("<|user|>\nU1<|end|>", "<|assistant|>"),
+    ),
+    # Phi-4-mini: the same turns written without newlines.
+    TemplateFamily(
+        "phi4-mini",
+        "{{ if .System }}<|system|>{{ .System }}<|end|>{{ end }}"
+        '{{ range .Messages }}{{ if eq .Role "user" }}<|user|>{{ .Content }}<|end|><|assistant|>'
+        '{{ else if eq .Role "assistant" }}{{ .Content }}<|end|>{{ end }}{{ end }}',
+        markers=("<|user|>U1<|end|>", "<|assistant|>"),
     ),
     TemplateFamily(
         "zephyr",

@@ -133,6 +133,16 @@ GEMMA_TEMPLATE = (
     "{%- if add_generation_prompt -%}{{ '<start_of_turn>model\\n' }}{%- endif -%}"
 )
 DIALOGPT_TEMPLATE = "{% for message in messages %}{{ message['content'] + eos_token }}{% endfor %}"
+# Phi-3.5-mini / Phi-4-mini: <|role|> headers, turns closed by <|end|>, the eos after a finished conversation.
+PHI3_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if message['role'] == 'system' and message['content'] %}{{ '<|system|>\\n' + message['content'] + '<|end|>\\n' }}"
+    "{% elif message['role'] == 'user' %}{{ '<|user|>\\n' + message['content'] + '<|end|>\\n' }}"
+    "{% elif message['role'] == 'assistant' %}{{ '<|assistant|>\\n' + message['content'] + '<|end|>\\n' }}"
+    "{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|assistant|>\\n' }}{% else %}{{ eos_token }}{% endif %}"
+)
+PHI3_SPECIALS = ["<|endoftext|>", "<|assistant|>", "<|system|>", "<|end|>", "<|user|>"]
 
 # Qwen2's pre-tokenizer split (letters, single digits, punctuation runs, newlines, spaces).
 QWEN2_SPLIT = (
@@ -208,14 +218,22 @@ def _qwen3_tokenizer(out_dir: Path):
     return tok
 
 
-def _spm_tokenizer(template: str, out_dir: Path):
+def _phi3_tokenizer(out_dir: Path):
+    """Phi-3.5-mini's layout: Llama's SentencePiece, its turn markers added after the vocabulary as
+    special tokens, eos <|endoftext|>, no BOS added (add_bos_token false), Phi-3's template."""
+    tok = _spm_tokenizer(PHI3_TEMPLATE, out_dir, add_bos_token=False)
+    tok.add_special_tokens({"eos_token": "<|endoftext|>", "additional_special_tokens": PHI3_SPECIALS[1:]})
+    return tok
+
+
+def _spm_tokenizer(template: str, out_dir: Path, add_bos_token: bool = True):
     from transformers import LlamaTokenizer
 
     (out_dir / "tokenizer.model").write_bytes(_train_spm(SPM_VOCAB))
     # transformers turns the SentencePiece BPE model into its fast (byte-fallback BPE) tokenizer.
     tok = LlamaTokenizer.from_pretrained(
         str(out_dir),
-        add_bos_token=True,
+        add_bos_token=add_bos_token,
         add_eos_token=False,
         legacy=False,
         clean_up_tokenization_spaces=False,
@@ -334,6 +352,27 @@ def _gemma3_config(tok, overrides: dict[str, Any]):
     return Gemma3TextConfig(**{**kw, **overrides})
 
 
+PHI3_LONGROPE = {"rope_type": "longrope", "rope_theta": 10000.0, "partial_rotary_factor": 0.75,
+                 "short_factor": [1.0, 1.02, 1.05, 1.1, 1.2, 1.4], "long_factor": [1.0, 1.5, 2.5, 4.0, 6.5, 9.0],
+                 "original_max_position_embeddings": 4096}  # fmt: skip
+
+
+def _phi3_config(tok, overrides: dict[str, Any]):
+    """Phi-4-mini's shape scaled down: GQA (4 over 2 heads), 0.75 partial rotary (12 of 16 dims), LongRoPE
+    (131072 over 4096 positions: attention factor 1.19, six short/long factors), fused qkv / gate_up, tied.
+    ``rope_parameters={"rope_type": "default", ...}`` gives Phi-3-mini-4k's plain rope."""
+    from transformers import Phi3Config
+
+    ids = tok.convert_tokens_to_ids
+    kw = _common(
+        vocab_size=64 * (len(tok) // 64 + 1), tie_word_embeddings=True, max_position_embeddings=131072,
+        original_max_position_embeddings=4096, partial_rotary_factor=0.75, rope_parameters=dict(PHI3_LONGROPE),
+        sliding_window=None, bos_token_id=tok.bos_token_id, eos_token_id=ids("<|endoftext|>"),
+        pad_token_id=ids("<|endoftext|>"),
+    )  # fmt: skip
+    return Phi3Config(**{**kw, **overrides})
+
+
 def _spm_decoder_config(config_class: str, **extra: Any) -> Callable[[Any, dict[str, Any]], Any]:
     def make(tok, overrides: dict[str, Any]):
         import transformers
@@ -367,6 +406,7 @@ TINY: dict[str, Tiny] = {
     "gpt2": Tiny(lambda d: _bpe_tokenizer("gpt2"), _gpt2_config, "<|endoftext|>"),
     "qwen3": Tiny(_qwen3_tokenizer, _qwen3_config, "<|im_end|>"),
     "gemma3": Tiny(_gemma_tokenizer, _gemma3_config, "<end_of_turn>"),
+    "phi3": Tiny(_phi3_tokenizer, _phi3_config, "<|end|>"),
 }
 ARCHS = tuple(TINY)
 

@@ -110,12 +110,15 @@ class Runtime:
         *,
         seed: int = 0,
         verbose: bool = False,
+        enable_thinking: bool = False,
     ):
         self.info: GGUFInfo = read_gguf_info(model, what="model")
         import llama_cpp
 
         self.model_path = self.info.path
         self.system_prompt = system_prompt
+        # Qwen3-style templates: off renders the empty think block before the answer, as training does
+        self.enable_thinking = bool(enable_thinking)
         self.gpu_layers = default_gpu_layers() if gpu_layers is None else gpu_layers
         try:
             self.llm = llama_cpp.Llama(
@@ -240,7 +243,7 @@ class Runtime:
             bos_token=self.bos_text,
             eos_token=self.eos_text,
             add_generation_prompt=add_generation_prompt,
-            enable_thinking=False,  # Qwen3: the empty think block opens the answer, as in training
+            enable_thinking=self.enable_thinking,
             raise_exception=raise_exception,
             strftime_now=lambda f: time.strftime(f),
         )

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     Transform = Callable[[np.ndarray], np.ndarray]
 
 # Dimension names a family's `lora_shapes` may use: (what the error message says, Dims attribute or formula)
-SHAPE_NAMES = ("hidden", "attn", "kv", "ff", "qkv")
+SHAPE_NAMES = ("hidden", "attn", "kv", "ff", "qkv", "ff2")
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,9 @@ class Dims:
             "attn": ("attention width", self.n_head * self.head_dim),
             "kv": ("key/value width", self.n_head_kv * self.head_dim),
             "ff": ("intermediate size", self.n_ff),
-            "qkv": ("qkv width", 3 * self.n_embd),
+            # fused Q, K, V rows (GPT-2: 3 x hidden; Phi-3: grouped K/V heads) and fused gate + up rows
+            "qkv": ("qkv width", (self.n_head + 2 * self.n_head_kv) * self.head_dim),
+            "ff2": ("gate+up width", 2 * self.n_ff),
         }
         return table[what]
 
@@ -67,6 +69,7 @@ class Family:
     norm_eps: tuple[str, float] = ("rms_norm_eps", 1e-6)  # config key, default
     rope: bool = True  # rotary positions (else learned position embeddings)
     rope_freqs: bool = False  # Llama-3 rope scaling goes into llama.cpp's rope_freqs tensor
+    rope_types: tuple[str, ...] = ()  # rope scaling types the family's hparams/extra_tensors write itself
     tied_embeddings: bool = False  # tie_word_embeddings when config.json does not say
     name_prefix: str = ""  # added to HF tensor names lacking it (checkpoints saved from the bare model)
     skip: tuple[str, ...] = ()  # HF tensor name endings that are not weights (buffers)

@@ -62,11 +62,18 @@ def add_hparams(writer: Any, family: Family, config: Mapping[str, Any], n_vocab:
     if d.head_dim != d.n_embd // d.n_head:
         writer.add_key_length(d.head_dim)
         writer.add_value_length(d.head_dim)
-    writer.add_rope_dimension_count(d.head_dim)
+    writer.add_rope_dimension_count(rotary_dims(config, d.head_dim))
     theta, scaling = rope_settings(config)
     writer.add_rope_freq_base(theta)
-    if scaling:
+    if scaling and (scaling.get("rope_type") or scaling.get("type")) not in family.rope_types:
         _add_rope_scaling(writer, scaling)
+
+
+def rotary_dims(config: Mapping[str, Any], head_dim: int) -> int:
+    """Dimensions of each head that rotary embeddings turn (partial_rotary_factor, as transformers)."""
+    params = config.get("rope_parameters") or {}
+    partial = _get(config, "partial_rotary_factor", default=params.get("partial_rotary_factor", 1.0))
+    return int(head_dim * float(partial))
 
 
 def _add_rope_scaling(writer: Any, scaling: dict[str, Any]) -> None:

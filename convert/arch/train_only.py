@@ -8,7 +8,6 @@ from medkit.convert.arch.base import LLAMA_TARGETS, Family
 FAMILIES = (
     Family("gemma", ("GemmaForCausalLM", "Gemma2ForCausalLM"), ("gemma", "gemma2"), LLAMA_TARGETS),
     Family("olmo2", ("Olmo2ForCausalLM",), ("olmo2",), LLAMA_TARGETS),
-    Family("phi3", ("Phi3ForCausalLM",), ("phi3",), ("qkv_proj", "o_proj", "gate_up_proj", "down_proj")),
     Family("phi", ("PhiForCausalLM",), ("phi",), ("q_proj", "k_proj", "v_proj", "dense", "fc1", "fc2")),
     Family("gpt_neox", ("GPTNeoXForCausalLM",), ("gpt_neox",),
            ("query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h")),

@@ -60,7 +60,7 @@ def test_every_exported_family_declares_every_field(name):
         (lambda: arch.by_gguf_arch("gpt2").name, "gpt2"),
         (lambda: arch.by_gguf_arch("falcon"), None),
         (lambda: arch.gguf_arch_of("mistral"), "llama"),
-        (lambda: arch.gguf_arch_of("phi3"), "phi3"),  # trained, not exported: no alias
+        (lambda: arch.gguf_arch_of("olmo2"), "olmo2"),  # trained, not exported: no alias
         (lambda: arch.auto_targets("phi3"), ["qkv_proj", "o_proj", "gate_up_proj", "down_proj"]),
         (lambda: arch.auto_targets("gemma3_text")[:2], ["q_proj", "k_proj"]),
         (lambda: arch.auto_targets("falcon"), None),
@@ -79,7 +79,7 @@ def test_registry_answers(question, answer):
     [
         ({"architectures": ["FalconForCausalLM"]}, "'FalconForCausalLM'"),
         ({"architectures": ["Gemma2ForCausalLM"]}, "'Gemma2ForCausalLM'"),  # trained, not exported
-        ({"model_type": "phi3"}, "'phi3'"),
+        ({"model_type": "olmo2"}, "'olmo2'"),  # trained, not exported
         ({}, "'unknown'"),
     ],
 )

@@ -2,8 +2,10 @@
 Llama 3.2's real config shape and template, Gemma 3 inside a multimodal checkpoint, config features a
 family module does not handle (refused in one line, no file), and each family's Modelfile stops.
 
-Qwen3 and Gemma 3 are rows of tests/factories.py TINY, so test_tiny_export (tokens, f32/f16 greedy text,
-metadata, end of turn), test_lora_gguf (adapter vs merged) and test_masking run on them too.
+Qwen3, Gemma 3 and Phi-3 are rows of tests/factories.py TINY, so test_tiny_export (tokens, f32/f16 greedy
+text, metadata, end of turn), test_lora_gguf (adapter vs merged; Phi-3's on the fused qkv_proj/gate_up_proj)
+and test_masking run on them too. Here: Phi-3's LongRoPE / partial rotary metadata, its plain-rope and
+long-context variants, thinking on/off in the Runtime, and one training step -> merge -> GGUF per new family.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import pytest
 
 from medkit.errors import ConvertError
 from tests.convert.conftest import THREADS
-from tests.factories import build_llama32
+from tests.factories import PHI3_LONGROPE, build_llama32
 
 
 @pytest.fixture(scope="module")
@@ -117,6 +119,14 @@ REFUSED = [
     ("gemma3", {"attn_logit_softcapping": 50.0}, "attn_logit_softcapping"),
     ("gemma3", {"query_pre_attn_scalar": 256}, "query_pre_attn_scalar"),
     ("llama", {"rope_scaling": {"rope_type": "dynamic", "factor": 2.0}}, "rope scaling 'dynamic'"),
+    (
+        "phi3",
+        {"rope_parameters": {"rope_type": "yarn", "factor": 4.0, "rope_theta": 1e4}},
+        "rope scaling 'yarn'",
+    ),
+    ("phi3", {"rope_parameters": {**PHI3_LONGROPE, "short_factor": [1.0] * 8}}, "short_factor has 8 entries"),
+    ("phi3", {"attention_bias": True}, "attention_bias"),
+    ("phi3", {"num_local_experts": 16}, "mixture of experts"),
 ]
 
 
@@ -187,7 +197,11 @@ def test_gemma3_norm_weights_are_written_plus_one(tiny_model_dir, tiny_gguf):
 
 @pytest.mark.parametrize(
     "family, stop, marker",
-    [("qwen3", "<|im_end|>", "<|im_start|>assistant"), ("gemma3", "<end_of_turn>", "<start_of_turn>model")],
+    [
+        ("qwen3", "<|im_end|>", "<|im_start|>assistant"),
+        ("gemma3", "<end_of_turn>", "<start_of_turn>model"),
+        ("phi3", "<|end|>", "<|assistant|>"),
+    ],  # fmt: skip
 )
 def test_modelfile_template_and_stops(tiny_model_dir, tiny_gguf, tmp_path, family, stop, marker):
     from medkit.convert.export import Source, _write_modelfile
@@ -204,3 +218,168 @@ def test_llama32_modelfile_stops_on_eot(llama32, tmp_path):
     _write_modelfile(Source(llama32["hf"], tmp_path, "l32"), llama32["f16"], log=lambda msg: None)
     text = (tmp_path / "Modelfile").read_text()
     assert 'PARAMETER stop "<|eot_id|>"' in text and "<|start_header_id|>assistant" in text
+
+
+# ---- Phi-3 / Phi-3.5 / Phi-4-mini ---------------------------------------------------------------------
+
+
+def test_phi3_fused_tensors_partial_rotary_and_longrope_metadata(tiny_model_dir, tiny_gguf):
+    import gguf
+
+    from tests.convert.test_tiny_export import _field
+
+    reader = gguf.GGUFReader(str(tiny_gguf("phi3", "f32")))
+    tensors = {t.name: np.array(t.data) for t in reader.tensors}
+    for kind in ("short", "long"):
+        want = np.asarray(PHI3_LONGROPE[f"{kind}_factor"], dtype=np.float32)
+        np.testing.assert_array_equal(tensors[f"rope_factors_{kind}.weight"], want)
+    assert tensors["blk.0.attn_qkv.weight"].shape == ((4 + 2 * 2) * 16, 64)  # Q, then GQA K and V rows
+    assert tensors["blk.0.ffn_up.weight"].shape == (2 * 128, 64)  # gate rows, then up rows
+    assert _field(reader, "phi3.rope.dimension_count") == 12  # 0.75 of a 16-wide head
+    assert _field(reader, "phi3.rope.scaling.original_context_length") == 4096
+    want = float(np.sqrt(1 + np.log(131072 / 4096) / np.log(4096)))  # what transformers scales cos/sin by
+    assert abs(_field(reader, "phi3.rope.scaling.attn_factor") - want) < 1e-6
+    assert _field(reader, "phi3.attention.sliding_window") == 0  # none (Phi-4); llama.cpp reads 0 as none
+    assert "output.weight" not in tensors  # tied, as Phi-4-mini
+
+
+# (name, config overrides, texts at least this many tokens, GGUF type): each variant must reach parity
+PHI3_VARIANTS = [
+    ("plain-rope", {"rope_parameters": {"rope_type": "default", "rope_theta": 1e4, "partial_rotary_factor": 1.0},
+                    "partial_rotary_factor": 1.0, "tie_word_embeddings": False}, 0, "f16"),  # Phi-3-mini-4k
+    # pretraining context 32: llama.cpp (context 64+) and transformers (texts past 32) both take long_factor
+    # (attention factor 1.84). f32: on this near-uniform random model f16 rounding flips near-ties (98.6%,
+    # KL 1e-6); the TINY row's f16 GGUF covers f16 with the short factors.
+    ("long-factors", {"original_max_position_embeddings": 32,
+                      "rope_parameters": {**PHI3_LONGROPE, "original_max_position_embeddings": 32}}, 40, "f32"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("name, changes, min_tokens, ftype", PHI3_VARIANTS, ids=[v[0] for v in PHI3_VARIANTS])
+def test_phi3_variants_parity(tmp_path, name, changes, min_tokens, ftype):
+    import gguf
+    from transformers import AutoTokenizer
+
+    from medkit.convert.gguf_writer import write_gguf
+    from medkit.convert.verify import held_out_texts, verify
+    from tests.factories import build_tiny_model
+
+    hf = build_tiny_model("phi3", tmp_path / "hf", **changes)
+    tok = AutoTokenizer.from_pretrained(str(hf))
+    texts = [t for t in held_out_texts() if len(tok(t)["input_ids"]) > min_tokens]
+    assert len(texts) >= 5
+    path = write_gguf(hf, tmp_path / f"phi3-{name}-{ftype}.gguf", ftype).path
+    (res,) = verify([path], hf, texts=texts, threads=THREADS)
+    assert (
+        res.tokenization_ok
+        and res.agreement >= 0.99
+        and res.max_logit_diff < {"f32": 0.02, "f16": 0.1}[ftype]
+    )
+    names = {t.name for t in gguf.GGUFReader(str(path)).tensors}
+    assert ("rope_factors_long.weight" in names) is (name != "plain-rope")
+
+
+def test_phi3_end_of_turn_is_an_end_of_generation_token(tiny_gguf):
+    import llama_cpp
+
+    from tests.convert.test_tiny_export import _llama
+
+    llm = _llama(tiny_gguf("phi3", "f16"))
+    end = llm.tokenize(b"<|end|>", add_bos=False, special=True)
+    assert len(end) == 1
+    assert llama_cpp.llama_vocab_is_eog(llama_cpp.llama_model_get_vocab(llm.model), end[0])
+
+
+# ---- enable_thinking in the Runtime ---------------------------------------------------------------------
+
+
+def test_runtime_enable_thinking_decides_the_empty_think_block(tiny_gguf):
+    from medkit.runtime import Runtime
+
+    msgs = [{"role": "user", "content": "Fever?"}]
+    path = tiny_gguf("qwen3", "f16")
+    with Runtime(path, ctx=256, threads=THREADS) as rt:
+        assert rt.render(msgs).endswith("<|im_start|>assistant\n<think>\n\n</think>\n\n")  # default off
+    with Runtime(path, ctx=256, threads=THREADS, enable_thinking=True) as rt:
+        assert rt.render(msgs).endswith("<|im_start|>assistant\n") and "<think>" not in rt.render(msgs)
+
+
+# ---- one training step -> merge -> f16 GGUF -> GGUF LoRA, per new family ---------------------------------
+
+
+@pytest.mark.parametrize("family", ["qwen3", "gemma3", "phi3"])
+def test_one_training_step_merges_and_exports(family, tiny_model_dir, tmp_path):
+    from medkit.convert import arch
+    from medkit.convert.gguf_writer import write_gguf
+    from medkit.convert.lora import write_lora_gguf
+    from medkit.convert.merge import merge_run
+    from medkit.convert.verify import held_out_texts, verify
+    from medkit.recipe import recipe_from_dict
+    from medkit.runs import RunDir
+    from medkit.train import train
+    from tests.convert.test_lora_gguf import llama_logits, token_ids
+    from tests.train.conftest import qa_rows
+
+    src = tmp_path / "qa.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in qa_rows(24)))
+    base = tiny_model_dir(family)
+    raw = {
+        "name": f"tiny-{family}", "model": {"base": str(base)},
+        "data": {"source": str(src), "format": "qa", "max_seq_len": 96, "split_ratios": [0.75, 0.25, 0.0]},
+        "lora": {"r": 4, "alpha": 8, "targets": ["auto"]},
+        "train": {"max_steps": 2, "batch_size": 4, "grad_accum": 1, "lr": 5e-2, "eval_every": 0, "save_every": 0,
+                  "log_every": 1, "output_dir": str(tmp_path / "runs" / family)},
+    }  # fmt: skip
+    result = train(recipe_from_dict(raw, source=f"{family}.toml"))
+    run = RunDir(result.run_dir)
+    adapter_cfg = json.loads((run.adapter / "adapter_config.json").read_text())
+    assert set(adapter_cfg["target_modules"]) == set(arch.by_name(family).lora_targets)
+    records = [json.loads(x) for x in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "loss" in r] == [1, 2]
+    assert all(np.isfinite(r["loss"]) for r in records if "loss" in r)
+    merged = merge_run(run)
+    f16 = write_gguf(merged, tmp_path / "merged-f16.gguf", "f16").path
+    (res,) = verify([f16], merged, texts=held_out_texts(), threads=THREADS)
+    assert res.agreement >= 0.99, res
+    lora = write_lora_gguf(run.adapter, tmp_path / "adapter.gguf", base_dir=base)
+    base_f16 = write_gguf(base, tmp_path / "base-f16.gguf", "f16").path
+    ids = token_ids(base)
+    with_adapter, want = llama_logits(base_f16, ids, lora=lora), llama_logits(f16, ids)
+    assert float(np.abs(with_adapter - want).max()) < 0.05
+    assert float(np.abs(llama_logits(base_f16, ids) - want).max()) > 1e-3  # two steps moved the model
+
+
+PHI4_MINI_TEMPLATE = (  # microsoft/Phi-4-mini-instruct's chat template (tool branch left out): no newlines
+    "{% for message in messages %}{{ '<|' + message['role'] + '|>' + message['content'] + '<|end|>' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>' }}{% else %}{{ eos_token }}{% endif %}"
+)
+
+
+@pytest.mark.parametrize("template, family", [(PHI4_MINI_TEMPLATE, "phi4-mini")])
+def test_modelfile_recognises_template_families_without_a_tiny_model(template, family):
+    from medkit.convert.modelfile import detect_family, ollama_template
+
+    assert detect_family(template) == family
+    assert "<|user|>{{ .Content }}<|end|><|assistant|>" in ollama_template(template, strict=True)
+
+
+def test_medgemma_auto_targets_adapt_the_language_model_only(tiny_model_dir):
+    """MedGemma's SigLIP tower has q/k/v_proj too: 'auto' targets must leave it alone, else the adapter could
+    not be written as a GGUF LoRA (the tower is not exported). The tower here is a tiny random stand-in."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoConfig, Gemma3Config, Gemma3ForConditionalGeneration, SiglipVisionConfig
+
+    from medkit.lora import resolve_targets
+
+    text = AutoConfig.from_pretrained(str(tiny_model_dir("gemma3")))
+    vision = SiglipVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                image_size=28, patch_size=14)  # fmt: skip
+    cfg = Gemma3Config(text_config=text.to_dict(), vision_config=vision.to_dict(), mm_tokens_per_image=4)
+    torch.manual_seed(0)
+    model = Gemma3ForConditionalGeneration(cfg)
+    targets = resolve_targets(model, ["auto"])
+    peft_model = get_peft_model(model, LoraConfig(r=2, target_modules=targets))
+    adapted = [n for n, _ in peft_model.named_modules() if n.endswith(".lora_A")]
+    assert adapted and not any("vision_tower" in n or "multi_modal_projector" in n for n in adapted)
+    assert len(adapted) == 7 * text.num_hidden_layers  # q, k, v, o, gate, up, down of every text layer

@@ -19,6 +19,7 @@ from tests.factories import ARCHS
 
 LLAMA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 GPT2_TARGETS = ["c_attn", "attn.c_proj", "c_fc", "mlp.c_proj"]
+PHI3_TARGETS = ["qkv_proj", "o_proj", "gate_up_proj", "down_proj"]  # fused Q/K/V and gate/up
 TEXT = "The patient has a fever of 38.5 degrees and a dry cough; metformin 500 mg twice a day."
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json",
                    "chat_template.jinja")  # fmt: skip
@@ -39,7 +40,8 @@ def make_adapter(
 
     model = AutoModelForCausalLM.from_pretrained(str(base), dtype=torch.float32)
     gpt2 = model.config.model_type == "gpt2"
-    kwargs = {"r": 8, "lora_alpha": 16, "target_modules": GPT2_TARGETS if gpt2 else LLAMA_TARGETS}
+    targets = {"gpt2": GPT2_TARGETS, "phi3": PHI3_TARGETS}.get(model.config.model_type, LLAMA_TARGETS)
+    kwargs = {"r": 8, "lora_alpha": 16, "target_modules": targets}
     kwargs.update(lora_kwargs)
     peft_model = get_peft_model(model, LoraConfig(fan_in_fan_out=gpt2, **kwargs))
     gen = torch.Generator().manual_seed(seed)

@@ -114,9 +114,14 @@ def test_metadata_vocab_and_end_of_turn(arch, tiny_model_dir, tiny_gguf):
     names = {t.name for t in reader.tensors}
     tied = config.get("tie_word_embeddings", arch == "gpt2")
     assert ("output.weight" in names) is (not tied)
-    assert _field(reader, "tokenizer.ggml.model") == ("llama" if arch in ("llama", "mistral", "gemma3") else "gpt2")
+    assert _field(reader, "tokenizer.ggml.model") == (
+        "llama" if arch in ("llama", "mistral", "gemma3", "phi3") else "gpt2"
+    )
     if arch in ("qwen2", "gpt2", "qwen3"):
-        assert _field(reader, "tokenizer.ggml.pre") == {"qwen2": "qwen2", "gpt2": "gpt-2", "qwen3": "qwen2"}[arch]
+        assert (
+            _field(reader, "tokenizer.ggml.pre")
+            == {"qwen2": "qwen2", "gpt2": "gpt-2", "qwen3": "qwen2"}[arch]
+        )
     llm = _llama(path)
     vocab = llama_cpp.llama_model_get_vocab(llm.model)
     assert llama_cpp.llama_vocab_is_eog(vocab, eot)

@@ -26,6 +26,7 @@ CASES = [
     ("gpt2", "mistral", "<|endoftext|>"),
     ("qwen3", "auto", "<|im_end|>"),  # Qwen3's template: the empty think block is part of the prompt
     ("gemma3", "auto", "<end_of_turn>"),  # Gemma 3: system folded into the first user turn, one BOS
+    ("phi3", "auto", "<|end|>"),  # Phi-3.5: <|role|> headers, <|end|> closes turns, then eos; no BOS added
 ]
 
 
@@ -195,3 +196,23 @@ def test_template_putting_the_system_prompt_on_the_last_user_turn_is_refused(loa
     with pytest.raises(DataError, match="not a prefix of the full conversation"):
         prepare(make_recipe(qa_file, data={"system_prompt": "Be brief."}), tok)
     assert assert_exact_masking(prepare(make_recipe(qa_file), tok), tok) == 20  # fine without one
+
+
+@pytest.mark.parametrize("thinking", [False, True])
+def test_enable_thinking_recipe_key_decides_what_qwen3_trains_on(thinking, load_tok, qa_file):
+    """model.enable_thinking = false (the default): the empty think block Qwen3's template writes is part
+    of the masked prompt and the trained span is the answer alone. true: the generation prompt opens
+    the assistant turn only, so the think block the template writes is trained (the model learns to think)."""
+    tok = load_tok("qwen3")
+    model = {"enable_thinking": True} if thinking else {}
+    prepared = prepare(make_recipe(qa_file, model=model), tok)
+    assert prepared.eot_token == "<|im_end|>"
+    for ex, conv in zip(prepared.train, prepared.rows["train"], strict=True):
+        n = len(trained_ids(ex))
+        prompt = tok.decode(ex.input_ids[:-n], skip_special_tokens=False)
+        trained = tok.decode(trained_ids(ex)[:-1], skip_special_tokens=False)
+        if thinking:
+            assert prompt.endswith("<|im_start|>assistant\n") and "<think>" not in prompt
+            assert trained.startswith("<think>") and trained.endswith(conv.answer)
+        else:
+            assert prompt.endswith("<think>\n\n</think>\n\n") and trained.strip() == conv.answer

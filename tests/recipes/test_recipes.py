@@ -15,7 +15,7 @@ from medkit.data import prepare
 from medkit.errors import RecipeError
 from medkit.recipe import load_recipe, tomllib  # tomllib, or tomli on 3.10
 from medkit.templates import TEMPLATES
-from tests.data.helpers import assert_exact_masking
+from tests.data.helpers import assert_exact_masking, trained_ids
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 SHIPPED = sorted(RECIPES.glob("*.toml"))
@@ -23,6 +23,7 @@ EXPECTED = {
     "tinyllama_medquad", "mistral7b_medical_o1", "llama32_3b_icd10", "qwen25_3b_icd10", "dialogpt_elara",
     "dialogpt_elara_patient", "dialogpt_elara_student", "dialogpt_elara_clinician", "dialogpt_elara_emergency",
     "smollm2_demo", "smollm2_icd10_demo", "smollm2_numeric_demo",
+    "medgemma4b_icd10", "qwen3_1p7b_medquad", "phi4mini_medical_o1", "llama31_8b_medquad",  # issue 16
 }  # fmt: skip
 
 
@@ -159,6 +160,11 @@ STAND_INS = {
     "mistral7b_medical_o1": ("mistral", [{"Question": f"Chest pain {i}?", "Complex_CoT": f"Consider ACS {i}.", "Response": f"Get an ECG {i}."} for i in range(30)]),
     "llama32_3b_icd10": ("qwen2", [{"ID": i, " Note": "SOAP", "Dialogue": f"Doctor: Hi.\nPatient: Cough {i}.", "ICD10": f"J20{i % 10}", "ICD10_desc": "Acute bronchitis"} for i in range(30)]),
     "qwen25_3b_icd10": ("qwen2", [{"ID": i, " Note": "SOAP", "Dialogue": f"Doctor: Hi.\nPatient: Rash {i}.", "ICD10": ["L209"], "ICD10_desc": "Eczema"} for i in range(30)]),
+    # the newer families (issue 16), each on its tiny family tokenizer and chat template
+    "medgemma4b_icd10": ("gemma3", [{"ID": i, " Note": "SOAP", "Dialogue": f"Doctor: Hi.\nPatient: Cough {i}.", "ICD10": f"J20{i % 10}", "ICD10_desc": "Acute bronchitis"} for i in range(30)]),
+    "qwen3_1p7b_medquad": ("qwen3", [_medquad(i) for i in range(60)]),
+    "phi4mini_medical_o1": ("phi3", [{"Question": f"Chest pain {i}?", "Complex_CoT": f"Consider ACS {i}.", "Response": f"Get an ECG {i}."} for i in range(30)]),
+    "llama31_8b_medquad": ("qwen2", [_medquad(i) for i in range(60)]),
     "dialogpt_elara_student": ("gpt2", [{"Description": "Q", "Patient": f"Hi doctor, my knee hurts after running {i} km.", "Doctor": f"Rest, ice and see a physiotherapist if it lasts ({i})."} for i in range(30)]),
 }  # fmt: skip
 
@@ -169,7 +175,7 @@ def test_hub_recipe_mapping_fits_its_dataset_columns(name, tmp_path, load_tok):
     src = _write(tmp_path / f"{name}.jsonl", rows)
     recipe = load_recipe(RECIPES / f"{name}.toml", [f'data.source="{src}"', "data.max_samples=0"])
     tok = load_tok(kind)
-    if name == "llama32_3b_icd10":  # its real tokenizer brings a llama-3 template; give the stand-in one
+    if name.startswith("llama3"):  # its real tokenizer brings a llama-3 template; give the stand-in one
         tok.add_special_tokens(
             {"additional_special_tokens": ["<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]}
         )
@@ -177,9 +183,19 @@ def test_hub_recipe_mapping_fits_its_dataset_columns(name, tmp_path, load_tok):
     prepared = prepare(recipe, tok)
     assert assert_exact_masking(prepared, tok) == sum(prepared.stats.examples.values()) > 0
     answers = [c.answer for c in prepared.rows["train"]]
-    if name == "tinyllama_medquad":
+    if name.endswith("medquad"):
         assert prepared.stats.rows.dropped["malformed: missing field 'answer'"] == 40  # reported, under 0.7
-    if name == "mistral7b_medical_o1":
+    if name == "qwen3_1p7b_medquad":  # thinking off: the empty think block is in the masked prompt
+        ex = prepared.train[0]
+        masked = ex.input_ids[: len(ex.input_ids) - len(trained_ids(ex))]
+        assert not recipe.model.enable_thinking
+        assert tok.decode(masked).endswith("<|im_start|>assistant\n<think>\n\n</think>\n\n")
+    if name == "medgemma4b_icd10":  # no system role: the system prompt opens the first user turn
+        assert (
+            tok.decode(prepared.train[0].input_ids).count("<start_of_turn>user\n" + recipe.data.system_prompt)
+            == 1
+        )
+    if name.endswith("medical_o1"):
         assert all(
             a.startswith("## Thinking\n\nConsider ACS") and "## Final Response\n\nGet an ECG" in a
             for a in answers
