@@ -27,13 +27,18 @@ def test_cuda_plan_uses_nf4_with_double_quant(make_recipe, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
     plan = lora.plan_precision(make_recipe(), device="cuda")
     assert plan.quantize and plan.compute_dtype is torch.bfloat16 and plan.mixed_precision == "bf16"
-    cfg = lora.bnb_config(make_recipe(), plan)
+    r = make_recipe()
+    cfg = lora.bnb_config(r.quant.mode, r.quant.double_quant, plan.compute_dtype)
     assert cfg.load_in_4bit and cfg.bnb_4bit_quant_type == "nf4" and cfg.bnb_4bit_use_double_quant
     assert cfg.bnb_4bit_compute_dtype is torch.bfloat16
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
     old_gpu = lora.plan_precision(make_recipe(sets={"quant.mode": "fp4"}), device="cuda")
     assert old_gpu.compute_dtype is torch.float16 and old_gpu.mixed_precision == "fp16"
-    assert lora.bnb_config(make_recipe(sets={"quant.mode": "fp4"}), old_gpu).bnb_4bit_quant_type == "fp4"
+    fp4 = make_recipe(sets={"quant.mode": "fp4"})
+    assert (
+        lora.bnb_config(fp4.quant.mode, fp4.quant.double_quant, old_gpu.compute_dtype).bnb_4bit_quant_type
+        == "fp4"
+    )
 
 
 def _model(tiny_model_dir, arch):
