@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from medkit.convert import arch
+from medkit.convert.arch import Family
 from medkit.errors import ConvertError, RuntimeLoadError
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -50,7 +51,7 @@ class BaseInfo:
     source: str
 
     @property
-    def family(self) -> arch.Family:
+    def family(self) -> Family:
         fam = arch.by_model_type(self.model_type)
         assert fam is not None  # BaseInfo is only made for registered families
         return fam

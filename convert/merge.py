@@ -346,7 +346,7 @@ def report_run(
     examples = prepared.split(split)[:max_examples]
     if not examples:
         raise ConvertError("the run's data has no val or test examples to measure perplexity on")
-    base, rows = recipe.model.base, {}
+    base, rows = recipe.model.base, dict[str, Any]()
 
     def measure(key: str, build: Callable[[], Any]) -> None:
         model = build()

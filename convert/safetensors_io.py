@@ -72,7 +72,7 @@ def read_tensor(t: StTensor) -> np.ndarray:
     count = int(np.prod(t.shape, dtype=np.int64))
     if count == 0:
         return np.zeros(t.shape, dtype=np.float32)
-    raw = np.memmap(t.file, dtype=DTYPES[t.dtype], mode="r", offset=t.start, shape=(count,))
+    raw: np.ndarray = np.memmap(t.file, dtype=DTYPES[t.dtype], mode="r", offset=t.start, shape=(count,))
     if t.dtype == "BF16":
         return (raw.astype(np.uint32) << 16).view(np.float32).reshape(t.shape)
     if t.dtype == "F64":

@@ -120,9 +120,9 @@ def _bpe_vocab(folder: Path, tok_json: dict[str, Any] | None, n_vocab: int | Non
             added.setdefault(int(tid), (text, True))
     cfg = tokenizer_config(folder)
     for key in ("bos_token", "eos_token", "unk_token", "pad_token"):  # named specials are control tokens
-        text = token_text(cfg.get(key))
-        if text in base and base[text] not in added:
-            added[base[text]] = (text, True)
+        special = token_text(cfg.get(key))
+        if special is not None and special in base and base[special] not in added:
+            added[base[special]] = (special, True)
     by_id: dict[int, str] = {tid: text for text, tid in base.items()}
     for tid, (text, _special) in added.items():
         by_id[tid] = text

@@ -116,10 +116,10 @@ def prepare(recipe: Any, tokenizer: Any, rows: tuple[Any, RowReport] | None = No
     enc = _Encoder(tokenizer, recipe, eot_id, stats, text_only)
     out: dict[str, list[Example]] = {}
     source_rows: dict[str, list[int]] = {}
-    rows: dict[str, list[Conversation]] = {}
+    conversations: dict[str, list[Conversation]] = {}
     for s in SPLITS:
         out[s], kept = enc.encode(splits[s], s)
-        rows[s] = [Conversation(r["messages"], r["answer"], r["row"]) for r in kept]
+        conversations[s] = [Conversation(r["messages"], r["answer"], r["row"]) for r in kept]
         source_rows[s] = [r["row"] for r in kept]
         stats.examples[s] = len(out[s])
         stats.lengths[s] = [len(e.input_ids) for e in out[s]]
@@ -127,7 +127,7 @@ def prepare(recipe: Any, tokenizer: Any, rows: tuple[Any, RowReport] | None = No
         raise DataError(f"no training examples fit data.max_seq_len={recipe.data.max_seq_len} "
                         f"({stats.truncated} answers cut)", where=recipe.data.source)  # fmt: skip
     return Prepared(
-        train=out["train"], val=out["val"], test=out["test"], rows=rows, stats=stats,
+        train=out["train"], val=out["val"], test=out["test"], rows=conversations, stats=stats,
         fingerprint=_fingerprint(recipe, tokenizer, out), eot_token_id=eot_id, eot_token=eot,
         source_rows=source_rows,
     )  # fmt: skip

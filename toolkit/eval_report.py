@@ -53,7 +53,7 @@ def gain_kept(table: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
         kept = {}
         for name, b in base.items():
             m, t, v = metric(name), tuned.get(name), row.get(name)
-            if not m.gain or None in (b, t, v) or not all(math.isfinite(x) for x in (b, t, v)):
+            if not m.gain or b is None or t is None or v is None or not all(map(math.isfinite, (b, t, v))):
                 continue  # e.g. ppl is exp(loss): the loss row says the same on a linear scale
             sign = 1 if m.higher_is_better else -1
             gain = sign * (t - b)

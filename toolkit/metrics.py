@@ -96,11 +96,9 @@ def is_valid_icd(code: str | None) -> bool:
     """Whether ``code`` is a real ICD-10-CM category or subcategory."""
     import simple_icd_10_cm as cm
 
-    return (
-        bool(code)
-        and cm.is_valid_item(normalize_icd(code))
-        and cm.is_category_or_subcategory(normalize_icd(code))
-    )
+    if not code:
+        return False
+    return bool(cm.is_valid_item(normalize_icd(code)) and cm.is_category_or_subcategory(normalize_icd(code)))
 
 
 def icd_metrics(predictions: Sequence[str], references: Sequence[str]) -> dict[str, float]:

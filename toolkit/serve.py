@@ -19,7 +19,7 @@ import ipaddress
 import json
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -106,7 +106,7 @@ def check_prompt(prompt: Any) -> str:
     return prompt
 
 
-def validate(model_cls: type, body: dict[str, Any]):
+def validate(model_cls: Any, body: dict[str, Any]):
     """``body`` as llama-cpp-python's request model; its first validation error as one line (422)."""
     from pydantic import ValidationError
 
@@ -156,7 +156,7 @@ class Job:
     def _run(self, call: Callable[..., Any], kwargs: dict[str, Any]) -> None:
         try:
             result = call(**kwargs)
-            if isinstance(result, Iterator):
+            if isinstance(result, Generator):
                 try:
                     for chunk in result:
                         self._soon(self.queue.put_nowait, chunk)

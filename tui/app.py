@@ -416,7 +416,8 @@ def command(
     store, warning = open_store(db)
     from medkit.provenance import stale_reason  # a GGUF exported before its run's adapter was retrained
 
-    stale = [r for p in (path, *adapters.values()) if (r := stale_reason(p))]
+    ggufs: list[str | Path] = [path, *adapters.values()]
+    stale = [r for p in ggufs if (r := stale_reason(p))]
     warning = "; ".join(w for w in (warning, *stale) if w) or None
     app = ChatApp(runtime, store, system_prompt=system_prompt, startup_warning=warning, seed=seed)
     try:
