@@ -160,8 +160,10 @@ def _name_map(family_name: str, n_layers: int) -> Any:
 def gguf_tensor_name(module: str, info: BaseInfo) -> str:
     """GGUF name of the base weight a HF module writes into, e.g. blk.3.attn_q.weight."""
     key = info.family.hf_name(module)  # a multimodal checkpoint's language model, under the usual names
-    name = None if key is None else _name_map(info.family.name, info.n_layers).get_name(
-        key + ".weight", try_suffixes=(".weight",)
+    name = (
+        None
+        if key is None
+        else _name_map(info.family.name, info.n_layers).get_name(key + ".weight", try_suffixes=(".weight",))
     )
     if name is None:
         raise ConvertError(f"no GGUF tensor for adapted module '{module}' in a {info.arch} model")
