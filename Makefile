@@ -45,9 +45,15 @@ test-fast: setup
 bench: setup
 	$(BIN)/python -m benchmarks
 
+# mypy sees the one `medkit` namespace through a folder of links (toolkit/ + convert/ + tui/, as pyproject maps them)
+TYPECHECK := .cache/typecheck
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	rm -rf $(TYPECHECK) && mkdir -p $(TYPECHECK)/medkit
+	for f in toolkit/*.py toolkit/*/; do ln -s "$(CURDIR)/$${f%/}" $(TYPECHECK)/medkit/; done
+	ln -s "$(CURDIR)/convert" $(TYPECHECK)/medkit/convert && ln -s "$(CURDIR)/tui" $(TYPECHECK)/medkit/tui
+	cd $(TYPECHECK) && MYPYPATH=. $(CURDIR)/$(BIN)/mypy --config-file $(CURDIR)/pyproject.toml -p medkit
 
 format: setup
 	$(BIN)/ruff check --fix .
@@ -56,3 +62,20 @@ format: setup
 clean:
 	rm -rf runs .pytest_cache .ruff_cache build dist *.egg-info toolkit/*.egg-info
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+
+# GPU check (README "GPU check"): `make gpu-wheels` here, where PyPI is reachable, fills $(WHEELS)/wheels with
+# what a bare CUDA machine lacks; `make gpu-check` there (python3 = the one with CUDA torch) installs them,
+# runs `pytest -m gpu` and the training bench within a hard budget, and writes one JSON report.
+WHEELS     ?= .gpu-wheels
+GPU_REPORT ?= runs/gpu-check.json
+GPU_BUDGET ?= 540
+.PHONY: gpu-wheels gpu-check gpu-check-dry-run
+
+gpu-wheels:
+	$(BIN)/python -m benchmarks.gpu_wheels --dir $(WHEELS)
+
+gpu-check:
+	$(PY) -m benchmarks.gpu_check --wheels $(WHEELS) --out $(GPU_REPORT) --budget $(GPU_BUDGET)
+
+gpu-check-dry-run:
+	$(BIN)/python -m benchmarks.gpu_check --dry-run --wheels $(WHEELS) --out $(GPU_REPORT)

@@ -6,11 +6,16 @@
     accumulation 4, r=64 on every linear layer, bf16 (CUDA), gradient checkpointing, full-vocabulary loss.
 (b) medkit: medkit.trainer with the recipe defaults (NF4 on CUDA, r=16 on attention+MLP, batch 4 x 4,
     length-grouped batches, selective cross-entropy, gradient checkpointing).
+(c) medkit at the seed's settings: the same engine with r=64 (alpha 16, dropout 0.1) on every linear layer,
+    batch 8 x accumulation 4, gradient checkpointing and the seed's optimizer: the same work as (a), so
+    (c)/(a) is the engine's gain and (b)/(c) the gain of the defaults.
 Both see the same random-weight model (TinyLlama-1.1B's shape on CUDA; a 4-layer, hidden-256 llama with a
 32k vocabulary on CPU) and the same example lengths (MedQuAD-like, mean ~290 tokens; a quarter on CPU).
-Printed: non-pad tokens/s (after one warm-up step) and peak memory (CUDA max allocated, else peak RSS
-growth), and the ratios. Set MEDKIT_BENCH_STEPS to change the number of timed optimizer steps, and
-MEDKIT_BENCH_SHAPE=tinyllama | tinyllama-2l | tiny to pick the shape (tinyllama-2l: TinyLlama's width, vocab
+Printed: non-pad tokens/s (after one warm-up step), peak memory (CUDA max allocated, else peak RSS
+growth), MFU (training FLOPs counted by medkit.flops for what each side computes, over this machine's dense
+matmul peak, measured in this run on the MLP's shape: fp32 on CPU, bf16 on CUDA; best of a measurement
+before and one after the contestants) and the ratios. Set MEDKIT_BENCH_STEPS to change the number of timed optimizer steps, and
+MEDKIT_BENCH_SHAPE=tinyllama | tinyllama-2l | tiny | mistral7b to pick the shape (tinyllama-2l: TinyLlama's width, vocab
 and example lengths with 2 of its 22 layers, which a CPU can time in minutes).
 """
 
@@ -26,9 +31,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from medkit.flops import ModelFlops, measure_peak, mfu, mlp_tokens
+
 TINYLLAMA = dict(
     hidden_size=2048, intermediate_size=5632, num_hidden_layers=22, num_attention_heads=32, num_key_value_heads=4,
     vocab_size=32000, max_position_embeddings=2048, rms_norm_eps=1e-5, rope_theta=10000.0,
+)  # fmt: skip
+MISTRAL7B = dict(
+    hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8,
+    vocab_size=32000, max_position_embeddings=4096, rms_norm_eps=1e-5, rope_theta=1000000.0,
 )  # fmt: skip
 CPU_SHAPE = dict(
     hidden_size=256, intermediate_size=688, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=4,
@@ -40,6 +51,7 @@ SHAPES = {
     "tinyllama": (TINYLLAMA, "TinyLlama-1.1B shape"),
     "tinyllama-2l": ({**TINYLLAMA, "num_hidden_layers": 2}, "TinyLlama-1.1B width and vocab, 2 layers"),
     "tiny": (CPU_SHAPE, "4-layer hidden-256 llama, 32k vocab"),
+    "mistral7b": (MISTRAL7B, "Mistral-7B shape (llama layout, GQA 32/8)"),
 }
 
 
@@ -103,8 +115,10 @@ class PeakMemory:
             self.gib = (self.peak - self.base) / 2**30
 
 
-def seed_recipe(model_dir: Path, examples: list[Example], steps: int, cuda: bool) -> dict[str, float]:
-    """(a): the notebooks' HF Trainer recipe. Returns tokens/s over steps 2.. and peak memory."""
+def seed_recipe(
+    model_dir: Path, examples: list[Example], steps: int, cuda: bool, peak: Any = None
+) -> dict[str, float]:
+    """(a): the notebooks' HF Trainer recipe. Returns tokens/s over steps 2.., peak memory and MFU."""
     import torch
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
     from transformers import (
@@ -115,7 +129,7 @@ def seed_recipe(model_dir: Path, examples: list[Example], steps: int, cuda: bool
         TrainingArguments,
     )
 
-    counted: list[int] = []
+    counted: list[list[int]] = []  # non-pad lengths of each micro-batch's rows
 
     def collate(rows: list[dict[str, Any]]) -> dict[str, Any]:  # dynamic padding (DataCollatorForSeq2Seq)
         width = max(len(r["input_ids"]) for r in rows)
@@ -129,7 +143,7 @@ def seed_recipe(model_dir: Path, examples: list[Example], steps: int, cuda: bool
                 torch.tensor(r["labels"]),
                 1,
             )
-        counted.append(int(mask.sum()))
+        counted.append([len(r["input_ids"]) for r in rows])
         return {"input_ids": ids, "labels": labels, "attention_mask": mask}
 
     class Clock(TrainerCallback):
@@ -168,17 +182,35 @@ def seed_recipe(model_dir: Path, examples: list[Example], steps: int, cuda: bool
                 model=model, args=args, train_dataset=rows, data_collator=collate, callbacks=[clock]
             )
             trainer.train()
-    tokens = sum(counted[clock.n1 : clock.n_end])
-    result = {"tokens_per_s": tokens / (clock.t_end - clock.t1), "peak_gib": mem.gib}
+    timed = counted[clock.n1 : clock.n_end]
+    mf = ModelFlops.from_model(model)  # full-vocabulary loss: the head runs on every token
+    work = sum(mf.step(lens, sum(lens), grad_checkpointing=True).total for lens in timed)
+    result = _result(sum(map(sum, timed)), work, clock.t_end - clock.t1, mem.gib, peak)
     del trainer, model
     gc.collect()
     return result
 
 
-def medkit_defaults(
-    model_dir: Path, examples: list[Example], steps: int, cuda: bool, data_file: Path
+def seed_settings(cuda: bool) -> dict[str, Any]:
+    """(c): the seed recipe's settings as medkit recipe keys."""
+    targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    return {
+        "lora": {"r": 64, "alpha": 16, "dropout": 0.1, "targets": targets},
+        "train": {"batch_size": 8, "grad_accum": 4, "grad_checkpointing": True,
+                  "optimizer": "paged_adamw_8bit" if cuda else "adamw"},
+    }  # fmt: skip
+
+
+def medkit_run(
+    model_dir: Path,
+    examples: list[Example],
+    steps: int,
+    cuda: bool,
+    data_file: Path,
+    peak: Any = None,
+    settings: dict[str, Any] | None = None,
 ) -> dict[str, float]:
-    """(b): medkit's trainer with the recipe defaults."""
+    """(b): medkit's trainer with the recipe defaults, or (c) with `settings` (recipe sections) over them."""
     import torch
     from accelerate import Accelerator
 
@@ -189,6 +221,8 @@ def medkit_defaults(
     with tempfile.TemporaryDirectory() as out:
         raw = {"name": "bench", "model": {"base": str(model_dir)}, "data": {"source": str(data_file)},
                "train": {"max_steps": steps + 1, "save_every": 0, "eval_every": 0, "output_dir": out}}  # fmt: skip
+        for section, keys in (settings or {}).items():
+            raw[section] = {**raw.get(section, {}), **keys}
         recipe = recipe_from_dict(raw, source="bench.toml")
         with PeakMemory(cuda) as mem:
             plan = lora.plan_precision(recipe)
@@ -200,15 +234,41 @@ def medkit_defaults(
             trainer.train_step()  # warm-up
             if cuda:
                 torch.cuda.synchronize()
-            t0, tokens = time.perf_counter(), 0
+            t0, tokens, work = time.perf_counter(), 0, 0
             for _ in range(steps):
                 tokens += trainer.train_step()[2]
+                work += trainer.last_flops  # medkit.flops: selective CE's head on trained tokens only
             if cuda:
                 torch.cuda.synchronize()
             elapsed = time.perf_counter() - t0
     del trainer, model
     gc.collect()
-    return {"tokens_per_s": tokens / elapsed, "peak_gib": mem.gib}
+    return _result(tokens, work, elapsed, mem.gib, peak)
+
+
+def _result(tokens: int, work: float, seconds: float, gib: float, peak: Any) -> dict[str, Any]:
+    util = mfu(work, seconds, peak)
+    return {
+        "tokens_per_s": tokens / seconds, "peak_gib": gib, "tflops": work / seconds / 1e12,
+        "flops_per_token": work / max(tokens, 1), "mfu": util,
+    }  # fmt: skip
+
+
+def measure_machine_peak(shape: dict[str, Any], tokens: int, cuda: bool) -> Any:
+    """This machine's dense matmul peak on the model's MLP shape (bf16 on CUDA, fp32 on CPU)."""
+    import torch
+
+    dtype, device = (torch.bfloat16, "cuda") if cuda else (torch.float32, "cpu")
+    hidden, inter = shape["hidden_size"], shape["intermediate_size"]
+    rows = mlp_tokens(tokens, hidden, inter, device)
+    return measure_peak(
+        rows, hidden, inter, dtype=dtype, device=device, budget_s=2.0
+    )  # the bench can spare 2 s
+
+
+def _row(label: str, r: dict[str, Any]) -> str:
+    util = f"{r['mfu']:6.1%}" if r.get("mfu") is not None else "     -"
+    return f"  {label:<58}{r['tokens_per_s']:10,.0f} tok/s  peak {r['peak_gib']:6.2f} GiB  MFU {util}"
 
 
 @dataclass
@@ -218,45 +278,72 @@ class _Prepared:
     test: tuple = ()
 
 
-def main() -> dict[str, Any]:
+def main(shape_name: str | None = None, steps: int | None = None) -> dict[str, Any]:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     cuda = torch.cuda.is_available()
-    shape_name = os.environ.get("MEDKIT_BENCH_SHAPE") or ("tinyllama" if cuda else "tiny")
+    shape_name = shape_name or os.environ.get("MEDKIT_BENCH_SHAPE") or ("tinyllama" if cuda else "tiny")
     if shape_name not in SHAPES:
         raise SystemExit(f"MEDKIT_BENCH_SHAPE: '{shape_name}' is not one of {', '.join(SHAPES)}")
     shape, what = SHAPES[shape_name]
-    steps = int(os.environ.get("MEDKIT_BENCH_STEPS", "6" if cuda else "3"))
+    steps = steps or int(os.environ.get("MEDKIT_BENCH_STEPS", "6" if cuda else "3"))
     mean_len, max_len = (72, 256) if shape_name == "tiny" else (290, 1024)
     examples = make_examples(32 * (steps + 2) * 2, mean_len, max_len, shape["vocab_size"])
+    mean = sum(len(e.input_ids) for e in examples) / len(examples)
+    batch_tokens = int(4 * mean)  # medkit's default micro-batch: 4 sequences
+    before = measure_machine_peak(shape, batch_tokens, cuda)
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = Path(tmp) / "model"
         torch.manual_seed(0)
-        LlamaForCausalLM(LlamaConfig(**shape, tie_word_embeddings=False)).save_pretrained(model_dir)
+        with torch.device("cuda" if cuda else "cpu"):  # on CUDA: random init on the GPU, saved in bf16
+            model = LlamaForCausalLM(LlamaConfig(**shape, tie_word_embeddings=False))
+        (model.to(torch.bfloat16) if cuda else model).save_pretrained(model_dir)
+        del model
         data_file = Path(tmp) / "unused.jsonl"
         data_file.write_text('{"question": "q", "answer": "a"}\n')
-        mean = sum(len(e.input_ids) for e in examples) / len(examples)
         print(f"train bench on {'CUDA ' + torch.cuda.get_device_name() if cuda else 'CPU'}: {what}, "
               f"{len(examples)} examples, mean {mean:.0f} tokens, {steps} timed steps", flush=True)  # fmt: skip
-        a = seed_recipe(model_dir, examples, steps, cuda)
-        print(f"  (a) seed recipe (HF Trainer, padding, r=64 all-linear): {a['tokens_per_s']:10,.0f} tok/s  "
-              f"peak {a['peak_gib']:.2f} GiB", flush=True)  # fmt: skip
-        b = medkit_defaults(model_dir, examples, steps, cuda, data_file)
-        print(f"  (b) medkit defaults (length-grouped, selective CE):    {b['tokens_per_s']:10,.0f} tok/s  "
-              f"peak {b['peak_gib']:.2f} GiB", flush=True)  # fmt: skip
+        print(f"  matmul peak ({before.dtype}, {before.shape[0]}x{shape['hidden_size']} @ "
+              f"{shape['hidden_size']}x{shape['intermediate_size']}): {before.flops_per_s / 1e9:,.1f} GFLOP/s "
+              "(MFU is measured against it)", flush=True)  # fmt: skip
+        a = seed_recipe(model_dir, examples, steps, cuda, before)
+        print(_row("(a) seed recipe (HF Trainer, padding, r=64 all-linear):", a), flush=True)
+        b = medkit_run(model_dir, examples, steps, cuda, data_file, before)
+        print(_row("(b) medkit defaults (length-grouped, selective CE):", b), flush=True)
+        c = medkit_run(model_dir, examples, steps, cuda, data_file, before, seed_settings(cuda))
+        print(_row("(c) medkit at the seed's settings (r=64 all-linear, 8x4):", c), flush=True)
+    after = measure_machine_peak(shape, batch_tokens, cuda)
+    peak = max(before, after, key=lambda p: p.flops_per_s)
+    for side in (a, b, c):  # against the better of the two measurements: the machine's limit in this run
+        side["mfu"] = mfu(side["tflops"] * 1e12, 1.0, peak)
     ratio = {
         "speed": b["tokens_per_s"] / a["tokens_per_s"],
         "memory": b["peak_gib"] / max(a["peak_gib"], 1e-9),
+        "same_work_speed": c["tokens_per_s"] / a["tokens_per_s"],
+        "same_work_memory": c["peak_gib"] / max(a["peak_gib"], 1e-9),
     }
+    print(f"  matmul peak again after the runs: {after.flops_per_s / 1e9:,.1f} GFLOP/s; MFU below uses the "
+          f"better, {peak.flops_per_s / 1e9:,.1f}", flush=True)  # fmt: skip
+    if any((side["mfu"] or 0) > 1 for side in (a, b, c)):
+        print("  note: MFU above 100%: the peak was measured while other work shared the cores; rerun idle")
+    print(
+        "  MFU against that peak:  "
+        + "  ".join(f"({k}) {v['mfu']:.1%}" for k, v in zip("abc", (a, b, c), strict=True))
+    )
     print(
         f"  medkit / seed: {ratio['speed']:.2f}x tokens/s at {ratio['memory']:.2f}x peak memory", flush=True
     )
+    print(f"  same work (c) / seed: {ratio['same_work_speed']:.2f}x tokens/s at "
+          f"{ratio['same_work_memory']:.2f}x peak memory (the engine alone)", flush=True)  # fmt: skip
     result = {
         "device": "cuda" if cuda else "cpu",
         "shape": shape_name,
+        "peak": peak.as_dict(),
+        "peak_before_after_gflops": [round(before.flops_per_s / 1e9, 2), round(after.flops_per_s / 1e9, 2)],
         "seed_recipe": a,
         "medkit": b,
+        "medkit_seed_settings": c,
         "ratio": ratio,
     }
     print(json.dumps(result))

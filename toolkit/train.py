@@ -289,7 +289,7 @@ def _write_records(r, run, prepared, trainer, base_info, started, *, status: str
         "train_seconds": round(s.train_seconds, 2), "fit_seconds": round(s.fit_seconds, 2),
         "wall_seconds": round(wall, 2), "peak_memory": peak_memory(trainer.plan.device),
         "initial_val_loss": s.initial_val, "final_val_loss": s.last_val, "best_step": s.best_step,
-        "best_val_loss": s.best_val, "stopped_early": s.stopped_early, **base_info,
+        "best_val_loss": s.best_val, "stopped_early": s.stopped_early, **base_info, **trainer.mfu_record(),
     }  # fmt: skip
     summary = {
         "name": r.name, "base_model": r.model.base, "recipe_fingerprint": r.fingerprint(),

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from medkit import batching, checkpoint
+from medkit import batching, checkpoint, flops
 from medkit.errors import TrainError
 from medkit.manifest import MetricsLog
 
@@ -39,6 +39,7 @@ class State:
     last_val: float | None = None
     val_step: int = -1  # step of the last evaluation
     fit_seconds: float = 0.0  # wall time inside fit(), all invocations
+    flops: float = 0.0  # training FLOPs of this process (medkit.flops), for MFU
     bad_evals: int = 0
     stopped_early: bool = False
 
@@ -52,6 +53,8 @@ class Interrupted(Exception):
 
 
 class Trainer:
+    _fit_mark: float  # perf_counter at the last clock tick; set when fit() starts
+
     def __init__(
         self,
         *,
@@ -93,6 +96,9 @@ class Trainer:
         self.scheduler = build_scheduler(optimizer, recipe, self.total_steps)
         self.device = accelerator.device
         self._torch = torch
+        self.flop_model = _flop_model(model)  # None when the model's shape cannot be read: no MFU then
+        self.peak: flops.Peak | None = None  # measured once, when fit() starts
+        self.last_flops = 0  # FLOPs of the last train_step on this process
 
     # ---- data ------------------------------------------------------------------------------------
     def epoch_batches(self, epoch: int) -> list[batching.Batch]:
@@ -137,6 +143,7 @@ class Trainer:
         """Forward/backward over one accumulated step; returns (mean loss, trained tokens, input tokens)."""
         batches = self.next_step_batches()
         examples = self.data.train
+        self.last_flops = self.count_flops(batches)
         local = sum(batching.batch_label_tokens(b, examples) for b in batches)
         n_in_local = sum(self.lengths[i] for b in batches for i in b.indices())
         global_tokens, global_in = self._sum(float(local), float(n_in_local))
@@ -229,7 +236,7 @@ class Trainer:
             self.stop_signal = signal.Signals(signum).name
             self._log(f"{self.stop_signal}: saving a checkpoint at the end of this step (again to abort)")
 
-        old = {}
+        old: dict[int, Any] = {}
         for sig in (signal.SIGINT, signal.SIGTERM):
             try:
                 old[sig] = signal.signal(sig, handler)
@@ -256,11 +263,12 @@ class Trainer:
             self._after_eval(self.evaluate(self.data.val))
         old_handlers = self._install_signals()
         progress = self._progress()
-        window = [0.0, 0, 0, time.perf_counter()]  # loss*tokens, tokens, input tokens, start
+        self.peak = self.peak or self.measure_peak()
+        window = [0.0, 0, 0, time.perf_counter(), 0.0]  # loss*tokens, tokens, input tokens, start, FLOPs
         try:
             with progress:
                 task = progress.add_task(
-                    "train", total=self.total_steps, completed=s.step, loss="-", lr="-", tps="-"
+                    "train", total=self.total_steps, completed=s.step, loss="-", lr="-", tps="-", mfu="-"
                 )
                 while s.step < self.total_steps and not s.stopped_early:
                     t0 = time.perf_counter()
@@ -269,6 +277,8 @@ class Trainer:
                     s.step += 1
                     s.tokens += n_tok
                     s.input_tokens += n_in
+                    s.flops += self.last_flops
+                    window[4] += self.last_flops
                     window[0] += loss * n_tok
                     window[1] += n_tok
                     window[2] += n_in
@@ -276,17 +286,20 @@ class Trainer:
                         dt = max(time.perf_counter() - window[3], 1e-9)
                         mean = window[0] / max(window[1], 1)
                         lr = self.scheduler.get_last_lr()[0]
+                        util = flops.mfu(window[4], dt, self.peak)
                         self.metrics.write(
                             step=s.step, epoch=round(s.step / self.steps_per_epoch, 4), loss=round(mean, 6),
                             lr=lr, tokens=s.tokens, tokens_per_s=round(window[2] / dt, 1),
+                            **({"mfu": round(util, 4)} if util is not None else {}),
                         )  # fmt: skip
+                        shown = f"{util:.1%}" if util is not None else "-"
                         progress.update(
-                            task, loss=f"{mean:.4f}", lr=f"{lr:.2e}", tps=f"{window[2] / dt:,.0f}"
+                            task, loss=f"{mean:.4f}", lr=f"{lr:.2e}", tps=f"{window[2] / dt:,.0f}", mfu=shown
                         )
                         if not progress.live.is_started:  # no terminal: one line per log step instead
                             self._log(f"step {s.step}/{self.total_steps}  loss {mean:.4f}  lr {lr:.2e}  "
-                                      f"{window[2] / dt:,.0f} tok/s")  # fmt: skip
-                        window = [0.0, 0, 0, time.perf_counter()]
+                                      f"{window[2] / dt:,.0f} tok/s  MFU {shown}")  # fmt: skip
+                        window = [0.0, 0, 0, time.perf_counter(), 0.0]
                     progress.update(task, completed=s.step)
                     if t.eval_every and s.step % t.eval_every == 0 and s.step < self.total_steps:
                         self._after_eval(self.evaluate(self.data.val))
@@ -319,6 +332,46 @@ class Trainer:
             return None
         return checkpoint.load_best(self.ckpt_root, self.model)
 
+    # ---- FLOPs and MFU ---------------------------------------------------------------------------
+    def count_flops(self, batches: list[batching.Batch]) -> int:
+        """Training FLOPs of these micro-batches on this process (0 when the model's shape is unknown)."""
+        from medkit.loss import CHUNK
+
+        if self.flop_model is None:
+            return 0
+        total = 0
+        for b in batches:
+            head = batching.batch_label_tokens(b, self.data.train)  # selective CE: the head on trained tokens
+            total += self.flop_model.step(
+                [self.lengths[i] for i in b.indices()], head, grad_checkpointing=self.t.grad_checkpointing,
+                head_recompute_tokens=head if head > CHUNK else 0,  # chunks run under checkpointing
+            ).total  # fmt: skip
+        return total
+
+    def measure_peak(self) -> flops.Peak | None:
+        """This process's dense matmul peak in the compute dtype, on the MLP's shape (< 1 s), once per run."""
+        if self.flop_model is None:
+            return None
+        mean_len = sum(self.lengths) / max(len(self.lengths), 1)
+        tokens = int(self.t.batch_size * mean_len)
+        try:
+            return flops.peak_for(self.flop_model, tokens, dtype=self.plan.compute_dtype, device=self.device)
+        except RuntimeError:  # no MFU rather than no training
+            return None
+
+    def mfu_record(self) -> dict[str, Any]:
+        """The run.json fields: MFU over the whole run, the FLOPs counted and the peak they are measured against."""
+        s = self.state
+        util = flops.mfu(s.flops, s.train_seconds, self.peak)
+        return {
+            "mfu": round(util, 4) if util is not None else None,
+            "flops": int(s.flops),
+            "flops_per_input_token": round(s.flops / s.input_tokens) if s.input_tokens else 0,
+            "peak_flops": self.peak.as_dict() if self.peak else None,
+            "mfu_note": "per process: medkit.flops count / train_seconds / the peak (source: measured in this "
+            "run on the MLP shape, or MEDKIT_PEAK_FLOPS)",
+        }
+
     # ---- output ----------------------------------------------------------------------------------
     def _log(self, text: str) -> None:
         if self.main and self.console is not None:
@@ -330,6 +383,15 @@ class Trainer:
         show = self.main and self.console is not None and self.console.is_terminal
         return Progress(
             TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]}  lr {task.fields[lr]}  {task.fields[tps]} tok/s"),
+            TextColumn(
+                "loss {task.fields[loss]}  lr {task.fields[lr]}  {task.fields[tps]} tok/s  MFU {task.fields[mfu]}"
+            ),
             TimeRemainingColumn(), console=self.console, disable=not show, transient=False,
         )  # fmt: skip
+
+
+def _flop_model(model: Any) -> flops.ModelFlops | None:
+    try:
+        return flops.ModelFlops.from_model(model)
+    except (AttributeError, TypeError, ZeroDivisionError):  # an architecture whose shape is not readable
+        return None

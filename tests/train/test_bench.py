@@ -23,6 +23,12 @@ def test_train_bench_runs_on_cpu(monkeypatch, capsys):
         result["medkit"]["tokens_per_s"] / result["seed_recipe"]["tokens_per_s"]
     )
     assert "medkit / seed:" in out and json.loads(out.strip().splitlines()[-1])["shape"] == "tiny"
+    for side in ("seed_recipe", "medkit", "medkit_seed_settings"):  # MFU on every row, against the peak
+        assert result[side]["mfu"] == pytest.approx(
+            result[side]["tflops"] * 1e12 / result["peak"]["flops_per_s"]
+        )
+        assert result[side]["mfu"] > 0 and result[side]["flops_per_token"] > 0
+    assert "(c) medkit at the seed's settings" in out and "same work (c) / seed:" in out
 
 
 def test_train_bench_rejects_an_unknown_shape(monkeypatch):
