@@ -34,7 +34,7 @@ GPU_TESTS = ("tests/train/test_train.py", "tests/train/test_lora.py", "tests/fix
 BENCHES = [("bench_tinyllama", "tinyllama", 6, 120, 300), ("bench_mistral7b", "mistral7b", 3, 240, 330)]
 TARGETS = {"speed_vs_seed": 2.0, "memory_vs_seed": 2.0, "tokens_per_s_h100_class": 40_000}
 IMPORT_CHECK = """
-import json, torch, bitsandbytes as bnb, datasets, medkit, medkit.flops, medkit.train, medkit.trainer
+import json, torch, bitsandbytes as bnb, datasets, medkit, medkit.train.flops, medkit.train.verb, medkit.train.loop
 out = {"torch": torch.__version__, "cuda": torch.version.cuda, "bitsandbytes": bnb.__version__,
        "datasets": datasets.__version__, "medkit": medkit.__file__}
 if torch.cuda.is_available():
@@ -96,7 +96,7 @@ def plan(args: argparse.Namespace) -> list[dict[str, Any]]:
             "step": "install",
             "what": f"unpack {args.wheels}/wheels/*.whl -> {args.wheels}/site; rebuild medkit",
         },
-        {"step": "imports", "what": "bitsandbytes (NF4 on the GPU), datasets, medkit.train"},
+        {"step": "imports", "what": "bitsandbytes (NF4 on the GPU), datasets, medkit.train.verb"},
         {"step": "pytest", "what": "pytest -m gpu " + " ".join(gpu_test_files())},
     ]
     for name, shape, n, need, cap in BENCHES:
@@ -216,7 +216,13 @@ def dry_run(check: Check, py: str) -> int:
         )
     problems += [f"unknown bench shape {s}" for s in shapes if s not in train_bench.SHAPES]
     problems += [f"{f} holds no gpu test" for f in GPU_TESTS if f not in gpu_test_files()]
-    modules = ["benchmarks.train_bench", "medkit.flops", "medkit.train", "medkit.trainer", *NEEDED.values()]
+    modules = [
+        "benchmarks.train_bench",
+        "medkit.train.flops",
+        "medkit.train.verb",
+        "medkit.train.loop",
+        *NEEDED.values(),
+    ]
     imports = check.run("imports", [py, "-c", f"import {', '.join(m.replace('-', '_') for m in modules)}"],
                         cap=120)  # fmt: skip
     problems += [] if imports["rc"] == 0 else [f"imports failed: {imports['tail'][-300:]}"]

@@ -64,7 +64,7 @@ def runtime_stream(rt: Any, n: int) -> tuple[float, float, str]:
 def in_app(rt: Any, n: int, screenshot: Path | None = None) -> tuple[float, float]:
     """Tokens/s of one answer written by the Textual app (headless) on the real Runtime, and the CPU
     share the UI thread used meanwhile (1.0 = one core): what the app takes from generation."""
-    from medkit.history import ChatStore
+    from medkit.runtime.history import ChatStore
     from medkit.tui.app import ChatApp
     from medkit.tui.screens import Settings
 
@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     ap.add_argument("--screenshot", type=Path, default=None, help="save a PNG of the app after its answer")
     args = ap.parse_args(argv or [])
 
-    from medkit.runtime import Runtime
+    from medkit.runtime.engine import Runtime
 
     gguf = smollm2_gguf()
     rt = Runtime(gguf, ctx=2048, threads=args.threads)

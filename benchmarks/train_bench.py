@@ -4,7 +4,7 @@
 
 (a) seed recipe: HF Trainer + peft, bitsandbytes NF4 on CUDA, random batches with dynamic padding, batch 8 x
     accumulation 4, r=64 on every linear layer, bf16 (CUDA), gradient checkpointing, full-vocabulary loss.
-(b) medkit: medkit.trainer with the recipe defaults (NF4 on CUDA, r=16 on attention+MLP, batch 4 x 4,
+(b) medkit: medkit.train.loop with the recipe defaults (NF4 on CUDA, r=16 on attention+MLP, batch 4 x 4,
     length-grouped batches, selective cross-entropy, gradient checkpointing).
 (c) medkit at the seed's settings: the same engine with r=64 (alpha 16, dropout 0.1) on every linear layer,
     batch 8 x accumulation 4, gradient checkpointing and the seed's optimizer: the same work as (a), so
@@ -12,7 +12,7 @@
 Both see the same random-weight model (TinyLlama-1.1B's shape on CUDA; a 4-layer, hidden-256 llama with a
 32k vocabulary on CPU) and the same example lengths (MedQuAD-like, mean ~290 tokens; a quarter on CPU).
 Printed: non-pad tokens/s (after one warm-up step), peak memory (CUDA max allocated, else peak RSS
-growth), MFU (training FLOPs counted by medkit.flops for what each side computes, over this machine's dense
+growth), MFU (training FLOPs counted by medkit.train.flops for what each side computes, over this machine's dense
 matmul peak, measured in this run on the MLP's shape: fp32 on CPU, bf16 on CUDA; best of a measurement
 before and one after the contestants) and the ratios. Set MEDKIT_BENCH_STEPS to change the number of timed optimizer steps, and
 MEDKIT_BENCH_SHAPE=tinyllama | tinyllama-2l | tiny | mistral7b to pick the shape (tinyllama-2l: TinyLlama's width, vocab
@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from medkit.flops import ModelFlops, measure_peak, mfu, mlp_tokens
+from medkit.train.flops import ModelFlops, measure_peak, mfu, mlp_tokens
 
 TINYLLAMA = dict(
     hidden_size=2048, intermediate_size=5632, num_hidden_layers=22, num_attention_heads=32, num_key_value_heads=4,
@@ -214,9 +214,9 @@ def medkit_run(
     import torch
     from accelerate import Accelerator
 
-    from medkit import lora
     from medkit.recipe import recipe_from_dict
-    from medkit.trainer import Trainer
+    from medkit.train import plan as lora
+    from medkit.train.loop import Trainer
 
     with tempfile.TemporaryDirectory() as out:
         raw = {"name": "bench", "model": {"base": str(model_dir)}, "data": {"source": str(data_file)},
@@ -237,7 +237,7 @@ def medkit_run(
             t0, tokens, work = time.perf_counter(), 0, 0
             for _ in range(steps):
                 tokens += trainer.train_step()[2]
-                work += trainer.last_flops  # medkit.flops: selective CE's head on trained tokens only
+                work += trainer.last_flops  # medkit.train.flops: selective CE's head on trained tokens only
             if cuda:
                 torch.cuda.synchronize()
             elapsed = time.perf_counter() - t0

@@ -131,7 +131,7 @@ def _export(
     needed = per_weight * n_weights
     check_free_space(source.out_dir, int(needed) + 32 * 2**20, what=f"{len(types)} GGUF file(s)")
     timings: dict[str, float] = {}
-    kw = dict(name=source.name, metadata=source.metadata, allow_pickle=allow_pickle)
+    kw: dict[str, Any] = dict(name=source.name, metadata=source.metadata, allow_pickle=allow_pickle)
     for t in (t for t in types if t in FLOAT_TYPES):
         res = write_gguf(source.hf_dir, outputs[t], t, trust_remote_code=trust_remote_code, **kw)
         timings[t] = res.seconds
@@ -147,7 +147,7 @@ def _export(
             if own is None:
                 res = write_gguf(source.hf_dir, inter, "f16", trust_remote_code=trust_remote_code, **kw)
                 timings["f16 (intermediate)"] = res.seconds
-            calibrated = {"medkit.imatrix": imatrix is not None}
+            calibrated: dict[str, Any] = {"medkit.imatrix": imatrix is not None}
             if imatrix is not None:
                 calibrated["medkit.imatrix.dataset"] = "; ".join(imatrix.datasets)[:120]
             for t in quants:

@@ -86,7 +86,7 @@ def run_sequences(run: Any, hf_dir: Path, budget: int = DEFAULT_BUDGET) -> tuple
     """The run's training split as token ids (prompt and answer, as trained), sampled to ``budget``."""
     from transformers import AutoTokenizer
 
-    from medkit.data import prepare
+    from medkit.data.tokens import prepare
     from medkit.errors import MedkitError
     from medkit.recipe import load_recipe
 

@@ -255,7 +255,7 @@ def write_lora_gguf(
 
 def describe(path: str | Path) -> dict[str, Any]:
     """Alpha, tensor count and ranks of a GGUF LoRA adapter (for reports and tests), from its header."""
-    from medkit.gguf_info import read_gguf_info
+    from medkit.runtime.gguf_header import read_gguf_info
 
     try:
         info = read_gguf_info(path, what="GGUF")

@@ -2,7 +2,7 @@
 and whether the adapter's tensors fit them, every differing dimension named in one line.
 
 Which families can be converted, their GGUF architecture, block path and LoRA module shapes come from
-the family registry (medkit.convert.arch); a GGUF base is read by medkit.gguf_info. Torch-free.
+the family registry (medkit.convert.arch); a GGUF base is read by medkit.runtime.gguf_header. Torch-free.
 """
 
 from __future__ import annotations
@@ -98,8 +98,8 @@ def info_from_config(cfg: dict[str, Any], source: str, tok_size: int | None = No
 
 
 def info_from_gguf(path: Path) -> BaseInfo:
-    """BaseInfo of a model GGUF, from its header (medkit.gguf_info)."""
-    from medkit.gguf_info import read_gguf_info
+    """BaseInfo of a model GGUF, from its header (medkit.runtime.gguf_header)."""
+    from medkit.runtime.gguf_header import read_gguf_info
 
     try:
         info = read_gguf_info(path, what="GGUF")

@@ -112,12 +112,12 @@ def load_base(base: str, *, dtype: str, from_4bit: bool = False, quant: Quant | 
 
 
 def _load_4bit(base: str, quant: Quant, *, dequantize: bool = False) -> Any:
-    """The base in 4 bits as training loads it (medkit.lora.bnb_config), or those weights dequantized to
+    """The base in 4 bits as training loads it (medkit.train.plan.bnb_config), or those weights dequantized to
     plain Linear layers; ConvertError if that fails."""
     import torch
 
-    from medkit.lora import bnb_config
     from medkit.models import load_model
+    from medkit.train.plan import bnb_config
 
     cuda = torch.cuda.is_available()
     compute = _torch_dtype(_compute_dtype(quant))
@@ -318,10 +318,10 @@ def merge_run(
 
 
 def perplexity(model: Any, examples: list[Any]) -> float:
-    """exp(mean NLL) over the label positions (the answers) of tokenized examples (medkit.loss.label_nll)."""
+    """exp(mean NLL) over the label positions (the answers) of tokenized examples (medkit.train.loss.label_nll)."""
     import math
 
-    from medkit.loss import label_nll
+    from medkit.train.loss import label_nll
 
     total, count = label_nll(model, examples)
     if not count:
@@ -337,7 +337,7 @@ def report_run(
     import gc
     import importlib.util
 
-    from medkit.data import prepare, run_tokenizer
+    from medkit.data.tokens import prepare, run_tokenizer
     from medkit.models import load_model
 
     recipe, quant, trained_4bit = _run_settings(run)

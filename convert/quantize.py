@@ -211,7 +211,7 @@ def quantize(
 
 def estimate_bytes(src: Path, qtype: str) -> int:
     """About how large quantizing float GGUF ``src`` to ``qtype`` comes out (src size x bytes-per-weight ratio)."""
-    from medkit.gguf_info import read_gguf_info
+    from medkit.runtime.gguf_header import read_gguf_info
 
     try:
         ftype = read_gguf_info(src).file_type

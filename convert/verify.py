@@ -58,10 +58,10 @@ class Parity:
 def gguf_type(path: Path) -> str:
     """The file type recorded in a GGUF ('f16', 'q4_0', 'iq4_xs', ...), from general.file_type.
 
-    The header is checked first (medkit.gguf_info): a truncated, random or text file is one
+    The header is checked first (medkit.runtime.gguf_header): a truncated, random or text file is one
     RuntimeLoadError line naming it."""
     from medkit.convert.quantize import type_name
-    from medkit.gguf_info import read_gguf_info
+    from medkit.runtime.gguf_header import read_gguf_info
 
     info = read_gguf_info(path, what="GGUF")
     if info.kind == "adapter":
@@ -75,7 +75,7 @@ def held_out_texts(run_path: Path | None = None, limit: int = 6) -> list[str]:
     if run_path is None or not (run_path / "recipe.toml").is_file():
         return texts
     try:  # the val split is re-derived from the run's resolved recipe (seeded, deterministic)
-        from medkit.datasource import load_rows
+        from medkit.data.rows import load_rows
         from medkit.recipe import load_recipe
 
         splits, _ = load_rows(load_recipe(run_path / "recipe.toml"))

@@ -13,12 +13,12 @@ __version__ = "0.1.0"
 __all__ = ["Runtime", "__version__"]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from medkit.runtime import Runtime
+    from medkit.runtime.engine import Runtime
 
 
 def __getattr__(name: str) -> Any:
     if name == "Runtime":
-        from medkit.runtime import Runtime
+        from medkit.runtime.engine import Runtime
 
         return Runtime
     raise AttributeError(f"module 'medkit' has no attribute {name!r}")

@@ -30,19 +30,19 @@ class Verb:
 VERBS: dict[str, Verb] = {
     "validate": Verb("medkit.validate:command", "Check a recipe and report every problem at once."),
     "data": Verb(
-        "medkit.data:command",
+        "medkit.data.tokens:command",
         "Show rendered, masked training examples and dataset stats.",
         "train",
         ("datasets", "transformers"),
     ),
     "train": Verb(
-        "medkit.train:command",
+        "medkit.train.verb:command",
         "Fine-tune a base model with (Q)LoRA from a recipe.",
         "train",
         ("torch", "transformers", "peft", "datasets", "accelerate"),
     ),
     "eval": Verb(
-        "medkit.evaluate:command",
+        "medkit.eval.verb:command",
         "Measure base vs tuned vs GGUF on held-out data.",
         "eval",
         ("torch", "transformers", "peft", "datasets", "rouge_score", "sacrebleu"),
@@ -72,7 +72,7 @@ VERBS: dict[str, Verb] = {
         ("llama_cpp", "textual"),
     ),
     "serve": Verb(
-        "medkit.serve:command",
+        "medkit.runtime.serve:command",
         "OpenAI-compatible server on 127.0.0.1 for a GGUF.",
         "chat",
         ("llama_cpp", "fastapi", "uvicorn"),

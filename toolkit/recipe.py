@@ -20,8 +20,8 @@ from typing import Any
 
 from medkit.convert.quantize import EXPORT_TYPES
 from medkit.errors import RecipeError
-from medkit.metrics import TASKS as EVAL_TASKS
-from medkit.metrics import task_help
+from medkit.eval.metrics import TASKS as EVAL_TASKS
+from medkit.eval.metrics import task_help
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -31,7 +31,7 @@ else:  # pragma: no cover
 DATA_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet", ".txt", ".arrow")
 TEMPLATES = ("auto", "chatml", "zephyr", "mistral", "llama3", "alpaca", "dialogpt")
 DATA_FORMATS = ("auto", "qa", "cot", "dialogue", "messages", "alpaca", "prompt_completion", "text")
-TASKS = ("auto", *EVAL_TASKS)  # medkit.metrics holds the tasks and the metrics of each
+TASKS = ("auto", *EVAL_TASKS)  # medkit.eval.metrics holds the tasks and the metrics of each
 # Names users bring from other tools, for "did you mean".
 SYNONYMS = {
     "rank": "r",

@@ -104,7 +104,7 @@ class RunDir:
 def gguf_kind(path: Path) -> str:
     """ "model" or "adapter": the GGUF header's general.type; a file whose header cannot be read is told by
     the name medkit writes (ADAPTER_GGUF), so the verb that loads it reports the damage in one line."""
-    from medkit.gguf_info import read_gguf_kind
+    from medkit.runtime.gguf_header import read_gguf_kind
 
     kind = read_gguf_kind(path)
     if kind is None:

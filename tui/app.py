@@ -26,7 +26,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header, Input, Static
 
 from medkit.errors import MedkitError
-from medkit.history import HistoryError
+from medkit.runtime.history import HistoryError
 from medkit.tui.helpers import (
     COMMANDS,
     DISCLAIMER,

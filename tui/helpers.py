@@ -65,7 +65,7 @@ def open_runtime(
 ) -> tuple[Path, dict[str, str], Any]:
     """(model path, adapters, Runtime) for the values of runtime_options; the run's adapters come first,
     --adapter NAME=PATH adds or replaces."""
-    from medkit.runtime import Runtime
+    from medkit.runtime.engine import Runtime
 
     path, adapters = resolve_model(model)
     adapters.update(parse_adapters(adapter_specs))
@@ -116,7 +116,7 @@ def resolve_model(spec: str | None) -> tuple[Path, dict[str, str]]:
 
 def open_store(db: str | None) -> tuple[Any, str | None]:
     """The chat store, or an in-memory one plus a warning when the file cannot be used (kept as is)."""
-    from medkit.history import ChatStore, HistoryError
+    from medkit.runtime.history import ChatStore, HistoryError
 
     try:
         return ChatStore(db), None
@@ -226,7 +226,7 @@ class Recorder:
 
     def write(self, records: list[Record], *, keep: bool = True, failed: str = IN_MEMORY) -> bool:
         """Queue ``records`` and write everything pending. False when the store failed."""
-        from medkit.history import HistoryError
+        from medkit.runtime.history import HistoryError
 
         was_failing = self.failing
         self.pending.extend(records)

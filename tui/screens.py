@@ -15,7 +15,7 @@ from textual.widget import Widget
 from textual.widgets import Button, Input, Label, Markdown, OptionList, Static, TextArea
 from textual.widgets.option_list import Option
 
-from medkit.history import ChatSummary
+from medkit.runtime.history import ChatSummary
 
 STOPPED = "\n\n*(stopped)*"  # shown under an answer stopped with Esc
 

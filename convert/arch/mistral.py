@@ -1,20 +1,11 @@
 """Mistral: written as GGUF `llama` (llama.cpp runs Mistral checkpoints with its llama architecture).
 
-Same layout fix-up as llama: Q/K rows permuted for llama.cpp's interleaved rotary layout.
+The same layout fix-up as llama (Q/K rows permuted for llama.cpp's interleaved rotary layout): the llama
+family under Mistral's HF names.
 """
 
-from medkit.convert.arch.base import LLAMA_LORA_SHAPES, LLAMA_TARGETS, Family, decoder_dims
+from dataclasses import replace
 
-FAMILY = Family(
-    name="mistral",
-    hf_architectures=("MistralForCausalLM",),
-    model_types=("mistral",),
-    lora_targets=LLAMA_TARGETS,
-    gguf_arch="llama",
-    lora_gguf=True,
-    dims=decoder_dims,
-    permute_qk=True,
-    rope_freqs=True,
-    skip=("rotary_emb.inv_freq",),
-    lora_shapes=LLAMA_LORA_SHAPES,
-)
+from medkit.convert.arch.llama import FAMILY as LLAMA
+
+FAMILY = replace(LLAMA, name="mistral", hf_architectures=("MistralForCausalLM",), model_types=("mistral",))

@@ -79,7 +79,7 @@ def test_llama32_rope_factors_tied_output_eot_and_single_bos(llama32):
 def test_llama32_training_examples_start_with_one_bos(llama32, tmp_path):
     from transformers import AutoTokenizer
 
-    from medkit.data import prepare
+    from medkit.data.tokens import prepare
     from tests.data.helpers import assert_exact_masking, make_recipe, qa_rows, write_jsonl
 
     tok = AutoTokenizer.from_pretrained(str(llama32["hf"]))
@@ -294,7 +294,7 @@ def test_phi3_end_of_turn_is_an_end_of_generation_token(tiny_gguf):
 
 
 def test_runtime_enable_thinking_decides_the_empty_think_block(tiny_gguf):
-    from medkit.runtime import Runtime
+    from medkit.runtime.engine import Runtime
 
     msgs = [{"role": "user", "content": "Fever?"}]
     path = tiny_gguf("qwen3", "f16")
@@ -316,7 +316,7 @@ def test_one_training_step_merges_and_exports(family, tiny_model_dir, tmp_path):
     from medkit.convert.verify import held_out_texts, verify
     from medkit.recipe import recipe_from_dict
     from medkit.runs import RunDir
-    from medkit.train import train
+    from medkit.train.verb import train
     from tests.convert.test_lora_gguf import llama_logits, token_ids
     from tests.train.conftest import qa_rows
 
@@ -370,7 +370,7 @@ def test_medgemma_auto_targets_adapt_the_language_model_only(tiny_model_dir):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoConfig, Gemma3Config, Gemma3ForConditionalGeneration, SiglipVisionConfig
 
-    from medkit.lora import resolve_targets
+    from medkit.train.plan import resolve_targets
 
     text = AutoConfig.from_pretrained(str(tiny_model_dir("gemma3")))
     vision = SiglipVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,

@@ -1,4 +1,4 @@
-"""One GGUF header reader (medkit.gguf_info): every other module that reads a header asks it.
+"""One GGUF header reader (medkit.runtime.gguf_header): every other module that reads a header asks it.
 
 The thin readers elsewhere (LoRA base dimensions and adapter description, eval's shape check, verify's
 file type) must give what the gguf package's own GGUFReader reads, without using it, and turn a bad
@@ -60,7 +60,7 @@ def no_gguf_reader(monkeypatch):
     import gguf
 
     def refuse(*args, **kwargs):
-        raise AssertionError("GGUFReader used outside medkit.gguf_info")
+        raise AssertionError("GGUFReader used outside medkit.runtime.gguf_header")
 
     monkeypatch.setattr(gguf, "GGUFReader", refuse)
 
@@ -69,7 +69,7 @@ def no_gguf_reader(monkeypatch):
 def test_thin_readers_agree_with_the_gguf_package(tiny_gguf, name, request):
     from medkit.convert.lora_base import info_from_gguf
     from medkit.convert.verify import gguf_type
-    from medkit.evaluate import gguf_shape
+    from medkit.eval.verb import gguf_shape
 
     path = tiny_gguf(name, "f16")
     ref = _reference(path)
@@ -127,7 +127,7 @@ def _describe(p: Path) -> Any:
 
 
 def _shape(p: Path) -> Any:
-    from medkit.evaluate import gguf_shape
+    from medkit.eval.verb import gguf_shape
 
     return gguf_shape(p)
 

@@ -21,8 +21,8 @@ SOURCES = ("toolkit", "convert", "tui")
 
 # (what, regular expression, the only files it may appear in)
 ONE_HOME = [
-    ("BitsAndBytesConfig builder", r"BitsAndBytesConfig\(", {"toolkit/lora.py"}),
-    ("label NLL (cross-entropy over labels)", r"\bcross_entropy\(", {"toolkit/loss.py"}),
+    ("BitsAndBytesConfig builder", r"BitsAndBytesConfig\(", {"toolkit/train/plan.py"}),
+    ("label NLL (cross-entropy over labels)", r"\bcross_entropy\(", {"toolkit/train/loss.py"}),
     ("safetensors dtype table", r"[\"']BF16[\"']\s*:", {"convert/safetensors_io.py"}),
     ("bfloat16 widening", r"uint32\)\s*<<\s*16", {"convert/safetensors_io.py"}),
     ("--set option", r"option\(\s*[\"']--set[\"']", {"toolkit/validate.py"}),
@@ -111,7 +111,7 @@ def test_chat_and_serve_get_the_adapters_from_run_dir(run_dir):
 
 
 def test_read_gguf_kind_stops_early_and_never_raises(tmp_path):
-    from medkit.gguf_info import read_gguf_kind
+    from medkit.runtime.gguf_header import read_gguf_kind
 
     assert read_gguf_kind(_gguf(tmp_path / "a.gguf", "adapter")) == "adapter"
     assert read_gguf_kind(_gguf(tmp_path / "m.gguf", None)) == "model"
@@ -190,7 +190,7 @@ def _options(command, names):
 
 
 def test_chat_and_serve_share_their_runtime_options():
-    from medkit.serve import command as serve
+    from medkit.runtime.serve import command as serve
     from medkit.tui.app import command as chat
 
     names = {"model", "adapter_specs", "gpu_layers", "ctx", "threads"}
@@ -198,7 +198,9 @@ def test_chat_and_serve_share_their_runtime_options():
     assert _options(chat, names) == _options(serve, names)
 
 
-@pytest.mark.parametrize("verb", ["medkit.evaluate", "medkit.data", "medkit.train", "medkit.validate"])
+@pytest.mark.parametrize(
+    "verb", ["medkit.eval.verb", "medkit.data.tokens", "medkit.train.verb", "medkit.validate"]
+)
 def test_every_verb_takes_the_same_set_option(verb):
     import importlib
 

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from medkit.data import IGNORE, Prepared
+from medkit.data.tokens import IGNORE, Prepared
 from medkit.recipe import Recipe, recipe_from_dict
 
 QA_ROWS = [

@@ -6,7 +6,7 @@ import csv
 
 import pytest
 
-from medkit.datasource import clean_text, load_rows, load_table
+from medkit.data.rows import clean_text, load_rows, load_table
 from medkit.errors import DataError
 from tests.data.helpers import make_recipe, qa_rows, write_jsonl
 

@@ -38,7 +38,7 @@ def train_adapter(run: Path, base: Path, steps: int = 30) -> None:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from medkit.data import prepare
+    from medkit.data.tokens import prepare
     from medkit.recipe import load_recipe
 
     recipe = load_recipe(run / "recipe.toml")

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from medkit.errors import EvalError
-from medkit.evaluate import evaluate_run
+from medkit.eval.verb import evaluate_run
 
 OUTPUTS = ("eval.md", "eval.json", "eval.png")
 
@@ -41,7 +41,7 @@ def test_eval_run_writes_table(tiny_run):
 
 
 def test_gain_kept_per_metric():
-    from medkit.eval_report import gain_kept
+    from medkit.eval.report import gain_kept
 
     table = {
         "base": {"loss": 2.0, "ppl": 7.4, "bleu": 5.0, "stop_rate": 0.5, "exact": 0.1},

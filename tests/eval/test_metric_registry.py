@@ -1,4 +1,4 @@
-"""One home per metric: medkit.metrics.METRICS. Eval computes from it, the report formats, orders and
+"""One home per metric: medkit.eval.metrics.METRICS. Eval computes from it, the report formats, orders and
 judges gains from it, the recipe help lists it; none of them names a metric of its own.
 
 Add a metric: one function over `Scored` and one `Metric` row, plus a row in KNOWN_VALUES below.
@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from medkit import metrics as M
 from medkit.errors import EvalError
+from medkit.eval import metrics as M
 
 REPO = Path(__file__).resolve().parents[2]
-USERS = ("toolkit/eval_report.py", "toolkit/eval_score.py", "toolkit/evaluate.py", "toolkit/recipe.py")
+USERS = ("toolkit/eval/report.py", "toolkit/eval/score.py", "toolkit/eval/verb.py", "toolkit/recipe.py")
 
 # (task, predictions, references, stopped, nll, tokens) -> expected values of every metric of the task
 KNOWN_VALUES = [
@@ -86,7 +86,7 @@ def test_unknown_metric_and_task_are_eval_errors():
 
 
 def _report(metrics, table):
-    from medkit.eval_report import gain_kept
+    from medkit.eval.report import gain_kept
 
     return {
         "recipe": "r", "split": "test", "n": 2, "task": "qa", "base": "b", "metrics": list(metrics),
@@ -98,7 +98,7 @@ def _report(metrics, table):
 def test_adding_a_metric_is_one_function_and_one_row(monkeypatch):
     """A new metric (answer length, lower is better, one decimal) shows up in the task's metrics, the
     computed values, the table with its arrow, format and best cell, the gain kept, and the recipe help."""
-    from medkit.eval_report import render_markdown
+    from medkit.eval.report import render_markdown
 
     def answer_words(s):
         return {"answer_words": sum(len(p.split()) for p in s.predictions) / max(len(s.predictions), 1)}
@@ -125,7 +125,7 @@ def test_adding_a_metric_is_one_function_and_one_row(monkeypatch):
 
 def test_report_direction_format_and_gain_come_from_the_rows(monkeypatch):
     """Flip a row and the report follows: the code that renders has no metric facts of its own."""
-    from medkit.eval_report import render_markdown
+    from medkit.eval.report import render_markdown
 
     table = {"base": {"loss": 2.0, "ppl": 7.389}, "tuned": {"loss": 1.0, "ppl": 2.718}}
     assert "| loss ↓ | 2.0000 | **1.0000** |" in render_markdown(_report(["loss", "ppl"], table))
@@ -156,4 +156,4 @@ def test_report_and_eval_code_name_no_metric_of_their_own():
             for node in ast.walk(tree)
             if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in names
         }
-    assert not found, f"metric names outside medkit.metrics: {sorted(found)}"
+    assert not found, f"metric names outside medkit.eval.metrics: {sorted(found)}"

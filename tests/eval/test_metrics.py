@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from medkit import metrics as M
 from medkit.errors import EvalError
+from medkit.eval import metrics as M
 
 
 def test_rouge_on_known_strings():

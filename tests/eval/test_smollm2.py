@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from medkit.evaluate import evaluate_run
+from medkit.eval.verb import evaluate_run
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]

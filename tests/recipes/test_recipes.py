@@ -11,10 +11,10 @@ import pytest
 from click.testing import CliRunner
 
 from medkit.cli import cli
-from medkit.data import prepare
+from medkit.data.templates import TEMPLATES
+from medkit.data.tokens import prepare
 from medkit.errors import RecipeError
 from medkit.recipe import load_recipe, tomllib  # tomllib, or tomli on 3.10
-from medkit.templates import TEMPLATES
 from tests.data.helpers import assert_exact_masking, trained_ids
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"

@@ -21,7 +21,7 @@ pytest.importorskip("textual")
 
 from textual.widgets import Input, OptionList  # noqa: E402
 
-from medkit.history import ChatStore, HistoryError  # noqa: E402
+from medkit.runtime.history import ChatStore, HistoryError  # noqa: E402
 from medkit.tui.app import ChatApp  # noqa: E402
 from medkit.tui.screens import ChatListScreen  # noqa: E402
 from tests.tui.conftest import Clock, build_app, wait_for  # noqa: E402

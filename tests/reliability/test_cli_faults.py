@@ -74,7 +74,7 @@ def test_a_utf8_bom_is_accepted(tmp_path):
     assert read_recipe_text(tmp_path / "bom.toml") == 'name = "x"\n'
 
 
-# ---- verify: the GGUF header is checked (medkit.gguf_info) before any model loads -------------------
+# ---- verify: the GGUF header is checked (medkit.runtime.gguf_header) before any model loads -------------------
 def _tiny_gguf(path: Path, file_type: int = 1) -> Path:
     """A small, valid GGUF (one f32 tensor) whose general.file_type says ``file_type``."""
     import gguf

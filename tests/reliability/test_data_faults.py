@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from medkit.datasource import load_rows
+from medkit.data.rows import load_rows
 from medkit.errors import DataError
 from tests.data.helpers import make_recipe, qa_rows
 from tests.reliability.conftest import assert_one_line_error, run_medkit

@@ -57,8 +57,8 @@ def _recipe_text(base: Path, data: Path) -> str:
 def base_runs(tiny_model_dir, tmp_path_factory):
     """{'recipe': recipe.toml, 'interrupted': run stopped at step 4 (checkpoints 2 and 4), 'finished': same run
     resumed to the end}, trained under umask 022."""
-    from medkit.train import train
-    from medkit.trainer import Interrupted
+    from medkit.train.loop import Interrupted
+    from medkit.train.verb import train
 
     root = tmp_path_factory.mktemp("train-faults")
     data = root / "qa.jsonl"
@@ -206,7 +206,7 @@ CORRUPTIONS = {
 @pytest.mark.parametrize("fault", list(CORRUPTIONS))
 def test_corrupt_checkpoint_is_skipped_with_a_note(copy_run, fault):
     from medkit.recipe import load_recipe
-    from medkit.train import check_run_dir
+    from medkit.train.verb import check_run_dir
 
     run = copy_run("interrupted")
     CORRUPTIONS[fault](run / "checkpoints" / "step-00000004")
@@ -297,8 +297,8 @@ def test_full_disk_while_training(base_runs, tmp_path, monkeypatch, capsys, wher
 def test_resume_hint_keeps_set_overrides(base_runs, tmp_path, monkeypatch, capsys):
     from rich.console import Console
 
-    from medkit.train import train
-    from medkit.trainer import Interrupted
+    from medkit.train.loop import Interrupted
+    from medkit.train.verb import train
 
     monkeypatch.setenv("MEDKIT_RUNS", str(tmp_path / "runs"))
     console = Console(file=io.StringIO(), highlight=False, soft_wrap=True, width=400)

@@ -32,7 +32,7 @@ def wrong_base_lora(smollm2_gguf, lora_dir) -> Path:
 def runtime(smollm2_gguf, patient_lora):
     """One loaded SmolLM2 Runtime for the module's tests (loading costs ~1 s)."""
     pytest.importorskip("llama_cpp")
-    from medkit.runtime import Runtime
+    from medkit.runtime.engine import Runtime
 
     rt = Runtime(smollm2_gguf, adapters={"patient": patient_lora}, ctx=1024, threads=THREADS, gpu_layers=0)
     yield rt

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medkit.runtime import read_gguf_info
+from medkit.runtime.engine import read_gguf_info
 
 
 def write_random_lora(

@@ -22,7 +22,10 @@ def _heavy(body: str) -> str:
 
 
 def test_runtime_app_and_serve_import_no_torch():
-    assert _heavy("import medkit.runtime, medkit.tui.app, medkit.serve, medkit.history") == "HEAVY []"
+    assert (
+        _heavy("import medkit.runtime.engine, medkit.tui.app, medkit.runtime.serve, medkit.runtime.history")
+        == "HEAVY []"
+    )
 
 
 def test_chat_and_serve_help_import_no_torch():
@@ -39,7 +42,7 @@ for verb in ("chat", "serve"):
 
 def test_runtime_loads_a_model_without_torch(smollm2_gguf):
     body = f"""
-from medkit.runtime import Runtime
+from medkit.runtime.engine import Runtime
 rt = Runtime({str(smollm2_gguf)!r}, ctx=256, threads=1, gpu_layers=0)
 assert rt.chat([{{"role": "user", "content": "hi"}}], max_tokens=2).stats.completion_tokens >= 1
 """

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from medkit.errors import RuntimeLoadError
-from medkit.runtime import (
+from medkit.runtime.engine import (
     ContextOverflowError,
     Runtime,
     default_gpu_layers,

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from medkit import batching
+from medkit.data import batching
 
 
 @dataclass

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from medkit.train import train
+from medkit.train.verb import train
 from tests.train.conftest import losses
 
 pytestmark = pytest.mark.slow

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from medkit.recipe import load_recipe
-from medkit.train import train
+from medkit.train.verb import train
 
 pytestmark = pytest.mark.slow
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"

@@ -1,4 +1,4 @@
-"""The FLOP count behind MFU (medkit.flops) against hand computations, and MFU in run.json and the log."""
+"""The FLOP count behind MFU (medkit.train.flops) against hand computations, and MFU in run.json and the log."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from medkit import flops
+from medkit.train import flops
 
 # A tiny llama: hidden 64, MLP 96, 2 layers, 4 heads of 16 (2 KV heads: k/v project to 32), vocab 100.
 TINY = dict(hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
@@ -96,7 +96,7 @@ def test_measured_peak_is_a_positive_rate_on_the_given_shape():
 def test_mfu_goes_into_run_json_metrics_and_the_progress_line(make_recipe, tmp_path, monkeypatch):
     from rich.console import Console
 
-    from medkit.train import train
+    from medkit.train.verb import train
 
     monkeypatch.setenv(flops.PEAK_ENV, "2e9")  # the figure the bench measured, pinned: no measuring
     console = Console(record=True, width=200, force_terminal=False)
@@ -113,7 +113,7 @@ def test_mfu_goes_into_run_json_metrics_and_the_progress_line(make_recipe, tmp_p
 
 
 def test_a_run_measures_its_own_peak_when_none_is_pinned(make_recipe, tmp_path, monkeypatch):
-    from medkit.train import train
+    from medkit.train.verb import train
 
     monkeypatch.delenv(flops.PEAK_ENV, raising=False)
     r = make_recipe(out=tmp_path / "run", sets={"train.max_steps": 1, "train.eval_every": 0})

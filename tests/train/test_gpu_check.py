@@ -112,8 +112,8 @@ def test_dry_run_rehearses_install_imports_and_collection(tmp_path):
         report["dry_run"] is True and steps["install"]["ok"] and steps["done"] == {"ok": True, "problems": []}
     )
     assert "rebuilt from this tree" in steps["install"]["medkit_wheel"]
-    assert (folder / "site" / "medkit" / "flops.py").read_text() == (
-        ROOT / "toolkit" / "flops.py"
+    assert (folder / "site" / "medkit" / "train" / "flops.py").read_text() == (
+        ROOT / "toolkit" / "train" / "flops.py"
     ).read_text()
     assert steps["imports"]["rc"] == 0 and steps["pytest"]["rc"] == 0 and steps["pytest"]["gpu_tests"] >= 3
     assert steps["bench_tinyllama"]["planned"].startswith("MEDKIT_BENCH_SHAPE=tinyllama")

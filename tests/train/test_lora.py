@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from medkit import lora, optim
 from medkit.errors import TrainError
+from medkit.train import optim
+from medkit.train import plan as lora
 
 
 def test_cpu_falls_back_to_plain_lora_in_one_line(make_recipe):
@@ -126,7 +127,7 @@ def test_qlora_path_trains_on_bitsandbytes_4bit_layers_on_cpu(make_recipe, tiny_
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from medkit.train import train
+    from medkit.train.verb import train
 
     try:  # an older bitsandbytes without the CPU backend cannot quantize here
         bnb.functional.quantize_4bit(torch.randn(8, 8), quant_type="nf4")

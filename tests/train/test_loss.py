@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import pytest
 import torch
 
-from medkit import batching
-from medkit.loss import full_ce, make_loss_module, selective_ce
+from medkit.data import batching
+from medkit.train.loss import full_ce, make_loss_module, selective_ce
 
 
 @dataclass
@@ -70,7 +70,7 @@ def test_selective_gradients_match_full_and_chunking(tiny_model_dir):
     ref = grads(lambda: full_ce(model, batch))
     lm = make_loss_module(model)
     sel = grads(lambda: lm(**batch))
-    from medkit.loss import body_and_head
+    from medkit.train.loss import body_and_head
 
     body, head, _ = body_and_head(model)
 
@@ -96,8 +96,9 @@ def test_no_trained_token_gives_zero_loss_with_a_graph():
 
 def test_label_nll_is_the_one_label_loss_of_eval_and_merge(tiny_model_dir, monkeypatch):
     """label_nll (eval's scores, merge's --report) equals training's reference loss whatever the batching."""
-    from medkit import eval_score, loss
     from medkit.convert import merge
+    from medkit.eval import score as eval_score
+    from medkit.train import loss
 
     model = lora_model(tiny_model_dir("llama"))
     exs = examples(model.config.vocab_size)

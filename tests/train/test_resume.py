@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from medkit.train import train
-from medkit.trainer import Interrupted
+from medkit.train.loop import Interrupted
+from medkit.train.verb import train
 from tests.train.conftest import losses
 
 # 36 training examples, batch 4 x accumulation 2: 5 steps per epoch, so 8 steps cross an epoch boundary;

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from medkit.errors import TrainError
-from medkit.train import check_run_dir, train
+from medkit.train.verb import check_run_dir, train
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +111,7 @@ def _fake_checkpoint(run_dir, recipe, step=2):
     """A complete checkpoint in the on-disk format (no model behind it): `--resume` only picks complete ones."""
     from safetensors.torch import save_file
 
-    from medkit import checkpoint
+    from medkit.train import checkpoint
 
     ck = run_dir / "checkpoints" / f"step-{step:08d}"
     ck.mkdir(parents=True)
@@ -170,7 +170,7 @@ def test_early_stopping_restores_the_best_adapter(make_recipe, tmp_path):
 
 
 def test_out_of_memory_names_the_knobs(make_recipe, tmp_path, monkeypatch):
-    from medkit.trainer import Trainer
+    from medkit.train.loop import Trainer
 
     def boom(self):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")

@@ -11,7 +11,7 @@ import pytest
 
 pytest.importorskip("textual")
 
-from medkit.history import ChatStore  # noqa: E402
+from medkit.runtime.history import ChatStore  # noqa: E402
 from medkit.tui.app import ChatApp  # noqa: E402
 from tests.tui.fake_backend import FakeBackend  # noqa: E402
 

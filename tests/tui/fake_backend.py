@@ -7,7 +7,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from medkit.runtime import AnswerStats
+from medkit.runtime.engine import AnswerStats
 
 
 @dataclass
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> None:
     """
     import argparse
 
-    from medkit.history import ChatStore
+    from medkit.runtime.history import ChatStore
     from medkit.tui.app import ChatApp
 
     parser = argparse.ArgumentParser()

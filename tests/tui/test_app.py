@@ -11,7 +11,7 @@ import pytest
 from textual.widgets import Input, OptionList
 
 from medkit.errors import RuntimeLoadError
-from medkit.history import ChatStore, HistoryError
+from medkit.runtime.history import ChatStore, HistoryError
 from medkit.tui.app import AnswerView, ChatApp, StreamingAnswer, Turn
 from medkit.tui.helpers import open_store
 from medkit.tui.screens import AdapterScreen, ChatListScreen, SettingsScreen

@@ -17,7 +17,7 @@ from typing import Any
 
 import click
 
-from medkit.datasource import SPLITS, RowReport, load_rows, load_table
+from medkit.data.rows import SPLITS, RowReport, load_rows, load_table
 from medkit.errors import DataError
 from medkit.validate import set_option
 
@@ -98,7 +98,7 @@ class Prepared:
 
 def prepare(recipe: Any, tokenizer: Any, rows: tuple[Any, RowReport] | None = None) -> Prepared:
     """Load (or take ``rows``, from `load_rows`), clean, split, render and tokenize the recipe's data."""
-    from medkit.templates import apply_template, end_of_turn_token, template_name
+    from medkit.data.templates import apply_template, end_of_turn_token, template_name
 
     splits, report = rows or load_rows(recipe)
     text_only = report.layout == "text"
@@ -161,7 +161,7 @@ class _Encoder:
         return out
 
     def texts(self, row: dict[str, Any], where: str) -> tuple[str, str]:
-        from medkit.templates import render
+        from medkit.data.templates import render
 
         if self.text_only:
             return "", row["answer"] + self.stats.eot_token
@@ -250,8 +250,8 @@ def _fingerprint(recipe: Any, tokenizer: Any, out: dict[str, list[Example]]) -> 
 def run_tokenizer(recipe: Any, saved: Path | None = None) -> Any:
     """The tokenizer a run trained with: the one saved in ``saved`` (a run's adapter/) when it holds one,
     else the base's (medkit.models.load_tokenizer), with the recipe's chat template applied."""
+    from medkit.data.templates import apply_template
     from medkit.models import load_tokenizer
-    from medkit.templates import apply_template
 
     if saved is not None and (saved / "tokenizer_config.json").is_file():
         from transformers import AutoTokenizer

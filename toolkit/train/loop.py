@@ -1,7 +1,7 @@
 """The training loop: accumulation, clipping, schedules, eval, early stopping, checkpoints, exact resume.
 
 A lean loop on torch + accelerate rather than HF Trainer: batches come length-grouped or packed (no compute
-on padding), the loss is the selective cross-entropy of medkit.loss (logits only at trained tokens), and
+on padding), the loss is the selective cross-entropy of medkit.train.loss (logits only at trained tokens), and
 every step is normalised by the trained tokens of the whole accumulated step on all processes, so the
 loss does not depend on how a step is cut into micro-batches. The data order is a function of
 (seed, epoch) and the position in it is saved with the RNG states, so a resumed run repeats the
@@ -18,9 +18,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from medkit import batching, checkpoint, flops
+from medkit.data import batching
 from medkit.errors import TrainError
-from medkit.manifest import MetricsLog
+from medkit.train import checkpoint, flops
+from medkit.train.manifest import MetricsLog
 
 
 @dataclass
@@ -39,7 +40,7 @@ class State:
     last_val: float | None = None
     val_step: int = -1  # step of the last evaluation
     fit_seconds: float = 0.0  # wall time inside fit(), all invocations
-    flops: float = 0.0  # training FLOPs of this process (medkit.flops), for MFU
+    flops: float = 0.0  # training FLOPs of this process (medkit.train.flops), for MFU
     bad_evals: int = 0
     stopped_early: bool = False
 
@@ -70,8 +71,8 @@ class Trainer:
     ):
         import torch
 
-        from medkit.loss import make_loss_module
-        from medkit.optim import build_optimizer, build_scheduler
+        from medkit.train.loss import make_loss_module
+        from medkit.train.optim import build_optimizer, build_scheduler
 
         self.recipe, self.t, self.data, self.acc, self.plan = recipe, recipe.train, data, accelerator, plan
         self.model, self.pad_id, self.console, self.interrupt_at = model, pad_id, console, interrupt_at
@@ -335,7 +336,7 @@ class Trainer:
     # ---- FLOPs and MFU ---------------------------------------------------------------------------
     def count_flops(self, batches: list[batching.Batch]) -> int:
         """Training FLOPs of these micro-batches on this process (0 when the model's shape is unknown)."""
-        from medkit.loss import CHUNK
+        from medkit.train.loss import CHUNK
 
         if self.flop_model is None:
             return 0
@@ -368,7 +369,7 @@ class Trainer:
             "flops": int(s.flops),
             "flops_per_input_token": round(s.flops / s.input_tokens) if s.input_tokens else 0,
             "peak_flops": self.peak.as_dict() if self.peak else None,
-            "mfu_note": "per process: medkit.flops count / train_seconds / the peak (source: measured in this "
+            "mfu_note": "per process: medkit.train.flops count / train_seconds / the peak (source: measured in this "
             "run on the MLP shape, or MEDKIT_PEAK_FLOPS)",
         }
 

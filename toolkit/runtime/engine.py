@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from medkit.errors import MedkitError, RuntimeLoadError
-from medkit.gguf_info import GGUFInfo, check_adapter_fits, read_gguf_info
+from medkit.runtime.gguf_header import GGUFInfo, check_adapter_fits, read_gguf_info
 
 Message = Mapping[str, str]
 

@@ -27,12 +27,12 @@ import click
 from medkit.tui.helpers import open_runtime, runtime_options
 
 if TYPE_CHECKING:  # pragma: no cover
-    from medkit.runtime import Runtime
+    from medkit.runtime.engine import Runtime
 
 BASE = "base"
 ROLES = ("system", "user", "assistant", "tool")
 _END = object()  # the worker thread's last item
-log = logging.getLogger("medkit.serve")
+log = logging.getLogger("medkit.runtime.serve")
 
 
 def model_names(runtime: Runtime) -> dict[str, str | None]:

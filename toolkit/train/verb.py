@@ -36,8 +36,8 @@ def check_run_dir(
 ) -> Path | None:
     """Refuse to clobber another recipe's run, an unfinished one or a finished one (without --force); find
     the checkpoint to resume: the newest complete one (`warn` says which damaged ones were skipped)."""
-    from medkit import checkpoint
     from medkit.runs import RunDir
+    from medkit.train import checkpoint
 
     run = RunDir(run_dir)
     status, steps = _status(run)
@@ -144,10 +144,12 @@ def train(
     from accelerate.utils import set_seed
     from rich.console import Console
 
-    from medkit import checkpoint, lora, models
-    from medkit import data as data_mod
+    from medkit import models
+    from medkit.data import tokens as data_mod
     from medkit.recipe import load_recipe
     from medkit.runs import RunDir, atomic_write_text
+    from medkit.train import checkpoint
+    from medkit.train import plan as lora
 
     started = time.perf_counter()
     r = recipe if not isinstance(recipe, (str, Path)) else load_recipe(recipe, overrides)
@@ -192,7 +194,7 @@ def train(
     }  # fmt: skip
     if plan.device == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    from medkit.trainer import Interrupted
+    from medkit.train.loop import Interrupted
 
     try:
         state = trainer.fit(resume_from=ckpt)
@@ -237,7 +239,7 @@ def train(
 
 
 def _make_trainer(r, model, prepared, acc, plan, run_dir, tok, console, interrupt_at):
-    from medkit.trainer import Trainer
+    from medkit.train.loop import Trainer
 
     pad = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
     return Trainer(
@@ -249,7 +251,7 @@ def _make_trainer(r, model, prepared, acc, plan, run_dir, tok, console, interrup
 def _save_adapter(model: Any, tok: Any, out: Path) -> None:
     """PEFT adapter + tokenizer (with its chat template) into `out`, swapped in atomically, with the file
     modes a plain open() gives; a full disk is one DiskSpaceError and leaves no partial folder."""
-    from medkit.checkpoint import disk_full_guard, normal_modes
+    from medkit.train.checkpoint import disk_full_guard, normal_modes
 
     tmp = out.with_name(f".{out.name}.partial")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -277,7 +279,7 @@ def _failed(r, run, prepared, trainer, base_info, started) -> None:
 
 
 def _write_records(r, run, prepared, trainer, base_info, started, *, status: str) -> dict[str, Any]:
-    from medkit.manifest import git_sha, hardware, peak_memory, plot_loss, versions, write_json
+    from medkit.train.manifest import git_sha, hardware, peak_memory, plot_loss, versions, write_json
 
     s = trainer.state
     wall = time.perf_counter() - started
@@ -313,8 +315,9 @@ def _dry_run(r: Any, plan: Any, prepared: Any, run_dir: Path, say: Any) -> Train
     from peft import get_peft_model
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from medkit import batching, lora
+    from medkit.data import batching
     from medkit.models import loadable
+    from medkit.train import plan as lora
 
     config = AutoConfig.from_pretrained(loadable(r.model.base), trust_remote_code=r.model.trust_remote_code)
     with torch.device("meta"):
@@ -370,7 +373,7 @@ def command(recipe: str, overrides: tuple[str, ...], resume: bool, force: bool, 
     """
     import warnings
 
-    from medkit.trainer import Interrupted
+    from medkit.train.loop import Interrupted
 
     # peft calls a transformers API that transformers 5 deprecates; the user cannot act on it
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)

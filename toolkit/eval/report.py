@@ -11,8 +11,8 @@ import math
 import statistics
 from typing import Any
 
-from medkit.eval_score import EvalSet
-from medkit.metrics import metric
+from medkit.eval.metrics import metric
+from medkit.eval.score import EvalSet
 from medkit.runs import RunDir, atomic_path
 
 

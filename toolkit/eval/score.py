@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from medkit.errors import EvalError
-from medkit.metrics import Scored, compute
+from medkit.eval.metrics import Scored, compute
 
 SAMPLES_KEPT = 5  # generations stored per model in eval.json / eval.md
 
@@ -23,8 +23,8 @@ class EvalSet:
 
     task: str
     metrics: tuple[str, ...]
-    examples: list[Any]  # medkit.data.Example
-    conversations: list[Any]  # medkit.data.Conversation
+    examples: list[Any]  # medkit.data.tokens.Example
+    conversations: list[Any]  # medkit.data.tokens.Conversation
     prompts: dict[str, list[str]]  # "in_domain" / "out_of_domain" -> user prompts
     system_prompt: str
     max_new_tokens: int
@@ -87,7 +87,7 @@ def score_hf_models(run, recipe, tokenizer, evset: EvalSet, want_base: bool, wan
 
 def _score_hf(model, tokenizer, evset: EvalSet, device: str) -> dict[str, Any]:
     t0 = time.perf_counter()
-    from medkit.loss import label_nll
+    from medkit.train.loss import label_nll
 
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     nll, count = label_nll(model, evset.examples, batch_size=evset.batch_size, pad_id=pad, device=device)
@@ -97,7 +97,7 @@ def _score_hf(model, tokenizer, evset: EvalSet, device: str) -> dict[str, Any]:
 
 
 def _stop_ids(tokenizer) -> list[int]:
-    from medkit.templates import end_of_turn_token
+    from medkit.data.templates import end_of_turn_token
 
     ids = set()
     eot = end_of_turn_token(tokenizer)
@@ -153,8 +153,8 @@ def _hf_generate(model, tokenizer, conversations: list[list[dict]], evset: EvalS
 
 
 def _prompt_ids(tokenizer, messages: list[dict]) -> list[int]:
-    """The prompt exactly as training saw it (medkit.data): template text, the tokenizer's BOS once."""
-    from medkit.templates import render
+    """The prompt exactly as training saw it (medkit.data.tokens): template text, the tokenizer's BOS once."""
+    from medkit.data.templates import render
 
     ids = tokenizer(render(tokenizer, messages, generation_prompt=True), add_special_tokens=False)[
         "input_ids"
@@ -172,7 +172,7 @@ def _prompt_ids(tokenizer, messages: list[dict]) -> list[int]:
 def score_gguf(path: Path, evset: EvalSet) -> dict[str, Any]:
     t0 = time.perf_counter()
     nll, count = _gguf_nll(path, evset.examples)
-    from medkit.runtime import Runtime
+    from medkit.runtime.engine import Runtime
 
     n_ctx = max(2048, max(len(e.input_ids) for e in evset.examples) + evset.max_new_tokens + 16)
     gens: list[tuple[str, bool]] = []

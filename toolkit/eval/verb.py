@@ -17,9 +17,9 @@ from typing import Any
 import click
 
 from medkit.errors import EvalError
-from medkit.eval_report import build_report, print_table, write_outputs
-from medkit.eval_score import EvalSet, score_gguf, score_hf_models
-from medkit.metrics import check_references, guess_task, metrics_for_task
+from medkit.eval.metrics import check_references, guess_task, metrics_for_task
+from medkit.eval.report import build_report, print_table, write_outputs
+from medkit.eval.score import EvalSet, score_gguf, score_hf_models
 from medkit.runs import RunDir, find_run, latest_run
 from medkit.validate import set_option
 
@@ -99,8 +99,8 @@ def _gguf_list(run: RunDir, ggufs: Sequence[str | Path] | None) -> list[Path]:
 
 
 def _tokenizer(run: RunDir, recipe: Any) -> Any:
-    """The run's tokenizer (medkit.data.run_tokenizer), padding with EOS when it has no pad token."""
-    from medkit.data import run_tokenizer
+    """The run's tokenizer (medkit.data.tokens.run_tokenizer), padding with EOS when it has no pad token."""
+    from medkit.data.tokens import run_tokenizer
 
     tok = run_tokenizer(recipe, run.adapter)
     if tok.pad_token_id is None:
@@ -109,7 +109,7 @@ def _tokenizer(run: RunDir, recipe: Any) -> Any:
 
 
 def _eval_set(recipe: Any, tokenizer: Any, split: str, n: int, metrics: Sequence[str] | None) -> EvalSet:
-    from medkit.data import prepare
+    from medkit.data.tokens import prepare
 
     prepared = prepare(recipe, tokenizer)
     rows = getattr(prepared, "rows", {}) or {}
@@ -171,9 +171,9 @@ def _check_ggufs(base: str, tokenizer: Any, paths: Sequence[Path]) -> None:
 
 
 def gguf_shape(path: Path) -> dict[str, Any]:
-    """arch, n_embd, n_layer and vocab size of a model GGUF, from its header (medkit.gguf_info)."""
+    """arch, n_embd, n_layer and vocab size of a model GGUF, from its header (medkit.runtime.gguf_header)."""
     from medkit.errors import RuntimeLoadError
-    from medkit.gguf_info import read_gguf_info
+    from medkit.runtime.gguf_header import read_gguf_info
 
     try:
         info = read_gguf_info(path, what="GGUF")

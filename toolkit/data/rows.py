@@ -1,6 +1,6 @@
 """Dataset rows -> mapped, cleaned, split conversations (the part of the data pipeline before tokens).
 
-Rows come from `medkit.datafiles.load_split` (a hub id through `datasets`, a local file with no
+Rows come from `medkit.data.files.load_split` (a hub id through `datasets`, a local file with no
 network); the columns of a known layout (or the recipe's `fields` / templates) are mapped onto one user
 turn and one answer, cleaned, de-duplicated and split with a seed. Every dropped row is counted by reason
 with two examples; nothing goes silently.
@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from medkit.datafiles import header_hint, load_split
+from medkit.data.files import header_hint, load_split
 from medkit.errors import DataError
 
 SPLITS = ("train", "val", "test")

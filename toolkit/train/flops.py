@@ -47,7 +47,7 @@ class ModelFlops:
     @classmethod
     def from_model(cls, model: Any) -> ModelFlops:
         """Read a (PEFT-wrapped) causal LM: its linears, its head and its attention shape."""
-        from medkit.loss import body_and_head
+        from medkit.train.loss import body_and_head
 
         body, head, _ = body_and_head(model)
         head_ids = {id(m) for m in head.modules()}

@@ -1,0 +1,1 @@
+"""Stage 5, runtime: Runtime over llama.cpp, the GGUF header reader, the server, chat history (no torch)."""
