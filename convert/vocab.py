@@ -23,8 +23,24 @@ _TAIL = r" ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 SPLIT_REGEXES = {
     _CONTRACTIONS + r"|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}|" + _TAIL: "llama-bpe",
     _CONTRACTIONS + r"|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}|" + _TAIL: "qwen2",
+    # o200k (GPT-4o style; Phi-4-mini): cased words with optional contractions, '/' kept after punctuation
+    "|".join(
+        (
+            r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+"
+            + _CONTRACTIONS
+            + "?",
+            r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*"
+            + _CONTRACTIONS
+            + "?",
+            r"\p{N}{1,3}",
+            r" ?[^\s\p{L}\p{N}]+[\r\n/]*",
+            r"\s*[\r\n]+",
+            r"\s+(?!\S)",
+            r"\s+",
+        )
+    ): "gpt-4o",
 }
-PRE_TYPES = ("gpt-2", "smollm", "qwen2", "llama-bpe")
+PRE_TYPES = ("gpt-2", "smollm", "qwen2", "llama-bpe", "gpt-4o")
 
 
 @dataclass

@@ -383,3 +383,41 @@ def test_medgemma_auto_targets_adapt_the_language_model_only(tiny_model_dir):
     adapted = [n for n, _ in peft_model.named_modules() if n.endswith(".lora_A")]
     assert adapted and not any("vision_tower" in n or "multi_modal_projector" in n for n in adapted)
     assert len(adapted) == 7 * text.num_hidden_layers  # q, k, v, o, gate, up, down of every text layer
+
+
+# o200k's split regex as tiktoken and Phi-4-mini's tokenizer.json write it (one alternation per line here)
+O200K_SPLIT = "|".join(
+    (
+        r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?",
+        r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?",
+        r"\p{N}{1,3}",
+        r" ?[^\s\p{L}\p{N}]+[\r\n/]*",
+        r"\s*[\r\n]+",
+        r"\s+(?!\S)",
+        r"\s+",
+    )
+)
+
+
+def test_phi4_mini_o200k_pre_tokenizer_is_llama_cpps_gpt4o_not_yet_a_tiny_model():
+    """Phi-4-mini's real tokenizer splits like GPT-4o (o200k); llama.cpp calls that pre-tokenizer `gpt-4o`.
+    A regex one character off is refused in one line rather than mapped to a wrong pre-tokenizer."""
+    from medkit.convert.vocab import detect_pre
+    from medkit.errors import ConvertError
+
+    def tokenizer_json(pattern: str) -> dict:
+        split = {"type": "Split", "pattern": {"Regex": pattern}, "behavior": "Isolated", "invert": False}
+        byte_level = {
+            "type": "ByteLevel",
+            "add_prefix_space": False,
+            "trim_offsets": True,
+            "use_regex": False,
+        }
+        return {
+            "normalizer": None,
+            "pre_tokenizer": {"type": "Sequence", "pretokenizers": [split, byte_level]},
+        }
+
+    assert detect_pre(tokenizer_json(O200K_SPLIT)) == "gpt-4o"
+    with pytest.raises(ConvertError, match="unknown byte-level BPE pre-tokenizer"):
+        detect_pre(tokenizer_json(O200K_SPLIT.replace("{1,3}", "{1,4}")))

@@ -12,10 +12,13 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from medkit.errors import DataError
 from medkit.models import hub_offline
+
+if TYPE_CHECKING:  # the schema, for annotations only (no import cycle at run time)
+    from medkit.recipe import Recipe
 
 BUILDERS = {
     ".jsonl": "json",
@@ -176,7 +179,7 @@ def _lines(path: Path, most: int = 3) -> int:
     return n
 
 
-def load_split(recipe: Any, split: str, report: Any = None):
+def load_split(recipe: Recipe, split: str, report: Any = None):
     """One split of the recipe's source: a `datasets.Dataset` (hub id, saved dataset, folder of data files,
     csv/parquet/txt/arrow file) or the rows of a JSON Lines / JSON file. Bad lines of a JSON file go to
     ``report`` (a `RowReport`) as malformed rows. Nothing local touches the network; only a hub id may."""
@@ -225,7 +228,7 @@ def _has_data(folder: Path) -> bool:
     return any(p.suffix.lower() in BUILDERS and p.is_file() for p in folder.rglob("*"))
 
 
-def _saved_split(saved: Any, recipe: Any, split: str):
+def _saved_split(saved: Any, recipe: Recipe, split: str):
     import datasets
 
     src = recipe.data.source

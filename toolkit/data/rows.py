@@ -15,10 +15,13 @@ import re
 import string
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from medkit.data.files import header_hint, load_split
 from medkit.errors import DataError
+
+if TYPE_CHECKING:  # the schema, for annotations only (no import cycle at run time)
+    from medkit.recipe import Recipe
 
 SPLITS = ("train", "val", "test")
 MALFORMED = "malformed"  # reason prefix of rows that count towards data.malformed_threshold
@@ -102,7 +105,7 @@ def clean_text(text: str, *, strip_html: bool, collapse: bool) -> str:
     return text.strip()
 
 
-def resolve_layout(recipe: Any, columns: list[str]) -> tuple[str, dict[str, str]]:
+def resolve_layout(recipe: Recipe, columns: list[str]) -> tuple[str, dict[str, str]]:
     """The row layout and role -> column map for these columns; DataError naming what is missing."""
     fields = dict(recipe.data.fields)
     src = recipe.data.source
@@ -215,7 +218,7 @@ def _turns(value: Any, row: _Row) -> list[dict[str, str]]:
     return turns
 
 
-def map_row(row: Mapping[str, Any], layout: str, mapping: dict[str, str], recipe: Any) -> dict[str, Any]:
+def map_row(row: Mapping[str, Any], layout: str, mapping: dict[str, str], recipe: Recipe) -> dict[str, Any]:
     """One source row -> {'messages': system+user turns, 'answer': str}; raises _Bad when malformed."""
     d = recipe.data
     r = _Row(row, mapping, d.clean)
@@ -249,7 +252,7 @@ def map_row(row: Mapping[str, Any], layout: str, mapping: dict[str, str], recipe
     return {"messages": system + [{"role": "user", "content": prompt}], "answer": answer.strip()}
 
 
-def _check_templates(recipe: Any, layout: str, names: set[str]) -> None:
+def _check_templates(recipe: Recipe, layout: str, names: set[str]) -> None:
     for key in ("prompt_template", "answer_template"):
         tmpl = getattr(recipe.data, key)
         if not tmpl:
@@ -263,7 +266,7 @@ def _check_templates(recipe: Any, layout: str, names: set[str]) -> None:
                             where=f"data.{key}")  # fmt: skip
 
 
-def map_rows(ds: Any, recipe: Any, report: RowReport, split: str = "train") -> list[dict[str, Any]]:
+def map_rows(ds: Any, recipe: Recipe, report: RowReport, split: str = "train") -> list[dict[str, Any]]:
     """Map and clean one split's rows; malformed/filtered rows go to ``report``."""
     if not len(ds):  # nothing to tell a layout from (every line of the file may have been malformed)
         return []
@@ -336,7 +339,7 @@ def carve(rows: list[dict[str, Any]], ratios: dict[str, float], seed: int) -> di
     return out
 
 
-def load_rows(recipe: Any) -> tuple[dict[str, list[dict[str, Any]]], RowReport]:
+def load_rows(recipe: Recipe) -> tuple[dict[str, list[dict[str, Any]]], RowReport]:
     """Rows per split (train/val/test) after mapping, cleaning, de-duplication and splitting."""
     d = recipe.data
     report = RowReport()
@@ -382,7 +385,7 @@ def _drops(report: RowReport) -> str:
     return f"{report.source_rows} rows read" + ("; dropped " + ", ".join(parts) if parts else "")
 
 
-def load_table(recipe: Any):
+def load_table(recipe: Recipe):
     """Raw rows after mapping and cleaning as a `datasets.DatasetDict` with train/val/test splits
     (columns: messages = system+user turns, answer, row = 1-based row number in the source)."""
     import datasets

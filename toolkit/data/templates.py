@@ -8,9 +8,12 @@ returns the token that closes the assistant turn: the token training must teach 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from medkit.errors import DataError
+
+if TYPE_CHECKING:  # the schema, for annotations only (no import cycle at run time)
+    from medkit.recipe import Recipe
 
 # Each template: system/user/assistant turns, `add_generation_prompt` opens the assistant turn, and the
 # assistant turn is closed by one token. The generation prompt never ends with a space, so the prompt's
@@ -63,13 +66,13 @@ PROBE_USER = "Probe question 17?"
 PROBE_ANSWER = "Probe answer 42."
 
 
-def template_name(recipe: Any) -> str:
+def template_name(recipe: Recipe) -> str:
     """The recipe's template as a short name for messages ('auto', a named one, or the .jinja file)."""
     name = recipe.model.chat_template
     return Path(name).name if name.endswith(".jinja") else name
 
 
-def apply_template(tokenizer: Any, recipe: Any) -> None:
+def apply_template(tokenizer: Any, recipe: Recipe) -> None:
     """Set ``tokenizer.chat_template`` per ``recipe.model.chat_template``; error if none would be set."""
     name = recipe.model.chat_template
     if name == "auto":

@@ -13,13 +13,16 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from medkit.data.rows import SPLITS, RowReport, load_rows, load_table
 from medkit.errors import DataError
 from medkit.validate import set_option
+
+if TYPE_CHECKING:  # the schema, for annotations only (no import cycle at run time)
+    from medkit.recipe import Recipe
 
 __all__ = [
     "Conversation",
@@ -96,7 +99,7 @@ class Prepared:
         return {"train": self.train, "val": self.val, "test": self.test}[name]
 
 
-def prepare(recipe: Any, tokenizer: Any, rows: tuple[Any, RowReport] | None = None) -> Prepared:
+def prepare(recipe: Recipe, tokenizer: Any, rows: tuple[Any, RowReport] | None = None) -> Prepared:
     """Load (or take ``rows``, from `load_rows`), clean, split, render and tokenize the recipe's data."""
     from medkit.data.templates import apply_template, end_of_turn_token, template_name
 
@@ -136,7 +139,7 @@ def prepare(recipe: Any, tokenizer: Any, rows: tuple[Any, RowReport] | None = No
 class _Encoder:
     """Renders and tokenizes conversations; one instance per prepare() call."""
 
-    def __init__(self, tok: Any, recipe: Any, eot_id: int, stats: DataStats, text_only: bool):
+    def __init__(self, tok: Any, recipe: Recipe, eot_id: int, stats: DataStats, text_only: bool):
         self.tok, self.recipe, self.eot_id, self.stats, self.text_only = tok, recipe, eot_id, stats, text_only
         self.bos_id = tok.bos_token_id
         probe = tok("a", add_special_tokens=True)["input_ids"]
@@ -234,7 +237,7 @@ class _Encoder:
                             f"not the answer {answer[:60]!r}", where=where)  # fmt: skip
 
 
-def _fingerprint(recipe: Any, tokenizer: Any, out: dict[str, list[Example]]) -> str:
+def _fingerprint(recipe: Recipe, tokenizer: Any, out: dict[str, list[Example]]) -> str:
     import array
 
     h = hashlib.sha256(json.dumps(recipe.to_dict()["data"], sort_keys=True, default=str).encode())
@@ -247,7 +250,7 @@ def _fingerprint(recipe: Any, tokenizer: Any, out: dict[str, list[Example]]) -> 
     return h.hexdigest()
 
 
-def run_tokenizer(recipe: Any, saved: Path | None = None) -> Any:
+def run_tokenizer(recipe: Recipe, saved: Path | None = None) -> Any:
     """The tokenizer a run trained with: the one saved in ``saved`` (a run's adapter/) when it holds one,
     else the base's (medkit.models.load_tokenizer), with the recipe's chat template applied."""
     from medkit.data.templates import apply_template
@@ -327,7 +330,7 @@ def render_example(ex: Example, tok: Any, markers: bool = False):
     return text
 
 
-def stats_table(stats: DataStats, recipe: Any):
+def stats_table(stats: DataStats, recipe: Recipe):
     """Rows kept/dropped by reason (two examples each), token lengths, truncation, trained share."""
     from rich.table import Table
 

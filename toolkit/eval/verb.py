@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -22,6 +22,9 @@ from medkit.eval.report import build_report, print_table, write_outputs
 from medkit.eval.score import EvalSet, score_gguf, score_hf_models
 from medkit.runs import RunDir, find_run, latest_run
 from medkit.validate import set_option
+
+if TYPE_CHECKING:  # the schema, for annotations only (no import cycle at run time)
+    from medkit.recipe import Recipe
 
 # ---- the public entry point --------------------------------------------------------------------------
 
@@ -98,7 +101,7 @@ def _gguf_list(run: RunDir, ggufs: Sequence[str | Path] | None) -> list[Path]:
     return paths
 
 
-def _tokenizer(run: RunDir, recipe: Any) -> Any:
+def _tokenizer(run: RunDir, recipe: Recipe) -> Any:
     """The run's tokenizer (medkit.data.tokens.run_tokenizer), padding with EOS when it has no pad token."""
     from medkit.data.tokens import run_tokenizer
 
@@ -108,7 +111,7 @@ def _tokenizer(run: RunDir, recipe: Any) -> Any:
     return tok
 
 
-def _eval_set(recipe: Any, tokenizer: Any, split: str, n: int, metrics: Sequence[str] | None) -> EvalSet:
+def _eval_set(recipe: Recipe, tokenizer: Any, split: str, n: int, metrics: Sequence[str] | None) -> EvalSet:
     from medkit.data.tokens import prepare
 
     prepared = prepare(recipe, tokenizer)

@@ -16,12 +16,15 @@ import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from medkit.data import batching
 from medkit.errors import TrainError
 from medkit.train import checkpoint, flops
 from medkit.train.manifest import MetricsLog
+
+if TYPE_CHECKING:  # the schema, for annotations only (no import cycle at run time)
+    from medkit.recipe import Recipe
 
 
 @dataclass
@@ -59,7 +62,7 @@ class Trainer:
     def __init__(
         self,
         *,
-        recipe: Any,
+        recipe: Recipe,
         model: Any,
         data: Any,
         accelerator: Any,

@@ -4,14 +4,17 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from medkit.errors import TrainError
+
+if TYPE_CHECKING:  # the schema, for annotations only (no import cycle at run time)
+    from medkit.recipe import Recipe
 
 BNB_OPTIMIZERS = {"paged_adamw_8bit": "PagedAdamW8bit", "adamw_8bit": "AdamW8bit"}
 
 
-def optimizer_name(recipe: Any, device: str) -> str:
+def optimizer_name(recipe: Recipe, device: str) -> str:
     """The optimizer actually used: 'auto' resolves to fused AdamW on CUDA, AdamW elsewhere."""
     name = recipe.train.optimizer
     if name == "auto":
@@ -26,7 +29,7 @@ def optimizer_name(recipe: Any, device: str) -> str:
     return name
 
 
-def build_optimizer(params: list[Any], recipe: Any, device: str) -> tuple[Any, str]:
+def build_optimizer(params: list[Any], recipe: Recipe, device: str) -> tuple[Any, str]:
     """(optimizer, resolved name) over the trainable parameters; decay skipped on 1-d tensors."""
     import torch
 
@@ -46,11 +49,11 @@ def build_optimizer(params: list[Any], recipe: Any, device: str) -> tuple[Any, s
     return torch.optim.AdamW(groups, lr=t.lr, betas=(0.9, 0.999), eps=1e-8, fused=fused or None), name
 
 
-def warmup_steps(recipe: Any, total_steps: int) -> int:
+def warmup_steps(recipe: Recipe, total_steps: int) -> int:
     return math.ceil(recipe.train.warmup_ratio * total_steps)
 
 
-def build_scheduler(optimizer: Any, recipe: Any, total_steps: int) -> Any:
+def build_scheduler(optimizer: Any, recipe: Recipe, total_steps: int) -> Any:
     """transformers' schedules: linear warmup, then cosine / linear decay to 0, or constant."""
     from transformers import get_scheduler
 

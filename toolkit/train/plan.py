@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from medkit.errors import ModelError, TrainError
+
+if TYPE_CHECKING:  # the schema, for annotations only (no import cycle at run time)
+    from medkit.recipe import Recipe
 
 # 'auto' LoRA targets and the Conv1D (fan_in_fan_out) layout are family facts: medkit.convert.arch.
 
@@ -39,7 +42,7 @@ def detect_device() -> str:
     return "cpu"
 
 
-def plan_precision(recipe: Any, device: str | None = None) -> Plan:
+def plan_precision(recipe: Recipe, device: str | None = None) -> Plan:
     """Decide quantization and dtypes; TrainError when 4-bit is required but cannot be had."""
     import torch
 
@@ -146,7 +149,7 @@ def resolve_targets(model: Any, targets: list[str]) -> list[str] | str:
     return list(targets)
 
 
-def lora_config(recipe: Any, model: Any) -> Any:
+def lora_config(recipe: Recipe, model: Any) -> Any:
     from peft import LoraConfig
 
     from medkit.convert.arch import by_model_type
@@ -166,7 +169,7 @@ def lora_config(recipe: Any, model: Any) -> Any:
     )
 
 
-def build_model(recipe: Any, plan: Plan, *, local_device: Any = None) -> Any:
+def build_model(recipe: Recipe, plan: Plan, *, local_device: Any = None) -> Any:
     """Load the base per `plan`, prepare it (k-bit, gradient checkpointing), add LoRA; a PeftModel."""
     import torch
     from peft import get_peft_model, prepare_model_for_kbit_training
@@ -232,14 +235,14 @@ def param_counts(model: Any) -> tuple[int, int]:
     return trainable, total
 
 
-def estimate_memory(recipe: Any, plan: Plan, model: Any) -> dict[str, float]:
+def estimate_memory(recipe: Recipe, plan: Plan, model: Any) -> dict[str, float]:
     """A rough peak-memory estimate in GiB: weights, LoRA optimizer state, activations, logits."""
     cfg = model.config
     trainable, total = param_counts(model)
     weight_bytes = total * (0.55 if plan.quantize else _bytes(plan.dtype))
     state_bytes = trainable * (4 + 4 + 8)  # fp32 weights, grads, Adam moments
-    hidden = getattr(cfg, "hidden_size", None) or getattr(cfg, "n_embd", 0)
-    layers = getattr(cfg, "num_hidden_layers", None) or getattr(cfg, "n_layer", 0)
+    hidden = int(getattr(cfg, "hidden_size", 0) or getattr(cfg, "n_embd", 0))
+    layers = int(getattr(cfg, "num_hidden_layers", 0) or getattr(cfg, "n_layer", 0))
     tokens = recipe.train.batch_size * recipe.data.max_seq_len
     act_dtype = _bytes(plan.compute_dtype)
     per_layer = tokens * hidden * act_dtype * (2 if recipe.train.grad_checkpointing else 18)

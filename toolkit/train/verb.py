@@ -14,12 +14,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from medkit.errors import DiskSpaceError, TrainError
 from medkit.validate import set_option
+
+if TYPE_CHECKING:  # the schema, for annotations only (no import cycle at run time)
+    from medkit.recipe import Recipe
 
 TRAIN_OUTPUTS = ("checkpoints", "adapter", "metrics.jsonl", "loss.png", "run.json")
 
@@ -32,7 +35,7 @@ class TrainResult:
 
 
 def check_run_dir(
-    recipe: Any, run_dir: Path, *, resume: bool, force: bool, warn: Callable[[str], None] | None = None
+    recipe: Recipe, run_dir: Path, *, resume: bool, force: bool, warn: Callable[[str], None] | None = None
 ) -> Path | None:
     """Refuse to clobber another recipe's run, an unfinished one or a finished one (without --force); find
     the checkpoint to resume: the newest complete one (`warn` says which damaged ones were skipped)."""
@@ -97,7 +100,7 @@ def _status(run: Any) -> tuple[str | None, int | None]:
         return None, None
 
 
-def resume_command(recipe: Any, overrides: tuple[str, ...] | list[str] = ()) -> str:
+def resume_command(recipe: Recipe, overrides: tuple[str, ...] | list[str] = ()) -> str:
     """The shell command that resumes this run, --set overrides included (shell-quoted)."""
     parts = ["medkit", "train", recipe.source_path or "RECIPE"]
     for item in overrides:
@@ -129,7 +132,7 @@ def _clear_outputs(run_dir: Path) -> None:
 
 
 def train(
-    recipe: Any,
+    recipe: Recipe | str | Path,
     *,
     overrides: tuple[str, ...] | list[str] = (),
     resume: bool = False,
