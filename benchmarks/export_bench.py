@@ -6,16 +6,21 @@ The export runs in a fresh child process (so its peak RSS is the export's, not t
 the faster run is reported. The reference is *not* measured here: it is the figure given for today's
 path on these 2 cores (llama.cpp's convert_hf_to_gguf.py about 8 s, then llama-quantize about 1 s),
 printed as a constant so the ratio can be read against it.
+
+Then (MEDKIT_BENCH_QUALITY=0 skips it) what quantization costs: KL vs f16 and file size for q4_0, q4_k_m
+and iq4_xs plain vs calibrated (imatrix from the demo's train split), and `auto` at q4_0's plain size.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 REFERENCE_SECONDS = {"convert_hf_to_gguf.py (f16)": 8.0, "llama-quantize (q4_0)": 1.0}
 REPEATS = 2
@@ -77,6 +82,63 @@ def run_once(hf: Path) -> dict[str, float]:
         return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+QUALITY_TYPES = ("q4_0", "q4_k_m", "iq4_xs")  # each plain and calibrated; then auto at q4_0's plain size
+
+
+def quant_quality(hf: Path, out: Path, threads: int = 1) -> list[dict[str, Any]]:
+    """KL vs the f16 GGUF (llama.cpp both, 8 held-out demo rows) and file size: plain, calibrated, auto."""
+    from transformers import AutoTokenizer
+
+    from medkit.convert import imatrix as imx
+    from medkit.convert.gguf_writer import write_gguf
+    from medkit.convert.quant_mix import KLMeter, quantize_auto
+    from medkit.convert.quantize import parse_budget, quantize
+    from medkit.data.tokens import prepare
+    from medkit.recipe import load_recipe
+
+    recipe = load_recipe(Path(__file__).resolve().parents[1] / "recipes" / "smollm2_demo.toml")
+    tok = AutoTokenizer.from_pretrained(str(hf))
+    prep = prepare(recipe, tok)
+    held_out = [tok.decode(e.input_ids) for s in ("val", "test") for e in prep.split(s)[:4]]
+    f16 = write_gguf(hf, out / "f16.gguf", "f16").path
+    t = time.perf_counter()
+    im = imx.collect(hf, imx.sample([e.input_ids for e in prep.train], seed=recipe.train.seed), device="cpu")
+    print(f"imatrix: {im.tokens} train-split tokens in {time.perf_counter() - t:.1f}s")
+    meter = KLMeter(f16, held_out, threads=threads, max_tokens=96)
+    rows: list[dict[str, Any]] = []
+    for q in QUALITY_TYPES:
+        for cal in (None, im):
+            dst = out / f"{q}-{'cal' if cal else 'plain'}.gguf"
+            path = quantize(f16, dst, q, threads=threads, imatrix=cal).path
+            rows.append(
+                {"type": q, "calibrated": cal is not None, "kl": meter(path), "size": path.stat().st_size}
+            )
+    budget = parse_budget(f"auto:{rows[0]['size']}b")  # q4_0 plain's file size
+    res = quantize_auto(
+        f16, out / "auto.gguf", budget, imatrix=im, texts=held_out, threads=threads, log=print
+    )
+    rows.append(
+        {"type": f"auto:{rows[0]['size'] / 1e6:.1f}MB", "calibrated": True, "kl": res.kl, "size": res.size}
+    )
+    print(f"auto mix: {res.summary()}")
+    return rows
+
+
+def quality_table(rows: list[dict[str, Any]]) -> Any:
+    from rich.table import Table
+
+    t = Table(title="quantization: KL vs f16 on 8 held-out demo rows, and file size (plain | calibrated)")
+    for col in ("type", "plain KL", "plain MB", "calibrated KL", "calibrated MB"):
+        t.add_column(col, justify="left" if col == "type" else "right")
+    by = {(r["type"], r["calibrated"]): r for r in rows}
+    for name in dict.fromkeys(r["type"] for r in rows):
+        cells = []
+        for r in (by.get((name, False)), by.get((name, True))):
+            cells += [f"{r['kl']:.4f}", f"{r['size'] / 1e6:.1f}"] if r else ["-", "-"]
+        t.add_row(str(name), *cells)
+    return t
+
+
 def main() -> None:
     from rich.console import Console
     from rich.table import Table
@@ -120,6 +182,9 @@ def main() -> None:
         "reference: figures given for llama.cpp's convert_hf_to_gguf.py + llama-quantize on this 2-core "
         "machine (not measured by this script)"
     )
+    if os.environ.get("MEDKIT_BENCH_QUALITY", "1") != "0":  # minutes on 2 cores; 0 skips it
+        with tempfile.TemporaryDirectory(prefix="medkit-quality-bench-") as out:
+            console.print(quality_table(quant_quality(hf, Path(out))))
 
 
 if __name__ == "__main__":

@@ -112,10 +112,10 @@ def _export(
     import numpy as np
 
     from medkit.convert.gguf_writer import WeightReader, read_config, write_gguf
-    from medkit.convert.quantize import BY_NAME, FLOAT_TYPES, QUANT_SOURCES, quantize
+    from medkit.convert.quantize import BY_NAME, FLOAT_TYPES, QUANT_SOURCES, is_auto, quantize
     from medkit.runs import check_free_space
 
-    outputs = {t: source.out_dir / f"{source.name}-{t}.gguf" for t in types}
+    outputs = {t: source.out_dir / f"{source.name}-{t.replace(':', '-')}.gguf" for t in types}
     existing = [p for p in outputs.values() if p.exists()]
     if existing and not force:
         from medkit.provenance import stale_reason
@@ -127,7 +127,8 @@ def _export(
     reader = WeightReader(source.hf_dir, allow_pickle=allow_pickle)
     n_weights = sum(int(np.prod(reader.shape(k), dtype=np.int64)) for k in reader.names())
     need_tmp = any(t not in FLOAT_TYPES for t in types) and not set(QUANT_SOURCES) & set(types)
-    per_weight = sum(BY_NAME[t].bytes_per_weight or 2.0 for t in types) + (2.0 if need_tmp else 0.0)
+    per_weight = sum(BY_NAME[t].bytes_per_weight or 2.0 if t in BY_NAME else 1.0 for t in types)
+    per_weight += 2.0 if need_tmp else 0.0
     needed = per_weight * n_weights
     check_free_space(source.out_dir, int(needed) + 32 * 2**20, what=f"{len(types)} GGUF file(s)")
     timings: dict[str, float] = {}
@@ -150,7 +151,16 @@ def _export(
             calibrated: dict[str, Any] = {"medkit.imatrix": imatrix is not None}
             if imatrix is not None:
                 calibrated["medkit.imatrix.dataset"] = "; ".join(imatrix.datasets)[:120]
+            cache: dict[str, Any] = {"types": quants}  # auto:SIZE types share one measurement
+            if any(is_auto(t) for t in quants):  # a budget too small: one line before any quant is written
+                from medkit.convert.quant_mix import check_budgets
+
+                check_budgets(inter, [t for t in quants if is_auto(t)])
             for t in quants:
+                if is_auto(t):
+                    auto_kw = dict(imatrix=imatrix, threads=threads, log=log)
+                    timings[t] = _export_auto(source, inter, outputs[t], t, cache, **auto_kw)
+                    continue
                 q = quantize(inter, outputs[t], t, threads=threads, imatrix=imatrix, metadata=calibrated)
                 timings[t] = q.seconds
                 note = (
@@ -163,6 +173,31 @@ def _export(
             if own is None:
                 inter.unlink(missing_ok=True)
     return outputs, timings
+
+
+def _export_auto(
+    source: Source, inter: Path, dst: Path, spec: str, cache: dict[str, Any], **kw: Any
+) -> float:
+    """`--gguf auto:SIZE`: the mix medkit.convert.quant_mix measures (once per export) and chooses;
+    run.json records it (quant_mix: {spec: types, KL, size})."""
+    from medkit.convert.quant_mix import measure, quantize_auto, record
+    from medkit.convert.quantize import is_auto, parse_budget
+    from medkit.convert.verify import held_out_texts
+
+    if "measured" not in cache:  # every budget is checked before the (minutes-long) measurement
+        budgets = tuple(parse_budget(t) for t in cache["types"] if is_auto(t))
+        texts = held_out_texts(source.run.path if source.run else None)
+        cache["measured"] = measure(inter, texts=texts, budgets=budgets, **kw)
+        kw["log"](
+            f"auto: measured {len(cache['measured'].tensors)} tensors in {cache['measured'].seconds:.1f}s"
+        )
+    meta = {"medkit.imatrix": kw.get("imatrix") is not None}
+    res = quantize_auto(inter, dst, parse_budget(spec), metadata=meta, measured=cache["measured"], **kw)
+    if source.run is not None:
+        mixes = dict(source.run.read_manifest().get("quant_mix") or {})
+        source.run.update_manifest(quant_mix={**mixes, spec: record(res)})
+    kw["log"](f"wrote {dst} in {res.seconds:.1f}s ({res.summary()}; KL {res.kl:.4f} vs f16)")
+    return res.seconds
 
 
 def _write_modelfile(source: Source, gguf_path: Path, log: Any) -> None:
@@ -205,7 +240,10 @@ def _types_help() -> str:
     from medkit.recipe import ExportSection
 
     default = ",".join(ExportSection().gguf)
-    return f"Comma list of {', '.join(EXPORT_TYPES)} [default: a run's recipe export.gguf, else {default}]."
+    return (
+        f"Comma list of {', '.join(EXPORT_TYPES)}, or auto:SIZE (auto:90MB, auto:4.5bpw: per-tensor types "
+        f"chosen by measured KL to fit SIZE) [default: a run's recipe export.gguf, else {default}]."
+    )
 
 
 def _is_hf_folder(spec: str | None) -> bool:
@@ -344,7 +382,7 @@ def _verify(
     )
     if src.run is not None:  # stored before a failure is raised, so run.json says what failed
         parity = dict(src.run.read_manifest().get("parity") or {})
-        parity.update({r.type: asdict(r) for r in results})
+        parity.update({t: asdict(r) for t, r in zip(types, results, strict=True)})  # auto:SIZE by its spec
         src.run.update_manifest(parity=parity)
     report(results)
 

@@ -102,7 +102,7 @@ def lookup(name: str) -> QuantType:
     t = BY_NAME.get(name.strip().lower())
     if t is None or not t.exported:
         why = "medkit does not export" if t else "unknown"
-        raise ConvertError(f"{why} GGUF type '{name}' (valid: {', '.join(EXPORT_TYPES)})")
+        raise ConvertError(f"{why} GGUF type '{name}' (valid: {', '.join(EXPORT_TYPES)})", hint=AUTO_HINT)
     return t
 
 
@@ -121,12 +121,55 @@ def ftype_of(name: str) -> int:
 
 
 def parse_types(spec: str | list[str] | tuple[str, ...]) -> list[str]:
-    """'q4_0,f16' (or ['q4_0', 'f16']) -> ['q4_0', 'f16']; unknown names raise a ConvertError listing the valid ones."""
+    """'q4_0,f16' (or ['q4_0', 'f16']) -> ['q4_0', 'f16']; unknown names raise a ConvertError listing the
+    valid ones. 'auto:90MB' / 'auto:4.5bpw' (a mix chosen under a size, medkit.convert.quant_mix) stays
+    as its normalized spec."""
     items = spec.split(",") if isinstance(spec, str) else list(spec)
     types = [t.strip().lower() for t in items if t.strip()]
     if not types:
-        raise ConvertError(f"no GGUF type given (valid: {', '.join(EXPORT_TYPES)})")
-    return list(dict.fromkeys(lookup(t).name for t in types))
+        raise ConvertError(f"no GGUF type given (valid: {', '.join(EXPORT_TYPES)})", hint=AUTO_HINT)
+    return list(dict.fromkeys(parse_budget(t).spec if is_auto(t) else lookup(t).name for t in types))
+
+
+AUTO = "auto"
+AUTO_HINT = "or auto:SIZE (e.g. auto:90MB, auto:4.5bpw): a per-tensor mix chosen by measurement"
+_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
+
+
+@dataclass(frozen=True)
+class SizeBudget:
+    """The size an `auto:SIZE` export must fit: a file size in bytes, or bits per quantizable weight."""
+
+    spec: str  # normalized: 'auto:90mb', 'auto:4.5bpw'
+    bytes: int | None = None
+    bpw: float | None = None
+
+    @property
+    def file_stem(self) -> str:
+        """What the GGUF file name carries ('auto-90mb'): no ':' in file names."""
+        return self.spec.replace(":", "-")
+
+
+def is_auto(name: str) -> bool:
+    return name.strip().lower().split(":", 1)[0] == AUTO
+
+
+def parse_budget(spec: str) -> SizeBudget:
+    """'auto:90MB', 'auto:1.2GiB', 'auto:4.5bpw' -> SizeBudget; ConvertError saying the accepted forms."""
+    text = spec.strip().lower()
+    found = re.fullmatch(r"auto:\s*([0-9]*\.?[0-9]+)\s*(bpw|[kmg]i?b|b)", text)
+    usage = "give auto:SIZE with SIZE like 90MB, 1.2GiB or 4.5bpw"
+    if not found:
+        raise ConvertError(f"cannot read the size in '{spec}'", hint=usage)
+    value, unit = float(found.group(1)), found.group(2)
+    if value <= 0 or (unit == "bpw" and value > 16):
+        raise ConvertError(
+            f"size '{spec}' is out of range (a size above 0, or 0-16 bits per weight)", hint=usage
+        )
+    norm = f"{AUTO}:{found.group(1)}{unit}"
+    if unit == "bpw":
+        return SizeBudget(norm, bpw=value)
+    return SizeBudget(norm, bytes=int(value * _UNITS[unit]))
 
 
 def precision_rank(name: str) -> tuple[float, int]:
@@ -155,10 +198,12 @@ def quantize(
     imatrix: Any = None,
     overrides: dict[str, str] | None = None,
     metadata: dict[str, Any] | None = None,
+    copy: bool = False,
 ) -> QuantResult:
     """Quantize float GGUF ``src`` into ``dst`` (written under a temp name, renamed on success), weighing
     columns by ``imatrix`` (medkit.convert.imatrix.IMatrix), with per-tensor ``overrides`` ({regex: GGML
-    type}) and ``metadata`` added to the file's keys."""
+    type}) and ``metadata`` added to the file's keys. ``copy``: keep ``src``'s tensors as they are (a
+    quantized ``src`` too; llama.cpp's only_copy) and only rewrite the keys, file type ``qtype``."""
     import llama_cpp
     import llama_cpp._logger as lc_log
 
@@ -172,8 +217,9 @@ def quantize(
         raise ConvertError("no such GGUF to quantize", where=str(src))
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = ftype_of(qtype)
+    params.only_copy = copy
     params.nthread = threads or min(os.cpu_count() or 1, 8)
-    if imatrix is None and BY_NAME[qtype].imatrix:
+    if imatrix is None and BY_NAME[qtype].imatrix and not copy:
         raise ConvertError(
             f"{qtype} needs an importance matrix: llama.cpp's i-quants below 4 bits are unusable without one",
             hint="drop --imatrix none for a run, or give --calib FILE or --imatrix PATH",
