@@ -326,7 +326,16 @@ def _add_flags(folder: Path, cfg: dict[str, Any], model: str) -> dict[str, bool]
 
 
 def _spm_space_prefix(folder: Path, tok_json: dict[str, Any] | None) -> bool:
-    """Whether a SentencePiece tokenizer prefixes text with a space (Llama: yes, Gemma: no)."""
+    """Whether a SentencePiece tokenizer prefixes text with a space (Llama: yes, Gemma: no), as transformers
+    does it: tokenizer.json first (a saved Llama tokenizer.model may say add_dummy_prefix = false because
+    transformers adds the prefix itself, legacy = False), then the SentencePiece model, else yes."""
+    if tok_json is not None:
+        text = json.dumps([tok_json.get("normalizer"), tok_json.get("pre_tokenizer")])
+        return any(
+            marker in text
+            for marker in ('"Prepend"', '"prepend_scheme": "always"', '"prepend_scheme": "first"',
+                           '"add_prefix_space": true')
+        )  # fmt: skip
     if (folder / "tokenizer.model").is_file():
         try:
             from sentencepiece import sentencepiece_model_pb2 as pb
@@ -334,12 +343,9 @@ def _spm_space_prefix(folder: Path, tok_json: dict[str, Any] | None) -> bool:
             proto = pb.ModelProto()
             proto.ParseFromString((folder / "tokenizer.model").read_bytes())
             return bool(proto.normalizer_spec.add_dummy_prefix)
-        except Exception:  # no protobuf support: decide from tokenizer.json below
+        except Exception:  # no protobuf support: llama.cpp's default
             pass
-    if tok_json is None:
-        return True
-    text = json.dumps([tok_json.get("normalizer"), tok_json.get("pre_tokenizer")])
-    return '"Prepend"' in text or '"prepend_scheme": "always"' in text or '"add_prefix_space": true' in text
+    return True
 
 
 def add_vocab(writer: Any, folder: Path, n_vocab: int) -> GGUFVocab:
