@@ -102,14 +102,14 @@ class RunDir:
 
 
 def gguf_kind(path: Path) -> str:
-    """ "model" or "adapter": the GGUF header's general.type; a file whose header cannot be read is told by
+    """ "model", "adapter" or "imatrix": the GGUF header's general.type; a file whose header cannot be read is told by
     the name medkit writes (ADAPTER_GGUF), so the verb that loads it reports the damage in one line."""
     from medkit.runtime.gguf_header import read_gguf_kind
 
     kind = read_gguf_kind(path)
     if kind is None:
         return "adapter" if Path(path).name == ADAPTER_GGUF else "model"
-    return "adapter" if kind == "adapter" else "model"
+    return kind if kind in ("adapter", "imatrix") else "model"  # export/imatrix.gguf is neither to load
 
 
 def find_run(spec: str | os.PathLike[str] | None = None) -> RunDir:

@@ -208,3 +208,20 @@ def test_every_verb_takes_the_same_set_option(verb):
 
     command = importlib.import_module(verb).command
     assert _options(command, {"overrides"}) == _options(validate, {"overrides"}) != {}
+
+
+def test_an_imatrix_gguf_in_export_is_neither_a_model_nor_an_adapter(tmp_path):
+    """export/imatrix.gguf (general.type = imatrix) must not be offered to eval, chat or serve as a model."""
+    import gguf
+
+    from medkit.runs import RunDir
+
+    run = RunDir(tmp_path / "r")
+    run.export.mkdir(parents=True)
+    w = gguf.GGUFWriter(str(run.export / "imatrix.gguf"), arch="llama")
+    w.add_type("imatrix")
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.close()
+    assert run.ggufs() == [run.export / "imatrix.gguf"]
+    assert run.model_ggufs() == [] and run.adapter_ggufs() == []
