@@ -53,6 +53,7 @@ class Parity:
     required: bool
     passed: bool
     threshold: float
+    calibration: str | None = None  # gguf_header.calibration(): "imatrix", "plain", ...; None: a float
 
 
 def gguf_type(path: Path) -> str:
@@ -177,6 +178,8 @@ def check(
     step: Step | None = None,
 ) -> Parity:
     """Compare one GGUF against the HF reference."""
+    from medkit.runtime.gguf_header import calibration
+
     step = step or (lambda label: None)
     qtype = gguf_type(path)
     n_ctx = max(64, max(len(i) for i in ref.ids) + 8)
@@ -221,6 +224,7 @@ def check(
         required=required,
         passed=(tok_ok and agreement >= threshold) if required else math.isfinite(nll),
         threshold=threshold,
+        calibration=calibration(path),
     )
 
 
@@ -250,6 +254,7 @@ def table(results: list[Parity]) -> Any:
     t = Table(title="GGUF parity vs transformers (same token ids)")
     for col in (
         "type",
+        "imatrix",
         "positions",
         "top-1 agree",
         "max |Δlogit|",
@@ -259,12 +264,13 @@ def table(results: list[Parity]) -> Any:
         "tokens",
         "result",
     ):
-        t.add_column(col, justify="right" if col not in ("type", "tokens", "result") else "left")
+        t.add_column(col, justify="right" if col not in ("type", "imatrix", "tokens", "result") else "left")
     for r in results:
         base = f16.ppl if f16 else r.ppl_hf
         verdict = ("PASS" if r.passed else "FAIL") if r.required else ("ok" if r.passed else "FAIL")
         t.add_row(
             r.type,
+            imatrix_cell(r.calibration),
             str(r.positions),
             f"{100 * r.agreement:.1f}%",
             f"{r.max_logit_diff:.4f}",
@@ -277,11 +283,19 @@ def table(results: list[Parity]) -> Any:
     return t
 
 
+def imatrix_cell(calibration: str | None) -> str:
+    """The parity table's "imatrix" column: yes / no (quantized with / without one), — for a float file."""
+    if calibration is None:
+        return "—"
+    mix = " (mix)" if calibration.endswith(" mix") else ""
+    return ("yes" if calibration.startswith("imatrix") else "no") + mix
+
+
 def report(results: list[Parity]) -> list[dict[str, Any]]:
     """Print the table; raise ConvertError when a float type fails. Returns JSON-ready dicts."""
     from rich.console import Console
 
-    Console(width=max(Console().width, 112)).print(table(results))
+    Console(width=max(Console().width, 122)).print(table(results))
     failed = [r for r in results if r.required and not r.passed]
     if failed:
         r = failed[0]

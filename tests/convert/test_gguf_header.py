@@ -178,3 +178,121 @@ def test_no_module_but_gguf_info_reads_headers_itself():
     sources = [*ROOT.glob("toolkit/**/*.py"), *ROOT.glob("convert/**/*.py"), *ROOT.glob("tui/**/*.py")]
     users = sorted(str(p.relative_to(ROOT)) for p in sources if "GGUFReader(" in p.read_text())
     assert set(users) <= set(FULL_READERS), users
+
+
+# -- calibration: was a GGUF quantized with an importance matrix? -----------------------------------------
+def _header_only(path: Path, file_type: int | None, keys: dict[str, Any]) -> Path:
+    """A GGUF with only metadata (no tensors): what calibration() reads."""
+    import gguf
+
+    w = gguf.GGUFWriter(str(path), "llama")
+    if file_type is not None:
+        w.add_file_type(file_type)
+    for key, value in keys.items():
+        if isinstance(value, bool):
+            w.add_bool(key, value)
+        elif isinstance(value, int):
+            w.add_uint32(key, value)
+        else:
+            w.add_string(key, value)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
+LLAMA_QUANTIZE_KEYS = {
+    "quantize.imatrix.file": "imatrix.dat",
+    "quantize.imatrix.dataset": "calib.txt",
+    "quantize.imatrix.entries_count": 154,
+    "quantize.imatrix.chunks_count": 32,
+}
+MIX = {"medkit.quant.mix": "q4_k 150, q6_k 4", "medkit.quant.kl": "0.012000"}
+
+# (general.file_type, metadata, calibration): q4_0 is ftype 2, f16 1, bf16 32
+CALIBRATIONS = [
+    (2, {"medkit.imatrix": True}, "imatrix"),
+    (2, {"medkit.imatrix": False}, "plain"),
+    (2, LLAMA_QUANTIZE_KEYS, "imatrix"),
+    (2, {"quantize.imatrix.file": "imatrix.dat"}, "imatrix"),  # one key of the family is enough
+    (2, {}, "plain"),  # quantized elsewhere, no key: no importance matrix
+    (15, {"medkit.imatrix": True, **MIX}, "imatrix mix"),
+    (15, {"medkit.imatrix": False, **MIX}, "plain mix"),
+    (1, {}, None),
+    (32, {}, None),
+    (None, {}, None),  # no file type, no key: nothing says it is quantized
+    (None, {"medkit.imatrix": False}, "plain"),
+]
+
+
+@pytest.mark.parametrize("file_type, keys, expected", CALIBRATIONS)
+def test_calibration_from_each_key_family(tmp_path, file_type, keys, expected):
+    from medkit.runtime.gguf_header import calibration, read_gguf_info
+
+    path = _header_only(tmp_path / "m.gguf", file_type, keys)
+    assert calibration(path) == expected
+    assert calibration(read_gguf_info(path)) == expected  # a header already read is not read again
+
+
+@pytest.fixture(scope="module")
+def tiny_quants(tiny_gguf, tmp_path_factory) -> dict[str, Path]:
+    """The tiny qwen2 f16 and two q8_0 made from it by llama.cpp, with the key medkit export writes."""
+    from medkit.convert.quantize import quantize
+
+    f16 = tiny_gguf("qwen2", "f16")
+    root = tmp_path_factory.mktemp("calibration")
+    out = {"f16": f16}
+    for name, flag in (("imatrix", True), ("plain", False)):
+        out[name] = quantize(
+            f16, root / f"{name}-q8_0.gguf", "q8_0", threads=1, metadata={"medkit.imatrix": flag}
+        ).path
+    return out
+
+
+def test_calibration_of_llama_cpp_quantized_files(tiny_quants):
+    """The bool medkit passes to llama.cpp's quantizer (kv_overrides) is read back from the written file."""
+    from medkit.runtime.gguf_header import calibration
+
+    assert {k: calibration(p) for k, p in tiny_quants.items()} == {
+        "f16": None,
+        "imatrix": "imatrix",
+        "plain": "plain",
+    }
+
+
+def test_verify_records_calibration_and_shows_the_column(tiny_model_dir, tiny_quants):
+    from dataclasses import asdict
+
+    from rich.console import Console
+
+    from medkit.convert.verify import table as parity_table
+    from medkit.convert.verify import verify
+
+    paths = [tiny_quants[k] for k in ("f16", "imatrix", "plain")]
+    results = verify(
+        paths, tiny_model_dir("qwen2"), texts=["Hypertension is high blood pressure."], threads=1
+    )
+    assert [r.calibration for r in results] == [None, "imatrix", "plain"]
+    assert asdict(results[2])["calibration"] == "plain"  # what export's run.json parity records
+    console = Console(width=160, record=True)
+    console.print(parity_table(results))
+    lines = [line.replace("┃", "│") for line in console.export_text().splitlines()]
+    cells = [[c.strip() for c in line.split("│")[1:3]] for line in lines if "│" in line]
+    assert cells == [["type", "imatrix"], ["f16", "—"], ["q8_0", "yes"], ["q8_0", "no"]]
+
+
+@pytest.mark.parametrize(
+    "cal, cell",
+    [
+        (None, "—"),
+        ("imatrix", "yes"),
+        ("plain", "no"),
+        ("imatrix mix", "yes (mix)"),
+        ("plain mix", "no (mix)"),
+    ],
+)
+def test_parity_imatrix_cell(cal, cell):
+    from medkit.convert.verify import imatrix_cell
+
+    assert imatrix_cell(cal) == cell

@@ -38,6 +38,8 @@ def test_eval_run_writes_table(tiny_run):
     # the f32 export here is of the base, so it keeps none of the fine-tuning gain
     assert report["gain_kept"]["f32"]["loss"] == pytest.approx(0.0, abs=0.01)
     assert "f32 keeps 0% of the fine-tuning gain" in md
+    # a float GGUF was not quantized: no calibration to show, so no calibration row
+    assert report["models"]["f32"]["calibration"] is None and "| calibration |" not in md
 
 
 def test_gain_kept_per_metric():
@@ -167,3 +169,102 @@ def test_stale_gguf_is_a_yellow_note_not_an_error(tiny_run, eval_assets, capsys)
     report = json.loads((tiny_run / "eval.json").read_text())
     assert "old weights" in report["models"]["f16"]["stale"]
     assert "(stale)" in (tiny_run / "eval.md").read_text()
+
+
+# -- calibration: which GGUF was quantized with an importance matrix ------------------------------------
+def _names(calibrations: dict[str, str | None], run: str = "x") -> list[str]:
+    from pathlib import Path
+
+    from medkit.eval.verb import _gguf_names
+    from medkit.runs import RunDir
+
+    paths = [Path(p) for p in calibrations]
+    return _gguf_names(RunDir(Path("runs") / run), paths, list(calibrations.values()))
+
+
+def test_gguf_names_tell_plain_from_calibrated():
+    pair = {"export/x-q4_0.gguf": "imatrix", "export-plain/x-q4_0.gguf": "plain"}
+    assert _names(pair) == ["q4_0", "q4_0-plain"]
+    assert _names(dict(reversed(pair.items()))) == ["q4_0-plain", "q4_0"]  # whichever comes first
+    mixes = {"a/x-auto.gguf": "plain mix", "b/x-auto.gguf": "imatrix mix"}
+    assert _names(mixes) == ["auto-plain", "auto"]
+    # alone, a plain GGUF keeps its name (the calibration row says "plain")
+    assert _names({"export/x-q4_0.gguf": "plain", "export/x-f16.gguf": None}) == ["q4_0", "f16"]
+    # numbers only for what still collides: the same calibration twice, a float pair, a reserved name
+    assert _names({"a/x-q4_0.gguf": "plain", "b/x-q4_0.gguf": "plain"}) == ["q4_0", "q4_0-2"]
+    assert _names({"a/x-f16.gguf": None, "b/x-f16.gguf": None}) == ["f16", "f16-2"]
+    three = {"a/x-q4_0.gguf": "plain", "b/x-q4_0.gguf": "imatrix", "c/x-q4_0.gguf": "plain"}
+    assert _names(three) == ["q4_0-plain", "q4_0", "q4_0-plain-2"]
+    assert _names({"a/base.gguf": "plain", "b/x-tuned.gguf": None}) == ["base-2", "tuned-2"]
+
+
+def _report(calibrations: dict[str, str | None]) -> dict:
+    """A report as build_report makes it: base, tuned and GGUF columns, loss and exact match."""
+    from medkit.eval.report import gain_kept
+
+    table = {"base": {"loss": 2.0, "exact": 0.1}, "tuned": {"loss": 1.0, "exact": 0.5}}
+    values = iter([(1.2, 0.4), (1.5, 0.2), (1.9, 0.1)])
+    models = {k: {"kind": "hf", "samples": [], "qualitative": []} for k in table}
+    for name, cal in calibrations.items():
+        loss, exact = next(values)
+        table[name] = {"loss": loss, "exact": exact}
+        models[name] = {"kind": "gguf", "calibration": cal, "samples": [], "qualitative": []}
+    return {
+        "recipe": "x", "split": "test", "n": 4, "task": "icd10", "base": "b", "metrics": ["loss", "exact"],
+        "generation": {"greedy": True, "temperature": 0, "max_new_tokens": 4, "seed": 0},
+        "table": table, "gain_kept": gain_kept(table), "models": models,
+    }  # fmt: skip
+
+
+def test_report_has_a_calibration_row_and_names_it_in_the_gain_lines():
+    from medkit.eval.report import render_markdown
+
+    md = render_markdown(_report({"q4_0": "imatrix", "q4_0-plain": "plain", "f16": None})).splitlines()
+    header = md.index("| metric | base | tuned | q4_0 | q4_0-plain | f16 |")
+    assert md[header + 2] == "| calibration | — | — | imatrix | plain | — |"  # under the header
+    assert md[header + 3].startswith("| loss")  # then the metrics
+    assert "- q4_0 (imatrix) keeps 78% of the fine-tuning gain (median; loss 80%, exact 75%)" in md
+    assert "- q4_0-plain (plain) keeps 38% of the fine-tuning gain (median; loss 50%, exact 25%)" in md
+    assert "- f16 keeps 5% of the fine-tuning gain (median; loss 10%, exact 0%)" in md  # float: no label
+
+
+def test_report_without_a_quantized_gguf_has_no_calibration_row():
+    from medkit.eval.report import render_markdown
+
+    md = render_markdown(_report({"f16": None}))
+    assert "| calibration |" not in md and "- f16 keeps" in md
+
+
+def test_rich_table_has_the_calibration_row():
+    from rich.console import Console
+
+    from medkit.eval.report import print_table
+
+    console = Console(width=160, record=True)
+    print_table(_report({"auto": "imatrix mix", "q4_0": "plain"}), console)
+    out = console.export_text()
+    row = next(line for line in out.splitlines() if "calibration" in line)
+    assert [cell.strip() for cell in row.split("│")[2:-1]] == ["—", "—", "imatrix mix", "plain"]
+    assert out.index("calibration") < out.index("loss")
+    assert "auto (imatrix mix) keeps 78%" in out and "q4_0 (plain) keeps 38%" in out
+
+
+def test_eval_plain_and_calibrated_gguf_of_one_type(tiny_run):
+    """`medkit eval RUN --gguf export/x-q8_0.gguf --gguf export-plain/x-q8_0.gguf`: two columns, told apart."""
+    from medkit.convert.quantize import quantize
+
+    f32 = tiny_run / "export" / "tiny-f32.gguf"
+    calibrated, plain = tiny_run / "export" / "tiny-q8_0.gguf", tiny_run / "export-plain" / "tiny-q8_0.gguf"
+    plain.parent.mkdir()
+    # the header is what eval reads: medkit export writes this key (with an importance matrix: True)
+    quantize(f32, calibrated, "q8_0", threads=1, metadata={"medkit.imatrix": True})
+    quantize(f32, plain, "q8_0", threads=1, metadata={"medkit.imatrix": False})
+    report = evaluate_run(tiny_run, n=2, ggufs=[plain, calibrated], overrides=["eval.max_new_tokens=3"])
+    assert list(report["table"]) == ["base", "tuned", "q8_0-plain", "q8_0"]
+    assert report["models"]["q8_0"]["calibration"] == "imatrix"
+    assert report["models"]["q8_0-plain"]["calibration"] == "plain"
+    saved = json.loads((tiny_run / "eval.json").read_text())["models"]
+    assert saved["q8_0-plain"]["calibration"] == "plain"
+    md = (tiny_run / "eval.md").read_text()
+    assert "| calibration | — | — | plain | imatrix |" in md
+    assert "q8_0 (imatrix) keeps" in md and "q8_0-plain (plain) keeps" in md

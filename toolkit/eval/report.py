@@ -15,6 +15,8 @@ from medkit.eval.metrics import metric
 from medkit.eval.score import EvalSet
 from medkit.runs import RunDir, atomic_path
 
+CALIBRATION_ROW = "calibration"  # the table row under the header: how each GGUF was quantized
+
 
 def build_report(run: RunDir, recipe, split: str, evset: EvalSet, results: dict) -> dict[str, Any]:
     table = {name: r["metrics"] for name, r in results.items()}
@@ -64,14 +66,30 @@ def gain_kept(table: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
 
 
 def _gain_lines(report: dict[str, Any]) -> list[str]:
-    """'q4_0 keeps 62% of the gain: loss 41%, bleu 62%' lines (the median over the improved metrics)."""
+    """'q4_0 (imatrix) keeps 62% of the fine-tuning gain (median; loss 41%, bleu 62%)' lines (the median
+    over the improved metrics; a float GGUF has no calibration to name)."""
     lines = []
     for name, kept in (report.get("gain_kept") or {}).items():
         if kept:
             median = statistics.median(kept.values())
             parts = ", ".join(f"{m} {v:.0%}" for m, v in kept.items())
-            lines.append(f"{name} keeps {median:.0%} of the fine-tuning gain (median; {parts})")
+            cal = _calibration(report, name)
+            label = f"{name} ({cal})" if cal else name
+            lines.append(f"{label} keeps {median:.0%} of the fine-tuning gain (median; {parts})")
     return lines
+
+
+def _calibration(report: dict[str, Any], name: str) -> str | None:
+    """How model ``name`` was quantized ("imatrix", "plain", ...; medkit.runtime.gguf_header.calibration);
+    None for base, tuned and a float GGUF."""
+    return (report.get("models", {}).get(name) or {}).get("calibration")
+
+
+def _calibration_cells(report: dict[str, Any]) -> list[str] | None:
+    """The table's calibration row, one cell per column ("—" where nothing was quantized); None when no
+    column is a quantized GGUF (the row would say nothing)."""
+    cals = [_calibration(report, name) for name in report["table"]]
+    return [c or "—" for c in cals] if any(cals) else None
 
 
 def _fmt(value: Any, name: str) -> str:
@@ -101,6 +119,9 @@ def render_markdown(report: dict[str, Any]) -> str:
         "| metric | " + " | ".join(table) + " |",
         "|---|" + "---:|" * len(table),
     ]
+    cals = _calibration_cells(report)
+    if cals:
+        lines.append(f"| {CALIBRATION_ROW} | " + " | ".join(cals) + " |")
     for m, label in zip(metrics, arrows, strict=True):
         best = _best(table, m)
         cells = [
@@ -197,6 +218,9 @@ def print_table(report: dict[str, Any], console: Any = None) -> None:
     t.add_column("metric", style="bold")
     for name in table:
         t.add_column(name, justify="right")
+    cals = _calibration_cells(report)
+    if cals:
+        t.add_row(CALIBRATION_ROW, *cals, style="dim", end_section=True)
     for m in metrics:
         best = _best(table, m)
         cells = [

@@ -51,6 +51,7 @@ def evaluate_run(
     """
     from medkit.provenance import stale_reason
     from medkit.recipe import load_recipe
+    from medkit.runtime.gguf_header import calibration
 
     say = progress or (lambda msg: None)
     warn = warn or say
@@ -72,13 +73,15 @@ def evaluate_run(
     if not (against == "base" or tuned or gguf_paths):
         raise EvalError("nothing to evaluate: no base, no tuned model and no GGUF")
 
+    calibrations = [calibration(path) for path in gguf_paths]
     results: dict[str, dict[str, Any]] = {}
     if against == "base" or tuned:
         results.update(score_hf_models(run, recipe, tokenizer, evset, against == "base", tuned, say))
-    for path in gguf_paths:
-        name = _gguf_name(run, path, results)
+    for path, cal, name in zip(
+        gguf_paths, calibrations, _gguf_names(run, gguf_paths, calibrations), strict=True
+    ):
         say(f"scoring {name} ({path.name}) on {len(evset.examples)} examples")
-        results[name] = {"kind": "gguf", "source": str(path), **score_gguf(path, evset)}
+        results[name] = {"kind": "gguf", "source": str(path), "calibration": cal, **score_gguf(path, evset)}
         if path in stale:
             results[name]["stale"] = stale[path]
 
@@ -188,15 +191,39 @@ def gguf_shape(path: Path) -> dict[str, Any]:
     return {"arch": info.arch or None, "n_embd": info.n_embd, "n_layer": info.n_layer, "vocab": vocab}
 
 
-def _gguf_name(run: RunDir, path: Path, taken: dict[str, Any]) -> str:
+RESERVED_NAMES = ("base", "tuned")
+
+
+def _gguf_names(run: RunDir, paths: Sequence[Path], calibrations: Sequence[str | None]) -> list[str]:
+    """Column names: each file's stem without the run's name ('q4_0'). Where a plain and a calibrated GGUF
+    share a name, the plain one is '<name>-plain'; a number is added only to what still collides."""
+    stems = [_stem_name(run, path) for path in paths]
+    calibrated = {s for s, cal in zip(stems, calibrations, strict=True) if _is_calibrated(cal)}
+    names = [
+        f"{s}-plain" if s in calibrated and cal is not None and not _is_calibrated(cal) else s
+        for s, cal in zip(stems, calibrations, strict=True)
+    ]
+    out: list[str] = []
+    for name in names:
+        unique, i = name, 2
+        while unique in out or unique in RESERVED_NAMES:
+            unique, i = f"{name}-{i}", i + 1
+        out.append(unique)
+    return out
+
+
+def _stem_name(run: RunDir, path: Path) -> str:
+    """'tiny-q4_0.gguf' of run 'tiny' -> 'q4_0'."""
     name = path.stem
     for sep in ("-", "_", "."):
         if name.startswith(run.name + sep) and len(name) > len(run.name) + 1:
             name = name[len(run.name) + 1 :]
-    base, i = name, 2
-    while name in taken or name in ("base", "tuned"):
-        name, i = f"{base}-{i}", i + 1
     return name
+
+
+def _is_calibrated(cal: str | None) -> bool:
+    """An "imatrix" or "imatrix mix" calibration (medkit.runtime.gguf_header.calibration)."""
+    return cal is not None and cal.startswith("imatrix")
 
 
 # ---- CLI --------------------------------------------------------------------------------------------

@@ -2,7 +2,8 @@
 
 Everything in medkit that reads a GGUF header asks `read_gguf_info` (runtime, chat, eval's shape check,
 verify's file type, the LoRA converter's base dimensions and adapter description, quantize, provenance);
-thin functions elsewhere only interpret the fields it returns. The header is scanned here (the gguf
+thin functions elsewhere only interpret the fields it returns; `calibration` says how a GGUF was
+quantized (eval's and verify's tables ask it). The header is scanned here (the gguf
 package supplies value types and block sizes). Nothing here imports llama_cpp or torch.
 """
 
@@ -17,7 +18,14 @@ from typing import Any
 
 from medkit.errors import RuntimeLoadError
 
-__all__ = ["GGUFArray", "GGUFInfo", "check_adapter_fits", "read_gguf_info", "read_gguf_kind"]
+__all__ = [
+    "GGUFArray",
+    "GGUFInfo",
+    "calibration",
+    "check_adapter_fits",
+    "read_gguf_info",
+    "read_gguf_kind",
+]
 
 
 # -- GGUF checks (before llama.cpp sees the file) ---------------------------------------
@@ -196,6 +204,34 @@ def read_gguf_kind(path: str | os.PathLike[str]) -> str | None:
     except (OSError, ValueError, struct.error, KeyError, OverflowError):
         return None
     return "model"
+
+
+MEDKIT_IMATRIX_KEY = "medkit.imatrix"  # bool, on every GGUF medkit quantizes (convert/export.py)
+# what llama-quantize --imatrix writes (any one of them is enough)
+LLAMA_IMATRIX_KEYS = (
+    "quantize.imatrix.file",
+    "quantize.imatrix.dataset",
+    "quantize.imatrix.entries_count",
+    "quantize.imatrix.chunks_count",
+)
+MIX_KEY = "medkit.quant.mix"  # an `auto:SIZE` per-tensor mix (convert/quant_mix.py)
+
+
+def calibration(source: GGUFInfo | str | os.PathLike[str]) -> str | None:
+    """How a model GGUF was quantized: "imatrix" (with an importance matrix), "plain" (without), either
+    followed by " mix" for an `auto:SIZE` mix; None for a float file (f32/f16/bf16) and for one with
+    neither a file type nor a calibration key."""
+    from medkit.convert.quantize import BY_FTYPE
+
+    info = source if isinstance(source, GGUFInfo) else read_gguf_info(source, what="GGUF")
+    qtype = BY_FTYPE.get(info.file_type) if info.file_type is not None else None
+    if qtype is not None and qtype.is_float:
+        return None
+    meta = info.meta
+    calibrated = meta.get(MEDKIT_IMATRIX_KEY) is True or any(k in meta for k in LLAMA_IMATRIX_KEYS)
+    if not calibrated and info.file_type is None and MEDKIT_IMATRIX_KEY not in meta:
+        return None  # no file type and no calibration key: nothing says it is quantized
+    return ("imatrix" if calibrated else "plain") + (" mix" if MIX_KEY in meta else "")
 
 
 def check_adapter_fits(base: GGUFInfo, adapter: GGUFInfo) -> None:
