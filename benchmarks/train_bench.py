@@ -9,14 +9,17 @@
 (c) medkit at the seed's settings: the same engine with r=64 (alpha 16, dropout 0.1) on every linear layer,
     batch 8 x accumulation 4, gradient checkpointing and the seed's optimizer: the same work as (a), so
     (c)/(a) is the engine's gain and (b)/(c) the gain of the defaults.
+(d) (b) with train.compile = on (decoder layers through inductor; random ops from eager's generator, so the
+    losses are eager's) and (e) (b) with the old LoRA dropout 0.05: each engine change's gain over (b), printed
+    as a ratio (MEDKIT_BENCH_EXTRA=0 skips both).
 Both see the same random-weight model (TinyLlama-1.1B's shape on CUDA; a 4-layer, hidden-256 llama with a
 32k vocabulary on CPU) and the same example lengths (MedQuAD-like, mean ~290 tokens; a quarter on CPU).
 Printed: non-pad tokens/s (after one warm-up step), peak memory (CUDA max allocated, else peak RSS
 growth), MFU (training FLOPs counted by medkit.train.flops for what each side computes, over this machine's dense
 matmul peak, measured in this run on the MLP's shape: fp32 on CPU, bf16 on CUDA; best of a measurement
 before and one after the contestants) and the ratios. Set MEDKIT_BENCH_STEPS to change the number of timed optimizer steps, and
-MEDKIT_BENCH_SHAPE=tinyllama | tinyllama-2l | tiny | mistral7b to pick the shape (tinyllama-2l: TinyLlama's width, vocab
-and example lengths with 2 of its 22 layers, which a CPU can time in minutes).
+MEDKIT_BENCH_SHAPE=tinyllama | tinyllama-2l | tiny | smollm2 | mistral7b to pick the shape (tinyllama-2l: TinyLlama's width,
+vocab and example lengths with 2 of its 22 layers, which a CPU can time in minutes; smollm2: the CPU demos' model).
 """
 
 from __future__ import annotations
@@ -41,6 +44,10 @@ MISTRAL7B = dict(
     hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8,
     vocab_size=32000, max_position_embeddings=4096, rms_norm_eps=1e-5, rope_theta=1000000.0,
 )  # fmt: skip
+SMOLLM2 = dict(
+    hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3,
+    vocab_size=49152, max_position_embeddings=8192, rms_norm_eps=1e-5, rope_theta=100000.0,
+)  # fmt: skip
 CPU_SHAPE = dict(
     hidden_size=256, intermediate_size=688, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=4,
     vocab_size=32000, max_position_embeddings=1024, rms_norm_eps=1e-5, rope_theta=10000.0,
@@ -51,6 +58,7 @@ SHAPES = {
     "tinyllama": (TINYLLAMA, "TinyLlama-1.1B shape"),
     "tinyllama-2l": ({**TINYLLAMA, "num_hidden_layers": 2}, "TinyLlama-1.1B width and vocab, 2 layers"),
     "tiny": (CPU_SHAPE, "4-layer hidden-256 llama, 32k vocab"),
+    "smollm2": (SMOLLM2, "SmolLM2-135M shape (the CPU demos' model)"),
     "mistral7b": (MISTRAL7B, "Mistral-7B shape (llama layout, GQA 32/8)"),
 }
 
@@ -201,6 +209,13 @@ def seed_settings(cuda: bool) -> dict[str, Any]:
     }  # fmt: skip
 
 
+# Rows beside (b), one engine change each (MEDKIT_BENCH_EXTRA=0 skips them): key -> (label, recipe sections)
+EXTRA_ROWS = {
+    "medkit_compiled": ("(d) (b) + train.compile = on (inductor, eager RNG):", {"train": {"compile": "on"}}),
+    "medkit_dropout": ("(e) (b) with lora.dropout = 0.05 (the old default):", {"lora": {"dropout": 0.05}}),
+}
+
+
 def medkit_run(
     model_dir: Path,
     examples: list[Example],
@@ -288,7 +303,7 @@ def main(shape_name: str | None = None, steps: int | None = None) -> dict[str, A
         raise SystemExit(f"MEDKIT_BENCH_SHAPE: '{shape_name}' is not one of {', '.join(SHAPES)}")
     shape, what = SHAPES[shape_name]
     steps = steps or int(os.environ.get("MEDKIT_BENCH_STEPS", "6" if cuda else "3"))
-    mean_len, max_len = (72, 256) if shape_name == "tiny" else (290, 1024)
+    mean_len, max_len = {"tiny": (72, 256), "smollm2": (100, 256)}.get(shape_name, (290, 1024))
     examples = make_examples(32 * (steps + 2) * 2, mean_len, max_len, shape["vocab_size"])
     mean = sum(len(e.input_ids) for e in examples) / len(examples)
     batch_tokens = int(4 * mean)  # medkit's default micro-batch: 4 sequences
@@ -313,9 +328,19 @@ def main(shape_name: str | None = None, steps: int | None = None) -> dict[str, A
         print(_row("(b) medkit defaults (length-grouped, selective CE):", b), flush=True)
         c = medkit_run(model_dir, examples, steps, cuda, data_file, before, seed_settings(cuda))
         print(_row("(c) medkit at the seed's settings (r=64 all-linear, 8x4):", c), flush=True)
+        extra = {}
+        if os.environ.get("MEDKIT_BENCH_EXTRA", "1") != "0":  # each engine change beside the defaults
+            for key, (label, settings) in EXTRA_ROWS.items():
+                extra[key] = medkit_run(model_dir, examples, steps, cuda, data_file, before, settings)
+                print(_row(label, extra[key]), flush=True)
     after = measure_machine_peak(shape, batch_tokens, cuda)
     peak = max(before, after, key=lambda p: p.flops_per_s)
-    for side in (a, b, c):  # against the better of the two measurements: the machine's limit in this run
+    for side in (
+        a,
+        b,
+        c,
+        *extra.values(),
+    ):  # against the better of the two measurements: the machine's limit in this run
         side["mfu"] = mfu(side["tflops"] * 1e12, 1.0, peak)
     ratio = {
         "speed": b["tokens_per_s"] / a["tokens_per_s"],
@@ -325,12 +350,17 @@ def main(shape_name: str | None = None, steps: int | None = None) -> dict[str, A
     }
     print(f"  matmul peak again after the runs: {after.flops_per_s / 1e9:,.1f} GFLOP/s; MFU below uses the "
           f"better, {peak.flops_per_s / 1e9:,.1f}", flush=True)  # fmt: skip
-    if any((side["mfu"] or 0) > 1 for side in (a, b, c)):
+    if any((side["mfu"] or 0) > 1 for side in (a, b, c, *extra.values())):
         print("  note: MFU above 100%: the peak was measured while other work shared the cores; rerun idle")
     print(
         "  MFU against that peak:  "
         + "  ".join(f"({k}) {v['mfu']:.1%}" for k, v in zip("abc", (a, b, c), strict=True))
     )
+    for key, side in extra.items():
+        ratio[key] = side["tokens_per_s"] / b["tokens_per_s"]
+        print(
+            f"  {EXTRA_ROWS[key][0].split(':')[0].strip()} / (b): {ratio[key]:.2f}x tokens/s, MFU {side['mfu']:.1%}"
+        )
     print(
         f"  medkit / seed: {ratio['speed']:.2f}x tokens/s at {ratio['memory']:.2f}x peak memory", flush=True
     )
@@ -344,6 +374,7 @@ def main(shape_name: str | None = None, steps: int | None = None) -> dict[str, A
         "seed_recipe": a,
         "medkit": b,
         "medkit_seed_settings": c,
+        **extra,
         "ratio": ratio,
     }
     print(json.dumps(result))

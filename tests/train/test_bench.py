@@ -13,6 +13,7 @@ def test_train_bench_runs_on_cpu(monkeypatch, capsys):
     from benchmarks import train_bench
 
     monkeypatch.setenv("MEDKIT_BENCH_STEPS", "1")
+    monkeypatch.setenv("MEDKIT_BENCH_EXTRA", "0")  # rows (d), (e): compiling alone takes a minute
     monkeypatch.delenv("MEDKIT_BENCH_SHAPE", raising=False)
     result = train_bench.main()
     out = capsys.readouterr().out

@@ -93,6 +93,11 @@ class Trainer:
             )
         self.steps_per_epoch = math.ceil(self.micro_per_epoch / self.t.grad_accum)
         self.total_steps = self.t.max_steps or max(1, math.ceil(self.t.epochs * self.steps_per_epoch))
+        from medkit.train import compile as compiling
+
+        self.compiled, self.compile_reason = compiling.decide(self.t.compile, plan.device, self.total_steps)
+        if self.compiled:
+            compiling.compile_layers(model)
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer, self.optimizer_name = build_optimizer(params, recipe, plan.device)
         self.module = accelerator.prepare_model(make_loss_module(model), device_placement=not plan.quantize)
@@ -180,7 +185,9 @@ class Trainer:
         loss = n = 0.0
         lengths = [len(e.input_ids) for e in examples]
         batches = batching.eval_batches(lengths, max(1, self.t.batch_size * 2))[self.rank :: self.world]
-        with torch.no_grad(), self.acc.autocast():
+        from medkit.train.compile import eager_stance
+
+        with torch.no_grad(), self.acc.autocast(), eager_stance(self.compiled):
             for b in batches:
                 total, count = inner(**self._tensors(b, examples))
                 loss += float(total)
@@ -372,6 +379,7 @@ class Trainer:
             "flops": int(s.flops),
             "flops_per_input_token": round(s.flops / s.input_tokens) if s.input_tokens else 0,
             "peak_flops": self.peak.as_dict() if self.peak else None,
+            "compiled": {"layers": self.compiled, "why": self.compile_reason},
             "mfu_note": "per process: medkit.train.flops count / train_seconds / the peak (source: measured in this "
             "run on the MLP shape, or MEDKIT_PEAK_FLOPS)",
         }

@@ -189,6 +189,8 @@ def train(
         f"{trainable:,} trainable of {total:,} params -> {run.path}"
     )
     trainer = _make_trainer(r, model, prepared, acc, plan, run.path, tok, console, interrupt_at)
+    if trainer.compiled:
+        say(f"compiling the decoder layers ({trainer.compile_reason}): the first steps include it")
     base_info = {
         "trainable_params": trainable, "total_params": total, "device": plan.device,
         "world_size": acc.num_processes, "quantized": plan.quantize,
