@@ -328,10 +328,17 @@ def main(shape_name: str | None = None, steps: int | None = None) -> dict[str, A
         print(_row("(b) medkit defaults (length-grouped, selective CE):", b), flush=True)
         c = medkit_run(model_dir, examples, steps, cuda, data_file, before, seed_settings(cuda))
         print(_row("(c) medkit at the seed's settings (r=64 all-linear, 8x4):", c), flush=True)
-        extra = {}
+        extra, failed = {}, {}
         if os.environ.get("MEDKIT_BENCH_EXTRA", "1") != "0":  # each engine change beside the defaults
             for key, (label, settings) in EXTRA_ROWS.items():
-                extra[key] = medkit_run(model_dir, examples, steps, cuda, data_file, before, settings)
+                try:  # a row that fails (e.g. compile on a new device) must not cost the rows measured
+                    extra[key] = medkit_run(model_dir, examples, steps, cuda, data_file, before, settings)
+                except Exception as exc:
+                    failed[key] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[
+                        :300
+                    ]
+                    print(f"  {label} failed: {failed[key]}", flush=True)
+                    continue
                 print(_row(label, extra[key]), flush=True)
     after = measure_machine_peak(shape, batch_tokens, cuda)
     peak = max(before, after, key=lambda p: p.flops_per_s)
@@ -375,6 +382,7 @@ def main(shape_name: str | None = None, steps: int | None = None) -> dict[str, A
         "medkit": b,
         "medkit_seed_settings": c,
         **extra,
+        **({"failed_rows": failed} if failed else {}),
         "ratio": ratio,
     }
     print(json.dumps(result))
