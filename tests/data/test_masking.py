@@ -216,3 +216,17 @@ def test_enable_thinking_recipe_key_decides_what_qwen3_trains_on(thinking, load_
             assert trained.startswith("<think>") and trained.endswith(conv.answer)
         else:
             assert prompt.endswith("<think>\n\n</think>\n\n") and trained.strip() == conv.answer
+
+
+@pytest.mark.parametrize("thinking", [False, True])
+def test_eval_prompt_is_the_training_prompt_in_both_thinking_modes(thinking, load_tok, qa_file):
+    """medkit eval renders each held-out prompt with the recipe's model.enable_thinking, so the ids it
+    generates from are exactly the masked prompt training saw (with thinking on, no empty think block)."""
+    from medkit.eval.score import _prompt_ids
+
+    tok = load_tok("qwen3")
+    prepared = prepare(make_recipe(qa_file, model={"enable_thinking": True} if thinking else {}), tok)
+    for ex, conv in zip(prepared.train[:5], prepared.rows["train"][:5], strict=True):
+        n = len(trained_ids(ex))
+        assert _prompt_ids(tok, conv.messages, thinking) == list(ex.input_ids[:-n])
+        assert _prompt_ids(tok, conv.messages, not thinking) != list(ex.input_ids[:-n])

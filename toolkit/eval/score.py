@@ -31,6 +31,9 @@ class EvalSet:
     batch_size: int
     temperature: float
     seed: int
+    enable_thinking: bool = (
+        False  # the recipe's model.enable_thinking: prompts rendered as training rendered them
+    )
 
     @property
     def references(self) -> list[str]:
@@ -116,7 +119,7 @@ def _hf_generate(model, tokenizer, conversations: list[list[dict]], evset: EvalS
 
     stops = _stop_ids(tokenizer)
     pad = tokenizer.pad_token_id
-    prompts = [_prompt_ids(tokenizer, msgs) for msgs in conversations]
+    prompts = [_prompt_ids(tokenizer, msgs, evset.enable_thinking) for msgs in conversations]
     sample = evset.temperature > 0
     if sample:
         torch.manual_seed(evset.seed)
@@ -152,13 +155,13 @@ def _hf_generate(model, tokenizer, conversations: list[list[dict]], evset: EvalS
     return out
 
 
-def _prompt_ids(tokenizer, messages: list[dict]) -> list[int]:
-    """The prompt exactly as training saw it (medkit.data.tokens): template text, the tokenizer's BOS once."""
+def _prompt_ids(tokenizer, messages: list[dict], enable_thinking: bool = False) -> list[int]:
+    """The prompt exactly as training saw it (medkit.data.tokens): template text with the recipe's thinking
+    setting, the tokenizer's BOS once."""
     from medkit.data.templates import render
 
-    ids = tokenizer(render(tokenizer, messages, generation_prompt=True), add_special_tokens=False)[
-        "input_ids"
-    ]
+    text = render(tokenizer, messages, generation_prompt=True, enable_thinking=enable_thinking)
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     bos = tokenizer.bos_token_id
     probe = tokenizer("a", add_special_tokens=True)["input_ids"]
     if bos is not None and probe and probe[0] == bos and not (ids and ids[0] == bos):
@@ -176,7 +179,7 @@ def score_gguf(path: Path, evset: EvalSet) -> dict[str, Any]:
 
     n_ctx = max(2048, max(len(e.input_ids) for e in evset.examples) + evset.max_new_tokens + 16)
     gens: list[tuple[str, bool]] = []
-    with Runtime(path, ctx=n_ctx, seed=evset.seed) as rt:
+    with Runtime(path, ctx=n_ctx, seed=evset.seed, enable_thinking=evset.enable_thinking) as rt:
         messages = [c.messages for c in evset.conversations] + [m for _, _, m in evset.qualitative_messages()]
         for msgs in messages:
             rt.reset()

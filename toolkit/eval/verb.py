@@ -141,6 +141,7 @@ def _eval_set(recipe: Recipe, tokenizer: Any, split: str, n: int, metrics: Seque
         batch_size=ev.batch_size,
         temperature=ev.temperature,
         seed=ev.seed,
+        enable_thinking=recipe.model.enable_thinking,
     )
 
 
