@@ -382,7 +382,15 @@ def _verify(
     )
     if src.run is not None:  # stored before a failure is raised, so run.json says what failed
         parity = dict(src.run.read_manifest().get("parity") or {})
-        parity.update({t: asdict(r) for t, r in zip(types, results, strict=True)})  # auto:SIZE by its spec
+        # keyed by type (auto:SIZE by its spec); an export to another folder (--out) by folder/type, so a
+        # plain twin written beside the run does not replace what export/'s own files measured
+        where = {
+            t: t
+            if outputs[t].parent.resolve() == src.run.export.resolve()
+            else f"{outputs[t].parent.name}/{t}"
+            for t in types
+        }
+        parity.update({where[t]: asdict(r) for t, r in zip(types, results, strict=True)})
         src.run.update_manifest(parity=parity)
     report(results)
 

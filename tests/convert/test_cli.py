@@ -61,6 +61,14 @@ def test_export_latest_run(run_dir):
     assert parity["f16"]["tokenization_ok"]
     assert parity["q8_0"]["positions"] > parity["f16"]["positions"] - 1 > 100  # val rows were added
     assert "top-1 agree" in res.output and "PASS" in res.output
+    # a twin written elsewhere (--out) is recorded under its folder: export/'s own record stays
+    other = run_dir / "export-plain"
+    res = CliRunner().invoke(cli, ["export", "--gguf", "q8_0", "--out", str(other), "--no-modelfile"])
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    again = json.loads((run_dir / "run.json").read_text())["parity"]
+    assert again["q8_0"] == parity["q8_0"] and again["export-plain/q8_0"]["gguf"] == str(
+        other / "demo-q8_0.gguf"
+    )
 
 
 def test_verify_command(tiny_gguf, tiny_model_dir):
