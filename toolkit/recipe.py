@@ -192,7 +192,7 @@ class TrainSection:
     compile: str = opt(
         "auto",
         "torch.compile the decoder layers (inductor; losses as in eager): auto = on for CPU runs of >= 200 "
-        "steps with a C++ compiler, off on GPUs until measured (medkit.train.compile)",
+        "steps of a model >= 512 wide with a C++ compiler, off on GPUs until measured (medkit.train.compile)",
         choices=("auto", "on", "off"),
     )
     max_grad_norm: float = opt(1.0, "Gradient clipping norm (0: off)", lo=0.0)

@@ -19,6 +19,8 @@ def test_auto_compiles_only_long_cpu_runs(monkeypatch):
     monkeypatch.setattr(compiling, "has_cxx", lambda: True)
     assert compiling.decide("auto", "cpu", compiling.AUTO_MIN_STEPS)[0] is True
     assert compiling.decide("auto", "cpu", compiling.AUTO_MIN_STEPS - 1)[0] is False
+    assert compiling.decide("auto", "cpu", 10_000, hidden=576)[0] is True
+    assert compiling.decide("auto", "cpu", 10_000, hidden=256)[0] is False  # overhead > fusion there
     assert compiling.decide("auto", "cuda", 10_000)[0] is False  # not measured on a GPU yet
     assert compiling.decide("off", "cpu", 10_000)[0] is False
     assert compiling.decide("on", "cpu", 1)[0] is True

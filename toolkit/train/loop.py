@@ -95,7 +95,10 @@ class Trainer:
         self.total_steps = self.t.max_steps or max(1, math.ceil(self.t.epochs * self.steps_per_epoch))
         from medkit.train import compile as compiling
 
-        self.compiled, self.compile_reason = compiling.decide(self.t.compile, plan.device, self.total_steps)
+        hidden = getattr(getattr(model, "config", None), "hidden_size", None)
+        self.compiled, self.compile_reason = compiling.decide(
+            self.t.compile, plan.device, self.total_steps, hidden if isinstance(hidden, int) else None
+        )
         if self.compiled:
             compiling.compile_layers(model)
         params = [p for p in model.parameters() if p.requires_grad]
