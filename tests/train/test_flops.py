@@ -125,3 +125,12 @@ def test_a_run_measures_its_own_peak_when_none_is_pinned(make_recipe, tmp_path, 
     assert peak["flops_per_s"] > 0 and 0 < tr["mfu"]
     hidden = json.loads((r.run_dir() / "run.json").read_text())["train"]["peak_flops"]["shape"][1]
     assert hidden > 0
+
+
+def test_cpu_peak_rows_are_not_cut_below_what_the_cores_need():
+    """A wide model's 4-GFLOP cap would leave 173 rows (TinyLlama's MLP): the peak is measured on at least
+    1024 (or the micro-batch's own tokens when fewer), where the cores reach their matmul speed."""
+    assert flops.mlp_tokens(1128, 2048, 5632, "cpu") == flops.CPU_MIN_ROWS == 1024
+    assert flops.mlp_tokens(600, 576, 1536, "cpu") == 600  # the SmolLM2 demo's micro-batch, as before
+    assert flops.mlp_tokens(20000, 576, 1536, "cpu") == int(4e9 / (2 * 576 * 1536))
+    assert flops.mlp_tokens(20000, 2048, 5632, "cuda") == 8192
