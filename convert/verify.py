@@ -288,7 +288,9 @@ def imatrix_cell(calibration: str | None) -> str:
     if calibration is None:
         return "—"
     mix = " (mix)" if calibration.endswith(" mix") else ""
-    return ("yes" if calibration.startswith("imatrix") else "no") + mix
+    from medkit.runtime.gguf_header import is_calibrated
+
+    return ("yes" if is_calibrated(calibration) else "no") + mix
 
 
 def report(results: list[Parity]) -> list[dict[str, Any]]:

@@ -198,10 +198,12 @@ RESERVED_NAMES = ("base", "tuned")
 def _gguf_names(run: RunDir, paths: Sequence[Path], calibrations: Sequence[str | None]) -> list[str]:
     """Column names: each file's stem without the run's name ('q4_0'). Where a plain and a calibrated GGUF
     share a name, the plain one is '<name>-plain'; a number is added only to what still collides."""
+    from medkit.runtime.gguf_header import is_calibrated
+
     stems = [_stem_name(run, path) for path in paths]
-    calibrated = {s for s, cal in zip(stems, calibrations, strict=True) if _is_calibrated(cal)}
+    calibrated = {s for s, cal in zip(stems, calibrations, strict=True) if is_calibrated(cal)}
     names = [
-        f"{s}-plain" if s in calibrated and cal is not None and not _is_calibrated(cal) else s
+        f"{s}-plain" if s in calibrated and cal is not None and not is_calibrated(cal) else s
         for s, cal in zip(stems, calibrations, strict=True)
     ]
     out: list[str] = []
@@ -220,11 +222,6 @@ def _stem_name(run: RunDir, path: Path) -> str:
         if name.startswith(run.name + sep) and len(name) > len(run.name) + 1:
             name = name[len(run.name) + 1 :]
     return name
-
-
-def _is_calibrated(cal: str | None) -> bool:
-    """An "imatrix" or "imatrix mix" calibration (medkit.runtime.gguf_header.calibration)."""
-    return cal is not None and cal.startswith("imatrix")
 
 
 # ---- CLI --------------------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ __all__ = [
     "GGUFInfo",
     "calibration",
     "check_adapter_fits",
+    "is_calibrated",
     "read_gguf_info",
     "read_gguf_kind",
 ]
@@ -232,6 +233,11 @@ def calibration(source: GGUFInfo | str | os.PathLike[str]) -> str | None:
     if not calibrated and info.file_type is None and MEDKIT_IMATRIX_KEY not in meta:
         return None  # no file type and no calibration key: nothing says it is quantized
     return ("imatrix" if calibrated else "plain") + (" mix" if MIX_KEY in meta else "")
+
+
+def is_calibrated(label: str | None) -> bool:
+    """Whether a `calibration` label says the file was quantized with an importance matrix."""
+    return label is not None and label.startswith("imatrix")
 
 
 def check_adapter_fits(base: GGUFInfo, adapter: GGUFInfo) -> None:
