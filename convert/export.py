@@ -92,11 +92,13 @@ def export(
     threads: int | None = None,
     log: Any = print,
     imatrix: Any = None,
+    gptq: bool = False,
 ) -> tuple[dict[str, Path], dict[str, float]]:
     """Write every asked type, quantized ones weighed by ``imatrix`` (medkit.convert.imatrix.IMatrix)
-    when given; returns ({type: path}, {stage: seconds})."""
+    when given, their codes rounded by GPTQ when ``gptq`` and the imatrix holds its calibration data
+    (medkit.convert.gptq); returns ({type: path}, {stage: seconds})."""
     with export_session(source.out_dir, log):
-        return _export(source, types, force, allow_pickle, trust_remote_code, threads, log, imatrix)
+        return _export(source, types, force, allow_pickle, trust_remote_code, threads, log, imatrix, gptq)
 
 
 def _export(
@@ -108,6 +110,7 @@ def _export(
     threads: int | None,
     log: Any,
     imatrix: Any = None,
+    gptq: bool = False,
 ) -> tuple[dict[str, Path], dict[str, float]]:
     import numpy as np
 
@@ -151,6 +154,9 @@ def _export(
             calibrated: dict[str, Any] = {"medkit.imatrix": imatrix is not None}
             if imatrix is not None:
                 calibrated["medkit.imatrix.dataset"] = "; ".join(imatrix.datasets)[:120]
+            post = _refiner(source, imatrix, inter, log) if gptq else None
+            if post is not None:
+                calibrated["medkit.gptq"] = True
             cache: dict[str, Any] = {"types": quants}  # auto:SIZE types share one measurement
             if any(is_auto(t) for t in quants):  # a budget too small: one line before any quant is written
                 from medkit.convert.quant_mix import check_budgets
@@ -158,21 +164,43 @@ def _export(
                 check_budgets(inter, [t for t in quants if is_auto(t)])
             for t in quants:
                 if is_auto(t):
-                    auto_kw = dict(imatrix=imatrix, threads=threads, log=log)
+                    auto_kw = dict(imatrix=imatrix, threads=threads, log=log, post=post)
                     timings[t] = _export_auto(source, inter, outputs[t], t, cache, **auto_kw)
                     continue
-                q = quantize(inter, outputs[t], t, threads=threads, imatrix=imatrix, metadata=calibrated)
+                q = quantize(
+                    inter, outputs[t], t, threads=threads, imatrix=imatrix, metadata=calibrated, post=post
+                )
                 timings[t] = q.seconds
                 note = (
                     f"; {q.fallbacks}/{q.n_tensors} tensors in a fallback type (row size)"
                     if q.fallbacks
                     else ""
                 )
-                log(f"wrote {outputs[t]} in {q.seconds:.1f}s{note}{' (calibrated)' if imatrix else ''}")
+                how = (
+                    " (calibrated"
+                    + (
+                        f", GPTQ codes in {q.refined.tensors} tensors"
+                        if q.refined and q.refined.tensors
+                        else ""
+                    )
+                    + ")"
+                )
+                log(f"wrote {outputs[t]} in {q.seconds:.1f}s{note}{how if imatrix else ''}")
         finally:
             if own is None:
                 inter.unlink(missing_ok=True)
     return outputs, timings
+
+
+def _refiner(source: Source, imatrix: Any, f16: Path, log: Any) -> Any:
+    """The GPTQ pass for each quantized file, when the imatrix came with its calibration data."""
+    from medkit.convert.gptq import refiner
+
+    if imatrix is None or not imatrix.seqs:
+        if imatrix is not None:
+            log("note: no GPTQ codes: an imatrix file carries no calibration data (llama.cpp's rounding)")
+        return None
+    return refiner(source.hf_dir, imatrix.seqs, f16, grams=imatrix.grams, log=log)
 
 
 def _export_auto(
@@ -187,11 +215,15 @@ def _export_auto(
     if "measured" not in cache:  # every budget is checked before the (minutes-long) measurement
         budgets = tuple(parse_budget(t) for t in cache["types"] if is_auto(t))
         texts = held_out_texts(source.run.path if source.run else None)
-        cache["measured"] = measure(inter, texts=texts, budgets=budgets, **kw)
+        how = {k: v for k, v in kw.items() if k != "post"}  # the measurement ranks llama.cpp's own rounding
+        cache["measured"] = measure(inter, texts=texts, budgets=budgets, **how)
         kw["log"](
             f"auto: measured {len(cache['measured'].tensors)} tensors in {cache['measured'].seconds:.1f}s"
         )
-    meta = {"medkit.imatrix": kw.get("imatrix") is not None}
+    meta = {
+        "medkit.imatrix": kw.get("imatrix") is not None,
+        **({"medkit.gptq": True} if kw.get("post") else {}),
+    }
     res = quantize_auto(inter, dst, parse_budget(spec), metadata=meta, measured=cache["measured"], **kw)
     if source.run is not None:
         mixes = dict(source.run.read_manifest().get("quant_mix") or {})
@@ -298,6 +330,11 @@ def recipe_defaults(spec: str | None) -> tuple[Any, Path | None]:
     default=None,
     help="Calibration texts for a HF folder (JSONL with text/messages, or plain text).",
 )
+@click.option(
+    "--gptq/--no-gptq",
+    default=None,
+    help="Round the quantized codes by GPTQ on the calibration data [default: the recipe's export.gptq, else on].",
+)
 @click.option("--allow-pickle", is_flag=True, help="Also read pytorch_model*.bin (pickle) weights.")
 @click.option("--trust-remote-code", is_flag=True, help="Allow a model that declares custom code.")
 @click.option("--threads", type=int, default=None, help="Threads for quantization and checks.")
@@ -312,6 +349,7 @@ def command(
     modelfile: bool | None,
     imatrix_mode: str | None,
     calib: Path | None,
+    gptq: bool | None,
     allow_pickle: bool,
     trust_remote_code: bool,
     threads: int | None,
@@ -339,7 +377,8 @@ def command(
     imatrix.check_needed(types, mode, calib, is_run=not _is_hf_folder(source))
     src = resolve_source(source, out, log=click.echo)
     t0 = time.perf_counter()
-    im = imatrix.for_export(src, types, mode, calib, force=force, log=click.echo)
+    use_gptq = defaults.gptq if gptq is None else gptq
+    im = imatrix.for_export(src, types, mode, calib, force=force, log=click.echo, gptq=use_gptq)
     outputs, timings = export(
         src,
         types,
@@ -349,6 +388,7 @@ def command(
         threads=threads,
         log=click.echo,
         imatrix=im,
+        gptq=use_gptq,
     )
     if im is not None:
         timings = {"imatrix": im.seconds, **timings}

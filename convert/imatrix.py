@@ -52,6 +52,10 @@ class IMatrix:
     seconds: float = 0.0
     tokens: int = 0
     metadata: dict[str, str] = field(default_factory=dict)  # extra string keys (medkit.* provenance)
+    grams: dict[str, Any] | None = None  # X^T X per weight (collect(grams=...)): not written to the file
+    seqs: list[list[int]] | None = (
+        None  # the calibration token ids, when computed here (GPTQ reads them again)
+    )
 
     def means(self) -> dict[str, np.ndarray]:
         """What the quantizer weighs columns by: mean x^2 (1.0 where a tensor saw no token, as llama.cpp)."""
@@ -168,8 +172,11 @@ def collect(
     datasets: list[str] | None = None,
     device: str | None = None,
     progress: Callable[[int], Callable[[int], None]] | None = None,
+    grams: bool | Iterable[str] = False,
 ) -> IMatrix:
-    """Run ``seqs`` through the HF model at ``hf_dir`` and sum x^2 per input column of each weight."""
+    """Run ``seqs`` through the HF model at ``hf_dir`` and sum x^2 per input column of each weight.
+    ``grams``: also sum X^T X (medkit.convert.gptq) for these GGUF weights (True: all of them, when they
+    fit gptq.GRAM_BUDGET; else ``im.grams`` stays None). Weights fed the same input share one matrix."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -189,12 +196,26 @@ def collect(
         g: torch.zeros(_in_features(layers[m]), dtype=torch.float64, device=device) for m, g in names.items()
     }
     counts = dict.fromkeys(names.values(), 0.0)
+    want = _gram_names(grams, {g: _in_features(layers[m]) for m, g in names.items()})
+    acc: dict[str, Any] = {}  # Gram sums, one per distinct input
+    alias: dict[str, str] = {}  # weight -> the weight whose input (and Gram matrix) it shares
+    seen: list[tuple[Any, str]] = []  # this sequence's inputs so far (held, so no address is reused)
 
     def hook(gname: str) -> Callable[..., None]:
         def fn(module: Any, args: tuple[Any, ...], output: Any) -> None:
             x = args[0].detach().reshape(-1, args[0].shape[-1]).double()
             sums[gname] += (x * x).sum(0)
             counts[gname] += float(x.shape[0])
+            if gname in want and gname not in alias:
+                owner = next((g for t, g in seen if t is args[0]), None)
+                if owner is not None and owner != gname and owner in acc and gname not in acc:
+                    alias[gname] = owner
+                    return
+                seen.append((args[0], gname))
+                if gname not in acc:  # fp32: one fused multiply-add per input (GPTQ damps H by 1% anyway)
+                    acc[gname] = torch.zeros((x.shape[1], x.shape[1]), dtype=torch.float32, device=device)
+                xf = args[0].detach().reshape(-1, x.shape[1]).float()
+                acc[gname].addmm_(xf.T, xf)
 
         return fn
 
@@ -209,6 +230,7 @@ def collect(
                 hidden = body(torch.tensor([ids], device=device)).last_hidden_state
                 if head_hook is not None:
                     head_hook(head, (hidden,), None)
+                seen.clear()
                 step(len(ids))
     finally:
         for h in handles:
@@ -218,11 +240,24 @@ def collect(
     if bad:
         raise ConvertError(f"the importance of {bad} is not finite (the model overflows on calibration text)")
     tokens = sum(len(s) for s in seqs)
+    shared = {g: acc[alias.get(g, g)].cpu() for g in want if alias.get(g, g) in acc} if want else None
     return IMatrix(
         out, counts, list(datasets or ["medkit calibration"]), chunk_count=len(seqs),
         chunk_size=math.ceil(tokens / len(seqs)), arch=family.gguf_arch or "", tokens=tokens,
-        seconds=time.perf_counter() - t0,
+        seconds=time.perf_counter() - t0, grams=shared,
     )  # fmt: skip
+
+
+def _gram_names(grams: bool | Iterable[str], rows: dict[str, int]) -> set[str]:
+    """The GGUF weights whose Gram matrices collect() sums: the named ones, or all when they fit."""
+    from medkit.convert import gptq
+
+    if grams is False:
+        return set()
+    if grams is True:
+        rows = {g: n for g, n in rows.items() if g not in gptq.SKIP}
+        return set(rows) if gptq.gram_bytes(rows) <= gptq.GRAM_BUDGET else set()
+    return set(grams) & set(rows)
 
 
 def _is_matmul(module: Any) -> bool:
@@ -399,15 +434,17 @@ def for_export(
     force: bool = False,
     budget: int = DEFAULT_BUDGET,
     log: Callable[[str], Any] = print,
+    gptq: bool = False,
 ) -> IMatrix | None:
     """The importance matrix an export quantizes ``types`` with. ``mode`` auto (a run: its train split,
     written once as export/imatrix.gguf; a HF folder: ``calib`` or none), none, or an imatrix GGUF path.
-    A run's run.json records it (imatrix: file, datasets, tokens, the calibrated types)."""
+    A run's run.json records it (imatrix: file, datasets, tokens, the calibrated types). ``gptq``: the
+    same pass sums the Gram matrices GPTQ rounds with (a file on disk has none: computed again)."""
     from medkit.convert.quantize import BY_NAME, FLOAT_TYPES
 
     quants = [t for t in types if t not in FLOAT_TYPES]
     needed = any(t in BY_NAME and BY_NAME[t].imatrix for t in quants)
-    im, path = _imatrix(source, mode, calib, force, budget, log, needed) if quants else (None, None)
+    im, path = _imatrix(source, mode, calib, force, budget, log, needed, gptq) if quants else (None, None)
     if source.run is not None and quants:
         record = {"file": str(path), "datasets": im.datasets, "tokens": im.tokens} if im else {"file": None}
         source.run.update_manifest(imatrix={**record, "calibrated": quants if im else [], "mode": mode})
@@ -422,6 +459,7 @@ def _imatrix(
     budget: int,
     log: Callable[[str], Any],
     needed: bool,
+    gptq: bool = False,
 ) -> tuple[IMatrix | None, Path | None]:
     if mode == "none" or (mode == "auto" and source.run is None and calib is None):
         return None, None
@@ -430,7 +468,7 @@ def _imatrix(
     from medkit.provenance import ADAPTER_KEY, recorded_merge_hash, stale_reason
 
     path = Path(source.out_dir) / IMATRIX_FILE
-    if path.is_file() and not force and calib is None and stale_reason(path) is None:
+    if path.is_file() and not force and calib is None and stale_reason(path) is None and not gptq:
         log(f"importance matrix: {path} (reused; --force computes it again)")
         return read_imatrix(path), path
     try:
@@ -444,7 +482,8 @@ def _imatrix(
         log(f"note: quantizing without an importance matrix ({exc.message})")  # the data moved since training
         return None, None
     with progress_bar() as bar:
-        im = collect(source.hf_dir, seqs, datasets=[what], progress=bar)
+        im = collect(source.hf_dir, seqs, datasets=[what], progress=bar, grams=gptq)
+    im.seqs = seqs
     sha = recorded_merge_hash(source.hf_dir)
     im.metadata = {**({ADAPTER_KEY: sha} if sha else {}), "medkit.imatrix.tokens": str(im.tokens)}
     write_imatrix(im, path)

@@ -323,9 +323,11 @@ def quantize_auto(
     metadata: dict[str, Any] | None = None,
     measured: Measured | None = None,
     log: Callable[[str], Any] = print,
+    post: Callable[[Path], Any] | None = None,
 ) -> MixResult:
     """Quantize float GGUF ``src`` into ``dst`` with the per-tensor mix that costs the least KL within
-    ``budget``; ConvertError (nothing written) when the budget is below the smallest possible file."""
+    ``budget``; ConvertError (nothing written) when the budget is below the smallest possible file.
+    ``post`` rewrites the mix's codes (GPTQ) before its KL is measured."""
     from medkit.runs import fmt_bytes
 
     t0 = time.perf_counter()
@@ -339,6 +341,8 @@ def quantize_auto(
     mixed = Path(dst).parent / ".mix-final.gguf"
     try:
         quantize(Path(src), mixed, PASS_TYPE, threads=threads, imatrix=m.imatrix, overrides=_overrides(types))
+        if post is not None:
+            post(mixed)
         if mixed.stat().st_size > limit:  # the plan's sizes are exact up to alignment: a bug if it happens
             raise ConvertError(f"auto mix came out at {fmt_bytes(mixed.stat().st_size)}, over {budget.spec}")
         res = MixResult(Path(dst), types, m.meter(mixed), 0, limit, m.group_kl)

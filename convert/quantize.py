@@ -14,6 +14,7 @@ import ctypes
 import os
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -187,6 +188,7 @@ class QuantResult:
     seconds: float
     fallbacks: int  # tensors llama.cpp wrote in another type (row length not a multiple of the block)
     n_tensors: int
+    refined: Any = None  # what ``post`` returned (medkit.convert.gptq.RefineResult)
 
 
 def quantize(
@@ -199,11 +201,13 @@ def quantize(
     overrides: dict[str, str] | None = None,
     metadata: dict[str, Any] | None = None,
     copy: bool = False,
+    post: Callable[[Path], Any] | None = None,
 ) -> QuantResult:
     """Quantize float GGUF ``src`` into ``dst`` (written under a temp name, renamed on success), weighing
     columns by ``imatrix`` (medkit.convert.imatrix.IMatrix), with per-tensor ``overrides`` ({regex: GGML
     type}) and ``metadata`` added to the file's keys. ``copy``: keep ``src``'s tensors as they are (a
-    quantized ``src`` too; llama.cpp's only_copy) and only rewrite the keys, file type ``qtype``."""
+    quantized ``src`` too; llama.cpp's only_copy) and only rewrite the keys, file type ``qtype``.
+    ``post(tmp)`` runs on the written file before it is renamed into place (GPTQ codes)."""
     import llama_cpp
     import llama_cpp._logger as lc_log
 
@@ -244,6 +248,7 @@ def quantize(
             _raise_if_disk_full(Path(src), Path(dst), tmp, qtype)  # llama.cpp says only "iostream error"
             last = " ".join("".join(lines).split())[-200:]
             raise ConvertError(f"llama.cpp quantizer failed for {qtype} (code {rc}): {last}", where=str(src))
+        refined = post(tmp) if post is not None else None
     log = "".join(lines)
     found = re.search(r"(\d+) of (\d+) tensor\(s\) required fallback", log)
     return QuantResult(
@@ -252,6 +257,7 @@ def quantize(
         seconds=time.perf_counter() - t0,
         fallbacks=int(found.group(1)) if found else 0,
         n_tensors=int(found.group(2)) if found else 0,
+        refined=refined,
     )
 
 

@@ -195,6 +195,13 @@ class TrainSection:
         "steps of a model >= 512 wide with a C++ compiler, off on GPUs until measured (medkit.train.compile)",
         choices=("auto", "on", "off"),
     )
+    fuse: str = opt(
+        "auto",
+        "One matmul for the LoRA projections that read the same input (q/k/v, gate/up; the same losses and "
+        "adapter files): auto = on where safe (plain float base, lora.dropout = 0, one adapter, no DoRA); "
+        "off = PEFT's own forward (medkit.train.fuse)",
+        choices=("auto", "on", "off"),
+    )
     max_grad_norm: float = opt(1.0, "Gradient clipping norm (0: off)", lo=0.0)
     seed: int = opt(42, "Seed for initialisation, dropout and data order")
     eval_every: int = opt(50, "Evaluate on the val split every N steps (0: only at the end)", lo=0)
@@ -240,6 +247,11 @@ class ExportSection:
         "auto",
         "Importance matrix for quantized types: auto (from the run's train split), none, or an imatrix "
         "GGUF path (--imatrix)",
+    )
+    gptq: bool = opt(
+        True,
+        "Choose the quantized codes by GPTQ error feedback on the calibration data (llama.cpp's types "
+        "and scales kept; needs the imatrix pass's data: not with --imatrix none/PATH) (--[no-]gptq)",
     )
     temperature: float = opt(0.7, "Default sampling temperature for the Modelfile / chat", lo=0.0)
     top_p: float = opt(0.9, "Default top-p", lo=0.0, hi=1.0)

@@ -276,7 +276,7 @@ def test_export_cli_calibrates_and_records_it(tiny_model_dir, tmp_path):
     reader = gguf.GGUFReader(str(out / f"{model.name}-iq4_xs.gguf"))
     assert reader.get_field("medkit.imatrix").contents() is True
     assert reader.get_field("medkit.imatrix.dataset").contents().startswith("calib.txt")
-    assert "(calibrated)" in res.stdout
+    assert "(calibrated" in res.stdout
 
 
 @pytest.mark.parametrize(

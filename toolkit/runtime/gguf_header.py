@@ -107,8 +107,22 @@ class GGUFArray:
     n: int  # arrays are skipped; only their length is kept
 
 
-def _scan(p: Path) -> tuple[dict[str, Any], dict[str, tuple[int, ...]]]:
-    """Metadata and tensor shapes (GGUF ne order) of ``p``; RuntimeLoadError if it is cut short."""
+@dataclass(frozen=True)
+class TensorInfo:
+    shape: tuple[int, ...]  # GGUF ne order (row length first)
+    ggml: str  # GGMLQuantizationType name ('Q4_0', 'F16', ...)
+    offset: int  # of its data, from the start of the file
+    nbytes: int
+
+
+def tensor_table(path: str | os.PathLike[str]) -> dict[str, TensorInfo]:
+    """Every tensor's shape, type and place in the file (for reading or rewriting its bytes in place)."""
+    return _scan(Path(path))[2]
+
+
+def _scan(p: Path) -> tuple[dict[str, Any], dict[str, tuple[int, ...]], dict[str, TensorInfo]]:
+    """Metadata, tensor shapes (GGUF ne order) and tensor infos of ``p``; RuntimeLoadError if it is cut
+    short."""
     import mmap
 
     from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
@@ -136,15 +150,18 @@ def _scan(p: Path) -> tuple[dict[str, Any], dict[str, tuple[int, ...]]]:
         align = int(kv.get("general.alignment", 32))
         start = (sc.off + align - 1) // align * align
     end = start
+    table = {}
     for name, dims, ttype, offset in infos:
         try:
-            block, nbytes = GGML_QUANT_SIZES[GGMLQuantizationType(ttype)]
+            kind = GGMLQuantizationType(ttype)
+            block, nbytes = GGML_QUANT_SIZES[kind]
         except (ValueError, KeyError) as exc:
             raise RuntimeLoadError(f"tensor {name} has unknown type {ttype}", where=str(p)) from exc
-        end = max(end, start + offset + math.prod(dims) // block * nbytes)
+        table[name] = TensorInfo(dims, kind.name, start + offset, math.prod(dims) // block * nbytes)
+        end = max(end, start + offset + table[name].nbytes)
     if end > size:
         raise RuntimeLoadError(f"GGUF file is truncated ({size} of {end} bytes)", where=str(p))
-    return kv, {name: dims for name, dims, _, _ in infos}
+    return kv, {name: dims for name, dims, _, _ in infos}, table
 
 
 def read_gguf_info(path: str | os.PathLike[str], what: str = "model") -> GGUFInfo:
@@ -158,7 +175,7 @@ def read_gguf_info(path: str | os.PathLike[str], what: str = "model") -> GGUFInf
         magic = fh.read(4)
     if magic != b"GGUF":
         raise RuntimeLoadError(f"not a GGUF file (starts with {magic!r}, expected b'GGUF')", where=str(p))
-    kv, tensors = _scan(p)
+    kv, tensors, _ = _scan(p)
     arch = str(kv.get("general.architecture") or "")
     tok = kv.get("tokenizer.ggml.tokens")
     info = GGUFInfo(

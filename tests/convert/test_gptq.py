@@ -1,0 +1,193 @@
+"""GPTQ codes (medkit.convert.gptq) in llama.cpp's own block formats (medkit.convert.qcodec).
+
+Every codec is checked against gguf.quants.dequantize (the gguf package's reader) on a file llama.cpp's
+quantizer wrote with one tensor per type; GPTQ must lower each layer's output error on the calibration
+inputs below llama.cpp's nearest rounding, on the same scales.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from medkit.errors import ConvertError
+from tests.convert.conftest import THREADS
+from tests.convert.test_imatrix import K_WIDE, _seqs
+from tests.factories import CORPUS
+
+pytest.importorskip("torch")
+gguf = pytest.importorskip("gguf")
+
+# one tensor of the tiny K-wide llama per type (the rest Q8_0)
+MIX = {
+    "blk.0.attn_q.weight": "Q4_0", "blk.0.attn_k.weight": "Q4_1", "blk.0.attn_v.weight": "Q5_0",
+    "blk.0.attn_output.weight": "Q5_1", "blk.0.ffn_gate.weight": "IQ4_NL", "blk.0.ffn_up.weight": "Q4_K",
+    "blk.0.ffn_down.weight": "Q5_K", "blk.1.attn_q.weight": "Q6_K", "blk.1.attn_k.weight": "IQ4_XS",
+    "blk.1.attn_v.weight": "Q8_0",
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_model_dir, tmp_path_factory):
+    """(model dir, f16 GGUF, IMatrix with Gram matrices, the one-tensor-per-type GGUF)."""
+    from medkit.convert.gguf_writer import write_gguf
+    from medkit.convert.imatrix import collect
+    from medkit.convert.quantize import quantize
+
+    model = tiny_model_dir("llama", **K_WIDE)
+    out = tmp_path_factory.mktemp("gptq")
+    f16 = write_gguf(model, out / "tiny-f16.gguf", "f16").path
+    im = collect(model, _seqs(model), device="cpu", grams=True)
+    mixed = out / "tiny-mix.gguf"
+    quantize(
+        f16, mixed, "q8_0", threads=THREADS, imatrix=im, overrides={re.escape(k): v for k, v in MIX.items()}
+    )
+    return model, f16, im, mixed
+
+
+def _tensors(path: Path) -> dict[str, object]:
+    return {t.name: t for t in gguf.GGUFReader(path).tensors}
+
+
+def _raw(t) -> np.ndarray:
+    return np.asarray(t.data, dtype=np.uint8).reshape(int(t.shape[1]), -1)
+
+
+@pytest.mark.parametrize("name", list(MIX), ids=list(MIX.values()))
+def test_each_codec_reads_what_gguf_reads_and_writes_codes_back(tiny, name):
+    from medkit.convert import qcodec
+
+    t = _tensors(tiny[3])[name]
+    kind = t.tensor_type.name
+    assert kind == MIX[name]  # llama.cpp wrote the type asked for (no fallback)
+    raw = _raw(t)
+    grid, k = qcodec.decode(kind, raw)
+    ref = gguf.quants.dequantize(raw, t.tensor_type).reshape(raw.shape[0], -1)
+    np.testing.assert_array_equal(grid.values(k).astype(np.float32), ref)
+    assert np.array_equal(qcodec.encode(kind, raw, k), raw)  # nothing changes when the codes do not
+    new = np.random.default_rng(0).integers(grid.lo, grid.hi + 1, size=k.shape)
+    raw2 = qcodec.encode(kind, raw, new)
+    grid2, k2 = qcodec.decode(kind, raw2)
+    assert np.array_equal(k2, new)
+    np.testing.assert_array_equal(grid2.a, grid.a)  # the scales are untouched
+    np.testing.assert_array_equal(grid2.values(new).astype(np.float32),
+                                  gguf.quants.dequantize(raw2, t.tensor_type).reshape(raw.shape[0], -1))  # fmt: skip
+
+
+def test_grams_are_each_inputs_x_t_x_shared_by_weights_fed_the_same_input(tiny):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model_dir, _, im, _ = tiny
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32).eval()
+    normed = []
+    with torch.no_grad():
+        for ids in _seqs(model_dir):
+            hidden = model(torch.tensor([ids]), output_hidden_states=True).hidden_states[0]
+            normed.append(model.model.layers[0].input_layernorm(hidden)[0].double())
+    x = torch.cat(normed)
+    g = im.grams
+    np.testing.assert_allclose(
+        g["blk.0.attn_q.weight"].double().numpy(), (x.T @ x).numpy(), rtol=1e-4, atol=1e-3
+    )
+    assert g["blk.0.attn_k.weight"] is g["blk.0.attn_q.weight"] is g["blk.0.attn_v.weight"]
+    assert g["blk.0.ffn_up.weight"] is g["blk.0.ffn_gate.weight"]
+    assert g["blk.0.attn_output.weight"] is not g["blk.0.attn_q.weight"]
+    assert "token_embd.weight" not in g and "output.weight" in g  # the head's input is the last hidden state
+    # the diagonal is the importance matrix's sum of squares, from the same pass
+    np.testing.assert_allclose(np.diag(g["blk.0.ffn_down.weight"].double().numpy()), im.sums["blk.0.ffn_down.weight"],
+                               rtol=1e-4)  # fmt: skip
+
+
+def _output_error(path: Path, f16: Path, grams: dict) -> dict[str, float]:
+    """tr(E H E^T) per weight: the squared error of W x summed over the calibration inputs."""
+    ref = _tensors(f16)
+    out = {}
+    for name, t in _tensors(path).items():
+        if name in grams and t.tensor_type.name != "F32" and len(t.shape) == 2:
+            rows = int(t.shape[1])
+            w = gguf.quants.dequantize(np.asarray(ref[name].data), ref[name].tensor_type).reshape(rows, -1)
+            q = gguf.quants.dequantize(_raw(t), t.tensor_type).reshape(rows, -1)
+            e = (w - q).astype(np.float64)
+            out[name] = float(np.einsum("ij,jk,ik->", e, grams[name].double().numpy(), e))
+    return out
+
+
+def test_gptq_codes_lower_every_layer_s_output_error(tiny, tmp_path):
+    import shutil
+
+    from medkit.convert import gptq
+
+    _, f16, im, mixed = tiny
+    mine = tmp_path / "gptq.gguf"
+    shutil.copy(mixed, mine)
+    res = gptq.refine(mine, f16, im.grams)
+    assert res.kinds == {t: 1 for t in MIX.values() if t != "Q8_0"} | {"Q4_0": res.kinds["Q4_0"]}
+    nearest, ours = _output_error(mixed, f16, im.grams), _output_error(mine, f16, im.grams)
+    for name, kind in MIX.items():
+        if kind != "Q8_0":
+            assert ours[name] < 0.9 * nearest[name], (name, kind, ours[name], nearest[name])
+    assert ours["blk.1.attn_v.weight"] == nearest["blk.1.attn_v.weight"]  # Q8_0: left as llama.cpp wrote it
+    assert ours["token_embd.weight"] == nearest["token_embd.weight"] if "token_embd.weight" in ours else True
+    # scales untouched, the file the same size, and llama.cpp runs it
+    assert mine.stat().st_size == mixed.stat().st_size
+    from tests.convert.conftest import load_llama
+
+    llm = load_llama(mine)
+    ids = llm.tokenize(b"Fever and cough", add_bos=True)
+    llm.eval(ids)
+    assert np.isfinite(np.asarray(llm.scores[len(ids) - 1])).all()
+
+
+def test_a_gram_matrix_of_another_model_is_one_line(tiny, tmp_path):
+    import shutil
+
+    import torch
+
+    from medkit.convert import gptq
+
+    _, f16, im, mixed = tiny
+    mine = tmp_path / "gptq.gguf"
+    shutil.copy(mixed, mine)
+    before = mine.read_bytes()
+    with pytest.raises(ConvertError, match="blk.0.attn_q.weight does not match"):
+        gptq.refine(mine, f16, {"blk.0.attn_q.weight": torch.eye(64)})
+    assert mine.read_bytes() == before
+
+
+def test_parts_keep_each_pass_within_the_gram_budget():
+    from medkit.convert.gptq import gram_bytes, parts
+
+    shapes = {f"blk.{i}.{w}.weight": n for i in range(4) for w, n in (("attn_q", 64), ("ffn_down", 128))}
+    assert parts(shapes, budget=10**9) == [list(shapes)]
+    cut = parts(shapes, budget=gram_bytes({"a": 64, "b": 128}))
+    assert len(cut) == 4 and sum(cut, []) == list(shapes)
+    assert all(gram_bytes({n: shapes[n] for n in p}) <= gram_bytes({"a": 64, "b": 128}) for p in cut)
+
+
+def test_export_cli_writes_gptq_codes_and_says_so(tiny_model_dir, tmp_path):
+    """`--calib FILE` (and a run's own data): GPTQ by default, `--no-gptq` llama.cpp's rounding alone."""
+    from tests.reliability.conftest import run_medkit
+
+    model = tiny_model_dir("llama", **K_WIDE)
+    calib = tmp_path / "calib.txt"
+    calib.write_text(CORPUS)
+    files = {}
+    for flag in ("--gptq", "--no-gptq"):
+        out = tmp_path / flag
+        res = run_medkit("export", str(model), "--gguf", "q4_0", "--calib", str(calib), "--out", str(out), flag,
+                         "--no-verify", "--no-modelfile", "--threads", str(THREADS))  # fmt: skip
+        assert res.code == 0, res.stderr
+        files[flag] = out / f"{model.name}-q4_0.gguf"
+        reader = gguf.GGUFReader(str(files[flag]))
+        field = reader.get_field("medkit.gptq")
+        if flag == "--gptq":
+            assert "GPTQ codes in" in res.stdout and field is not None and field.contents() is True
+        else:
+            assert "GPTQ" not in res.stdout and field is None
+    types = [{t.name: t.tensor_type for t in gguf.GGUFReader(files[f]).tensors} for f in files]
+    assert types[0] == types[1]  # the same types (and scales): only the codes differ
+    assert files["--gptq"].read_bytes() != files["--no-gptq"].read_bytes()
