@@ -8,7 +8,8 @@ path on these 2 cores (llama.cpp's convert_hf_to_gguf.py about 8 s, then llama-q
 printed as a constant so the ratio can be read against it.
 
 Then (MEDKIT_BENCH_QUALITY=0 skips it) what quantization costs: KL vs f16 and file size for q4_0, q4_k_m
-and iq4_xs plain vs calibrated (imatrix from the demo's train split), and `auto` at q4_0's plain size.
+and iq4_xs plain vs calibrated (imatrix from the demo's train split) vs calibrated with GPTQ codes, and
+`auto` at q4_0's plain size.
 """
 
 from __future__ import annotations
@@ -82,16 +83,19 @@ def run_once(hf: Path) -> dict[str, float]:
         return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-QUALITY_TYPES = ("q4_0", "q4_k_m", "iq4_xs")  # each plain and calibrated; then auto at q4_0's plain size
+QUALITY_TYPES = ("q4_0", "q4_k_m", "iq4_xs")  # each plain, calibrated, calibrated + GPTQ; then auto
+HOW = ("plain", "imatrix", "imatrix+gptq")
 
 
 def quant_quality(hf: Path, out: Path, threads: int = 1) -> list[dict[str, Any]]:
-    """KL vs the f16 GGUF (llama.cpp both, 8 held-out demo rows) and file size: plain, calibrated, auto."""
+    """KL vs the f16 GGUF (llama.cpp both, 8 held-out demo rows) and file size: plain, calibrated (imatrix),
+    calibrated with GPTQ codes, and auto at q4_0's plain size (llama.cpp's rounding and GPTQ)."""
     from transformers import AutoTokenizer
 
     from medkit.convert import imatrix as imx
     from medkit.convert.gguf_writer import write_gguf
-    from medkit.convert.quant_mix import KLMeter, quantize_auto
+    from medkit.convert.gptq import refiner
+    from medkit.convert.quant_mix import KLMeter, measure, quantize_auto
     from medkit.convert.quantize import parse_budget, quantize
     from medkit.data.tokens import prepare
     from medkit.recipe import load_recipe
@@ -102,24 +106,25 @@ def quant_quality(hf: Path, out: Path, threads: int = 1) -> list[dict[str, Any]]
     held_out = [tok.decode(e.input_ids) for s in ("val", "test") for e in prep.split(s)[:4]]
     f16 = write_gguf(hf, out / "f16.gguf", "f16").path
     t = time.perf_counter()
-    im = imx.collect(hf, imx.sample([e.input_ids for e in prep.train], seed=recipe.train.seed), device="cpu")
-    print(f"imatrix: {im.tokens} train-split tokens in {time.perf_counter() - t:.1f}s")
+    seqs = imx.sample([e.input_ids for e in prep.train], seed=recipe.train.seed)
+    im = imx.collect(hf, seqs, device="cpu", grams=True)
+    print(f"imatrix + Gram matrices: {im.tokens} train-split tokens in {time.perf_counter() - t:.1f}s")
+    post = refiner(hf, seqs, f16, grams=im.grams)
     meter = KLMeter(f16, held_out, threads=threads, max_tokens=96)
     rows: list[dict[str, Any]] = []
     for q in QUALITY_TYPES:
-        for cal in (None, im):
-            dst = out / f"{q}-{'cal' if cal else 'plain'}.gguf"
-            path = quantize(f16, dst, q, threads=threads, imatrix=cal).path
-            rows.append(
-                {"type": q, "calibrated": cal is not None, "kl": meter(path), "size": path.stat().st_size}
-            )
+        for how, cal, fix in zip(HOW, (None, im, im), (None, None, post), strict=True):
+            t = time.perf_counter()
+            path = quantize(f16, out / f"{q}-{how}.gguf", q, threads=threads, imatrix=cal, post=fix).path
+            rows.append({"type": q, "how": how, "kl": meter(path), "size": path.stat().st_size,
+                         "seconds": time.perf_counter() - t})  # fmt: skip
     budget = parse_budget(f"auto:{rows[0]['size']}b")  # q4_0 plain's file size
-    res = quantize_auto(
-        f16, out / "auto.gguf", budget, imatrix=im, texts=held_out, threads=threads, log=print
-    )
-    rows.append(
-        {"type": f"auto:{rows[0]['size'] / 1e6:.1f}MB", "calibrated": True, "kl": res.kl, "size": res.size}
-    )
+    name = f"auto:{rows[0]['size'] / 1e6:.1f}MB"
+    measured = measure(f16, imatrix=im, texts=held_out, threads=threads, budgets=(budget,), log=print)
+    for how, fix in (("imatrix", None), ("imatrix+gptq", post)):
+        res = quantize_auto(f16, out / f"auto-{how}.gguf", budget, imatrix=im, threads=threads,
+                            measured=measured, log=print, post=fix)  # fmt: skip
+        rows.append({"type": name, "how": how, "kl": res.kl, "size": res.size, "seconds": res.seconds})
     print(f"auto mix: {res.summary()}")
     return rows
 
@@ -127,15 +132,17 @@ def quant_quality(hf: Path, out: Path, threads: int = 1) -> list[dict[str, Any]]
 def quality_table(rows: list[dict[str, Any]]) -> Any:
     from rich.table import Table
 
-    t = Table(title="quantization: KL vs f16 on 8 held-out demo rows, and file size (plain | calibrated)")
-    for col in ("type", "plain KL", "plain MB", "calibrated KL", "calibrated MB"):
+    t = Table(
+        title="quantization: KL vs f16 on 8 held-out demo rows, file size, seconds (plain | imatrix | +GPTQ)"
+    )
+    for col in ("type", "MB", *(f"{h} KL" for h in HOW), "+GPTQ s"):
         t.add_column(col, justify="left" if col == "type" else "right")
-    by = {(r["type"], r["calibrated"]): r for r in rows}
+    by = {(r["type"], r["how"]): r for r in rows}
     for name in dict.fromkeys(r["type"] for r in rows):
-        cells = []
-        for r in (by.get((name, False)), by.get((name, True))):
-            cells += [f"{r['kl']:.4f}", f"{r['size'] / 1e6:.1f}"] if r else ["-", "-"]
-        t.add_row(str(name), *cells)
+        size = next(r["size"] for r in rows if r["type"] == name)
+        kls = [f"{by[name, h]['kl']:.4f}" if (name, h) in by else "-" for h in HOW]
+        g = by.get((name, "imatrix+gptq"))
+        t.add_row(str(name), f"{size / 1e6:.1f}", *kls, f"{g['seconds']:.1f}" if g else "-")
     return t
 
 

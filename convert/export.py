@@ -374,7 +374,7 @@ def command(
         _export_base(source, out, types, force, threads)
         return
     mode = imatrix_mode or defaults.imatrix
-    imatrix.check_needed(types, mode, calib, is_run=not _is_hf_folder(source))
+    imatrix.check_needed(types, mode, calib, is_run=not _is_hf_folder(source), gptq=gptq)
     src = resolve_source(source, out, log=click.echo)
     t0 = time.perf_counter()
     use_gptq = defaults.gptq if gptq is None else gptq

@@ -411,9 +411,20 @@ def attach(
 IMATRIX_FILE = "imatrix.gguf"
 
 
-def check_needed(types: list[str], mode: str, calib: Path | None, is_run: bool) -> None:
-    """A type that needs an importance matrix, and none to be had: one line, before anything is written."""
-    from medkit.convert.quantize import BY_NAME
+def check_needed(
+    types: list[str], mode: str, calib: Path | None, is_run: bool, gptq: bool | None = None
+) -> None:
+    """A type that needs an importance matrix, and none to be had, or ``--gptq`` asked for without the
+    calibration data it rounds on: one line, before anything is written."""
+    from medkit.convert.quantize import BY_NAME, FLOAT_TYPES
+
+    data = mode == "auto" and (is_run or calib is not None)
+    if gptq is True and not data and any(t not in FLOAT_TYPES for t in types):
+        why = f"--imatrix {mode}" if mode != "auto" else "a HF folder without --calib"
+        raise ConvertError(
+            f"--gptq rounds on the calibration texts themselves and {why} gives none",
+            hint="drop --gptq (llama.cpp's rounding), or use --imatrix auto with a run or --calib FILE",
+        )
 
     needs = [t for t in types if t in BY_NAME and BY_NAME[t].imatrix]
     if needs and (mode == "none" or (mode == "auto" and not is_run and calib is None)):
@@ -447,7 +458,10 @@ def for_export(
     im, path = _imatrix(source, mode, calib, force, budget, log, needed, gptq) if quants else (None, None)
     if source.run is not None and quants:
         record = {"file": str(path), "datasets": im.datasets, "tokens": im.tokens} if im else {"file": None}
-        source.run.update_manifest(imatrix={**record, "calibrated": quants if im else [], "mode": mode})
+        gptq_types = quants if im is not None and im.seqs and gptq else []
+        source.run.update_manifest(
+            imatrix={**record, "calibrated": quants if im else [], "mode": mode, "gptq": gptq_types}
+        )
     return im
 
 

@@ -285,6 +285,11 @@ def test_export_cli_calibrates_and_records_it(tiny_model_dir, tmp_path):
         (["--gguf", "iq2_xs", "--imatrix", "none"], ["iq2_xs needs an importance matrix", "--imatrix none"]),
         (["--gguf", "iq3_xxs"], ["iq3_xxs needs an importance matrix", "without --calib"]),
         (["--gguf", "q4_k_m", "--imatrix", "missing.gguf"], ["no such importance matrix file"]),
+        (
+            ["--gguf", "q4_0", "--gptq", "--imatrix", "none"],
+            ["--gptq rounds on the calibration texts", "none"],
+        ),
+        (["--gguf", "auto:1MB", "--gptq"], ["--gptq rounds on the calibration texts", "without --calib"]),
     ],
 )
 def test_export_without_a_usable_imatrix_is_one_line_and_writes_nothing(
