@@ -290,7 +290,8 @@ def imatrix_cell(calibration: str | None) -> str:
     mix = " (mix)" if calibration.endswith(" mix") else ""
     from medkit.runtime.gguf_header import is_calibrated
 
-    return ("yes" if is_calibrated(calibration) else "no") + mix
+    gptq = "+gptq" if "gptq" in calibration else ""
+    return ("yes" if is_calibrated(calibration) else "no") + gptq + mix
 
 
 def report(results: list[Parity]) -> list[dict[str, Any]]:

@@ -219,6 +219,8 @@ CALIBRATIONS = [
     (2, {}, "plain"),  # quantized elsewhere, no key: no importance matrix
     (15, {"medkit.imatrix": True, **MIX}, "imatrix mix"),
     (15, {"medkit.imatrix": False, **MIX}, "plain mix"),
+    (2, {"medkit.imatrix": True, "medkit.gptq": True}, "imatrix+gptq"),
+    (15, {"medkit.imatrix": True, "medkit.gptq": True, **MIX}, "imatrix+gptq mix"),
     (1, {}, None),
     (32, {}, None),
     (None, {}, None),  # no file type, no key: nothing says it is quantized
@@ -289,6 +291,8 @@ def test_verify_records_calibration_and_shows_the_column(tiny_model_dir, tiny_qu
         ("imatrix", "yes"),
         ("plain", "no"),
         ("imatrix mix", "yes (mix)"),
+        ("imatrix+gptq", "yes+gptq"),
+        ("imatrix+gptq mix", "yes+gptq (mix)"),
         ("plain mix", "no (mix)"),
     ],
 )

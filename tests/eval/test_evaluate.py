@@ -196,6 +196,13 @@ def test_gguf_names_tell_plain_from_calibrated():
     three = {"a/x-q4_0.gguf": "plain", "b/x-q4_0.gguf": "imatrix", "c/x-q4_0.gguf": "plain"}
     assert _names(three) == ["q4_0-plain", "q4_0", "q4_0-plain-2"]
     assert _names({"a/base.gguf": "plain", "b/x-tuned.gguf": None}) == ["base-2", "tuned-2"]
+    # GPTQ codes rank above the imatrix alone: the imatrix-only twin is named for it
+    gptq = {"a/x-q4_0.gguf": "plain", "b/x-q4_0.gguf": "imatrix", "c/x-q4_0.gguf": "imatrix+gptq"}
+    assert _names(gptq) == ["q4_0-plain", "q4_0-imatrix", "q4_0"]
+    assert _names({"a/x-auto.gguf": "imatrix+gptq mix", "b/x-auto.gguf": "imatrix mix"}) == [
+        "auto",
+        "auto-imatrix",
+    ]
 
 
 def _report(calibrations: dict[str, str | None]) -> dict:

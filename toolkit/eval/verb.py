@@ -196,14 +196,17 @@ RESERVED_NAMES = ("base", "tuned")
 
 
 def _gguf_names(run: RunDir, paths: Sequence[Path], calibrations: Sequence[str | None]) -> list[str]:
-    """Column names: each file's stem without the run's name ('q4_0'). Where a plain and a calibrated GGUF
-    share a name, the plain one is '<name>-plain'; a number is added only to what still collides."""
-    from medkit.runtime.gguf_header import is_calibrated
+    """Column names: each file's stem without the run's name ('q4_0'). Where GGUFs quantized differently
+    share a name, the most calibrated keeps it and the others are '<name>-plain' / '<name>-imatrix'
+    (gguf_header.LEVELS); a number is added only to what still collides."""
+    from medkit.runtime.gguf_header import level
 
     stems = [_stem_name(run, path) for path in paths]
-    calibrated = {s for s, cal in zip(stems, calibrations, strict=True) if is_calibrated(cal)}
+    best: dict[str, int] = {}
+    for s, cal in zip(stems, calibrations, strict=True):
+        best[s] = max(best.get(s, -1), level(cal))
     names = [
-        f"{s}-plain" if s in calibrated and cal is not None and not is_calibrated(cal) else s
+        f"{s}-{cal.removesuffix(' mix')}" if cal is not None and level(cal) < best[s] else s
         for s, cal in zip(stems, calibrations, strict=True)
     ]
     out: list[str] = []

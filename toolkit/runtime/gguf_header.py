@@ -233,12 +233,15 @@ LLAMA_IMATRIX_KEYS = (
     "quantize.imatrix.chunks_count",
 )
 MIX_KEY = "medkit.quant.mix"  # an `auto:SIZE` per-tensor mix (convert/quant_mix.py)
+GPTQ_KEY = "medkit.gptq"  # bool: the codes were chosen by GPTQ (convert/gptq.py)
+# the calibration labels, least to most: a twin of a file below the best of its name gets "-<label>"
+LEVELS = ("plain", "imatrix", "imatrix+gptq")
 
 
 def calibration(source: GGUFInfo | str | os.PathLike[str]) -> str | None:
-    """How a model GGUF was quantized: "imatrix" (with an importance matrix), "plain" (without), either
-    followed by " mix" for an `auto:SIZE` mix; None for a float file (f32/f16/bf16) and for one with
-    neither a file type nor a calibration key."""
+    """How a model GGUF was quantized: "imatrix" (with an importance matrix), "imatrix+gptq" (its codes
+    chosen by GPTQ as well), "plain" (neither), each followed by " mix" for an `auto:SIZE` mix; None for
+    a float file (f32/f16/bf16) and for one with neither a file type nor a calibration key."""
     from medkit.convert.quantize import BY_FTYPE
 
     info = source if isinstance(source, GGUFInfo) else read_gguf_info(source, what="GGUF")
@@ -249,7 +252,13 @@ def calibration(source: GGUFInfo | str | os.PathLike[str]) -> str | None:
     calibrated = meta.get(MEDKIT_IMATRIX_KEY) is True or any(k in meta for k in LLAMA_IMATRIX_KEYS)
     if not calibrated and info.file_type is None and MEDKIT_IMATRIX_KEY not in meta:
         return None  # no file type and no calibration key: nothing says it is quantized
-    return ("imatrix" if calibrated else "plain") + (" mix" if MIX_KEY in meta else "")
+    how = ("imatrix+gptq" if meta.get(GPTQ_KEY) is True else "imatrix") if calibrated else "plain"
+    return how + (" mix" if MIX_KEY in meta else "")
+
+
+def level(label: str | None) -> int:
+    """Rank of a calibration label in LEVELS (-1: a float file)."""
+    return LEVELS.index(label.removesuffix(" mix")) if label else -1
 
 
 def is_calibrated(label: str | None) -> bool:
