@@ -10,8 +10,9 @@
     batch 8 x accumulation 4, gradient checkpointing and the seed's optimizer: the same work as (a), so
     (c)/(a) is the engine's gain and (b)/(c) the gain of the defaults.
 (d) (b) with train.compile = on (decoder layers through inductor; random ops from eager's generator, so the
-    losses are eager's) and (e) (b) with the old LoRA dropout 0.05: each engine change's gain over (b), printed
-    as a ratio (MEDKIT_BENCH_EXTRA=0 skips both).
+    losses are eager's), (e) (b) with the old LoRA dropout 0.05 and (f) (b) with train.fuse = off (q/k/v and
+    gate/up as PEFT's separate matmuls; (b) fuses them): each engine change's effect against (b), printed as a
+    ratio (MEDKIT_BENCH_EXTRA=0 skips them).
 Both see the same random-weight model (TinyLlama-1.1B's shape on CUDA; a 4-layer, hidden-256 llama with a
 32k vocabulary on CPU) and the same example lengths (MedQuAD-like, mean ~290 tokens; a quarter on CPU).
 Printed: non-pad tokens/s (after one warm-up step), peak memory (CUDA max allocated, else peak RSS
@@ -213,6 +214,10 @@ def seed_settings(cuda: bool) -> dict[str, Any]:
 EXTRA_ROWS = {
     "medkit_compiled": ("(d) (b) + train.compile = on (inductor, eager RNG):", {"train": {"compile": "on"}}),
     "medkit_dropout": ("(e) (b) with lora.dropout = 0.05 (the old default):", {"lora": {"dropout": 0.05}}),
+    "medkit_unfused": (
+        "(f) (b) with train.fuse = off (PEFT's separate matmuls):",
+        {"train": {"fuse": "off"}},
+    ),
 }
 
 

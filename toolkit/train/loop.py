@@ -99,6 +99,10 @@ class Trainer:
         self.compiled, self.compile_reason = compiling.decide(
             self.t.compile, plan.device, self.total_steps, hidden if isinstance(hidden, int) else None
         )
+        from medkit.train import fuse
+
+        # before compiling: inductor traces the fused forward
+        self.fused, self.fuse_reason = fuse.fuse(model, self.t.fuse, quantized=plan.quantize)
         if self.compiled:
             compiling.compile_layers(model)
         params = [p for p in model.parameters() if p.requires_grad]
@@ -383,6 +387,7 @@ class Trainer:
             "flops_per_input_token": round(s.flops / s.input_tokens) if s.input_tokens else 0,
             "peak_flops": self.peak.as_dict() if self.peak else None,
             "compiled": {"layers": self.compiled, "why": self.compile_reason},
+            "fused": {"groups": self.fused, "why": self.fuse_reason},
             "mfu_note": "per process: medkit.train.flops count / train_seconds / the peak (source: measured in this "
             "run on the MLP shape, or MEDKIT_PEAK_FLOPS)",
         }
