@@ -21,6 +21,7 @@ weights) and the types without a codec (the K/i-quants other than Q4_K, Q6_K, IQ
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -35,9 +36,18 @@ from medkit.errors import ConvertError
 DAMP = 0.01  # ridge added to H, as a fraction of its mean diagonal (GPTQ's default): keeps H invertible
 BLOCK = 32  # columns rounded between two matmul updates of the rest (GPTQ's lazy batch; 128 on GPUs,
 # 32 on CPU, where the per-column update of the block is memory-bound)
-GRAM_BUDGET = (
-    3 * 2**30
-)  # bytes of Gram matrices held at once: wider models take one calibration pass per part
+
+
+def _ram_quarter() -> int:
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")) // 4
+    except (ValueError, OSError, AttributeError):  # no sysconf (Windows): assume 16 GiB
+        return 4 * 2**30
+
+
+# bytes of Gram matrices held at once (a quarter of RAM, at most 8 GiB; TinyLlama-1.1B needs ~5 GiB): a
+# wider model takes one calibration pass per part of it, for each quantized file
+GRAM_BUDGET = min(8 * 2**30, _ram_quarter())
 REFINED = tuple(t for t in qcodec.TYPES if t != "Q8_0")
 SKIP = ("token_embd.weight",)
 
