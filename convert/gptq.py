@@ -77,10 +77,9 @@ def parts(shapes: dict[str, int], budget: int = GRAM_BUDGET) -> list[list[str]]:
     return [p for p in out if p]
 
 
-def round_codes(w: Any, h: Any, grid: qcodec.Grid, k0: np.ndarray) -> np.ndarray:
-    """GPTQ codes for weights ``w`` [rows, n] on ``grid``, given the inputs' Gram matrix ``h`` [n, n].
-    Columns are taken largest H_jj first (act order); the grid (the block scales) stays fixed. Rows are
-    independent given H: weights fed one input (q/k/v, gate/up) are rounded in one call, rows stacked."""
+def inverse_factor(h: Any) -> tuple[Any, Any, Any]:
+    """(act order, dead columns, upper Cholesky factor of the damped inverse of H in that order) of a Gram
+    matrix: what every weight fed this input (and every quant type of it) is rounded with."""
     import torch
 
     h = torch.as_tensor(h, dtype=torch.float64).clone()
@@ -94,22 +93,39 @@ def round_codes(w: Any, h: Any, grid: qcodec.Grid, k0: np.ndarray) -> np.ndarray
         u = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)), upper=True).float()
     except RuntimeError as exc:  # not positive definite even damped: a degenerate calibration set
         raise ConvertError(f"GPTQ: the calibration inputs' Gram matrix is singular ({exc})") from exc
+    return perm, dead, u
+
+
+def round_codes(
+    w: Any, h: Any, grid: qcodec.Grid, k0: np.ndarray, factor: tuple[Any, Any, Any] | None = None
+) -> np.ndarray:
+    """GPTQ codes for weights ``w`` [rows, n] on ``grid``, given the inputs' Gram matrix ``h`` [n, n]
+    (or its ``factor``, inverse_factor(h)). Columns are taken largest H_jj first (act order); the grid (the
+    block scales) stays fixed. Rows are independent given H: weights fed one input (q/k/v, gate/up) are
+    rounded in one call, rows stacked."""
+    import torch
+
+    perm, dead, u = factor if factor is not None else inverse_factor(h)
+    n = u.shape[0]
     pn = perm.numpy()
     uu = u.numpy()
-    # column-major copies (each step reads one column of each); numpy: its per-call overhead is a third
-    # of torch's, and the loop below is ~10 small calls per column
+
+    def cols(x: Any, dtype: Any) -> np.ndarray:
+        """[rows, n] -> [n, rows] in act order, contiguous (each step reads one column); torch's copies."""
+        t = torch.from_numpy(np.ascontiguousarray(x)).to(dtype)
+        return t.index_select(1, perm).t().contiguous().numpy()  # type: ignore[no-any-return]
+
     f = np.float32
-    w = np.ascontiguousarray(np.asarray(w, f)[:, pn].T)  # [n, rows]
+    w = cols(np.asarray(w, f), torch.float32)
     w[dead.numpy()[pn]] = 0.0
-    a = np.ascontiguousarray(grid.a[:, pn].T, dtype=f)
-    b = np.ascontiguousarray(grid.b[:, pn].T, dtype=f)
+    a, b = cols(grid.a, torch.float32), cols(grid.b, torch.float32)
     live = a != 0
     inv = np.divide(1.0, a, out=np.zeros_like(a), where=live)  # a dead block: t = 0, value = b whatever k
     book: np.ndarray | None = grid.codebook.astype(f) if grid.codebook is not None else None
     mids = (book[1:] + book[:-1]) / 2 if book is not None else None
     rows = w.shape[1]
     lo, hi = (np.broadcast_to(np.asarray(x, f), (rows,)) for x in (grid.lo, grid.hi))
-    codes = np.empty((n, rows), np.int64)
+    codes = np.empty((n, rows), np.int16)
     for i1 in range(0, n, BLOCK):
         i2 = min(i1 + BLOCK, n)
         err = np.empty((i2 - i1, rows), f)
@@ -131,15 +147,25 @@ def round_codes(w: Any, h: Any, grid: qcodec.Grid, k0: np.ndarray) -> np.ndarray
                 w[j + 1 : i2] -= u1[i, i + 1 :, None] * e[None, :]
         if i2 < n:
             w[i2:] -= uu[i1:i2, i2:].T @ err
-    codes = np.where(live, codes, np.ascontiguousarray(k0[:, pn].T))
-    out: np.ndarray = codes.T[:, np.argsort(pn)]
+    dead_blocks = ~live
+    if dead_blocks.any():  # keep llama.cpp's codes where a block's scale is 0
+        codes[dead_blocks] = cols(k0, torch.int16)[dead_blocks]
+    back = torch.argsort(perm)
+    out: np.ndarray = torch.from_numpy(codes).t().index_select(1, back).contiguous().numpy()
     return out
 
 
-def refine(path: Path, f16: Path, grams: dict[str, Any], names: Iterable[str] | None = None) -> RefineResult:
+def refine(
+    path: Path,
+    f16: Path,
+    grams: dict[str, Any],
+    names: Iterable[str] | None = None,
+    factors: dict[int, Any] | None = None,
+) -> RefineResult:
     """Rewrite, in place, the codes of ``path``'s weights (those in ``grams``, or ``names``) by GPTQ
     against the float weights of ``f16`` (the GGUF ``path`` was quantized from: same names and layout).
-    Nothing is written unless every weight fits."""
+    Nothing is written unless every weight fits. ``factors`` keeps each Gram matrix's factor for the next
+    file (the types of one export share them)."""
     import gguf
 
     from medkit.runtime.gguf_header import tensor_table
@@ -179,7 +205,11 @@ def refine(path: Path, f16: Path, grams: dict[str, Any], names: Iterable[str] | 
             hi = np.concatenate([np.full(g.a.shape[0], g.hi) for g in grids])
             grid = qcodec.Grid(np.concatenate([g.a for g in grids]), np.concatenate([g.b for g in grids]),
                                lo, hi, grids[0].codebook)  # fmt: skip
-            codes = round_codes(np.concatenate(ws), grams[members[0]], grid, np.concatenate(ks))
+            h = grams[members[0]]
+            cache = factors if factors is not None else {}
+            if id(h) not in cache:
+                cache[id(h)] = (h, inverse_factor(h))  # h kept: its id is not reused while cached
+            codes = round_codes(np.concatenate(ws), h, grid, np.concatenate(ks), cache[id(h)][1])
             at = 0
             for name, raw in zip(members, raws, strict=True):
                 t = dst[name]
@@ -212,11 +242,13 @@ def refiner(
             f"GPTQ: the Gram matrices take {gram_bytes(shapes) / 2**30:.1f} GiB: {len(cut)} calibration passes"
         )
 
+    factors: dict[int, Any] = {}  # one Cholesky factor per input, for every file of the export
+
     def run(path: Path) -> RefineResult:
         total = RefineResult(0, 0.0, {})
         for part in cut:
             got = grams if grams is not None else collect(hf_dir, seqs, grams=part).grams or {}
-            res = refine(path, f16, got, part)
+            res = refine(path, f16, got, part, factors if grams is not None else None)
             total.tensors += res.tensors
             total.seconds += res.seconds
             for k, v in res.kinds.items():

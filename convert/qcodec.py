@@ -20,7 +20,7 @@ import numpy as np
 
 # IQ4_NL's codebook (ggml-common.h kvalues_iq4nl)
 IQ4NL_VALUES = np.array(
-    [-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113], np.float64
+    [-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113], np.float32
 )
 
 
@@ -28,20 +28,20 @@ IQ4NL_VALUES = np.array(
 class Grid:
     """value = a * g(k) + b for k in lo..hi; g = codebook[k] when a codebook is given, else k."""
 
-    a: np.ndarray  # [rows, n] float64
-    b: np.ndarray  # [rows, n] float64
+    a: np.ndarray  # [rows, n] float32
+    b: np.ndarray  # [rows, n] float32
     lo: int | np.ndarray  # an int, or one per row (rows of several tensors stacked)
     hi: int | np.ndarray
     codebook: np.ndarray | None = None
 
     def values(self, k: np.ndarray) -> np.ndarray:
-        g = self.codebook[k] if self.codebook is not None else k.astype(np.float64)
+        g = self.codebook[k] if self.codebook is not None else k.astype(np.float32)
         return self.a * g + self.b
 
 
 def _half(b: np.ndarray) -> np.ndarray:
-    """[..., 2] uint8 -> [...] float64 (little-endian f16)."""
-    return np.ascontiguousarray(b).view(np.float16)[..., 0].astype(np.float64)
+    """[..., 2] uint8 -> [...] float32 (little-endian f16; ggml computes its scales in float32 too)."""
+    return np.ascontiguousarray(b).view(np.float16)[..., 0].astype(np.float32)
 
 
 def _nib(qs: np.ndarray) -> np.ndarray:
@@ -145,7 +145,8 @@ def _k4_scales(sc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     lo_s, lo_m = sc[..., 0:4] & 63, sc[..., 4:8] & 63
     hi_s = (sc[..., 8:12] & 0xF) | ((sc[..., 0:4] >> 6) << 4)
     hi_m = (sc[..., 8:12] >> 4) | ((sc[..., 4:8] >> 6) << 4)
-    return np.concatenate([lo_s, hi_s], -1), np.concatenate([lo_m, hi_m], -1)
+    f = np.float32
+    return np.concatenate([lo_s, hi_s], -1).astype(f), np.concatenate([lo_m, hi_m], -1).astype(f)
 
 
 def _q4_k(raw: np.ndarray) -> tuple[Grid, np.ndarray]:
@@ -169,7 +170,7 @@ def _q6_k(raw: np.ndarray) -> tuple[Grid, np.ndarray]:
     rows, nb = b.shape[:2]
     ql = b[..., 0:128].reshape(rows, nb, 2, 2, 32)  # [half][low/high 32 bytes]
     qh = b[..., 128:192].reshape(rows, nb, 2, 32)
-    sc: np.ndarray = b[..., 192:208].view(np.int8).astype(np.float64)  # 16 scales of 16 elements
+    sc: np.ndarray = b[..., 192:208].view(np.int8).astype(np.float32)  # 16 scales of 16 elements
     d = _half(b[..., 208:210])[..., None]
     parts = [
         (ql[:, :, :, 0] & 0xF) | (((qh >> 0) & 3) << 4),
@@ -227,7 +228,7 @@ def _iq4_xs(raw: np.ndarray) -> tuple[Grid, np.ndarray]:
     ib = np.arange(8)
     ls = ((low[..., ib // 2] >> (4 * (ib % 2))) & 0xF) | (((high >> (2 * ib)) & 3) << 4)
     k = _nib(b[..., 8:].reshape(rows, nb, 8, 16)).reshape(rows, -1)
-    a = _expand(d * (ls - 32), 32)
+    a = _expand(d * (ls - 32).astype(np.float32), 32)
     return Grid(a, np.zeros_like(a), 0, 15, IQ4NL_VALUES), k
 
 
@@ -254,10 +255,10 @@ TYPES = tuple(_DECODE)  # the GGML tensor types whose codes medkit can rewrite
 def decode(ggml: str, raw: np.ndarray) -> tuple[Grid, np.ndarray]:
     """(grid, codes) of a tensor's raw bytes (uint8 [rows, bytes per row]) in GGML type ``ggml``."""
     grid, k = _DECODE[ggml](np.ascontiguousarray(raw, dtype=np.uint8))
-    return grid, k.astype(np.int64)
+    return grid, k.astype(np.int16)
 
 
 def encode(ggml: str, raw: np.ndarray, k: np.ndarray) -> np.ndarray:
     """``raw`` with its codes replaced by ``k`` (ints in the grid's range), its scales as they were."""
-    out: np.ndarray = _ENCODE[ggml](np.ascontiguousarray(raw, dtype=np.uint8), np.asarray(k, dtype=np.int64))
+    out: np.ndarray = _ENCODE[ggml](np.ascontiguousarray(raw, dtype=np.uint8), np.asarray(k, dtype=np.int16))
     return out
