@@ -284,14 +284,14 @@ def table(results: list[Parity]) -> Any:
 
 
 def imatrix_cell(calibration: str | None) -> str:
-    """The parity table's "imatrix" column: yes / no (quantized with / without one), — for a float file."""
+    """The parity table's "imatrix" column: yes / yes+gptq / no (quantized with one, with GPTQ codes too,
+    without), — for a float file."""
     if calibration is None:
         return "—"
     mix = " (mix)" if calibration.endswith(" mix") else ""
-    from medkit.runtime.gguf_header import is_calibrated
+    from medkit.runtime.gguf_header import level
 
-    gptq = "+gptq" if "gptq" in calibration else ""
-    return ("yes" if is_calibrated(calibration) else "no") + gptq + mix
+    return ("no", "yes", "yes+gptq")[level(calibration)] + mix  # one cell per gguf_header.LEVELS
 
 
 def report(results: list[Parity]) -> list[dict[str, Any]]:

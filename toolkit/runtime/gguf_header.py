@@ -263,7 +263,7 @@ def level(label: str | None) -> int:
 
 def is_calibrated(label: str | None) -> bool:
     """Whether a `calibration` label says the file was quantized with an importance matrix."""
-    return label is not None and label.startswith("imatrix")
+    return level(label) >= LEVELS.index("imatrix")
 
 
 def check_adapter_fits(base: GGUFInfo, adapter: GGUFInfo) -> None:
