@@ -36,6 +36,7 @@ from medkit.errors import ConvertError
 DAMP = 0.01  # ridge added to H, as a fraction of its mean diagonal (GPTQ's default): keeps H invertible
 BLOCK = 32  # columns rounded between two matmul updates of the rest (GPTQ's lazy batch; 128 on GPUs,
 # 32 on CPU, where the per-column update of the block is memory-bound)
+BATCH_BYTES = 256 * 2**20  # float32 weights rounded in one column loop (with their grids and codes: ~4x that)
 
 
 def _ram_quarter() -> int:
@@ -89,8 +90,10 @@ def inverse_factor(h: Any) -> tuple[Any, Any, Any]:
     perm = torch.argsort(torch.diagonal(h), descending=True)
     h = h[perm][:, perm]
     h += DAMP * torch.diagonal(h).mean() * torch.eye(n, dtype=h.dtype)
-    try:
-        u = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)), upper=True).float()
+    try:  # H = J M M^T J (J reverses the order) gives H^-1 = U^T U with U = J M^-1 J: one factorisation
+        m = torch.linalg.cholesky(h.flip(0, 1))
+        eye = torch.eye(n, dtype=h.dtype)
+        u = torch.linalg.solve_triangular(m, eye, upper=False).flip(0, 1).float()
     except RuntimeError as exc:  # not positive definite even damped: a degenerate calibration set
         raise ConvertError(f"GPTQ: the calibration inputs' Gram matrix is singular ({exc})") from exc
     return perm, dead, u
@@ -103,56 +106,89 @@ def round_codes(
     (or its ``factor``, inverse_factor(h)). Columns are taken largest H_jj first (act order); the grid (the
     block scales) stays fixed. Rows are independent given H: weights fed one input (q/k/v, gate/up) are
     rounded in one call, rows stacked."""
+    return round_batch([(w, grid, k0, factor if factor is not None else inverse_factor(h))])[0]
+
+
+def round_batch(
+    problems: list[tuple[Any, qcodec.Grid, np.ndarray, tuple[Any, Any, Any]]],
+) -> list[np.ndarray]:
+    """round_codes for several weights of one shape [rows, n] (the same layer of every block), each with its
+    own Gram factor and grid, in one column loop: step i rounds the i-th column of each in its own act
+    order, so Python's per-column cost is paid once for all of them (the loop is what GPTQ costs on a CPU).
+    All use a codebook or none do."""
     import torch
 
-    perm, dead, u = factor if factor is not None else inverse_factor(h)
-    n = u.shape[0]
-    pn = perm.numpy()
-    uu = u.numpy()
+    f = np.float32
 
-    def cols(x: Any, dtype: Any) -> np.ndarray:
+    def cols(x: Any, perm: Any, dtype: Any) -> Any:
         """[rows, n] -> [n, rows] in act order, contiguous (each step reads one column); torch's copies."""
         t = torch.from_numpy(np.ascontiguousarray(x)).to(dtype)
-        return t.index_select(1, perm).t().contiguous().numpy()  # type: ignore[no-any-return]
+        return t.t().contiguous().index_select(0, perm)  # transposed, then whole rows gathered (1.6x)
 
-    f = np.float32
-    w = cols(np.asarray(w, f), torch.float32)
-    w[dead.numpy()[pn]] = 0.0
-    a, b = cols(grid.a, torch.float32), cols(grid.b, torch.float32)
+    perms = [p[3][0] for p in problems]
+    w = torch.stack(
+        [cols(np.asarray(p[0], f), pm, torch.float32) for p, pm in zip(problems, perms, strict=True)]
+    )
+    for x, p, pm in zip(w, problems, perms, strict=True):
+        x[p[3][1][pm]] = 0.0  # dead inputs (never nonzero in the calibration data): they do not matter
+    u = torch.stack([p[3][2] for p in problems])  # [L, n, n]
+    wn, un = w.numpy(), u.numpy()
+    a = torch.stack([cols(p[1].a, pm, torch.float32) for p, pm in zip(problems, perms, strict=True)]).numpy()
+    b = torch.stack([cols(p[1].b, pm, torch.float32) for p, pm in zip(problems, perms, strict=True)]).numpy()
     live = a != 0
     inv = np.divide(1.0, a, out=np.zeros_like(a), where=live)  # a dead block: t = 0, value = b whatever k
-    book: np.ndarray | None = grid.codebook.astype(f) if grid.codebook is not None else None
+    grid0 = problems[0][1]
+    book: np.ndarray | None = grid0.codebook.astype(f) if grid0.codebook is not None else None
     mids = (book[1:] + book[:-1]) / 2 if book is not None else None
-    rows = w.shape[1]
-    lo, hi = (np.broadcast_to(np.asarray(x, f), (rows,)) for x in (grid.lo, grid.hi))
-    codes = np.empty((n, rows), np.int16)
+    lut = _nearest_table(mids) if mids is not None else None
+    nl, n, rows = wn.shape
+    lo, hi = (np.stack([np.broadcast_to(np.asarray(getattr(p[1], x), f), (rows,)) for p in problems])
+              for x in ("lo", "hi"))  # fmt: skip
+    codes = np.empty((nl, n, rows), np.int16)
     for i1 in range(0, n, BLOCK):
         i2 = min(i1 + BLOCK, n)
-        err = np.empty((i2 - i1, rows), f)
-        u1 = uu[i1:i2, i1:i2]
+        err = np.empty((nl, i2 - i1, rows), f)
+        u1 = un[:, i1:i2, i1:i2]
         for i in range(i2 - i1):
             j = i1 + i
-            col = w[j]
-            t = (col - b[j]) * inv[j]
-            if mids is not None:
+            col = wn[:, j]
+            t = (col - b[:, j]) * inv[:, j]
+            if lut is not None:  # the nearest codebook entry: a table over t's half-integer bins
+                k = lut[np.clip(np.ceil(2 * t), -len(lut) // 2, len(lut) // 2 - 1).astype(np.intp)]
+                q = a[:, j] * book[k] + b[:, j]  # type: ignore[index]
+            elif mids is not None:
                 k = np.searchsorted(mids, t)
-                q = a[j] * book[k] + b[j]  # type: ignore[index]
+                q = a[:, j] * book[k] + b[:, j]  # type: ignore[index]
             else:
                 k = np.clip(np.rint(t), lo, hi)
-                q = a[j] * k + b[j]
-            codes[j] = k
-            e = (col - q) / u1[i, i]
-            err[i] = e
+                q = a[:, j] * k + b[:, j]
+            codes[:, j] = k
+            e = (col - q) / u1[:, i, i, None]
+            err[:, i] = e
             if i + 1 < i2 - i1:
-                w[j + 1 : i2] -= u1[i, i + 1 :, None] * e[None, :]
+                wn[:, j + 1 : i2] -= u1[:, i, i + 1 :, None] * e[:, None, :]
         if i2 < n:
-            w[i2:] -= uu[i1:i2, i2:].T @ err
-    dead_blocks = ~live
-    if dead_blocks.any():  # keep llama.cpp's codes where a block's scale is 0
-        codes[dead_blocks] = cols(k0, torch.int16)[dead_blocks]
-    back = torch.argsort(perm)
-    out: np.ndarray = torch.from_numpy(codes).t().index_select(1, back).contiguous().numpy()
+            w[:, i2:] -= torch.bmm(u[:, i1:i2, i2:].transpose(1, 2), torch.from_numpy(err))
+    out = []
+    for li, (p, pm) in enumerate(zip(problems, perms, strict=True)):
+        c = codes[li]
+        dead_blocks = ~live[li]
+        if dead_blocks.any():  # keep llama.cpp's codes where a block's scale is 0
+            c[dead_blocks] = cols(p[2], pm, torch.int16).numpy()[dead_blocks]
+        out.append(torch.from_numpy(c).t().index_select(1, torch.argsort(pm)).contiguous().numpy())
     return out
+
+
+def _nearest_table(mids: np.ndarray) -> np.ndarray | None:
+    """For a codebook whose midpoints are multiples of 1/2 (IQ4's integer values): table[c] =
+    searchsorted(mids, t) for every t with ceil(2 t) = c (c from -len/2, read with negative indices);
+    None for any other codebook (searchsorted then)."""
+    if not np.array_equal(mids * 2, np.round(mids * 2)):
+        return None
+    half = int(np.abs(mids).max() * 2) + 2
+    c = np.arange(-half, half)
+    table: np.ndarray = np.searchsorted(mids, (c - 0.5) / 2).astype(np.int16)  # any t in ((c-1)/2, c/2]
+    return np.concatenate([table[half:], table[:half]])  # index c >= 0 first, c < 0 from the end
 
 
 def refine(
@@ -186,37 +222,54 @@ def refine(
     groups: dict[tuple[int, bool], list[str]] = {}
     for name in todo:
         groups.setdefault((id(grams[name]), dst[name].ggml.startswith("IQ4")), []).append(name)
+    # groups of one shape (the same layer in every block) share one column loop, BATCH_BYTES of weights at once
+    batches: dict[tuple[int, int, bool], list[list[list[str]]]] = {}
+    for (_, book), members in groups.items():
+        n, rows = dst[members[0]].shape[0], sum(int(np.prod(dst[m].shape[1:])) for m in members)
+        runs = batches.setdefault((n, rows, book), [[]])
+        if runs[-1] and 4 * n * rows * (len(runs[-1]) + 1) > BATCH_BYTES:
+            runs.append([])
+        runs[-1].append(members)
     fmm = np.memmap(f16, dtype=np.uint8, mode="r")
     mm = np.memmap(path, dtype=np.uint8, mode="r+")
     kinds: dict[str, int] = {}
+    cache = factors if factors is not None else {}
+
+    def problem(
+        members: list[str], mm: Any, fmm: Any
+    ) -> tuple[Any, qcodec.Grid, np.ndarray, Any, list[np.ndarray]]:
+        raws, grids, ks, ws = [], [], [], []
+        for name in members:
+            t, r = dst[name], src[name]
+            rows = int(np.prod(t.shape[1:]))
+            raws.append(np.asarray(mm[t.offset : t.offset + t.nbytes]).reshape(rows, -1))
+            grid, k = qcodec.decode(t.ggml, raws[-1])
+            grids.append(grid)
+            ks.append(k)
+            data = np.asarray(fmm[r.offset : r.offset + r.nbytes])
+            ws.append(gguf.quants.dequantize(data, gguf.GGMLQuantizationType[r.ggml]).reshape(rows, -1))
+        lo = np.concatenate([np.full(g.a.shape[0], g.lo) for g in grids])  # per row: types may differ
+        hi = np.concatenate([np.full(g.a.shape[0], g.hi) for g in grids])
+        grid = qcodec.Grid(np.concatenate([g.a for g in grids]), np.concatenate([g.b for g in grids]),
+                           lo, hi, grids[0].codebook)  # fmt: skip
+        h = grams[members[0]]
+        if id(h) not in cache:
+            cache[id(h)] = (h, inverse_factor(h))  # h kept: its id is not reused while cached
+        return np.concatenate(ws), grid, np.concatenate(ks), cache[id(h)][1], raws
+
     try:
-        for members in groups.values():
-            raws, grids, ks, ws = [], [], [], []
-            for name in members:
-                t, r = dst[name], src[name]
-                rows = int(np.prod(t.shape[1:]))
-                raws.append(np.asarray(mm[t.offset : t.offset + t.nbytes]).reshape(rows, -1))
-                grid, k = qcodec.decode(t.ggml, raws[-1])
-                grids.append(grid)
-                ks.append(k)
-                data = np.asarray(fmm[r.offset : r.offset + r.nbytes])
-                ws.append(gguf.quants.dequantize(data, gguf.GGMLQuantizationType[r.ggml]).reshape(rows, -1))
-            lo = np.concatenate([np.full(g.a.shape[0], g.lo) for g in grids])  # per row: types may differ
-            hi = np.concatenate([np.full(g.a.shape[0], g.hi) for g in grids])
-            grid = qcodec.Grid(np.concatenate([g.a for g in grids]), np.concatenate([g.b for g in grids]),
-                               lo, hi, grids[0].codebook)  # fmt: skip
-            h = grams[members[0]]
-            cache = factors if factors is not None else {}
-            if id(h) not in cache:
-                cache[id(h)] = (h, inverse_factor(h))  # h kept: its id is not reused while cached
-            codes = round_codes(np.concatenate(ws), h, grid, np.concatenate(ks), cache[id(h)][1])
-            at = 0
-            for name, raw in zip(members, raws, strict=True):
-                t = dst[name]
-                enc = qcodec.encode(t.ggml, raw, codes[at : at + raw.shape[0]])
-                at += raw.shape[0]
-                mm[t.offset : t.offset + t.nbytes] = enc.reshape(-1)
-                kinds[t.ggml] = kinds.get(t.ggml, 0) + 1
+        for runs in batches.values():
+            for run in runs:
+                probs = [problem(members, mm, fmm) for members in run]
+                codes = round_batch([p[:4] for p in probs])
+                for members, p, c in zip(run, probs, codes, strict=True):
+                    at = 0
+                    for name, raw in zip(members, p[4], strict=True):
+                        t = dst[name]
+                        enc = qcodec.encode(t.ggml, raw, c[at : at + raw.shape[0]])
+                        at += raw.shape[0]
+                        mm[t.offset : t.offset + t.nbytes] = enc.reshape(-1)
+                        kinds[t.ggml] = kinds.get(t.ggml, 0) + 1
         mm.flush()
     finally:
         del mm, fmm

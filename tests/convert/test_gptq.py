@@ -40,7 +40,7 @@ def tiny(tiny_model_dir, tmp_path_factory):
     model = tiny_model_dir("llama", **K_WIDE)
     out = tmp_path_factory.mktemp("gptq")
     f16 = write_gguf(model, out / "tiny-f16.gguf", "f16").path
-    im = collect(model, _seqs(model), device="cpu", grams=True)
+    im = collect(model, _seqs(model), device="cpu", grams=True, dtype="float32")
     mixed = out / "tiny-mix.gguf"
     quantize(
         f16, mixed, "q8_0", threads=THREADS, imatrix=im, overrides={re.escape(k): v for k, v in MIX.items()}
@@ -191,3 +191,49 @@ def test_export_cli_writes_gptq_codes_and_says_so(tiny_model_dir, tmp_path):
     types = [{t.name: t.tensor_type for t in gguf.GGUFReader(files[f]).tensors} for f in files]
     assert types[0] == types[1]  # the same types (and scales): only the codes differ
     assert files["--gptq"].read_bytes() != files["--no-gptq"].read_bytes()
+
+
+@pytest.mark.parametrize("book", [False, True], ids=["integer", "codebook"])
+def test_one_column_loop_for_a_batch_gives_each_weight_its_own_codes(book):
+    """round_batch (the same layer of every block in one loop) chooses exactly the codes round_codes
+    chooses for each weight alone, with its own Gram matrix, act order, grid and dead inputs."""
+    import torch
+
+    from medkit.convert import qcodec
+    from medkit.convert.gptq import inverse_factor, round_batch, round_codes
+
+    rng = np.random.default_rng(0)
+    rows, n = 48, 96
+    problems = []
+    for i in range(3):
+        x = rng.standard_normal((400, n)).astype(np.float32) * rng.uniform(0.2, 3.0, n).astype(np.float32)
+        x[:, i] = 0.0  # a dead input column, a different one in each
+        h = torch.from_numpy(x.T @ x)
+        w = rng.standard_normal((rows, n)).astype(np.float32)
+        a = np.repeat(np.abs(w).reshape(rows, -1, 32).max(-1) / (100.0 if book else 7.5), 32, axis=1)
+        a[0, :32] = 0.0  # a dead block: llama.cpp's codes kept
+        grid = qcodec.Grid(a, np.zeros_like(a), 0 if book else -8, 15 if book else 7,
+                           qcodec.IQ4NL_VALUES if book else None)  # fmt: skip
+        k0 = rng.integers(0, 16 if book else 8, (rows, n)).astype(np.int16)
+        problems.append((w, h, grid, k0))
+    alone = [round_codes(w, h, g, k0) for w, h, g, k0 in problems]
+    together = round_batch([(w, g, k0, inverse_factor(h)) for w, h, g, k0 in problems])
+    for a1, t1, p in zip(alone, together, problems, strict=True):
+        assert t1.shape == (rows, n) and t1.dtype == np.int16
+        np.testing.assert_array_equal(t1, a1)
+        np.testing.assert_array_equal(t1[0, :32], p[3][0, :32])
+    assert not np.array_equal(together[0], together[1])
+
+
+def test_the_codebook_table_is_searchsorted_on_every_half_integer_and_between():
+    from medkit.convert import qcodec
+    from medkit.convert.gptq import _nearest_table
+
+    book = qcodec.IQ4NL_VALUES
+    mids = (book[1:] + book[:-1]) / 2
+    lut = _nearest_table(mids)
+    assert lut is not None and _nearest_table(mids + 0.3) is None
+    t = np.concatenate([np.arange(-300, 300, 0.5), np.random.default_rng(1).uniform(-200, 200, 10_000)])
+    t = t.astype(np.float32)
+    k = lut[np.clip(np.ceil(2 * t), -len(lut) // 2, len(lut) // 2 - 1).astype(np.intp)]
+    np.testing.assert_array_equal(k, np.searchsorted(mids, t))

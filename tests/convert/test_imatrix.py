@@ -37,7 +37,7 @@ def tiny_imatrix(tiny_model_dir, tmp_path_factory):
     model = tiny_model_dir("llama", **K_WIDE)
     out = tmp_path_factory.mktemp("imatrix")
     f16 = write_gguf(model, out / "tiny-f16.gguf", "f16").path
-    im = collect(model, _seqs(model), datasets=["tests corpus"], device="cpu")
+    im = collect(model, _seqs(model), datasets=["tests corpus"], device="cpu", dtype="float32")
     return model, f16, im, write_imatrix(im, out / "imatrix.gguf")
 
 
@@ -65,6 +65,25 @@ def test_importance_is_the_mean_square_of_each_layer_s_input(tiny_imatrix):
     assert (
         "output.weight" in im.sums and "token_embd.weight" not in im.sums
     )  # untied head; lookups aren't matmuls
+
+
+def test_a_bfloat16_forward_gives_the_float32_importance_within_a_percent(tiny_imatrix):
+    """Where a CPU (AMX) or GPU multiplies faster in bfloat16 the calibration pass runs in it; its
+    importance and Gram sums must still be float32's, to the rounding of the activations."""
+    import torch
+
+    from medkit.convert.imatrix import collect, forward_dtype
+
+    assert forward_dtype("cpu") in (torch.float32, torch.bfloat16) and forward_dtype("mps") is torch.float32
+    model_dir, _, im32, _ = tiny_imatrix
+    im16 = collect(model_dir, _seqs(model_dir), device="cpu", dtype="bfloat16", grams=True)
+    assert im16.counts == im32.counts
+    for name, ref in im32.sums.items():
+        rel = np.abs(im16.sums[name] - ref).sum() / np.abs(ref).sum()
+        assert rel < 0.02, (name, rel)
+    for g in im16.grams.values():  # float32 sums of bfloat16 inputs: symmetric and positive semi-definite
+        assert g.dtype == torch.float32
+        assert torch.linalg.eigvalsh(g.double()).min() > -1e-6 * g.diagonal().max()
 
 
 def test_qk_permutation_leaves_input_columns_in_place(tiny_imatrix):
