@@ -326,9 +326,9 @@ def main(shape_name: str | None = None, steps: int | None = None) -> dict[str, A
         data_file.write_text('{"question": "q", "answer": "a"}\n')
         print(f"train bench on {'CUDA ' + torch.cuda.get_device_name() if cuda else 'CPU'}: {what}, "
               f"{len(examples)} examples, mean {mean:.0f} tokens, {steps} timed steps", flush=True)  # fmt: skip
-        print(f"  matmul peak ({before.dtype}, {before.shape[0]}x{shape['hidden_size']} @ "
-              f"{shape['hidden_size']}x{shape['intermediate_size']}): {before.flops_per_s / 1e9:,.1f} GFLOP/s "
-              "(MFU is measured against it)", flush=True)  # fmt: skip
+        m, k, n = before.shape
+        print(f"  matmul peak ({before.dtype}, the faster of the MLP's two: {m}x{k} @ {k}x{n}): "
+              f"{before.flops_per_s / 1e9:,.1f} GFLOP/s (MFU is measured against it)", flush=True)  # fmt: skip
         a = seed_recipe(model_dir, examples, steps, cuda, before)
         print(_row("(a) seed recipe (HF Trainer, padding, r=64 all-linear):", a), flush=True)
         b = medkit_run(model_dir, examples, steps, cuda, data_file, before)
