@@ -7,7 +7,11 @@
     keep = attach(params, im, overrides)             # fills llama_model_quantize_params (keep `keep` alive)
 
 The importance of input column j of a weight W (out x in, GGUF row length = in) is E[x_j^2] over the
-calibration tokens, read with forward hooks on the HF model's Linear/Conv1D layers. HF module names map
+calibration tokens, read with forward hooks on the HF model's Linear/Conv1D layers. The pass batches
+sequences of like length (padding masked out of the sums), runs in bfloat16 where the device is much
+faster in it (forward_dtype: a GPU with bf16, a CPU with AMX), and sums in float32/float64; the Gram
+matrices GPTQ needs are summed 2048 rows at a time (SmolLM2 demo, 8192 tokens with Gram matrices: 12.7 s
+on 2 cores, was 28.5 s one float32 sequence at a time). HF module names map
 to GGUF tensor names through the model-family registry (medkit.convert.arch). The Q/K permutation of the
 Llama family reorders output rows only, so input columns, and their importance, stay where they are.
 
