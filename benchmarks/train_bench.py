@@ -365,7 +365,8 @@ def main(shape_name: str | None = None, steps: int | None = None) -> dict[str, A
     print(f"  matmul peak again after the runs: {after.flops_per_s / 1e9:,.1f} GFLOP/s; MFU below uses the "
           f"better, {peak.flops_per_s / 1e9:,.1f}", flush=True)  # fmt: skip
     if any((side["mfu"] or 0) > 1 for side in (a, b, c, *extra.values())):
-        print("  note: MFU above 100%: the peak was measured while other work shared the cores; rerun idle")
+        print("  note: MFU above 100%: the steps' matmuls ran faster than the peak measured (other work on the "
+              "cores then, or this machine's speed moving between measurements); rerun idle")  # fmt: skip
     print(
         "  MFU against that peak:  "
         + "  ".join(f"({k}) {v['mfu']:.1%}" for k, v in zip("abc", (a, b, c), strict=True))
