@@ -19,7 +19,7 @@ demo, 2 cores).
 
 Not refined: the token embedding (a lookup table as well as, when tied, the output layer: error feedback
 that helps the matmul would hurt the lookup), Q8_0 tensors (their codes are already within 0.4% of the
-weights) and the types without a codec (the K/i-quants other than Q4_K, Q6_K, IQ4_NL).
+weights) and the types without a codec (Q2_K, Q3_K and the i-quants below 4 bits; qcodec.TYPES has the rest).
 """
 
 from __future__ import annotations

@@ -211,8 +211,9 @@ def collect(
 
     def hook(gname: str) -> Callable[..., None]:
         def fn(module: Any, args: tuple[Any, ...], output: Any) -> None:
-            x = args[0].detach().reshape(-1, args[0].shape[-1])
-            x = (x if keep[0] is None else x[keep[0]]).float()  # the batch's real tokens, not its padding
+            raw = args[0].detach().reshape(-1, args[0].shape[-1])
+            raw = raw if keep[0] is None else raw[keep[0]]  # the batch's real tokens, not its padding
+            x = raw.float()
             sums[gname] += (x * x).sum(0).double()  # one row's sum in float32, the total in float64
             counts[gname] += float(x.shape[0])
             if gname in want and gname not in alias:
@@ -224,7 +225,7 @@ def collect(
                 if gname not in acc:  # fp32: one fused multiply-add per input (GPTQ damps H by 1% anyway)
                     acc[gname] = torch.zeros((x.shape[1], x.shape[1]), dtype=torch.float32, device=device)
                 held = pending.setdefault(gname, [])
-                held.append(x if x.dtype == args[0].dtype else x.to(args[0].dtype))  # held as run
+                held.append(raw)  # in the forward's dtype until its Gram sum
                 if sum(len(t) for t in held) >= GRAM_TOKENS:
                     flush(gname)
 
