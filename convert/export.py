@@ -154,9 +154,9 @@ def _export(
             calibrated: dict[str, Any] = {"medkit.imatrix": imatrix is not None}
             if imatrix is not None:
                 calibrated["medkit.imatrix.dataset"] = "; ".join(imatrix.datasets)[:120]
-            post = _refiner(source, imatrix, inter, log) if gptq else None
-            if post is not None:
-                calibrated["medkit.gptq"] = True
+            from medkit.convert.gptq import rounds
+
+            post = _refiner(source, imatrix, inter, log) if gptq and any(map(rounds, quants)) else None
             cache: dict[str, Any] = {"types": quants}  # auto:SIZE types share one measurement
             if any(is_auto(t) for t in quants):  # a budget too small: one line before any quant is written
                 from medkit.convert.quant_mix import check_budgets
@@ -167,9 +167,9 @@ def _export(
                     auto_kw = dict(imatrix=imatrix, threads=threads, log=log, post=post)
                     timings[t] = _export_auto(source, inter, outputs[t], t, cache, **auto_kw)
                     continue
-                q = quantize(
-                    inter, outputs[t], t, threads=threads, imatrix=imatrix, metadata=calibrated, post=post
-                )
+                mine = post if rounds(t) else None  # q8_0: no codes to choose, nor a GPTQ label
+                meta = {**calibrated, **({"medkit.gptq": True} if mine is not None else {})}
+                q = quantize(inter, outputs[t], t, threads=threads, imatrix=imatrix, metadata=meta, post=mine)
                 timings[t] = q.seconds
                 note = (
                     f"; {q.fallbacks}/{q.n_tensors} tensors in a fallback type (row size)"

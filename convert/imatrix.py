@@ -538,7 +538,9 @@ def for_export(
     im, path = _imatrix(source, mode, calib, force, budget, log, needed, gptq) if quants else (None, None)
     if source.run is not None and quants:
         record = {"file": str(path), "datasets": im.datasets, "tokens": im.tokens} if im else {"file": None}
-        gptq_types = quants if im is not None and im.seqs and gptq else []
+        from medkit.convert.gptq import rounds
+
+        gptq_types = [t for t in quants if rounds(t)] if im is not None and im.seqs and gptq else []
         source.run.update_manifest(
             imatrix={**record, "calibrated": quants if im else [], "mode": mode, "gptq": gptq_types}
         )

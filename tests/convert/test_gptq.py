@@ -237,3 +237,22 @@ def test_the_codebook_table_is_searchsorted_on_every_half_integer_and_between():
     t = t.astype(np.float32)
     k = lut[np.clip(np.ceil(2 * t), -len(lut) // 2, len(lut) // 2 - 1).astype(np.intp)]
     np.testing.assert_array_equal(k, np.searchsorted(mids, t))
+
+
+def test_a_q8_0_file_beside_a_gptq_one_is_not_labelled_gptq(tiny_model_dir, tmp_path):
+    """q8_0's tensors are all Q8_0, which GPTQ leaves as llama.cpp wrote them: no `medkit.gptq` there."""
+    from medkit.convert.gptq import rounds
+    from tests.reliability.conftest import run_medkit
+
+    assert not rounds("q8_0") and rounds("q4_0") and rounds("q2_k") and rounds("auto:90MB")
+    model = tiny_model_dir("llama", **K_WIDE)
+    calib = tmp_path / "calib.txt"
+    calib.write_text(CORPUS)
+    res = run_medkit("export", str(model), "--gguf", "q8_0,q4_0", "--calib", str(calib), "--out", str(tmp_path),
+                     "--no-verify", "--no-modelfile", "--threads", str(THREADS))  # fmt: skip
+    assert res.code == 0, res.stderr
+    labels = {}
+    for t in ("q8_0", "q4_0"):
+        field = gguf.GGUFReader(str(tmp_path / f"{model.name}-{t}.gguf")).get_field("medkit.gptq")
+        labels[t] = field is not None and field.contents() is True
+    assert labels == {"q8_0": False, "q4_0": True}
