@@ -12,10 +12,11 @@ so the result is a plain GGUF that any llama.cpp loads; only the choice of codes
     res = refine(q4_0_gguf, f16_gguf, grams)    # rewrites the codes in place; res.tensors, res.seconds
 
 Measured on the SmolLM2 demo (KL vs f16 on held-out rows): q4_0 with the imatrix 0.206, with GPTQ codes
-as well 0.138. On a CPU the cost is the column loop (each column a handful of numpy ops): round_batch runs
-the same layer of every block (30 ffn_down tensors, say) through one loop, each in its own act order, so
-Python's per-column cost is paid once per layer kind rather than once per tensor (10-15 s per type on the
-demo, 2 cores).
+as well 0.138. On a CPU the cost is the column loop: round_batch runs the same layer of every block (30
+ffn_down tensors, say) through one loop, each in its own act order, so Python's per-column cost is paid
+once per layer kind rather than once per tensor, in torch on every core, each column brought up to date
+by one small product just before it is rounded (4-6 s per type on the demo, 2 cores; 10-15 s with numpy
+and eager updates).
 
 Not refined: the token embedding (a lookup table as well as, when tied, the output layer: error feedback
 that helps the matmul would hurt the lookup), Q8_0 tensors (their codes are already within 0.4% of the
@@ -37,8 +38,8 @@ from medkit.convert import qcodec
 from medkit.errors import ConvertError
 
 DAMP = 0.01  # ridge added to H, as a fraction of its mean diagonal (GPTQ's default): keeps H invertible
-BLOCK = 32  # columns rounded between two matmul updates of the rest (GPTQ's lazy batch; 128 on GPUs,
-# 32 on CPU, where the per-column update of the block is memory-bound)
+BLOCK = 32  # columns rounded between two updates of the rest of their OUTER block (GPTQ's lazy batch)
+OUTER = 256  # columns between two updates of all the columns after them
 BATCH_BYTES = 256 * 2**20  # float32 weights rounded in one column loop (with their grids and codes: ~4x that)
 
 
@@ -92,10 +93,11 @@ def parts(shapes: dict[str, int], budget: int = GRAM_BUDGET) -> list[list[str]]:
 
 def inverse_factor(h: Any) -> tuple[Any, Any, Any]:
     """(act order, dead columns, upper Cholesky factor of the damped inverse of H in that order) of a Gram
-    matrix: what every weight fed this input (and every quant type of it) is rounded with."""
+    matrix: what every weight fed this input (and every quant type of it) is rounded with. float32 (as
+    GPTQ's reference; within 2e-7 of float64 once damped, 2x faster)."""
     import torch
 
-    h = torch.as_tensor(h, dtype=torch.float64).clone()
+    h = torch.as_tensor(h).to(torch.float32, copy=True)
     n = h.shape[0]
     dead = torch.diagonal(h) <= 0
     h[dead, dead] = 1.0
@@ -105,7 +107,7 @@ def inverse_factor(h: Any) -> tuple[Any, Any, Any]:
     try:  # H = J M M^T J (J reverses the order) gives H^-1 = U^T U with U = J M^-1 J: one factorisation
         m = torch.linalg.cholesky(h.flip(0, 1))
         eye = torch.eye(n, dtype=h.dtype)
-        u = torch.linalg.solve_triangular(m, eye, upper=False).flip(0, 1).float()
+        u = torch.linalg.solve_triangular(m, eye, upper=False).flip(0, 1).contiguous()
     except RuntimeError as exc:  # not positive definite even damped: a degenerate calibration set
         raise ConvertError(f"GPTQ: the calibration inputs' Gram matrix is singular ({exc})") from exc
     return perm, dead, u
@@ -122,73 +124,97 @@ def round_codes(
 
 
 def round_batch(
-    problems: list[tuple[Any, qcodec.Grid, np.ndarray, tuple[Any, Any, Any]]],
+    problems: list[tuple[Any, qcodec.Grid, np.ndarray, tuple[Any, Any, Any]]], stacked: Any = None
 ) -> list[np.ndarray]:
     """round_codes for several weights of one shape [rows, n] (the same layer of every block), each with its
-    own Gram factor and grid, in one column loop: step i rounds the i-th column of each in its own act
+    own Gram factor and grid, in one column loop: step j rounds the j-th column of each in its own act
     order, so Python's per-column cost is paid once for all of them (the loop is what GPTQ costs on a CPU).
-    All use a codebook or none do."""
+    All use a codebook or none do. In torch (both cores). Column j is brought up to date just before it
+    is rounded, by one product with the errors of the columns before it in its BLOCK; the rest of the
+    OUTER block is updated once per BLOCK and the columns after it once per OUTER block (each a batched
+    product in place): the weights are read and written ~n/OUTER times instead of once per column.
+    ``stacked``: the factors' U already stacked [L, n, n] (kept by refine for the export's next file)."""
     import torch
 
-    f = np.float32
-
-    def cols(x: Any, perm: Any, dtype: Any) -> Any:
-        """[rows, n] -> [n, rows] in act order, contiguous (each step reads one column); torch's copies."""
-        t = torch.from_numpy(np.ascontiguousarray(x)).to(dtype)
-        return t.t().contiguous().index_select(0, perm)  # transposed, then whole rows gathered (1.6x)
-
+    nl, (rows, n) = len(problems), np.shape(problems[0][0])
     perms = [p[3][0] for p in problems]
-    w = torch.stack(
-        [cols(np.asarray(p[0], f), pm, torch.float32) for p, pm in zip(problems, perms, strict=True)]
-    )
+
+    def cols(x: Any, dtype: Any) -> Any:
+        """[L, rows, n] of every problem's ``x`` -> [L, n, rows] in each one's act order (one gather)."""
+        out = torch.empty((nl, n, rows), dtype=dtype)
+        for li, (p, pm) in enumerate(zip(problems, perms, strict=True)):
+            src = torch.from_numpy(np.ascontiguousarray(x(p))).to(dtype)
+            torch.index_select(src.t(), 0, pm, out=out[li])
+        return out
+
+    w = cols(lambda p: np.asarray(p[0], np.float32), torch.float32)
     for x, p, pm in zip(w, problems, perms, strict=True):
         x[p[3][1][pm]] = 0.0  # dead inputs (never nonzero in the calibration data): they do not matter
-    u = torch.stack([p[3][2] for p in problems])  # [L, n, n]
-    wn, un = w.numpy(), u.numpy()
-    a = torch.stack([cols(p[1].a, pm, torch.float32) for p, pm in zip(problems, perms, strict=True)]).numpy()
-    b = torch.stack([cols(p[1].b, pm, torch.float32) for p, pm in zip(problems, perms, strict=True)]).numpy()
-    live = a != 0
-    inv = np.divide(1.0, a, out=np.zeros_like(a), where=live)  # a dead block: t = 0, value = b whatever k
+    # the grids are constant over each block of g columns: held [L, n/g, rows] in the weights' own order,
+    # each column's row of them gathered when it is rounded (no act-order copy of two more weight-sized arrays)
+    g = min(_group(np.asarray(p[1].a), np.asarray(p[1].b)) for p in problems)
+    a, b = (torch.stack([torch.from_numpy(np.ascontiguousarray(np.asarray(x(p), np.float32)[:, ::g].T))
+                         for p in problems]) for x in (lambda p: p[1].a, lambda p: p[1].b))  # fmt: skip
+    blocks = torch.stack(perms) // g  # [L, n]: the grid block of each problem's j-th column in act order
+    at = torch.arange(nl)
+    u = stacked if stacked is not None else torch.stack([p[3][2] for p in problems])  # [L, n, n]
+    diag = torch.diagonal(u, dim1=1, dim2=2)
+    lo, hi = (torch.from_numpy(np.stack([np.broadcast_to(np.asarray(getattr(p[1], x), np.float32), (rows,))
+                                         for p in problems])) for x in ("lo", "hi"))  # fmt: skip
     grid0 = problems[0][1]
-    book: np.ndarray | None = grid0.codebook.astype(f) if grid0.codebook is not None else None
+    book = torch.from_numpy(grid0.codebook.astype(np.float32)) if grid0.codebook is not None else None
     mids = (book[1:] + book[:-1]) / 2 if book is not None else None
-    lut = _nearest_table(mids) if mids is not None else None
-    nl, n, rows = wn.shape
-    lo, hi = (np.stack([np.broadcast_to(np.asarray(getattr(p[1], x), f), (rows,)) for p in problems])
-              for x in ("lo", "hi"))  # fmt: skip
-    codes = np.empty((nl, n, rows), np.int16)
-    for i1 in range(0, n, BLOCK):
-        i2 = min(i1 + BLOCK, n)
-        err = np.empty((nl, i2 - i1, rows), f)
-        u1 = un[:, i1:i2, i1:i2]
-        for i in range(i2 - i1):
-            j = i1 + i
-            col = wn[:, j]
-            t = (col - b[:, j]) * inv[:, j]
-            if lut is not None:  # the nearest codebook entry: a table over t's half-integer bins
-                k = lut[np.clip(np.ceil(2 * t), -len(lut) // 2, len(lut) // 2 - 1).astype(np.intp)]
-                q = a[:, j] * book[k] + b[:, j]  # type: ignore[index]
-            elif mids is not None:
-                k = np.searchsorted(mids, t)
-                q = a[:, j] * book[k] + b[:, j]  # type: ignore[index]
-            else:
-                k = np.clip(np.rint(t), lo, hi)
-                q = a[:, j] * k + b[:, j]
-            codes[:, j] = k
-            e = (col - q) / u1[:, i, i, None]
-            err[:, i] = e
-            if i + 1 < i2 - i1:
-                wn[:, j + 1 : i2] -= u1[:, i, i + 1 :, None] * e[:, None, :]
-        if i2 < n:
-            w[:, i2:] -= torch.bmm(u[:, i1:i2, i2:].transpose(1, 2), torch.from_numpy(err))
+    table = _nearest_table(mids.numpy()) if mids is not None else None
+    half = len(table) // 2 if table is not None else 0
+    lut = (
+        torch.from_numpy(np.roll(table, half).astype(np.int64)) if table is not None else None
+    )  # at c + half
+    codes = torch.empty((nl, n, rows), dtype=torch.int16)
+    for o1 in range(0, n, OUTER):
+        o2 = min(o1 + OUTER, n)
+        err = torch.empty((nl, o2 - o1, rows))  # each column's rounding error / U_jj
+        for i1 in range(o1, o2, BLOCK):
+            i2 = min(i1 + BLOCK, o2)
+            for j in range(i1, i2):
+                col = w[:, j]
+                if j > i1:  # the errors of this block's earlier columns, not yet in w
+                    col = col - torch.bmm(u[:, i1:j, j].unsqueeze(1), err[:, i1 - o1 : j - o1]).squeeze(1)
+                aj, bj = a[at, blocks[:, j]], b[at, blocks[:, j]]
+                t = torch.nan_to_num((col - bj) / aj, nan=0.0, posinf=0.0, neginf=0.0)  # a dead block: 0
+                if lut is not None:  # the nearest codebook entry: a table over t's half-integer bins
+                    k = lut[torch.clamp(torch.ceil(2 * t), -half, half - 1).long() + half]
+                    q = aj * book[k] + bj  # type: ignore[index]
+                elif mids is not None:
+                    k = torch.searchsorted(mids, t.contiguous())
+                    q = aj * book[k] + bj  # type: ignore[index]
+                else:
+                    k = torch.clamp(torch.round(t), lo, hi)
+                    q = aj * k + bj
+                codes[:, j] = k
+                err[:, j - o1] = (col - q) / diag[:, j, None]
+            if i2 < o2:
+                w[:, i2:o2].baddbmm_(u[:, i1:i2, i2:o2].transpose(1, 2), err[:, i1 - o1 : i2 - o1], alpha=-1)
+        if o2 < n:
+            w[:, o2:].baddbmm_(u[:, o1:o2, o2:].transpose(1, 2), err, alpha=-1)
     out = []
-    for li, (p, pm) in enumerate(zip(problems, perms, strict=True)):
-        c = codes[li]
-        dead_blocks = ~live[li]
+    for c, p, pm in zip(codes, problems, perms, strict=True):
+        c = c.index_select(0, torch.argsort(pm)).t().contiguous().numpy()  # [rows, n] in the weight's order
+        dead_blocks = np.asarray(p[1].a) == 0
         if dead_blocks.any():  # keep llama.cpp's codes where a block's scale is 0
-            c[dead_blocks] = cols(p[2], pm, torch.int16).numpy()[dead_blocks]
-        out.append(torch.from_numpy(c).t().index_select(1, torch.argsort(pm)).contiguous().numpy())
+            c[dead_blocks] = np.asarray(p[2])[dead_blocks]
+        out.append(np.ascontiguousarray(c))
     return out
+
+
+def _group(a: np.ndarray, b: np.ndarray) -> int:
+    """The widest g in 32, 16 (1 else) such that the grid ``a``, ``b`` [rows, n] is constant over each run
+    of g columns (every llama.cpp type GPTQ refines has blocks or sub-blocks of 16 or 32)."""
+    rows, n = a.shape
+    for g in (32, 16):
+        if n % g == 0 and all((x.reshape(rows, n // g, g) == x.reshape(rows, n // g, g)[..., :1]).all()
+                              for x in (a, b)):  # fmt: skip
+            return g
+    return 1
 
 
 def _nearest_table(mids: np.ndarray) -> np.ndarray | None:
@@ -208,13 +234,14 @@ def refine(
     f16: Path,
     grams: dict[str, Any],
     names: Iterable[str] | None = None,
-    factors: dict[int, Any] | None = None,
+    factors: dict[Any, Any] | None = None,
 ) -> RefineResult:
     """Rewrite, in place, the codes of ``path``'s weights (those in ``grams``, or ``names``) by GPTQ
     against the float weights of ``f16`` (the GGUF ``path`` was quantized from: same names and layout).
     Nothing is written unless every weight fits. ``factors`` keeps each Gram matrix's factor for the next
     file (the types of one export share them)."""
     import gguf
+    import torch
 
     from medkit.runtime.gguf_header import tensor_table
 
@@ -273,7 +300,13 @@ def refine(
         for runs in batches.values():
             for run in runs:
                 probs = [problem(members, mm, fmm) for members in run]
-                codes = round_batch([p[:4] for p in probs])
+                key = ("stacked", *(id(grams[members[0]]) for members in run))
+                if key not in cache:  # the factors stacked once for every file; each then a view of it
+                    cache[key] = torch.stack([p[3][2] for p in probs])
+                    for li, members in enumerate(run):
+                        h, (perm, dead, _) = cache[id(grams[members[0]])]
+                        cache[id(grams[members[0]])] = (h, (perm, dead, cache[key][li]))
+                codes = round_batch([p[:4] for p in probs], cache[key])
                 for members, p, c in zip(run, probs, codes, strict=True):
                     at = 0
                     for name, raw in zip(members, p[4], strict=True):
@@ -307,7 +340,7 @@ def refiner(
             f"GPTQ: the Gram matrices take {gram_bytes(shapes) / 2**30:.1f} GiB: {len(cut)} calibration passes"
         )
 
-    factors: dict[int, Any] = {}  # one Cholesky factor per input, for every file of the export
+    factors: dict[Any, Any] = {}  # one Cholesky factor per input (and their stacks), for every file
 
     def run(path: Path) -> RefineResult:
         total = RefineResult(0, 0.0, {})

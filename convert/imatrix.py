@@ -206,28 +206,31 @@ def collect(
     counts = dict.fromkeys(names.values(), 0.0)
     want = _gram_names(grams, {g: _in_features(layers[m]) for m, g in names.items()})
     acc: dict[str, Any] = {}  # Gram sums, one per distinct input
-    alias: dict[str, str] = {}  # weight -> the weight whose input (and Gram matrix) it shares
-    seen: list[tuple[Any, str]] = []  # this sequence's inputs so far (held, so no address is reused)
+    alias: dict[str, str] = {}  # weight -> the weight fed the same input (q/k/v, gate/up): its sums
+    seen: list[tuple[Any, str]] = []  # this batch's inputs so far (held, so no address is reused)
 
     def hook(gname: str) -> Callable[..., None]:
         def fn(module: Any, args: tuple[Any, ...], output: Any) -> None:
+            if gname in alias:
+                return
+            owner = next((g for t, g in seen if t is args[0]), None)
+            if owner is not None and (gname not in want or owner in want):  # the very tensor an earlier
+                alias[gname] = owner  # weight of this batch read, and it sums all this one needs: its sums
+                return
+            seen.append((args[0], gname))
             raw = args[0].detach().reshape(-1, args[0].shape[-1])
             raw = raw if keep[0] is None else raw[keep[0]]  # the batch's real tokens, not its padding
-            x = raw.float()
-            sums[gname] += (x * x).sum(0).double()  # one row's sum in float32, the total in float64
-            counts[gname] += float(x.shape[0])
-            if gname in want and gname not in alias:
-                owner = next((g for t, g in seen if t is args[0]), None)
-                if owner is not None and owner != gname and owner in acc and gname not in acc:
-                    alias[gname] = owner
-                    return
-                seen.append((args[0], gname))
-                if gname not in acc:  # fp32: one fused multiply-add per input (GPTQ damps H by 1% anyway)
-                    acc[gname] = torch.zeros((x.shape[1], x.shape[1]), dtype=torch.float32, device=device)
-                held = pending.setdefault(gname, [])
-                held.append(raw)  # in the forward's dtype until its Gram sum
-                if sum(len(t) for t in held) >= GRAM_TOKENS:
-                    flush(gname)
+            counts[gname] += float(raw.shape[0])
+            if gname not in want:
+                x = raw.float()
+                sums[gname] += (x * x).sum(0).double()  # one batch's sum in float32, the total in float64
+                return
+            if gname not in acc:  # fp32: one fused multiply-add per input (GPTQ damps H by 1% anyway)
+                acc[gname] = torch.zeros((raw.shape[1], raw.shape[1]), dtype=torch.float32, device=device)
+            held = pending.setdefault(gname, [])
+            held.append(raw)  # in the forward's dtype until its Gram sum, whose diagonal is the importance
+            if sum(len(t) for t in held) >= GRAM_TOKENS:
+                flush(gname)
 
         return fn
 
@@ -273,6 +276,10 @@ def collect(
             h.remove()
         if exact_bf16 and was is not None:
             mkl.fp32_precision = was  # type: ignore[union-attr]
+    for g, h in acc.items():
+        sums[g] = torch.diagonal(h).double()
+    for g, owner in alias.items():
+        sums[g], counts[g] = sums[owner], counts[owner]
     out = {g: s.cpu().numpy() for g, s in sums.items()}
     bad = next((g for g, s in out.items() if not np.isfinite(s).all()), None)
     if bad:

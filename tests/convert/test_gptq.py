@@ -256,3 +256,47 @@ def test_a_q8_0_file_beside_a_gptq_one_is_not_labelled_gptq(tiny_model_dir, tmp_
         field = gguf.GGUFReader(str(tmp_path / f"{model.name}-{t}.gguf")).get_field("medkit.gptq")
         labels[t] = field is not None and field.contents() is True
     assert labels == {"q8_0": False, "q4_0": True}
+
+
+@pytest.mark.parametrize("group", [32, 1], ids=["block-scales", "per-weight-scales"])
+def test_the_blocked_loop_matches_plain_column_by_column_gptq(group):
+    """round_batch (lazy updates inside BLOCK, OUTER blocks, grids held per block of columns) against the
+    textbook loop: round column j, spread its error over every later column at once (float64)."""
+    import torch
+
+    from medkit.convert import qcodec
+    from medkit.convert.gptq import OUTER, inverse_factor, round_batch
+
+    rng = np.random.default_rng(3)
+    rows, n = 8, OUTER + 64  # two OUTER blocks, the second one short
+    x = rng.standard_normal((3 * n, n)) * rng.uniform(0.2, 3.0, n)
+    h = torch.from_numpy((x.T @ x).astype(np.float32))
+    w = rng.standard_normal((rows, n)).astype(np.float32)
+    if group == 32:
+        a = np.repeat(np.abs(w).reshape(rows, -1, 32).max(-1) / 7.5, 32, axis=1)
+    else:
+        a = (np.abs(w).max(1, keepdims=True) / 7.5 * rng.uniform(0.8, 1.2, (rows, n))).astype(np.float32)
+    b = np.zeros_like(a)
+    grid = qcodec.Grid(a, b, -8, 7)
+    perm, _, u = inverse_factor(h)
+    got = round_batch(
+        [(w, grid, np.zeros((rows, n), np.int16), (perm, torch.zeros(n, dtype=torch.bool), u))]
+    )[0]
+
+    pm, uu = perm.numpy(), u.double().numpy()
+    ww, aa, bb = (z[:, pm].astype(np.float64) for z in (w, a, b))
+    ref = np.empty((rows, n), np.int16)
+    for j in range(n):
+        k = np.clip(np.rint((ww[:, j] - bb[:, j]) / aa[:, j]), -8, 7)
+        e = (ww[:, j] - (aa[:, j] * k + bb[:, j])) / uu[j, j]
+        ww[:, j + 1 :] -= np.outer(e, uu[j, j + 1 :])
+        ref[:, pm[j]] = k
+    assert np.mean(got != ref) < 0.005  # float32 vs float64 sums may tip a tie or two, nothing more
+
+    def output_error(k: np.ndarray) -> float:
+        d = (w - grid.values(k)).astype(np.float64)
+        return float(np.einsum("ij,jk,ik->", d, h.double().numpy(), d))
+
+    assert output_error(got) == pytest.approx(output_error(ref), rel=0.01)
+    nearest = np.clip(np.rint((w - b) / a), -8, 7).astype(np.int16)
+    assert output_error(got) < 0.8 * output_error(nearest)
