@@ -16,6 +16,7 @@ what a killed export left there (medkit.provenance.export_session).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import time
 from collections.abc import Callable
@@ -94,8 +95,9 @@ def export(
     imatrix: Any = None,
     gptq: bool = False,
 ) -> tuple[dict[str, Path], dict[str, float]]:
-    """Write every asked type, quantized ones weighed by ``imatrix`` (medkit.convert.imatrix.IMatrix)
-    when given, their codes rounded by GPTQ when ``gptq`` and the imatrix holds its calibration data
+    """Write every asked type, quantized ones weighed by ``imatrix`` (medkit.convert.imatrix.IMatrix, or
+    a function computing it, called once the outputs, disk space, model and size budgets have been
+    checked), their codes rounded by GPTQ when ``gptq`` and the imatrix holds its calibration data
     (medkit.convert.gptq); returns ({type: path}, {stage: seconds})."""
     with export_session(source.out_dir, log):
         return _export(source, types, force, allow_pickle, trust_remote_code, threads, log, imatrix, gptq)
@@ -151,6 +153,14 @@ def _export(
             if own is None:
                 res = write_gguf(source.hf_dir, inter, "f16", trust_remote_code=trust_remote_code, **kw)
                 timings["f16 (intermediate)"] = res.seconds
+            if any(is_auto(t) for t in quants):  # a budget too small: one line before any quant is written
+                from medkit.convert.quant_mix import check_budgets
+
+                check_budgets(inter, [t for t in quants if is_auto(t)])
+            if callable(imatrix):  # computed only now: every cheap check above has passed
+                imatrix = imatrix()
+                if imatrix is not None:
+                    timings["imatrix"] = imatrix.seconds
             calibrated: dict[str, Any] = {"medkit.imatrix": imatrix is not None}
             if imatrix is not None:
                 calibrated["medkit.imatrix.dataset"] = "; ".join(imatrix.datasets)[:120]
@@ -158,10 +168,6 @@ def _export(
 
             post = _refiner(source, imatrix, inter, log) if gptq and any(map(rounds, quants)) else None
             cache: dict[str, Any] = {"types": quants}  # auto:SIZE types share one measurement
-            if any(is_auto(t) for t in quants):  # a budget too small: one line before any quant is written
-                from medkit.convert.quant_mix import check_budgets
-
-                check_budgets(inter, [t for t in quants if is_auto(t)])
             for t in quants:
                 if is_auto(t):
                     auto_kw = dict(imatrix=imatrix, threads=threads, log=log, post=post)
@@ -378,7 +384,13 @@ def command(
     src = resolve_source(source, out, log=click.echo)
     t0 = time.perf_counter()
     use_gptq = defaults.gptq if gptq is None else gptq
-    im = imatrix.for_export(src, types, mode, calib, force=force, log=click.echo, gptq=use_gptq)
+    # a given file (or none) is read now, so a bad one fails before anything is written; one computed from
+    # the data waits until export has checked what is cheap to check (existing outputs, space, budgets)
+    im: Any = functools.partial(
+        imatrix.for_export, src, types, mode, calib, force=force, log=click.echo, gptq=use_gptq
+    )
+    if mode != "auto":
+        im = im()
     outputs, timings = export(
         src,
         types,
@@ -390,8 +402,6 @@ def command(
         imatrix=im,
         gptq=use_gptq,
     )
-    if im is not None:
-        timings = {"imatrix": im.seconds, **timings}
     click.echo(
         f"export took {time.perf_counter() - t0:.1f}s: "
         + ", ".join(f"{k} {v:.1f}s" for k, v in timings.items())

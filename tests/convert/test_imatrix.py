@@ -322,3 +322,35 @@ def test_export_without_a_usable_imatrix_is_one_line_and_writes_nothing(
     )
     assert_one_line_error(res, *needles)
     assert not out.exists() or not [p for p in out.iterdir() if not p.name.startswith(".medkit")]
+
+
+def test_what_export_can_check_cheaply_fails_before_the_calibration_pass(tiny_model_dir, tmp_path):
+    """An output already there (no --force) or an auto budget below the smallest file: one line, and the
+    importance matrix is neither computed nor written (an earlier imatrix.gguf is left as it was)."""
+    from tests.reliability.conftest import assert_one_line_error, run_medkit
+
+    model = tiny_model_dir("llama", **K_WIDE)
+    calib = tmp_path / "calib.txt"
+    calib.write_text(CORPUS)
+    out = tmp_path / "out"
+    common = [
+        "--calib",
+        str(calib),
+        "--out",
+        str(out),
+        "--no-verify",
+        "--no-modelfile",
+        "--threads",
+        str(THREADS),
+    ]
+    assert run_medkit("export", str(model), "--gguf", "q4_0", *common).code == 0
+    before = (out / "imatrix.gguf").read_bytes()
+    again = run_medkit("export", str(model), "--gguf", "q4_0", *common)
+    assert_one_line_error(again, "already exists (use --force to overwrite)")
+    assert "imatrix" not in again.stdout and (out / "imatrix.gguf").read_bytes() == before
+
+    fresh = tmp_path / "fresh"
+    small = run_medkit("export", str(model), "--gguf", "auto:100KB", *common[:2], "--out", str(fresh),
+                       "--no-verify", "--no-modelfile")  # fmt: skip
+    assert_one_line_error(small, "below the smallest possible file")
+    assert not (fresh / "imatrix.gguf").exists() and not list(fresh.glob("*.gguf"))
