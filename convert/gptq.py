@@ -20,7 +20,7 @@ and eager updates).
 
 Not refined: the token embedding (a lookup table as well as, when tied, the output layer: error feedback
 that helps the matmul would hurt the lookup), Q8_0 tensors (their codes are already within 0.4% of the
-weights) and the types without a codec (Q2_K, Q3_K and the i-quants below 4 bits; qcodec.TYPES has the rest).
+weights) and the types without a codec (the i-quants below 4 bits; qcodec.TYPES has the rest).
 """
 
 from __future__ import annotations

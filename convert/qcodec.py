@@ -2,10 +2,10 @@
 
 A block-quantized weight is value = a * g(k) + b per element, where k is a small integer packed into the
 block's bits, a and b come from the block's scales (fixed once llama.cpp has chosen them), and g is the
-identity (Q4_0 ... Q6_K) or a 16-entry codebook (IQ4_NL, IQ4_XS). Not here: Q2_K, Q3_K and the i-quants
-below 4 bits (their codes are lattice points of several weights at once). ``decode`` returns the grid (a, b, k range,
+identity (Q2_K ... Q6_K) or a 16-entry codebook (IQ4_NL, IQ4_XS). Not here: the i-quants below 4 bits
+(their codes are lattice points of several weights at once). ``decode`` returns the grid (a, b, k range,
 codebook) and the current codes; ``encode`` packs new codes into a copy of the raw bytes, scales untouched.
-Only the layouts are facts taken from ggml (ggml-common.h: block_q4_0 ... block_q6_K, block_iq4_xs); tests check every
+Only the layouts are facts taken from ggml (ggml-common.h: block_q4_0 ... block_q6_K, block_q2_K, block_q3_K, block_iq4_xs); tests check every
 codec against gguf.quants.dequantize, the gguf package's own reader.
 
     grid, k = decode("Q4_0", raw)          # raw: uint8 [rows, bytes per row]
@@ -219,6 +219,66 @@ def _put_q5_k(raw: np.ndarray, k: np.ndarray) -> np.ndarray:
     return out.reshape(raw.shape)
 
 
+_SHIFT2: np.ndarray = (2 * np.arange(4)).reshape(
+    1, 1, 1, 4, 1
+)  # [rows, nb, half, j, 32]: 2-bit field j of a byte
+
+
+def _q2_k(raw: np.ndarray) -> tuple[Grid, np.ndarray]:
+    """16 bytes of 4-bit scales (low nibble) and mins (high), 64 bytes of 2-bit codes, d, dmin: element
+    128 h + 32 j + l is bits 2j of byte 32 h + l; value = d * scale * k - dmin * min per 16 elements."""
+    b = _blocks(raw, 84)
+    rows, nb = b.shape[:2]
+    sc = b[..., 0:16]
+    d, dmin = _half(b[..., 80:82])[..., None], _half(b[..., 82:84])[..., None]
+    k = ((b[..., 16:80].reshape(rows, nb, 2, 1, 32) >> _SHIFT2) & 3).reshape(rows, -1)
+    a = _expand(d * (sc & 0xF).astype(np.float32), 16)
+    return Grid(a, _expand(-dmin * (sc >> 4).astype(np.float32), 16), 0, 3), k
+
+
+def _pack2(kb: np.ndarray) -> np.ndarray:
+    """[rows, nb, 2, 4, 32] 2-bit codes -> [rows, nb, 64] bytes (field j at bits 2j)."""
+    return (
+        ((kb & 3).astype(np.uint8) << _SHIFT2.astype(np.uint8))
+        .sum(axis=3, dtype=np.uint8)
+        .reshape(kb.shape[0], kb.shape[1], 64)
+    )
+
+
+def _put_q2_k(raw: np.ndarray, k: np.ndarray) -> np.ndarray:
+    out = _blocks(raw.copy(), 84)
+    out[..., 16:80] = _pack2(k.reshape(out.shape[0], out.shape[1], 2, 4, 32))
+    return out.reshape(raw.shape)
+
+
+def _q3_k(raw: np.ndarray) -> tuple[Grid, np.ndarray]:
+    """32 bytes of high bits (element 32 i + l: bit i of byte l), 64 bytes of low 2 bits (as Q2_K), 12
+    bytes of 6-bit scales (low nibbles in bytes 0-7, two high bits in 8-11), d: value = d * (scale - 32)
+    * (k - 4) per 16 elements, k = low | high << 2 in 0..7."""
+    b = _blocks(raw, 110)
+    rows, nb = b.shape[:2]
+    sc: np.ndarray = b[..., 96:108].astype(np.int64)
+    s = np.arange(16)
+    low = (sc[..., s % 8] >> (4 * (s // 8))) & 0xF
+    high = (sc[..., 8 + s % 4] >> (2 * (s // 4))) & 3
+    d = _half(b[..., 108:110])[..., None]
+    lo2 = (b[..., 32:96].reshape(rows, nb, 2, 1, 32) >> _SHIFT2) & 3
+    hbit = (b[..., 0:32].reshape(rows, nb, 1, 32) >> np.arange(8, dtype=np.uint8).reshape(1, 1, 8, 1)) & 1
+    k = lo2.reshape(rows, nb, 256) | (hbit.reshape(rows, nb, 256) << 2)
+    a = _expand(d * ((low | (high << 4)) - 32).astype(np.float32), 16)
+    return Grid(a, -4 * a, 0, 7), k.reshape(rows, -1)
+
+
+def _put_q3_k(raw: np.ndarray, k: np.ndarray) -> np.ndarray:
+    out = _blocks(raw.copy(), 110)
+    rows, nb = out.shape[:2]
+    kb = k.reshape(rows, nb, 2, 4, 32)
+    out[..., 32:96] = _pack2(kb)
+    bits = ((kb.reshape(rows, nb, 8, 32) >> 2) & 1).astype(np.uint8)
+    out[..., 0:32] = (bits << np.arange(8, dtype=np.uint8).reshape(1, 1, 8, 1)).sum(axis=2, dtype=np.uint8)
+    return out.reshape(raw.shape)
+
+
 def _iq4_xs(raw: np.ndarray) -> tuple[Grid, np.ndarray]:
     b = _blocks(raw, 136)
     rows, nb = b.shape[:2]
@@ -241,13 +301,13 @@ def _put_iq4_xs(raw: np.ndarray, k: np.ndarray) -> np.ndarray:
 
 _DECODE = {
     "Q4_0": _q4_0, "Q4_1": _q4_1, "Q5_0": _q5_0, "Q5_1": _q5_1, "Q8_0": _q8_0, "IQ4_NL": _iq4_nl,
-    "Q4_K": _q4_k, "Q5_K": _q5_k, "Q6_K": _q6_k, "IQ4_XS": _iq4_xs,
+    "Q4_K": _q4_k, "Q5_K": _q5_k, "Q6_K": _q6_k, "IQ4_XS": _iq4_xs, "Q2_K": _q2_k, "Q3_K": _q3_k,
 }  # fmt: skip
 _ENCODE = {
     "Q4_0": lambda r, k: _put_nib(r, k, 18, 2), "Q4_1": lambda r, k: _put_nib(r, k, 20, 4),
     "Q5_0": lambda r, k: _put_q5(r, k, 22), "Q5_1": lambda r, k: _put_q5(r, k, 24),
     "Q8_0": _put_q8_0, "IQ4_NL": lambda r, k: _put_nib(r, k, 18, 2), "Q4_K": _put_q4_k, "Q5_K": _put_q5_k,
-    "Q6_K": _put_q6_k, "IQ4_XS": _put_iq4_xs,
+    "Q6_K": _put_q6_k, "IQ4_XS": _put_iq4_xs, "Q2_K": _put_q2_k, "Q3_K": _put_q3_k,
 }  # fmt: skip
 TYPES = tuple(_DECODE)  # the GGML tensor types whose codes medkit can rewrite
 

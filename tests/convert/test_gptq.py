@@ -26,7 +26,7 @@ MIX = {
     "blk.0.attn_q.weight": "Q4_0", "blk.0.attn_k.weight": "Q4_1", "blk.0.attn_v.weight": "Q5_0",
     "blk.0.attn_output.weight": "Q5_1", "blk.0.ffn_gate.weight": "IQ4_NL", "blk.0.ffn_up.weight": "Q4_K",
     "blk.0.ffn_down.weight": "Q5_K", "blk.1.attn_q.weight": "Q6_K", "blk.1.attn_k.weight": "IQ4_XS",
-    "blk.1.attn_v.weight": "Q8_0",
+    "blk.1.attn_v.weight": "Q8_0", "blk.1.attn_output.weight": "Q2_K", "blk.1.ffn_gate.weight": "Q3_K",
 }  # fmt: skip
 
 
