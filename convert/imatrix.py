@@ -279,7 +279,7 @@ def collect(
     for g, h in acc.items():
         sums[g] = torch.diagonal(h).double()
     for g, owner in alias.items():
-        sums[g], counts[g] = sums[owner], counts[owner]
+        sums[g], counts[g] = sums[owner].clone(), counts[owner]
     out = {g: s.cpu().numpy() for g, s in sums.items()}
     bad = next((g for g, s in out.items() if not np.isfinite(s).all()), None)
     if bad:
