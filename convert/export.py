@@ -95,7 +95,7 @@ def export(
     imatrix: Any = None,
     gptq: bool = False,
 ) -> tuple[dict[str, Path], dict[str, float]]:
-    """Write every asked type, quantized ones weighed by ``imatrix`` (medkit.convert.imatrix.IMatrix, or
+    """Write every asked type, quantized ones weighed by ``imatrix`` (medkit.convert.imatrix_file.IMatrix, or
     a function computing it, called once the outputs, disk space, model and size budgets have been
     checked), their codes rounded by GPTQ when ``gptq`` and the imatrix holds its calibration data
     (medkit.convert.gptq); returns ({type: path}, {stage: seconds})."""

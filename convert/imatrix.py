@@ -1,155 +1,37 @@
-"""Importance matrices (llama.cpp's imatrix) from the run's own data, and handing them to the quantizer.
+"""Importance matrices (llama.cpp's imatrix) from the run's own data: the calibration pass, and what
+`medkit export` asks of it.
 
-    seqs, what = run_sequences(run, hf_dir)          # the run's rendered training conversations, sampled
+    seqs, what = run_sequences(run, hf_dir)          # medkit.convert.calib: the run's conversations, sampled
     im = collect(hf_dir, seqs, datasets=[what])      # mean x^2 per input column of every weight matrix
-    write_imatrix(im, run.export / "imatrix.gguf")   # llama.cpp's imatrix GGUF (llama-quantize --imatrix)
-    im = read_imatrix(path); check_fits(im, model_gguf)
-    keep = attach(params, im, overrides)             # fills llama_model_quantize_params (keep `keep` alive)
+    im = for_export(source, types, "auto")           # the above, written once as export/imatrix.gguf
 
 The importance of input column j of a weight W (out x in, GGUF row length = in) is E[x_j^2] over the
 calibration tokens, read with forward hooks on the HF model's Linear/Conv1D layers. The pass batches
 sequences of like length (padding masked out of the sums), runs in bfloat16 where the device is much
 faster in it (forward_dtype: a GPU with bf16, a CPU with AMX), and sums in float32/float64; the Gram
-matrices GPTQ needs are summed 2048 rows at a time (SmolLM2 demo, 8192 tokens with Gram matrices: 12.7 s
-on 2 cores, was 28.5 s one float32 sequence at a time). HF module names map
-to GGUF tensor names through the model-family registry (medkit.convert.arch). The Q/K permutation of the
+matrices GPTQ needs are summed 2048 rows at a time, and an input with a Gram matrix takes its importance
+from the diagonal (SmolLM2 demo, 8192 tokens with Gram matrices: ~12 s on 2 cores, was 28.5 s one float32
+sequence at a time). Weights fed the same input (q/k/v, gate/up) share its sums. HF module names map to
+GGUF tensor names through the model-family registry (medkit.convert.arch). The Q/K permutation of the
 Llama family reorders output rows only, so input columns, and their importance, stay where they are.
-
-File layout (llama.cpp tools/imatrix): general.type = "imatrix"; imatrix.datasets (string array),
-imatrix.chunk_count and imatrix.chunk_size (uint32); per weight `<name>.in_sum2` (F32, ne = {in, 1}: the
-sum of x^2 per column) and `<name>.counts` (F32, ne = {1, 1}: tokens seen). The quantizer reads sum/count.
+The file and the quantizer's side: medkit.convert.imatrix_file.
 """
 
 from __future__ import annotations
 
-import ctypes
 import functools
-import json
 import math
-import random
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from medkit.convert.calib import DEFAULT_BUDGET, file_sequences, run_sequences
+from medkit.convert.imatrix_file import IMATRIX_FILE, IMatrix, read_imatrix, write_imatrix
 from medkit.errors import ConvertError
-
-DEFAULT_BUDGET = 8192  # calibration tokens: ~1.8 TFLOP through SmolLM2-135M (under 30 s on 2 idle cores);
-# 16384 tokens gave q4_0 KL 0.2150 vs 0.2166 at 8192 (SmolLM2, demo rows): twice the time for 1%
-MAX_SEQ = 512  # a calibration text longer than this is cut into windows of this many tokens
-SUM2, COUNTS = ".in_sum2", ".counts"
-
-
-@dataclass
-class IMatrix:
-    """Per GGUF weight name: the sum of squared inputs per column, and how many tokens were summed."""
-
-    sums: dict[str, np.ndarray]
-    counts: dict[str, float]
-    datasets: list[str] = field(default_factory=list)
-    chunk_count: int = 0
-    chunk_size: int = 0
-    arch: str = ""
-    seconds: float = 0.0
-    tokens: int = 0
-    metadata: dict[str, str] = field(default_factory=dict)  # extra string keys (medkit.* provenance)
-    grams: dict[str, Any] | None = None  # X^T X per weight (collect(grams=...)): not written to the file
-    seqs: list[list[int]] | None = (
-        None  # the calibration token ids, when computed here (GPTQ reads them again)
-    )
-
-    def means(self) -> dict[str, np.ndarray]:
-        """What the quantizer weighs columns by: mean x^2 (1.0 where a tensor saw no token, as llama.cpp)."""
-        out = {}
-        for name, s in self.sums.items():
-            n = self.counts.get(name, 0.0)
-            out[name] = (s / n if n > 0 else np.ones_like(s)).astype(np.float32)
-        return out
-
-
-# ---- calibration data ----------------------------------------------------------------------------
-
-
-def sample(seqs: list[list[int]], budget: int = DEFAULT_BUDGET, seed: int = 0) -> list[list[int]]:
-    """Rows in a seeded random order, taken until ``budget`` tokens; ConvertError when there are none."""
-    seqs = [s for s in seqs if len(s) >= 2]
-    if not seqs:
-        raise ConvertError("the calibration set is empty (no text of 2 tokens or more)")
-    if budget < 2:
-        raise ConvertError(f"calibration token budget {budget} is too small (need at least 2)")
-    order = list(range(len(seqs)))
-    random.Random(seed).shuffle(order)
-    out, total = [], 0
-    for i in order:
-        if total >= budget:
-            break
-        out.append(seqs[i][: budget - total] if budget - total >= 2 else seqs[i][:2])
-        total += len(out[-1])
-    return out
-
-
-def run_sequences(run: Any, hf_dir: Path, budget: int = DEFAULT_BUDGET) -> tuple[list[list[int]], str]:
-    """The run's training split as token ids (prompt and answer, as trained), sampled to ``budget``."""
-    from transformers import AutoTokenizer
-
-    from medkit.data.tokens import prepare
-    from medkit.errors import MedkitError
-    from medkit.recipe import load_recipe
-
-    if not run.recipe.is_file():
-        raise ConvertError("the run has no recipe.toml to take calibration data from", where=str(run.path))
-    try:
-        recipe = load_recipe(run.recipe)
-        tok = AutoTokenizer.from_pretrained(str(hf_dir))
-        prepared = prepare(recipe, tok)
-    except MedkitError as exc:
-        raise ConvertError(f"cannot read the run's training data for the importance matrix: {exc}") from exc
-    seqs = sample([e.input_ids for e in prepared.train], budget, seed=recipe.train.seed)
-    what = f"medkit run {run.name}: train split, {len(seqs)} of {len(prepared.train)} rows"
-    return seqs, what
-
-
-def file_sequences(path: Path, hf_dir: Path, budget: int = DEFAULT_BUDGET) -> tuple[list[list[int]], str]:
-    """``--calib FILE``: JSONL (a "text" or "messages" field a line) or plain text, sampled to ``budget``."""
-    from transformers import AutoTokenizer
-
-    if not Path(path).is_file():
-        raise ConvertError("no such calibration file", where=str(path))
-    try:
-        text = Path(path).read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise ConvertError(f"calibration file is not UTF-8 (offset {exc.start})", where=str(path)) from None
-    tok = AutoTokenizer.from_pretrained(str(hf_dir))
-    seqs: list[list[int]] = []
-    if Path(path).suffix == ".jsonl":
-        for n, line in enumerate(text.splitlines(), 1):
-            if line.strip():
-                seqs.append(list(tok(_jsonl_text(line, n, path, tok))["input_ids"])[:MAX_SEQ])
-    else:
-        ids = list(tok(text)["input_ids"])
-        seqs = [ids[i : i + MAX_SEQ] for i in range(0, len(ids), MAX_SEQ)]
-    try:
-        seqs = sample(seqs, budget)
-    except ConvertError as exc:
-        raise ConvertError(exc.message, where=str(path)) from None
-    return seqs, f"{Path(path).name}: {len(seqs)} texts"
-
-
-def _jsonl_text(line: str, n: int, path: Path, tok: Any) -> str:
-    try:
-        row = json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise ConvertError(f"line {n} is not JSON ({exc.msg})", where=str(path)) from None
-    if isinstance(row, dict) and isinstance(row.get("messages"), list) and tok.chat_template:
-        return tok.apply_chat_template(row["messages"], tokenize=False)
-    if isinstance(row, dict) and isinstance(row.get("text"), str):
-        return row["text"]
-    raise ConvertError(f"line {n} has no 'text' string or 'messages' list", where=str(path))
-
 
 # ---- collection ----------------------------------------------------------------------------------
 
@@ -357,145 +239,7 @@ def _in_features(module: Any) -> int:
     return int(module.in_features if hasattr(module, "in_features") else module.weight.shape[0])
 
 
-# ---- the file ------------------------------------------------------------------------------------
-
-
-def write_imatrix(im: IMatrix, path: Path) -> Path:
-    """Write ``im`` as llama.cpp's imatrix GGUF at ``path`` (under a temp name, renamed when complete)."""
-    import gguf
-
-    from medkit.runs import atomic_path
-
-    if not im.sums:
-        raise ConvertError("the importance matrix has no tensors", where=str(path))
-    with atomic_path(Path(path)) as tmp:
-        w = gguf.GGUFWriter(str(tmp), im.arch)
-        w.add_type(gguf.GGUFType.IMATRIX)
-        w.add_array(gguf.Keys.IMatrix.DATASETS, im.datasets)
-        w.add_uint32(gguf.Keys.IMatrix.CHUNK_COUNT, int(im.chunk_count))
-        w.add_uint32(gguf.Keys.IMatrix.CHUNK_SIZE, int(im.chunk_size))
-        for key, val in im.metadata.items():
-            w.add_string(key, str(val))
-        for name in sorted(im.sums):
-            w.add_tensor(name + SUM2, im.sums[name].astype(np.float32).reshape(1, -1))
-            w.add_tensor(name + COUNTS, np.array([[im.counts[name]]], dtype=np.float32))
-        w.write_header_to_file()
-        w.write_kv_data_to_file()
-        w.write_tensors_to_file()
-        w.close()
-    return Path(path)
-
-
-def read_imatrix(path: Path) -> IMatrix:
-    """Read an imatrix GGUF (medkit's or llama-imatrix's); anything else is one ConvertError line."""
-    import gguf
-
-    if not Path(path).is_file():
-        raise ConvertError("no such importance matrix file", where=str(path))
-    try:
-        reader = gguf.GGUFReader(str(path))
-    except Exception as exc:  # truncated, not a GGUF, ...
-        raise ConvertError(
-            f"not a readable imatrix GGUF ({type(exc).__name__}: {exc})", where=str(path)
-        ) from None
-
-    def value(key: str) -> Any:
-        f = reader.get_field(key)
-        return f.contents() if f is not None else None
-
-    keys = (gguf.Keys.IMatrix.DATASETS, gguf.Keys.IMatrix.CHUNK_COUNT, gguf.Keys.IMatrix.CHUNK_SIZE)
-    missing = [k for k in keys if value(k) is None]
-    if missing:
-        raise ConvertError(f"not an imatrix GGUF: no {', '.join(missing)}", where=str(path))
-    tensors = {t.name: t for t in reader.tensors}
-    im = IMatrix({}, {}, [str(d) for d in value(gguf.Keys.IMatrix.DATASETS)],
-                 int(value(gguf.Keys.IMatrix.CHUNK_COUNT)), int(value(gguf.Keys.IMatrix.CHUNK_SIZE)),
-                 str(value("general.architecture") or ""))  # fmt: skip
-    for tname, t in tensors.items():
-        if not tname.endswith(SUM2):
-            continue
-        name = tname[: -len(SUM2)]
-        cnt = tensors.get(name + COUNTS)
-        if cnt is None or t.tensor_type != gguf.GGMLQuantizationType.F32 or cnt.tensor_type != t.tensor_type:
-            raise ConvertError(f"imatrix entry {name} lacks F32 {SUM2} and {COUNTS} tensors", where=str(path))
-        if int(np.prod(cnt.shape)) != 1:
-            raise ConvertError(
-                f"imatrix entry {name} is per-expert (MoE); medkit reads dense ones", where=str(path)
-            )
-        im.sums[name] = np.asarray(t.data, dtype=np.float32).reshape(-1).astype(np.float64)
-        im.counts[name] = float(np.asarray(cnt.data).reshape(-1)[0])
-        if not np.isfinite(im.sums[name]).all() or not math.isfinite(im.counts[name]):
-            raise ConvertError(f"imatrix entry {name} holds NaN or infinite values", where=str(path))
-    if not im.sums:
-        raise ConvertError("the imatrix GGUF holds no tensor importances", where=str(path))
-    return im
-
-
-def check_fits(im: IMatrix, model_gguf: Path, where: str | None = None) -> None:
-    """Every imatrix entry names a weight of ``model_gguf`` and has its row length; else one ConvertError."""
-    from medkit.runtime.gguf_header import tensor_table
-
-    shapes = {name: t.shape for name, t in tensor_table(model_gguf).items()}  # no 5-s vocabulary parse
-    for name, s in sorted(im.sums.items()):
-        if name not in shapes:
-            raise ConvertError(f"the importance matrix names {name}, which the model does not have "
-                               "(made for another model?)", where=where)  # fmt: skip
-        if shapes[name][0] != s.size:
-            raise ConvertError(f"the importance of {name} has {s.size} values; the model's rows have "
-                               f"{shapes[name][0]} (made for another model?)", where=where)  # fmt: skip
-
-
-# ---- the quantizer -------------------------------------------------------------------------------
-
-
-def attach(
-    params: Any, im: IMatrix | None, overrides: dict[str, str] | None = None, kv: dict[str, Any] | None = None
-) -> list[Any]:
-    """Point llama_model_quantize_params at ``im`` (imatrix), per-tensor ``overrides`` ({regex: ggml type
-    name}: tt_overrides) and ``kv`` metadata (kv_overrides: str, int, float or bool values).
-    Returns what must stay alive until the quantizer returns (the arrays the params point into)."""
-    import gguf
-    import llama_cpp
-
-    keep: list[Any] = []
-    if im is not None:
-        means = im.means()
-        arr = (llama_cpp.llama_model_imatrix_data * (len(means) + 1))()
-        for i, (name, m) in enumerate(sorted(means.items())):
-            buf = np.ascontiguousarray(m, dtype=np.float32)
-            keep += [buf, name.encode()]
-            arr[i].name, arr[i].size = keep[-1], buf.size
-            arr[i].data = buf.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
-        params.imatrix = arr  # the last entry stays zeroed: the terminator (name NULL)
-        keep.append(arr)
-    if overrides:
-        tt = (llama_cpp.llama_model_tensor_override * (len(overrides) + 1))()
-        for i, (pattern, ggml) in enumerate(overrides.items()):
-            keep.append(pattern.encode())
-            tt[i].pattern, tt[i].type = keep[-1], int(gguf.GGMLQuantizationType[ggml.upper()])
-        params.tt_overrides = tt
-        keep.append(tt)
-    if kv:
-        arr_kv = (llama_cpp.llama_model_kv_override * (len(kv) + 1))()
-        for i, (key, val) in enumerate(kv.items()):
-            arr_kv[i].key = key.encode()[:127]
-            if isinstance(val, bool):
-                arr_kv[i].tag, arr_kv[i].value.val_bool = llama_cpp.LLAMA_KV_OVERRIDE_TYPE_BOOL, val
-            elif isinstance(val, int):
-                arr_kv[i].tag, arr_kv[i].value.val_i64 = llama_cpp.LLAMA_KV_OVERRIDE_TYPE_INT, val
-            elif isinstance(val, float):
-                arr_kv[i].tag, arr_kv[i].value.val_f64 = llama_cpp.LLAMA_KV_OVERRIDE_TYPE_FLOAT, val
-            else:
-                arr_kv[i].tag = llama_cpp.LLAMA_KV_OVERRIDE_TYPE_STR
-                arr_kv[i].value.val_str = str(val).encode()[:127]
-        params.kv_overrides = arr_kv
-        keep.append(arr_kv)
-    return keep
-
-
 # ---- what `medkit export` asks -------------------------------------------------------------------
-
-IMATRIX_FILE = "imatrix.gguf"
 
 
 def check_needed(

@@ -204,14 +204,14 @@ def quantize(
     post: Callable[[Path], Any] | None = None,
 ) -> QuantResult:
     """Quantize float GGUF ``src`` into ``dst`` (written under a temp name, renamed on success), weighing
-    columns by ``imatrix`` (medkit.convert.imatrix.IMatrix), with per-tensor ``overrides`` ({regex: GGML
+    columns by ``imatrix`` (medkit.convert.imatrix_file.IMatrix), with per-tensor ``overrides`` ({regex: GGML
     type}) and ``metadata`` added to the file's keys. ``copy``: keep ``src``'s tensors as they are (a
     quantized ``src`` too; llama.cpp's only_copy) and only rewrite the keys, file type ``qtype``.
     ``post(tmp)`` runs on the written file before it is renamed into place (GPTQ codes)."""
     import llama_cpp
     import llama_cpp._logger as lc_log
 
-    from medkit.convert.imatrix import attach, check_fits
+    from medkit.convert.imatrix_file import attach, check_fits
     from medkit.runs import atomic_path
 
     if lookup(qtype).is_float:

@@ -32,7 +32,8 @@ def _seqs(model_dir: Path) -> list[list[int]]:
 def tiny_imatrix(tiny_model_dir, tmp_path_factory):
     """(model dir, f16 GGUF, IMatrix, imatrix.gguf) for the K-quant friendly tiny llama."""
     from medkit.convert.gguf_writer import write_gguf
-    from medkit.convert.imatrix import collect, write_imatrix
+    from medkit.convert.imatrix import collect
+    from medkit.convert.imatrix_file import write_imatrix
 
     model = tiny_model_dir("llama", **K_WIDE)
     out = tmp_path_factory.mktemp("imatrix")
@@ -102,7 +103,7 @@ def test_qk_permutation_leaves_input_columns_in_place(tiny_imatrix):
 
 
 def test_the_file_is_llama_cpp_s_imatrix_layout(tiny_imatrix):
-    from medkit.convert.imatrix import check_fits, read_imatrix
+    from medkit.convert.imatrix_file import check_fits, read_imatrix
 
     _, f16, im, path = tiny_imatrix
     reader = gguf.GGUFReader(str(path))
@@ -123,7 +124,8 @@ def test_the_file_is_llama_cpp_s_imatrix_layout(tiny_imatrix):
 
 
 def test_gpt2_conv1d_layers_map_to_its_gguf_tensors(tiny_model_dir, tiny_gguf):
-    from medkit.convert.imatrix import check_fits, collect
+    from medkit.convert.imatrix import collect
+    from medkit.convert.imatrix_file import check_fits
 
     model = tiny_model_dir("gpt2")
     im = collect(model, _seqs(model)[:4], device="cpu")
@@ -135,7 +137,7 @@ def test_gpt2_conv1d_layers_map_to_its_gguf_tensors(tiny_model_dir, tiny_gguf):
 
 
 def test_sampling_respects_the_budget_and_the_seed():
-    from medkit.convert.imatrix import sample
+    from medkit.convert.calib import sample
 
     seqs = [list(range(n)) for n in (5, 40, 7, 30, 9, 1)]
     got = sample(seqs, budget=50, seed=3)
@@ -181,7 +183,7 @@ BAD_IMATRIX = [  # (spoil, words the one-line error holds)
 def test_a_bad_imatrix_is_one_line_and_nothing_is_quantized(tiny_imatrix, tmp_path, spoil, needles):
     import copy
 
-    from medkit.convert.imatrix import read_imatrix, write_imatrix
+    from medkit.convert.imatrix_file import read_imatrix, write_imatrix
 
     _, f16, im, _ = tiny_imatrix
     im = copy.deepcopy(im)
@@ -204,7 +206,7 @@ def test_a_bad_imatrix_is_one_line_and_nothing_is_quantized(tiny_imatrix, tmp_pa
 def _quantize(f16: Path, dst: Path, ftype: int, im=None, overrides=None, kv=None) -> int:
     import llama_cpp
 
-    from medkit.convert.imatrix import attach
+    from medkit.convert.imatrix_file import attach
 
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype, params.nthread = ftype, THREADS
@@ -218,7 +220,7 @@ def test_the_quantizer_takes_the_imatrix_overrides_and_metadata(tiny_imatrix, tm
     """iq2_xs: llama.cpp refuses it without an imatrix and writes it with ours; tt_overrides and
     kv_overrides reach the file."""
     pytest.importorskip("llama_cpp")
-    from medkit.convert.imatrix import read_imatrix
+    from medkit.convert.imatrix_file import read_imatrix
     from medkit.convert.quantize import BY_NAME
 
     _, f16, _, path = tiny_imatrix
