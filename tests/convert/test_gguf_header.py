@@ -168,7 +168,7 @@ def test_bad_headers_are_one_typed_line(
 
 # Modules that may use the gguf package's full reader, and why (it loads tensor data, not just the header).
 FULL_READERS = {
-    "convert/imatrix.py": "reads the importance sums (tensor data) of an imatrix GGUF",
+    "convert/imatrix_file.py": "reads the importance sums (tensor data) of an imatrix GGUF",
     "convert/quant_mix.py": "dequantizes each tensor (tensor data) of the f16 and trial GGUFs for its error proxy",
 }
 
