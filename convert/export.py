@@ -389,8 +389,7 @@ def command(
     im: Any = functools.partial(
         imatrix.for_export, src, types, mode, calib, force=force, log=click.echo, gptq=use_gptq
     )
-    if mode != "auto":
-        im = im()
+    im = im if mode == "auto" else im()
     outputs, timings = export(
         src,
         types,

@@ -15,8 +15,8 @@ Measured on the SmolLM2 demo (KL vs f16 on held-out rows): q4_0 with the imatrix
 as well 0.138. On a CPU the cost is the column loop: round_batch runs the same layer of every block (30
 ffn_down tensors, say) through one loop, each in its own act order, so Python's per-column cost is paid
 once per layer kind rather than once per tensor, in torch on every core, each column brought up to date
-by one small product just before it is rounded (4-6 s per type on the demo, 2 cores; 10-15 s with numpy
-and eager updates).
+by one small product just before it is rounded (5-10 s per type on the demo, 2 cores, the first type's
+including the factors; 10-15 s with numpy and eager updates).
 
 Not refined: the token embedding (a lookup table as well as, when tied, the output layer: error feedback
 that helps the matmul would hurt the lookup), Q8_0 tensors (their codes are already within 0.4% of the
@@ -139,22 +139,21 @@ def round_batch(
     nl, (rows, n) = len(problems), np.shape(problems[0][0])
     perms = [p[3][0] for p in problems]
 
-    def cols(x: Any, dtype: Any) -> Any:
-        """[L, rows, n] of every problem's ``x`` -> [L, n, rows] in each one's act order (one gather)."""
-        out = torch.empty((nl, n, rows), dtype=dtype)
-        for li, (p, pm) in enumerate(zip(problems, perms, strict=True)):
-            src = torch.from_numpy(np.ascontiguousarray(x(p))).to(dtype)
-            torch.index_select(src.t(), 0, pm, out=out[li])
-        return out
-
-    w = cols(lambda p: np.asarray(p[0], np.float32), torch.float32)
+    w = torch.empty((nl, n, rows))  # [L, n, rows]: each weight transposed, its columns in its act order
     for x, p, pm in zip(w, problems, perms, strict=True):
+        src = torch.from_numpy(np.ascontiguousarray(p[0], dtype=np.float32))
+        torch.index_select(src.t(), 0, pm, out=x)  # one gather
         x[p[3][1][pm]] = 0.0  # dead inputs (never nonzero in the calibration data): they do not matter
     # the grids are constant over each block of g columns: held [L, n/g, rows] in the weights' own order,
     # each column's row of them gathered when it is rounded (no act-order copy of two more weight-sized arrays)
     g = min(_group(np.asarray(p[1].a), np.asarray(p[1].b)) for p in problems)
-    a, b = (torch.stack([torch.from_numpy(np.ascontiguousarray(np.asarray(x(p), np.float32)[:, ::g].T))
-                         for p in problems]) for x in (lambda p: p[1].a, lambda p: p[1].b))  # fmt: skip
+
+    def per_block(x: list[Any]) -> Any:
+        return torch.stack(
+            [torch.from_numpy(np.ascontiguousarray(np.asarray(v, np.float32)[:, ::g].T)) for v in x]
+        )
+
+    a, b = per_block([p[1].a for p in problems]), per_block([p[1].b for p in problems])
     blocks = torch.stack(perms) // g  # [L, n]: the grid block of each problem's j-th column in act order
     at = torch.arange(nl)
     u = stacked if stacked is not None else torch.stack([p[3][2] for p in problems])  # [L, n, n]

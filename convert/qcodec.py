@@ -5,8 +5,8 @@ block's bits, a and b come from the block's scales (fixed once llama.cpp has cho
 identity (Q2_K ... Q6_K) or a 16-entry codebook (IQ4_NL, IQ4_XS). Not here: the i-quants below 4 bits
 (their codes are lattice points of several weights at once). ``decode`` returns the grid (a, b, k range,
 codebook) and the current codes; ``encode`` packs new codes into a copy of the raw bytes, scales untouched.
-Only the layouts are facts taken from ggml (ggml-common.h: block_q4_0 ... block_q6_K, block_q2_K, block_q3_K, block_iq4_xs); tests check every
-codec against gguf.quants.dequantize, the gguf package's own reader.
+Only the layouts are facts taken from ggml (ggml-common.h: block_q4_0 ... block_q6_K, block_q2_K,
+block_q3_K, block_iq4_xs); tests check every codec against gguf.quants.dequantize, the gguf package's reader.
 
     grid, k = decode("Q4_0", raw)          # raw: uint8 [rows, bytes per row]
     raw2 = encode("Q4_0", raw, k2)         # same shape, same scales, codes k2
@@ -219,19 +219,24 @@ def _put_q5_k(raw: np.ndarray, k: np.ndarray) -> np.ndarray:
     return out.reshape(raw.shape)
 
 
-_SHIFT2: np.ndarray = (2 * np.arange(4)).reshape(
-    1, 1, 1, 4, 1
-)  # [rows, nb, half, j, 32]: 2-bit field j of a byte
+# [rows, nb, half, j, 32]: the 2-bit field j of a byte (Q2_K's codes, Q3_K's low bits)
+_SHIFT2: np.ndarray = (2 * np.arange(4, dtype=np.uint8)).reshape(1, 1, 1, 4, 1)
+
+
+def _unpack2(qs: np.ndarray) -> np.ndarray:
+    """[rows, nb, 64] bytes -> [rows, nb, 256] 2-bit codes: element 128 h + 32 j + l is bits 2j of byte 32 h + l."""
+    rows, nb = qs.shape[:2]
+    return ((qs.reshape(rows, nb, 2, 1, 32) >> _SHIFT2) & 3).reshape(rows, nb, 256)
 
 
 def _q2_k(raw: np.ndarray) -> tuple[Grid, np.ndarray]:
-    """16 bytes of 4-bit scales (low nibble) and mins (high), 64 bytes of 2-bit codes, d, dmin: element
-    128 h + 32 j + l is bits 2j of byte 32 h + l; value = d * scale * k - dmin * min per 16 elements."""
+    """16 bytes of 4-bit scales (low nibble) and mins (high), 64 bytes of 2-bit codes (_unpack2), d, dmin:
+    value = d * scale * k - dmin * min per 16 elements."""
     b = _blocks(raw, 84)
     rows, nb = b.shape[:2]
     sc = b[..., 0:16]
     d, dmin = _half(b[..., 80:82])[..., None], _half(b[..., 82:84])[..., None]
-    k = ((b[..., 16:80].reshape(rows, nb, 2, 1, 32) >> _SHIFT2) & 3).reshape(rows, -1)
+    k = _unpack2(b[..., 16:80]).reshape(rows, -1)
     a = _expand(d * (sc & 0xF).astype(np.float32), 16)
     return Grid(a, _expand(-dmin * (sc >> 4).astype(np.float32), 16), 0, 3), k
 
@@ -239,7 +244,7 @@ def _q2_k(raw: np.ndarray) -> tuple[Grid, np.ndarray]:
 def _pack2(kb: np.ndarray) -> np.ndarray:
     """[rows, nb, 2, 4, 32] 2-bit codes -> [rows, nb, 64] bytes (field j at bits 2j)."""
     return (
-        ((kb & 3).astype(np.uint8) << _SHIFT2.astype(np.uint8))
+        ((kb & 3).astype(np.uint8) << _SHIFT2)
         .sum(axis=3, dtype=np.uint8)
         .reshape(kb.shape[0], kb.shape[1], 64)
     )
@@ -262,9 +267,9 @@ def _q3_k(raw: np.ndarray) -> tuple[Grid, np.ndarray]:
     low = (sc[..., s % 8] >> (4 * (s // 8))) & 0xF
     high = (sc[..., 8 + s % 4] >> (2 * (s // 4))) & 3
     d = _half(b[..., 108:110])[..., None]
-    lo2 = (b[..., 32:96].reshape(rows, nb, 2, 1, 32) >> _SHIFT2) & 3
+    lo2 = _unpack2(b[..., 32:96])
     hbit = (b[..., 0:32].reshape(rows, nb, 1, 32) >> np.arange(8, dtype=np.uint8).reshape(1, 1, 8, 1)) & 1
-    k = lo2.reshape(rows, nb, 256) | (hbit.reshape(rows, nb, 256) << 2)
+    k = lo2 | (hbit.reshape(rows, nb, 256) << 2)
     a = _expand(d * ((low | (high << 4)) - 32).astype(np.float32), 16)
     return Grid(a, -4 * a, 0, 7), k.reshape(rows, -1)
 
