@@ -53,6 +53,9 @@ def _ram_quarter() -> int:
 # bytes of Gram matrices held at once (a quarter of RAM, at most 8 GiB; TinyLlama-1.1B needs ~5 GiB): a
 # wider model takes one calibration pass per part of it, for each quantized file
 GRAM_BUDGET = min(8 * 2**30, _ram_quarter())
+# bytes of float weights, transposed into act order, kept for the export's next file (SmolLM2: 0.4 GiB;
+# a wider model keeps what fits and reads the rest again)
+WEIGHT_CACHE = min(2**30, _ram_quarter() // 4)
 REFINED = tuple(t for t in qcodec.TYPES if t != "Q8_0")
 SKIP = ("token_embd.weight",)
 
@@ -123,8 +126,25 @@ def round_codes(
     return round_batch([(w, grid, k0, factor if factor is not None else inverse_factor(h))])[0]
 
 
+def ordered_weights(problems: list[tuple[Any, qcodec.Grid, np.ndarray, tuple[Any, Any, Any]]]) -> Any:
+    """The float weights of round_batch's ``problems`` as it rounds them: [L, n, rows], each weight
+    transposed, its columns in its act order, its dead inputs 0 (the same for every quant type)."""
+    import torch
+
+    nl, (rows, n) = len(problems), np.shape(problems[0][0])
+    w = torch.empty((nl, n, rows))
+    for x, p in zip(w, problems, strict=True):
+        src = torch.from_numpy(np.ascontiguousarray(p[0], dtype=np.float32))
+        perm = p[3][0]
+        torch.index_select(src.t(), 0, perm, out=x)  # one gather
+        x[p[3][1][perm]] = 0.0  # dead inputs (never nonzero in the calibration data): they do not matter
+    return w
+
+
 def round_batch(
-    problems: list[tuple[Any, qcodec.Grid, np.ndarray, tuple[Any, Any, Any]]], stacked: Any = None
+    problems: list[tuple[Any, qcodec.Grid, np.ndarray, tuple[Any, Any, Any]]],
+    stacked: Any = None,
+    ordered: Any = None,
 ) -> list[np.ndarray]:
     """round_codes for several weights of one shape [rows, n] (the same layer of every block), each with its
     own Gram factor and grid, in one column loop: step j rounds the j-th column of each in its own act
@@ -133,17 +153,13 @@ def round_batch(
     is rounded, by one product with the errors of the columns before it in its BLOCK; the rest of the
     OUTER block is updated once per BLOCK and the columns after it once per OUTER block (each a batched
     product in place): the weights are read and written ~n/OUTER times instead of once per column.
-    ``stacked``: the factors' U already stacked [L, n, n] (kept by refine for the export's next file)."""
+    ``stacked``: the factors' U already stacked [L, n, n] (kept by refine for the export's next file);
+    ``ordered``: ordered_weights(problems), overwritten (then the problems' weights may be None)."""
     import torch
 
-    nl, (rows, n) = len(problems), np.shape(problems[0][0])
+    w = ordered if ordered is not None else ordered_weights(problems)  # [L, n, rows]
+    nl, n, rows = w.shape
     perms = [p[3][0] for p in problems]
-
-    w = torch.empty((nl, n, rows))  # [L, n, rows]: each weight transposed, its columns in its act order
-    for x, p, pm in zip(w, problems, perms, strict=True):
-        src = torch.from_numpy(np.ascontiguousarray(p[0], dtype=np.float32))
-        torch.index_select(src.t(), 0, pm, out=x)  # one gather
-        x[p[3][1][pm]] = 0.0  # dead inputs (never nonzero in the calibration data): they do not matter
     # the grids are constant over each block of g columns: held [L, n/g, rows] in the weights' own order,
     # each column's row of them gathered when it is rounded (no act-order copy of two more weight-sized arrays)
     g = min(_group(np.asarray(p[1].a), np.asarray(p[1].b)) for p in problems)
@@ -154,10 +170,13 @@ def round_batch(
         )
 
     a, b = per_block([p[1].a for p in problems]), per_block([p[1].b for p in problems])
-    blocks = torch.stack(perms) // g  # [L, n]: the grid block of each problem's j-th column in act order
-    at = torch.arange(nl)
+    nb = a.shape[1]
+    inv = torch.where(a == 0, 0.0, 1.0 / a)  # a dead block (scale 0): every t 0, its codes llama.cpp's
+    abi = torch.stack([a, b, inv], dim=2).reshape(nl * nb, 3, rows)  # [L * n/g, (a, b, 1/a), rows]
+    # each problem's j-th column (act order) reads its grid block's row of abi: one index_select a column
+    rows_at = (torch.stack(perms) // g + torch.arange(nl)[:, None] * nb).t().contiguous()  # [n, L]
     u = stacked if stacked is not None else torch.stack([p[3][2] for p in problems])  # [L, n, n]
-    diag = torch.diagonal(u, dim1=1, dim2=2)
+    dinv = (1.0 / torch.diagonal(u, dim1=1, dim2=2)).t().contiguous().unsqueeze(2)  # [n, L, 1]
     lo, hi = (torch.from_numpy(np.stack([np.broadcast_to(np.asarray(getattr(p[1], x), np.float32), (rows,))
                                          for p in problems])) for x in ("lo", "hi"))  # fmt: skip
     grid0 = problems[0][1]
@@ -177,20 +196,22 @@ def round_batch(
             for j in range(i1, i2):
                 col = w[:, j]
                 if j > i1:  # the errors of this block's earlier columns, not yet in w
-                    col = col - torch.bmm(u[:, i1:j, j].unsqueeze(1), err[:, i1 - o1 : j - o1]).squeeze(1)
-                aj, bj = a[at, blocks[:, j]], b[at, blocks[:, j]]
-                t = torch.nan_to_num((col - bj) / aj, nan=0.0, posinf=0.0, neginf=0.0)  # a dead block: 0
+                    col = torch.baddbmm(
+                        col.unsqueeze(1), u[:, i1:j, j].unsqueeze(1), err[:, i1 - o1 : j - o1], alpha=-1
+                    ).squeeze(1)
+                aj, bj, ij = abi.index_select(0, rows_at[j]).unbind(1)
+                t = torch.sub(col, bj).mul_(ij)
                 if lut is not None:  # the nearest codebook entry: a table over t's half-integer bins
-                    k = lut[torch.clamp(torch.ceil(2 * t), -half, half - 1).long() + half]
-                    q = aj * book[k] + bj  # type: ignore[index]
+                    k = lut[t.mul_(2).ceil_().clamp_(-half, half - 1).long() + half]
+                    q = torch.addcmul(bj, aj, book[k])  # type: ignore[index]
                 elif mids is not None:
-                    k = torch.searchsorted(mids, t.contiguous())
-                    q = aj * book[k] + bj  # type: ignore[index]
+                    k = torch.searchsorted(mids, t)
+                    q = torch.addcmul(bj, aj, book[k])  # type: ignore[index]
                 else:
-                    k = torch.clamp(torch.round(t), lo, hi)
-                    q = aj * k + bj
+                    k = t.round_().clamp_(lo, hi)
+                    q = torch.addcmul(bj, aj, k)
                 codes[:, j] = k
-                err[:, j - o1] = (col - q) / diag[:, j, None]
+                torch.sub(col, q, out=err[:, j - o1]).mul_(dinv[j])
             if i2 < o2:
                 w[:, i2:o2].baddbmm_(u[:, i1:i2, i2:o2].transpose(1, 2), err[:, i1 - o1 : i2 - o1], alpha=-1)
         if o2 < n:
@@ -274,7 +295,7 @@ def refine(
     cache = factors if factors is not None else {}
 
     def problem(
-        members: list[str], mm: Any, fmm: Any
+        members: list[str], mm: Any, fmm: Any, floats: bool
     ) -> tuple[Any, qcodec.Grid, np.ndarray, Any, list[np.ndarray]]:
         raws, grids, ks, ws = [], [], [], []
         for name in members:
@@ -284,8 +305,9 @@ def refine(
             grid, k = qcodec.decode(t.ggml, raws[-1])
             grids.append(grid)
             ks.append(k)
-            data = np.asarray(fmm[r.offset : r.offset + r.nbytes])
-            ws.append(gguf.quants.dequantize(data, gguf.GGMLQuantizationType[r.ggml]).reshape(rows, -1))
+            if floats:
+                data = np.asarray(fmm[r.offset : r.offset + r.nbytes])
+                ws.append(gguf.quants.dequantize(data, gguf.GGMLQuantizationType[r.ggml]).reshape(rows, -1))
         lo = np.concatenate([np.full(g.a.shape[0], g.lo) for g in grids])  # per row: types may differ
         hi = np.concatenate([np.full(g.a.shape[0], g.hi) for g in grids])
         grid = qcodec.Grid(np.concatenate([g.a for g in grids]), np.concatenate([g.b for g in grids]),
@@ -293,19 +315,28 @@ def refine(
         h = grams[members[0]]
         if id(h) not in cache:
             cache[id(h)] = (h, inverse_factor(h))  # h kept: its id is not reused while cached
-        return np.concatenate(ws), grid, np.concatenate(ks), cache[id(h)][1], raws
+        return np.concatenate(ws) if floats else None, grid, np.concatenate(ks), cache[id(h)][1], raws
 
     try:
         for runs in batches.values():
             for run in runs:
-                probs = [problem(members, mm, fmm) for members in run]
+                wkey = ("weights", *(tuple(members) for members in run))
+                kept = cache.get(wkey)
+                probs = [problem(members, mm, fmm, kept is None) for members in run]
                 key = ("stacked", *(id(grams[members[0]]) for members in run))
                 if key not in cache:  # the factors stacked once for every file; each then a view of it
                     cache[key] = torch.stack([p[3][2] for p in probs])
                     for li, members in enumerate(run):
                         h, (perm, dead, _) = cache[id(grams[members[0]])]
                         cache[id(grams[members[0]])] = (h, (perm, dead, cache[key][li]))
-                codes = round_batch([p[:4] for p in probs], cache[key])
+                if kept is not None:
+                    ordered = kept.clone()
+                else:
+                    ordered = ordered_weights([p[:4] for p in probs])
+                    held = cache.get("weight-bytes", 0) + ordered.numel() * 4
+                    if held <= WEIGHT_CACHE:  # the next file of the export starts from these
+                        cache[wkey], cache["weight-bytes"] = ordered.clone(), held
+                codes = round_batch([p[:4] for p in probs], cache[key], ordered)
                 for members, p, c in zip(run, probs, codes, strict=True):
                     at = 0
                     for name, raw in zip(members, p[4], strict=True):
