@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parents[2]
 # A quantized type name may be written outside the table only as one of these choices (a choice, not a list
 # of types): the recipe schema's default export and the offline demo's exports. Everything else asks the table.
 ALLOWED_LITERALS = {
-    ("toolkit/recipe.py", "q4_0"),
+    ("toolkit/recipe/schema.py", "q4_0"),
     ("toolkit/demo.py", "q8_0"),
     ("toolkit/demo.py", "q4_k_m"),
     ("toolkit/demo.py", "q4_0"),
