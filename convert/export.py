@@ -368,7 +368,9 @@ def command(
     from medkit.convert.quantize import parse_types
 
     if adapter_only:
-        _export_adapter(source, out, force)
+        from medkit.convert.shared_base import export_adapter
+
+        export_adapter(source, out, force)
         return
     if types_spec is not None:
         parse_types(types_spec)  # a mistyped --gguf fails before the run's recipe is read
@@ -377,7 +379,9 @@ def command(
     if types_spec is None and recipe is not None:
         click.echo(f"types {','.join(types)} from {recipe} (export.gguf; --gguf overrides)")
     if base:
-        _export_base(source, out, types, force, threads)
+        from medkit.convert.shared_base import export_base
+
+        export_base(source, out, types, force, threads)
         return
     mode = imatrix_mode or defaults.imatrix
     imatrix.check_needed(types, mode, calib, is_run=not _is_hf_folder(source), gptq=gptq)
@@ -442,61 +446,3 @@ def _verify(
         parity.update({where[t]: asdict(r) for t, r in zip(types, results, strict=True)})
         src.run.update_manifest(parity=parity)
     report(results)
-
-
-def _base_of(run: Any) -> Path:
-    """The run's base model as a local HF folder (a GGUF base is dequantized once, a hub id must be cached)."""
-    from medkit.models import loadable
-
-    base = run.read_manifest().get("base_model")
-    if not base and run.recipe.is_file():
-        from medkit.recipe import load_recipe
-
-        base = load_recipe(run.recipe).model.base
-    if not base:
-        raise ConvertError(
-            "cannot tell the run's base model (no base_model in run.json)", where=str(run.path)
-        )
-    where = Path(loadable(base))
-    if not where.is_dir():
-        try:
-            from huggingface_hub import snapshot_download
-
-            where = Path(snapshot_download(str(base), local_files_only=True))
-        except Exception as exc:
-            raise ConvertError(
-                f"base model '{base}' is not available offline ({type(exc).__name__})"
-            ) from exc
-    return where
-
-
-def _export_base(
-    spec: str | None, out: Path | None, types: list[str], force: bool, threads: int | None
-) -> None:
-    """The run's base model as GGUF, written once and shared by every adapter trained on it."""
-    from medkit.runs import find_run, runs_root
-
-    run = find_run(spec)
-    folder = _base_of(run)
-    name = "base-" + folder.name.replace(" ", "_")
-    src = Source(folder, out or runs_root() / "_bases", name, metadata=provenance(run))
-    src.metadata = {k: v for k, v in src.metadata.items() if k in ("medkit.version", "medkit.base_model")}
-    todo = [t for t in types if force or not (src.out_dir / f"{name}-{t}.gguf").exists()]
-    for t in (t for t in types if t not in todo):
-        click.echo(f"base GGUF already there, shared: {src.out_dir / f'{name}-{t}.gguf'}")
-    if todo:
-        export(src, todo, force=force, threads=threads, log=click.echo)
-
-
-def _export_adapter(spec: str | None, out: Path | None, force: bool) -> None:
-    from medkit.convert.lora import write_lora_gguf
-    from medkit.runs import find_run
-
-    run = find_run(spec)
-    if not (run.adapter / "adapter_config.json").is_file():
-        raise ConvertError("the run has no PEFT adapter (adapter/adapter_config.json)", where=str(run.path))
-    meta = {k: str(v) for k, v in provenance(run).items()}
-    target = (out or run.export) / "adapter.gguf"
-    with export_session(target.parent, click.echo):
-        path = write_lora_gguf(run.adapter, target, base_dir=_base_of(run), force=force, metadata=meta)
-    click.echo(f"wrote {path}")

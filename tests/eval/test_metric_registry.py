@@ -17,7 +17,12 @@ from medkit.errors import EvalError
 from medkit.eval import metrics as M
 
 REPO = Path(__file__).resolve().parents[2]
-USERS = ("toolkit/eval/report.py", "toolkit/eval/score.py", "toolkit/eval/verb.py", "toolkit/recipe/schema.py")
+USERS = (
+    "toolkit/eval/report.py",
+    "toolkit/eval/score.py",
+    "toolkit/eval/verb.py",
+    "toolkit/recipe/schema.py",
+)
 
 # (task, predictions, references, stopped, nll, tokens) -> expected values of every metric of the task
 KNOWN_VALUES = [
