@@ -136,6 +136,39 @@ def test_gpt2_conv1d_layers_map_to_its_gguf_tensors(tiny_model_dir, tiny_gguf):
     check_fits(im, tiny_gguf("gpt2", "f16"))
 
 
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "gemma3", "phi3"])
+def test_a_prefix_every_row_shares_runs_once_and_sums_as_many_times(tiny_model_dir, monkeypatch, arch):
+    """The tokens every calibration row starts with (a system prompt) go through the model once and count
+    once per row, the rows then run on from their cached keys and values: every sum, count and Gram
+    matrix (deep layers too, which read the prefix through attention) equals a plain pass over the rows."""
+    from medkit.convert import imatrix
+
+    model = tiny_model_dir(arch)
+    rows = _seqs(model)[:6]
+    head = rows[0][:3] * 4  # 12 tokens before every row
+    seqs = [head + r for r in rows]
+    assert imatrix.shared_prefix(seqs) >= len(head)  # (the rows' own first tokens may agree too)
+    got = imatrix.collect(model, seqs, device="cpu", dtype="float32", grams=True)
+    monkeypatch.setattr(imatrix, "SHARE_PREFIX", False)
+    want = imatrix.collect(model, seqs, device="cpu", dtype="float32", grams=True)
+    assert got.sums.keys() == want.sums.keys() and got.counts == want.counts and got.tokens == want.tokens
+    for name in want.sums:
+        np.testing.assert_allclose(got.sums[name], want.sums[name], rtol=2e-5, err_msg=name)
+    assert want.grams is not None and got.grams is not None
+    for name, g in want.grams.items():  # float32 sums in another order: within 2e-5 of the largest entry
+        assert float((got.grams[name] - g).abs().max()) <= 2e-5 * float(g.abs().max()), name
+
+
+def test_the_shared_prefix_leaves_every_row_a_token_of_its_own():
+    from medkit.convert.imatrix import MIN_SHARED, shared_prefix
+
+    p = list(range(100, 100 + MIN_SHARED))
+    assert shared_prefix([p + [1, 2], p + [1, 3]]) == MIN_SHARED + 1
+    assert shared_prefix([p + [1], p + [1, 2]]) == MIN_SHARED  # the shorter row keeps its last token
+    assert shared_prefix([p[:-1] + [1], p[:-1] + [2]]) == 0  # too short to be worth a pass of its own
+    assert shared_prefix([p + [1, 2]]) == 0  # one row: nothing is shared
+
+
 def test_sampling_respects_the_budget_and_the_seed():
     from medkit.convert.calib import sample
 
