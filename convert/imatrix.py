@@ -147,7 +147,7 @@ def collect(
     head_hook = next((hook(names[m]) for m, mod in layers.items() if mod is head and m in names), None)
     # the tokens every sequence starts with (the system prompt, the template's header) go through the model
     # once, their sums counted once per sequence; each batch then runs on from their cached keys and values
-    shared = shared_prefix(seqs) if SHARE_PREFIX else 0
+    n_shared = shared_prefix(seqs) if SHARE_PREFIX else 0
     try:
         with torch.inference_mode():
             prefix_cache = None
@@ -155,15 +155,15 @@ def collect(
             cache_arg = (
                 "cache" if "cache" in inspect.signature(body.forward).parameters else "past_key_values"
             )
-            if shared:
+            if n_shared:
                 weight[0] = float(len(seqs))
-                out = body(torch.tensor([seqs[0][:shared]], device=device), use_cache=True)
+                out = body(torch.tensor([seqs[0][:n_shared]], device=device), use_cache=True)
                 if head_hook is not None:
                     head_hook(head, (out.last_hidden_state,), None)
                 seen.clear()
                 prefix_cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
                 weight[0] = 1.0
-            for batch in _batches([s[shared:] for s in seqs], FORWARD_TOKENS):
+            for batch in _batches([s[n_shared:] for s in seqs], FORWARD_TOKENS):
                 width = max(len(ids) for ids in batch)
                 ids = torch.zeros((len(batch), width), dtype=torch.long)
                 mask = torch.zeros((len(batch), width), dtype=torch.long)
@@ -174,14 +174,14 @@ def collect(
                 if prefix_cache is not None:
                     cache = copy.deepcopy(prefix_cache)
                     cache.batch_repeat_interleave(len(batch))
-                    mask = torch.cat([torch.ones((len(batch), shared), dtype=torch.long), mask], dim=1)
+                    mask = torch.cat([torch.ones((len(batch), n_shared), dtype=torch.long), mask], dim=1)
                     kw = {cache_arg: cache, "use_cache": True}
                 hidden = body(ids.to(device), attention_mask=mask.to(device), **kw).last_hidden_state
                 if head_hook is not None:
                     head_hook(head, (hidden,), None)
                 seen.clear()
                 for row in batch:
-                    step(shared + len(row))
+                    step(n_shared + len(row))
             for gname in list(pending):
                 flush(gname)
             for h in acc.values():
