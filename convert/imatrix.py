@@ -147,14 +147,13 @@ def collect(
     head_hook = next((hook(names[m]) for m, mod in layers.items() if mod is head and m in names), None)
     # the tokens every sequence starts with (the system prompt, the template's header) go through the model
     # once, their sums counted once per sequence; each batch then runs on from their cached keys and values
-    n_shared = shared_prefix(seqs) if SHARE_PREFIX else 0
+    # (transformers 5 calls the argument `cache`, `past_key_values` before; a body with neither runs whole)
+    params = inspect.signature(body.forward).parameters
+    cache_arg = next((a for a in ("cache", "past_key_values") if a in params), None)
+    n_shared = shared_prefix(seqs) if SHARE_PREFIX and cache_arg and "use_cache" in params else 0
     try:
         with torch.inference_mode():
             prefix_cache = None
-            # transformers 5 calls the argument `cache` (`past_key_values` before, and in the output)
-            cache_arg = (
-                "cache" if "cache" in inspect.signature(body.forward).parameters else "past_key_values"
-            )
             if n_shared:
                 weight[0] = float(len(seqs))
                 out = body(torch.tensor([seqs[0][:n_shared]], device=device), use_cache=True)
@@ -163,6 +162,8 @@ def collect(
                 seen.clear()
                 prefix_cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
                 weight[0] = 1.0
+                if prefix_cache is None:  # its sums are in: the rows cannot run whole now
+                    raise ConvertError("the model returned no key/value cache for the calibration prefix")
             for batch in _batches([s[n_shared:] for s in seqs], FORWARD_TOKENS):
                 width = max(len(ids) for ids in batch)
                 ids = torch.zeros((len(batch), width), dtype=torch.long)
@@ -171,7 +172,7 @@ def collect(
                     ids[i, : len(row)], mask[i, : len(row)] = torch.tensor(row), 1
                 keep[0] = mask.reshape(-1).bool().to(device) if int(mask.sum()) < mask.numel() else None
                 kw: dict[str, Any] = {}
-                if prefix_cache is not None:
+                if prefix_cache is not None and cache_arg is not None:
                     cache = copy.deepcopy(prefix_cache)
                     cache.batch_repeat_interleave(len(batch))
                     mask = torch.cat([torch.ones((len(batch), n_shared), dtype=torch.long), mask], dim=1)
