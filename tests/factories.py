@@ -352,6 +352,19 @@ def _gemma3_config(tok, overrides: dict[str, Any]):
     return Gemma3TextConfig(**{**kw, **overrides})
 
 
+def _gemma2_config(tok, overrides: dict[str, Any]):
+    """Gemma-2-2B's shape scaled down: sliding and global layers alternating, window 16 (shorter than the
+    test texts), attention soft-cap 50 and final soft-cap 30 (Gemma 2's), q scaled by head_dim, tied."""
+    from transformers import Gemma2Config
+
+    kw = _common(
+        vocab_size=len(tok), num_hidden_layers=4, head_dim=16, query_pre_attn_scalar=16, sliding_window=16,
+        tie_word_embeddings=True, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id, attn_logit_softcapping=50.0, final_logit_softcapping=30.0,
+    )  # fmt: skip
+    return Gemma2Config(**{**kw, **overrides})
+
+
 PHI3_LONGROPE = {"rope_type": "longrope", "rope_theta": 10000.0, "partial_rotary_factor": 0.75,
                  "short_factor": [1.0, 1.02, 1.05, 1.1, 1.2, 1.4], "long_factor": [1.0, 1.5, 2.5, 4.0, 6.5, 9.0],
                  "original_max_position_embeddings": 4096}  # fmt: skip
@@ -406,6 +419,7 @@ TINY: dict[str, Tiny] = {
     "gpt2": Tiny(lambda d: _bpe_tokenizer("gpt2"), _gpt2_config, "<|endoftext|>"),
     "qwen3": Tiny(_qwen3_tokenizer, _qwen3_config, "<|im_end|>"),
     "gemma3": Tiny(_gemma_tokenizer, _gemma3_config, "<end_of_turn>"),
+    "gemma2": Tiny(_gemma_tokenizer, _gemma2_config, "<end_of_turn>"),
     "phi3": Tiny(_phi3_tokenizer, _phi3_config, "<|end|>"),
 }
 ARCHS = tuple(TINY)

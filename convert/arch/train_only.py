@@ -6,7 +6,7 @@ To export one, give it its own module with gguf_arch, dims and the layout fields
 from medkit.convert.arch.base import LLAMA_TARGETS, Family
 
 FAMILIES = (
-    Family("gemma", ("GemmaForCausalLM", "Gemma2ForCausalLM"), ("gemma", "gemma2"), LLAMA_TARGETS),
+    Family("gemma", ("GemmaForCausalLM",), ("gemma",), LLAMA_TARGETS),
     Family("olmo2", ("Olmo2ForCausalLM",), ("olmo2",), LLAMA_TARGETS),
     Family("phi", ("PhiForCausalLM",), ("phi",), ("q_proj", "k_proj", "v_proj", "dense", "fc1", "fc2")),
     Family("gpt_neox", ("GPTNeoXForCausalLM",), ("gpt_neox",),

@@ -118,6 +118,9 @@ REFUSED = [
     ),  # fmt: skip
     ("gemma3", {"attn_logit_softcapping": 50.0}, "attn_logit_softcapping"),
     ("gemma3", {"query_pre_attn_scalar": 256}, "query_pre_attn_scalar"),
+    ("gemma2", {"layer_types": ["full_attention", "sliding_attention"] * 2}, "layer_types"),
+    ("gemma2", {"attn_logit_softcapping": None}, "attn_logit_softcapping unset"),
+    ("gemma2", {"query_pre_attn_scalar": 256}, "query_pre_attn_scalar"),
     ("llama", {"rope_scaling": {"rope_type": "dynamic", "factor": 2.0}}, "rope scaling 'dynamic'"),
     (
         "phi3",
@@ -183,16 +186,51 @@ def test_gemma3_multimodal_checkpoint_exports_the_text_model_vision_tower_not_ex
         np.testing.assert_array_equal(ta[name], tb[name])
 
 
-def test_gemma3_norm_weights_are_written_plus_one(tiny_model_dir, tiny_gguf):
+@pytest.mark.parametrize(
+    "family, q_norm", [("gemma3", "model.layers.5.self_attn.q_norm.weight"), ("gemma2", None)]
+)
+def test_gemma_norm_weights_are_written_plus_one(tiny_model_dir, tiny_gguf, family, q_norm):
     import gguf
     from safetensors.numpy import load_file
 
-    hf = load_file(str(tiny_model_dir("gemma3") / "model.safetensors"))
-    got = {t.name: np.array(t.data) for t in gguf.GGUFReader(str(tiny_gguf("gemma3", "f32"))).tensors}
-    for hf_name, gguf_name in [("model.layers.5.self_attn.q_norm.weight", "blk.5.attn_q_norm.weight"),
-                               ("model.layers.0.post_feedforward_layernorm.weight", "blk.0.post_ffw_norm.weight"),
-                               ("model.norm.weight", "output_norm.weight")]:  # fmt: skip
+    hf = load_file(str(tiny_model_dir(family) / "model.safetensors"))
+    got = {t.name: np.array(t.data) for t in gguf.GGUFReader(str(tiny_gguf(family, "f32"))).tensors}
+    pairs = [("model.layers.0.post_feedforward_layernorm.weight", "blk.0.post_ffw_norm.weight"),
+             ("model.layers.1.post_attention_layernorm.weight", "blk.1.post_attention_norm.weight"),
+             ("model.norm.weight", "output_norm.weight")]  # fmt: skip
+    pairs += [(q_norm, "blk.5.attn_q_norm.weight")] if q_norm else []
+    for hf_name, gguf_name in pairs:
         np.testing.assert_allclose(got[gguf_name], hf[hf_name] + 1.0, rtol=0, atol=1e-6)
+
+
+def test_gemma2_soft_caps_reach_llama_cpp(tiny_model_dir, tmp_path):
+    """Caps small enough to bend the tiny model's logits: llama.cpp's logits equal transformers' with both
+    caps, the attention cap moves them far more than that, and the final cap bounds them: llama.cpp
+    applies both caps the GGUF carries."""
+    import gguf
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from medkit.convert.gguf_writer import write_gguf
+    from tests.convert.test_lora_gguf import hf_logits, llama_logits, token_ids
+
+    caps = {"attn_logit_softcapping": 0.05, "final_logit_softcapping": 0.5}
+    folder = _copy_with_config(tiny_model_dir("gemma2"), tmp_path / "m", **caps)
+    f32 = write_gguf(folder, tmp_path / "capped-f32.gguf", "f32").path
+    fields = gguf.GGUFReader(str(f32)).fields
+    for key, value in caps.items():
+        assert float(fields[f"gemma2.{key}"].parts[-1][0]) == pytest.approx(value)
+    ids = token_ids(folder)
+    got = llama_logits(f32, ids)
+    model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32).eval()
+    want = hf_logits(model, ids)
+    model.config.attn_logit_softcapping = 50.0
+    for layer in model.model.layers:
+        layer.self_attn.attn_logit_softcapping = 50.0
+    uncapped = hf_logits(model, ids)
+    diff = float(np.abs(got - want).max())
+    assert diff < 5e-3 and float(np.abs(uncapped - want).max()) > 20 * diff  # here 9e-4 vs 0.98
+    assert float(np.abs(got).max()) <= caps["final_logit_softcapping"] + 1e-5
 
 
 @pytest.mark.parametrize(
@@ -200,6 +238,7 @@ def test_gemma3_norm_weights_are_written_plus_one(tiny_model_dir, tiny_gguf):
     [
         ("qwen3", "<|im_end|>", "<|im_start|>assistant"),
         ("gemma3", "<end_of_turn>", "<start_of_turn>model"),
+        ("gemma2", "<end_of_turn>", "<start_of_turn>model"),
         ("phi3", "<|end|>", "<|assistant|>"),
     ],  # fmt: skip
 )
@@ -307,7 +346,7 @@ def test_runtime_enable_thinking_decides_the_empty_think_block(tiny_gguf):
 # ---- one training step -> merge -> f16 GGUF -> GGUF LoRA, per new family ---------------------------------
 
 
-@pytest.mark.parametrize("family", ["qwen3", "gemma3", "phi3"])
+@pytest.mark.parametrize("family", ["qwen3", "gemma3", "gemma2", "phi3"])
 def test_one_training_step_merges_and_exports(family, tiny_model_dir, tmp_path):
     from medkit.convert import arch
     from medkit.convert.gguf_writer import write_gguf

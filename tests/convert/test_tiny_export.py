@@ -69,7 +69,7 @@ def test_tokenization_matches_transformers(arch, tiny_model_dir, tiny_gguf):
         tokenize=False,
     )
     texts = [MIXED_TEXT]
-    if arch in ("qwen2", "gpt2", "qwen3", "gemma3"):
+    if arch in ("qwen2", "gpt2", "qwen3", "gemma3", "gemma2"):
         # llama.cpp tokenizes SentencePiece like the sentencepiece library (a space prefix on text at
         # the start and after every special token); transformers' legacy=False Llama tokenizer does
         # not for text that starts with a space or follows a special token, so those cases are BPE-only.
@@ -115,7 +115,7 @@ def test_metadata_vocab_and_end_of_turn(arch, tiny_model_dir, tiny_gguf):
     tied = config.get("tie_word_embeddings", arch == "gpt2")
     assert ("output.weight" in names) is (not tied)
     assert _field(reader, "tokenizer.ggml.model") == (
-        "llama" if arch in ("llama", "mistral", "gemma3", "phi3") else "gpt2"
+        "llama" if arch in ("llama", "mistral", "gemma3", "gemma2", "phi3") else "gpt2"
     )
     if arch in ("qwen2", "gpt2", "qwen3"):
         assert (

@@ -24,6 +24,7 @@ EXPECTED = {
     "dialogpt_elara_patient", "dialogpt_elara_student", "dialogpt_elara_clinician", "dialogpt_elara_emergency",
     "smollm2_demo", "smollm2_icd10_demo", "smollm2_numeric_demo",
     "medgemma4b_icd10", "qwen3_1p7b_medquad", "phi4mini_medical_o1", "llama31_8b_medquad",  # issue 16
+    "gemma2_2b_medquad",
 }  # fmt: skip
 
 
@@ -165,6 +166,7 @@ STAND_INS = {
     "qwen3_1p7b_medquad": ("qwen3", [_medquad(i) for i in range(60)]),
     "phi4mini_medical_o1": ("phi3", [{"Question": f"Chest pain {i}?", "Complex_CoT": f"Consider ACS {i}.", "Response": f"Get an ECG {i}."} for i in range(30)]),
     "llama31_8b_medquad": ("qwen2", [_medquad(i) for i in range(60)]),
+    "gemma2_2b_medquad": ("gemma2", [_medquad(i) for i in range(60)]),
     "dialogpt_elara_student": ("gpt2", [{"Description": "Q", "Patient": f"Hi doctor, my knee hurts after running {i} km.", "Doctor": f"Rest, ice and see a physiotherapist if it lasts ({i})."} for i in range(30)]),
 }  # fmt: skip
 
