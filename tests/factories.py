@@ -132,6 +132,19 @@ GEMMA_TEMPLATE = (
     "{%- endfor -%}"
     "{%- if add_generation_prompt -%}{{ '<start_of_turn>model\\n' }}{%- endif -%}"
 )
+# Gemma 2's: Gemma 3's turns, but a system message is refused (medkit folds it into the first user turn)
+GEMMA2_TEMPLATE = (
+    "{{ bos_token }}"
+    "{%- if messages[0]['role'] == 'system' -%}{{ raise_exception('System role not supported') }}{%- endif -%}"
+    "{%- for message in messages -%}"
+    "{%- if (message['role'] == 'user') != (loop.index0 % 2 == 0) -%}"
+    "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}"
+    "{%- endif -%}"
+    "{%- set role = 'model' if message['role'] == 'assistant' else message['role'] -%}"
+    "{{ '<start_of_turn>' + role + '\\n' + message['content'] | trim + '<end_of_turn>\\n' }}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{ '<start_of_turn>model\\n' }}{%- endif -%}"
+)
 DIALOGPT_TEMPLATE = "{% for message in messages %}{{ message['content'] + eos_token }}{% endfor %}"
 # Phi-3.5-mini / Phi-4-mini: <|role|> headers, turns closed by <|end|>, the eos after a finished conversation.
 PHI3_TEMPLATE = (
@@ -207,6 +220,12 @@ def _gemma_tokenizer(out_dir: Path):
     (out_dir / "tokenizer.model").write_bytes(model.getvalue())
     tok = GemmaTokenizer.from_pretrained(str(out_dir), add_bos_token=True, clean_up_tokenization_spaces=False)
     tok.chat_template = GEMMA_TEMPLATE
+    return tok
+
+
+def _gemma2_tokenizer(out_dir: Path):
+    tok = _gemma_tokenizer(out_dir)
+    tok.chat_template = GEMMA2_TEMPLATE
     return tok
 
 
@@ -419,7 +438,7 @@ TINY: dict[str, Tiny] = {
     "gpt2": Tiny(lambda d: _bpe_tokenizer("gpt2"), _gpt2_config, "<|endoftext|>"),
     "qwen3": Tiny(_qwen3_tokenizer, _qwen3_config, "<|im_end|>"),
     "gemma3": Tiny(_gemma_tokenizer, _gemma3_config, "<end_of_turn>"),
-    "gemma2": Tiny(_gemma_tokenizer, _gemma2_config, "<end_of_turn>"),
+    "gemma2": Tiny(_gemma2_tokenizer, _gemma2_config, "<end_of_turn>"),
     "phi3": Tiny(_phi3_tokenizer, _phi3_config, "<|end|>"),
 }
 ARCHS = tuple(TINY)

@@ -329,6 +329,26 @@ def test_phi3_end_of_turn_is_an_end_of_generation_token(tiny_gguf):
     assert llama_cpp.llama_vocab_is_eog(llama_cpp.llama_model_get_vocab(llm.model), end[0])
 
 
+def test_gemma2_system_prompt_folds_into_the_first_user_turn_in_training_and_the_runtime(
+    tiny_model_dir, tiny_gguf
+):
+    """Gemma 2's own template refuses a system role: training renders the system prompt into the first
+    user turn (as Gemma 3's template does itself), and the runtime renders the very same text."""
+    from transformers import AutoTokenizer
+
+    from medkit.data.templates import render
+    from medkit.runtime.engine import Runtime
+
+    msgs = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Fever?"}]
+    tok = AutoTokenizer.from_pretrained(str(tiny_model_dir("gemma2")))
+    with pytest.raises(Exception, match="System role not supported"):
+        tok.apply_chat_template(msgs, tokenize=False)
+    text = render(tok, msgs, generation_prompt=True)
+    assert text.endswith("<start_of_turn>user\nBe brief.\n\nFever?<end_of_turn>\n<start_of_turn>model\n")
+    with Runtime(tiny_gguf("gemma2", "f16"), ctx=256, threads=THREADS) as rt:
+        assert rt.render(msgs) == text
+
+
 # ---- enable_thinking in the Runtime ---------------------------------------------------------------------
 
 

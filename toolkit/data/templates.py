@@ -96,6 +96,19 @@ def apply_template(tokenizer: Any, recipe: Recipe) -> None:
     )
 
 
+def has_system(messages: list[dict[str, str]]) -> bool:
+    return bool(messages) and messages[0].get("role") == "system"
+
+
+def fold_system(messages: list[dict[str, str]]) -> list[dict[str, str]]:
+    """The system message folded into the first user turn ("system\n\nuser"), as Gemma 3's own template
+    does: what training and the runtime both render when a template refuses a system role (Gemma 2)."""
+    if not has_system(messages) or len(messages) < 2 or messages[1].get("role") != "user":
+        return messages
+    first = {**messages[1], "content": f"{messages[0]['content']}\n\n{messages[1]['content']}"}
+    return [first, *messages[2:]]
+
+
 def render(
     tokenizer: Any,
     messages: list[dict[str, str]],
@@ -109,13 +122,19 @@ def render(
     ``enable_thinking`` is passed to templates that read it (Qwen3): off, the generation prompt holds the
     empty think block the template writes before a final answer, so the prompt stays masked and the
     trained span is the answer alone; the runtime renders its prompts the same way."""
-    try:
-        text = tokenizer.apply_chat_template(
-            messages,
-            tokenize=False,
-            add_generation_prompt=generation_prompt,
-            enable_thinking=enable_thinking,
+
+    def apply(msgs: list[dict[str, str]]) -> Any:
+        return tokenizer.apply_chat_template(
+            msgs, tokenize=False, add_generation_prompt=generation_prompt, enable_thinking=enable_thinking
         )
+
+    try:
+        try:
+            text = apply(messages)
+        except Exception:
+            if not has_system(messages):
+                raise
+            text = apply(fold_system(messages))  # a template without a system role (Gemma 2)
     except Exception as exc:  # jinja errors, raise_exception() in templates, missing variables
         first = (str(exc).strip() or type(exc).__name__).splitlines()[0]
         raise DataError(

@@ -235,18 +235,29 @@ class Runtime:
     def render(self, messages: Sequence[Message], add_generation_prompt: bool = True) -> str:
         """The chat template applied to ``messages`` (text, BOS as the template writes it)."""
 
+        from medkit.data.templates import fold_system, has_system
+
         def raise_exception(msg: str) -> None:
             raise MedkitError(f"chat template: {msg}")
 
-        return self._template.render(
-            messages=[dict(m) for m in messages],
-            bos_token=self.bos_text,
-            eos_token=self.eos_text,
-            add_generation_prompt=add_generation_prompt,
-            enable_thinking=self.enable_thinking,
-            raise_exception=raise_exception,
-            strftime_now=lambda f: time.strftime(f),
-        )
+        def apply(msgs: list[dict[str, str]]) -> str:
+            return self._template.render(
+                messages=msgs,
+                bos_token=self.bos_text,
+                eos_token=self.eos_text,
+                add_generation_prompt=add_generation_prompt,
+                enable_thinking=self.enable_thinking,
+                raise_exception=raise_exception,
+                strftime_now=lambda f: time.strftime(f),
+            )
+
+        msgs = [dict(m) for m in messages]
+        try:
+            return apply(msgs)
+        except MedkitError:
+            if not has_system(msgs):
+                raise
+            return apply(fold_system(msgs))  # no system role (Gemma 2): as training rendered it
 
     def tokenize(self, text: str) -> list[int]:
         return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
