@@ -234,14 +234,18 @@ GRAM_TOKENS = 2048
 SYM_WIDTH, PANELS = 1024, 3
 
 
+def _panels(n: int) -> list[tuple[int, int]]:
+    """The [i, j) column ranges of a wide input's PANELS diagonal blocks."""
+    width = -(-n // PANELS)
+    return [(i, min(n, i + width)) for i in range(0, n, width)]
+
+
 def _gram_add(acc: Any, x: Any, alpha: float = 1.0) -> None:
     """acc += alpha x^T x: on and above the diagonal blocks only for a wide x (_mirror fills the rest)."""
-    n = x.shape[1]
-    if n < SYM_WIDTH:
+    if x.shape[1] < SYM_WIDTH:
         acc.addmm_(x.T, x, alpha=alpha)
         return
-    for i in range(0, n, -(-n // PANELS)):
-        j = min(n, i - (-n // PANELS))
+    for i, j in _panels(x.shape[1]):
         acc[i:j, i:].addmm_(x[:, i:j].T, x[:, i:], alpha=alpha)
 
 
@@ -258,18 +262,15 @@ def shared_prefix(seqs: list[list[int]]) -> int:
         return 0
     first, n = seqs[0], min(len(s) for s in seqs) - 1
     for s in seqs[1:]:
-        while n > 0 and s[:n] != first[:n]:
-            n = next((i for i in range(n) if s[i] != first[i]), n)
+        n = next((i for i in range(n) if s[i] != first[i]), n)  # the first place it differs, if sooner
     return n if n >= MIN_SHARED else 0
 
 
 def _mirror(acc: Any) -> None:
     """Copy what _gram_add summed above the diagonal blocks into the blocks below (in place)."""
-    n = acc.shape[0]
-    if n < SYM_WIDTH:
+    if acc.shape[0] < SYM_WIDTH:
         return
-    for i in range(0, n, -(-n // PANELS)):
-        j = min(n, i - (-n // PANELS))
+    for i, j in _panels(acc.shape[0]):
         acc[j:, i:j] = acc[i:j, j:].T
 
 

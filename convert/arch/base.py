@@ -149,6 +149,22 @@ def decoder_dims(config: Mapping[str, Any]) -> Dims:
     )
 
 
+def gemma_decoder(
+    config: Mapping[str, Any], refuse: Callable[[str], ConvertError], wide_layers: int
+) -> tuple[Mapping[str, Any], Dims]:
+    """(config with Gemma's config-class defaults, its Dims) for Gemma 2 and 3, refusing a
+    query_pre_attn_scalar llama.cpp would not use: it scales q by 1/sqrt(head_dim), by 1/sqrt(hidden/heads)
+    for the 27B, which has ``wide_layers`` layers."""
+    c = config
+    if "head_dim" not in c:  # Gemma2Config's and Gemma3TextConfig's defaults, which config.json may leave out
+        c = {"head_dim": 256, "num_attention_heads": 8, "num_key_value_heads": 4, **c}
+    d = decoder_dims(c)
+    scale_dim = d.n_embd // d.n_head if d.n_layer == wide_layers else d.head_dim
+    if float(c.get("query_pre_attn_scalar", 256)) != float(scale_dim):
+        raise refuse(f"query_pre_attn_scalar {c.get('query_pre_attn_scalar')} (llama.cpp uses {scale_dim})")
+    return c, d
+
+
 def permute_rows(n_head: int) -> Transform:
     """HF split-half rotary rows -> llama.cpp interleaved rows, per head (weights, biases, lora_b)."""
 

@@ -17,7 +17,7 @@ query_pre_attn_scalar) is refused in one line instead of giving a GGUF that comp
 from collections.abc import Mapping
 from typing import Any
 
-from medkit.convert.arch.base import LLAMA_LORA_SHAPES, LLAMA_TARGETS, Dims, Family, decoder_dims
+from medkit.convert.arch.base import LLAMA_LORA_SHAPES, LLAMA_TARGETS, Dims, Family, gemma_decoder
 from medkit.errors import ConvertError
 
 
@@ -26,10 +26,7 @@ def _refuse(what: str) -> ConvertError:
 
 
 def gemma2_dims(config: Mapping[str, Any]) -> Dims:
-    c = config
-    if "head_dim" not in c:  # the defaults of Gemma2Config, which config.json may leave out
-        c = {"head_dim": 256, "num_attention_heads": 8, "num_key_value_heads": 4, **c}
-    d = decoder_dims(c)
+    c, d = gemma_decoder(config, _refuse, wide_layers=46)
     types = list(c.get("layer_types") or [])
     want = ["sliding_attention" if i % 2 == 0 else "full_attention" for i in range(d.n_layer)]
     if types and types != want:
@@ -37,9 +34,6 @@ def gemma2_dims(config: Mapping[str, Any]) -> Dims:
     for key in ("attn_logit_softcapping", "final_logit_softcapping"):
         if not c.get(key):
             raise _refuse(f"{key} unset (llama.cpp's gemma2 always soft-caps; a GGUF would differ)")
-    scale_dim = d.n_embd // d.n_head if d.n_layer == 46 else d.head_dim  # what llama.cpp divides by
-    if float(c.get("query_pre_attn_scalar", 256)) != float(scale_dim):
-        raise _refuse(f"query_pre_attn_scalar {c.get('query_pre_attn_scalar')} (llama.cpp uses {scale_dim})")
     rope = c.get("rope_parameters") or c.get("rope_scaling") or {}
     if (rope.get("rope_type") or rope.get("type") or "default") != "default":
         raise _refuse(f"rope scaling '{rope.get('rope_type') or rope.get('type')}'")

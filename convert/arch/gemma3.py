@@ -17,7 +17,7 @@ line instead of giving a GGUF that computes something else.
 from collections.abc import Mapping
 from typing import Any
 
-from medkit.convert.arch.base import LLAMA_LORA_SHAPES, LLAMA_TARGETS, Dims, Family, decoder_dims
+from medkit.convert.arch.base import LLAMA_LORA_SHAPES, LLAMA_TARGETS, Dims, Family, gemma_decoder
 from medkit.errors import ConvertError
 
 SWA_PATTERN = 6  # llama.cpp: layers i with i % 6 < 5 are sliding-window layers
@@ -47,10 +47,7 @@ def _refuse(what: str) -> ConvertError:
 
 
 def gemma3_dims(config: Mapping[str, Any]) -> Dims:
-    c = config
-    if "head_dim" not in c:  # the defaults of Gemma3TextConfig, which config.json may leave out
-        c = {"head_dim": 256, "num_attention_heads": 8, "num_key_value_heads": 4, **c}
-    d = decoder_dims(c)
+    c, d = gemma_decoder(config, _refuse, wide_layers=62)
     pattern = int(c.get("sliding_window_pattern") or SWA_PATTERN)
     types = list(c.get("layer_types") or [])
     if not types:
@@ -72,9 +69,6 @@ def gemma3_dims(config: Mapping[str, Any]) -> Dims:
         raise _refuse("attn_logit_softcapping (Gemma 3 has none; llama.cpp's gemma3 does not apply it)")
     if c.get("use_bidirectional_attention"):
         raise _refuse("use_bidirectional_attention (an encoder, not a causal LM)")
-    scale_dim = d.n_embd // d.n_head if d.n_layer == 62 else d.head_dim  # what llama.cpp divides by
-    if float(c.get("query_pre_attn_scalar", 256)) != float(scale_dim):
-        raise _refuse(f"query_pre_attn_scalar {c.get('query_pre_attn_scalar')} (llama.cpp uses {scale_dim})")
     if c.get("num_experts") or c.get("num_local_experts"):
         raise _refuse("mixture of experts")
     return d
