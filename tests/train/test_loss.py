@@ -116,3 +116,43 @@ def test_label_nll_is_the_one_label_loss_of_eval_and_merge(tiny_model_dir, monke
     with pytest.raises(merge.ConvertError, match="no answer tokens"):
         merge.perplexity(model, exs)
     assert calls and not hasattr(eval_score, "_hf_nll")
+
+
+def test_head_and_loss_in_one_function_equal_autograd():
+    """A frozen float32 head: loss and input gradient computed together (HeadCE) equal F.cross_entropy's, in
+    chunks or not, also for a token whose probability underflows float32 (a finite loss, not inf)."""
+    from medkit.train import loss as loss_mod
+
+    torch.manual_seed(0)
+    head = torch.nn.Linear(16, 50, bias=False).requires_grad_(False)
+    hidden = torch.randn(2, 9, 16)
+    hidden[0, 2] *= 60.0  # logits of several hundred: the label's probability is below float32's range
+    labels = torch.randint(0, 50, (2, 9))
+    labels[:, :3] = -100
+    labels[0, 3] = int(head(hidden[0, 2]).argmin())
+    assert loss_mod._plain_head(head, hidden)
+
+    def run(fn):
+        h = hidden.clone().requires_grad_(True)
+        total, n = fn(h)
+        total.backward()
+        return total.detach(), h.grad, int(n)
+
+    def reference(h):
+        logits = head(h[:, :-1]).reshape(-1, 50)
+        return torch.nn.functional.cross_entropy(logits, labels[:, 1:].reshape(-1), reduction="sum"), 0
+
+    ref, g_ref, _ = run(reference)
+    assert torch.isfinite(ref) and ref > 100
+    for chunk in (2048, 5):
+        total, g, n = run(lambda h, c=chunk: selective_ce(h, labels, head, chunk=c))
+        assert n == int((labels[:, 1:] != -100).sum())
+        torch.testing.assert_close(total, ref, rtol=1e-5, atol=1e-4)
+        torch.testing.assert_close(g, g_ref, rtol=1e-5, atol=1e-6)
+    with torch.no_grad():
+        assert float(selective_ce(hidden, labels, head)[0]) == pytest.approx(float(ref), rel=1e-5)
+    # a head with a bias, a trained weight or a soft-cap takes autograd's path (checkpointed chunks)
+    assert not loss_mod._plain_head(torch.nn.Linear(16, 50), hidden)
+    assert not loss_mod._plain_head(torch.nn.Linear(16, 50, bias=False), hidden)
+    capped, _ = selective_ce(hidden, labels, head, softcap=1e9)
+    assert float(capped) == pytest.approx(float(ref), rel=1e-4)

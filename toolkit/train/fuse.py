@@ -10,8 +10,11 @@ How: the group's frozen base weights are concatenated once into a [sum(out), in]
 weight becomes a view into it (no extra memory, the same state dict). The first module of a group that the
 model calls computes the group's base output and x @ cat(A)^T, and leaves them, with the input tensor itself,
 for its siblings; each module then adds its own B on its slice, scaled as PEFT scales it (alpha/r or rslora),
-so every module returns what PEFT would. A sibling whose input is not that very tensor object (another
-code path, a different call order) takes PEFT's plain path. The trained parameters stay PEFT's own: adapter
+so every module returns what PEFT would. Where x, base and adapters share one float dtype (the fp32 CPU path)
+the group runs as one autograd function instead (`train.lora_fn`: the scaling and the adds folded into the
+matmuls, forward and backward), and so does a safe projection that shares its input with nobody (o_proj,
+down_proj: a group of one). A sibling whose input is not that very tensor object (another code path, a
+different call order) takes PEFT's plain path. The trained parameters stay PEFT's own: adapter
 files, optimizer state, checkpoints, resume, merge and export do not change, nor do the FLOPs of a step.
 
 Groups are found, not listed per model family: one tiny no-grad forward records the order in which the LoRA
@@ -71,8 +74,14 @@ class Group:
         import torch
         import torch.nn.functional as F
 
+        from medkit.train import lora_fn
+
         ad = self.adapter
-        a = torch.cat([m.lora_A[ad].weight for m in self.members])  # [sum(r), in]: one thin matmul, not three
+        if lora_fn.fits(x, self.weight, self.members, ad):  # one autograd function, no elementwise passes
+            outs = lora_fn.run(x, self.weight, self.bias, self.members, ad, self.out_sizes)
+            self.pending = (x, outs, None) if len(outs) > 1 else None
+            return outs[0]
+        a = torch.cat([m.lora_A[ad].weight for m in self.members])  # [sum(r), in]: one thin matmul
         h = F.linear(module._cast_input_dtype(x, a.dtype), a)
         # split (one autograd node: its backward is one cat), not slicing (a zero-filled full-size grad each)
         base = F.linear(x, self.weight, self.bias).split(self.out_sizes, dim=-1)
@@ -80,10 +89,16 @@ class Group:
         return self.finish(0, base, self.pending[2])
 
     def finish(self, i: int, base: Any, h: Any) -> Any:
-        """Module i's output: its base slice + B(its slice of x @ cat(A)^T) * scaling, as PEFT computes it."""
+        """Module i's output: its base slice + B(its slice of x @ cat(A)^T) * scaling, as PEFT computes it;
+        or, after lora_fn (h is None), its column of the function's output."""
         m, ad = self.members[i], self.adapter
+        last = i == len(self.members) - 1
+        if h is None:
+            if last:
+                self.pending = None
+            return base[i]
         out = base[i] + m.lora_B[ad](h[i]) * m.scaling[ad]
-        if i == len(self.members) - 1:
+        if last:
             self.pending = None  # the group is done: nothing is kept alive past it
         return out.to(base[i].dtype)
 
@@ -131,7 +146,8 @@ def unsafe(module: Any) -> str | None:
 
 
 def find_groups(model: Any) -> tuple[list[list[str]], str | None]:
-    """(groups of module names, the first reason a LoRA module was left out) from one tiny probe forward."""
+    """(groups of module names, the first reason a LoRA module was left out) from one tiny probe forward;
+    a safe module that shares its input with no sibling is a group of one."""
     import torch
     from peft.tuners.lora.layer import LoraLayer
 
@@ -171,10 +187,10 @@ def find_groups(model: Any) -> tuple[list[list[str]], str | None]:
         if ok and run and same_input and _same_kind(mods[n], mods[run[0]]):
             run.append(n)
         else:
-            if len(run) > 1:
+            if run:
                 groups.append(run)
             run = [n] if ok else []
-    if len(run) > 1:
+    if run:
         groups.append(run)
     return groups, why
 
@@ -206,6 +222,7 @@ def fuse(model: Any, mode: str = "auto", *, quantized: bool = False) -> tuple[in
     if os.environ.get("ACCELERATE_USE_FSDP", "").lower() in ("1", "true"):
         return 0, f"{key}: FSDP flattens the weights the fused views share"
     groups, why = find_groups(model)
+    shared = [g for g in groups if len(g) > 1]
     if not groups:
         return 0, f"{key}: " + (why or "no LoRA projections share an input")
     mods = dict(model.named_modules())
@@ -215,9 +232,12 @@ def fuse(model: Any, mode: str = "auto", *, quantized: bool = False) -> tuple[in
         for i, m in enumerate(members):
             setattr(m, ATTR, (group, i))
             m.forward = types.MethodType(_forward, m)
-    kinds = sorted({"+".join(n.rsplit(".", 1)[-1] for n in g) for g in groups})
+    kinds = sorted({"+".join(n.rsplit(".", 1)[-1] for n in g) for g in shared})
+    singles = sorted({g[0].rsplit(".", 1)[-1] for g in groups if len(g) == 1})
+    what = f"{len(shared)} groups ({', '.join(kinds)})" if shared else "no LoRA projections share an input"
+    alone = f"; {len(groups) - len(shared)} alone ({', '.join(singles)})" if singles else ""
     left_out = f"; left out: {why}" if why else ""
-    return len(groups), f"{key}: {len(groups)} groups ({', '.join(kinds)}){left_out}"
+    return len(shared), f"{key}: {what}{alone}{left_out}"
 
 
 def unfuse(model: Any) -> int:

@@ -4,11 +4,14 @@ A causal LM's head turns every position's hidden state into a vocabulary-wide ro
 vocabulary that tensor (and its fp32 copy for the loss) dominates memory and a good share of compute,
 although only the answer tokens carry a label. Here the hidden states are gathered at the positions whose
 next token is trained, the head runs on those alone, and for many of them it runs chunk by chunk under
-activation checkpointing so only one chunk of logits is alive at a time.
+activation checkpointing so only one chunk of logits is alive at a time. A frozen float32 head (tied
+embeddings, the CPU demo) runs with its loss as one function (HeadCE) that computes the hidden states'
+gradient while the chunk's logits exist: nothing checkpointed or recomputed, no zero-filled logits gradient.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 IGNORE = -100
@@ -46,7 +49,13 @@ def selective_ce(
             logits = torch.tanh(logits / softcap) * softcap
         return F.cross_entropy(logits, ys, reduction="sum")
 
-    if n <= chunk or not torch.is_grad_enabled():
+    if _plain_head(head, h) and not softcap:  # the head and the loss in one function, nothing checkpointed
+        need = torch.is_grad_enabled() and h.requires_grad
+        fn = _head_ce()
+        total = sum(
+            fn.apply(h[i : i + chunk], head.weight, y[i : i + chunk], need) for i in range(0, n, chunk)
+        )
+    elif n <= chunk or not torch.is_grad_enabled():
         total = sum(part(h[i : i + chunk], y[i : i + chunk]) for i in range(0, n, chunk))
     else:
         total = sum(
@@ -54,6 +63,50 @@ def selective_ce(
             for i in range(0, n, chunk)
         )
     return total, torch.tensor(n, device=hidden.device)
+
+
+def _plain_head(head: Any, h: Any) -> bool:
+    """A frozen float32 nn.Linear head without bias, under no autocast: HeadCE computes exactly what it would."""
+    import torch
+
+    w = getattr(head, "weight", None)
+    return (
+        type(head) is torch.nn.Linear
+        and head.bias is None
+        and w is not None
+        and not w.requires_grad
+        and w.dtype == h.dtype == torch.float32
+        and not torch.is_autocast_enabled(h.device.type)
+    )
+
+
+@functools.cache
+def _head_ce() -> Any:
+    import torch
+
+    class HeadCE(torch.autograd.Function):
+        """Summed cross-entropy of logits = h @ W^T against y; the gradient with respect to h is computed in
+        the forward pass, where the logits already are: softmax - onehot, then one matmul with W. No
+        [n, vocab] tensor outlives the call (no logits saved, none recomputed, no zero-filled gradient) and the
+        loss is read off the log-softmax, so a vanishing probability gives a finite loss."""
+
+        @staticmethod
+        def forward(ctx: Any, h: Any, w: Any, y: Any, need_grad: bool) -> Any:  # type: ignore[override]
+            logp = torch.log_softmax(torch.mm(h, w.t()), dim=1)  # the raw logits are freed here
+            rows = torch.arange(y.shape[0], device=y.device)
+            loss = -logp[rows, y].sum()
+            if need_grad:
+                p = logp.exp_()
+                p[rows, y] -= 1.0
+                ctx.save_for_backward(torch.mm(p, w))
+            return loss
+
+        @staticmethod
+        def backward(ctx: Any, grad: Any) -> tuple[Any, ...]:  # type: ignore[override]
+            (gh,) = ctx.saved_tensors
+            return gh * grad, None, None, None
+
+    return HeadCE
 
 
 def body_and_head(model: Any) -> tuple[Any, Any, float | None]:
