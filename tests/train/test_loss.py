@@ -156,3 +156,16 @@ def test_head_and_loss_in_one_function_equal_autograd():
     assert not loss_mod._plain_head(torch.nn.Linear(16, 50, bias=False), hidden)
     capped, _ = selective_ce(hidden, labels, head, softcap=1e9)
     assert float(capped) == pytest.approx(float(ref), rel=1e-4)
+
+
+def test_flop_count_asks_whether_the_head_is_recomputed(tiny_model_dir):
+    """HeadCE recomputes nothing; the checkpointed chunks of autograd's path run the head again."""
+    from medkit.train.loss import CHUNK, head_recomputed
+
+    model = lora_model(tiny_model_dir("llama"))
+    many = 2 * CHUNK + 3
+    assert head_recomputed(model, many, autocast=False) == 0  # a frozen float32 head: HeadCE
+    assert head_recomputed(model, many, autocast=True) == many  # under autocast: checkpointed chunks
+    assert head_recomputed(model, CHUNK, autocast=True) == 0  # one chunk: not checkpointed
+    model.get_output_embeddings().weight.requires_grad_(True)  # a trained head takes autograd's path
+    assert head_recomputed(model, many, autocast=False) == many

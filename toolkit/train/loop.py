@@ -353,7 +353,7 @@ class Trainer:
     # ---- FLOPs and MFU ---------------------------------------------------------------------------
     def count_flops(self, batches: list[batching.Batch]) -> int:
         """Training FLOPs of these micro-batches on this process (0 when the model's shape is unknown)."""
-        from medkit.train.loss import CHUNK
+        from medkit.train.loss import head_recomputed
 
         if self.flop_model is None:
             return 0
@@ -362,7 +362,7 @@ class Trainer:
             head = batching.batch_label_tokens(b, self.data.train)  # selective CE: the head on trained tokens
             total += self.flop_model.step(
                 [self.lengths[i] for i in b.indices()], head, grad_checkpointing=self.t.grad_checkpointing,
-                head_recompute_tokens=head if head > CHUNK else 0,  # chunks run under checkpointing
+                head_recompute_tokens=head_recomputed(self.model, head, autocast=self.plan.mixed_precision != "no"),
             ).total  # fmt: skip
         return total
 

@@ -65,6 +65,16 @@ def selective_ce(
     return total, torch.tensor(n, device=hidden.device)
 
 
+def head_recomputed(model: Any, tokens: int, *, autocast: bool) -> int:
+    """Head tokens whose logits the backward pass computes again (the FLOP count asks): none under HeadCE,
+    those of the checkpointed chunks otherwise."""
+    _, head, softcap = body_and_head(model)
+    w = getattr(head, "weight", None)
+    if not autocast and not softcap and w is not None and _plain_head(head, w):
+        return 0
+    return tokens if tokens > CHUNK else 0
+
+
 def _plain_head(head: Any, h: Any) -> bool:
     """A frozen float32 nn.Linear head without bias, under no autocast: HeadCE computes exactly what it would."""
     import torch
