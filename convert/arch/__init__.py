@@ -4,7 +4,8 @@
     arch.detect(config)             # the exporting Family of a HF config.json, or one ConvertError line
     arch.by_model_type("mistral")   # Family or None; also by_hf_architecture(), by_gguf_arch(), by_name()
     arch.auto_targets("gpt2")       # LoRA 'auto' targets, for every family medkit trains
-    arch.supported()                # names of the families medkit exports: gpt2, llama, mistral, qwen2
+    arch.supported()                # names of the families medkit exports (one per module: gemma2, gemma3,
+                                    # gpt2, llama, mistral, phi3, qwen2, qwen3 today)
 
 Adding a family = one new module here defining ``FAMILY = Family(...)`` (see base.py for the fields)
 plus its tiny fixture in tests/factories.py. ``base`` and ``layout`` are the shared code, not families.

@@ -188,3 +188,19 @@ def test_fused_and_compiled_layers_repeat_eager_losses(make_recipe, tmp_path):
     assert sorted(a) == sorted(b) == [1, 2, 3, 4]
     for step in a:
         assert b[step] == pytest.approx(a[step], abs=1e-4), f"step {step}"
+
+
+def test_one_autograd_function_only_where_it_is_exact(make_recipe):
+    """lora_fn runs for one float dtype without autocast; under autocast the group path gives PEFT's result."""
+    from medkit.train import lora_fn
+
+    plain, model = _lora_model(make_recipe), _lora_model(make_recipe)
+    fuse.fuse(model, "auto")
+    group = model.base_model.model.model.layers[0].self_attn.q_proj.__dict__[fuse.ATTR][0]
+    x = torch.randn(2, 5, model.config.hidden_size)
+    assert lora_fn.fits(x, group.weight, group.members, group.adapter)
+    assert not lora_fn.fits(x.double(), group.weight, group.members, group.adapter)
+    batch = _batch(plain)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not lora_fn.fits(x, group.weight, group.members, group.adapter)
+        torch.testing.assert_close(model(**batch).logits, plain(**batch).logits, rtol=2e-2, atol=2e-2)
