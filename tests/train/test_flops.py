@@ -135,3 +135,11 @@ def test_cpu_peak_rows_are_not_cut_below_what_the_cores_need():
     assert flops.mlp_tokens(600, 576, 1536, "cpu") == 600  # the SmolLM2 demo's micro-batch, as before
     assert flops.mlp_tokens(20000, 576, 1536, "cpu") == int(4e9 / (2 * 576 * 1536))
     assert flops.mlp_tokens(20000, 2048, 5632, "cuda") == 8192
+
+
+def test_run_json_divides_by_the_faster_of_the_start_and_end_peaks():
+    slow, fast = flops.Peak(1e11, "measured"), flops.Peak(2e11, "measured")
+    assert flops.faster(slow, fast) is fast and flops.faster(fast, slow) is fast
+    pinned = flops.Peak(5e10, flops.PEAK_ENV)
+    assert flops.faster(pinned, fast) is pinned  # MEDKIT_PEAK_FLOPS is not second-guessed
+    assert flops.faster(None, fast) is fast and flops.faster(slow, None) is slow

@@ -211,6 +211,15 @@ def peak_for(mf: ModelFlops, tokens: int, *, dtype: Any, device: Any) -> Peak:
     return measure_peak(rows, mf.hidden, mf.intermediate, dtype=dtype, device=device)
 
 
+def faster(first: Peak | None, again: Peak | None) -> Peak | None:
+    """The peak run.json's MFU is divided by: the faster of the one measured when training started and the one
+    measured when it ended (a VM's speed moves; MFU is against the machine's limit in this run, as the bench
+    takes it). A pinned peak (MEDKIT_PEAK_FLOPS) stays."""
+    if first is None or first.source != "measured" or again is None:
+        return first or again
+    return again if again.flops_per_s > first.flops_per_s else first
+
+
 def mfu(flops: float, seconds: float, peak: Peak | None) -> float | None:
     """Achieved FLOP/s over the peak, or None when either is unknown."""
     if peak is None or peak.flops_per_s <= 0 or seconds <= 0:

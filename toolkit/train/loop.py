@@ -113,7 +113,7 @@ class Trainer:
         self.device = accelerator.device
         self._torch = torch
         self.flop_model = _flop_model(model)  # None when the model's shape cannot be read: no MFU then
-        self.peak: flops.Peak | None = None  # measured once, when fit() starts
+        self.peak: flops.Peak | None = None  # measured when fit() starts, again when it ends
         self.last_flops = 0  # FLOPs of the last train_step on this process
 
     # ---- data ------------------------------------------------------------------------------------
@@ -341,6 +341,7 @@ class Trainer:
         elif self.data.val and s.val_step != s.step:
             self._after_eval(self.evaluate(self.data.val))
         self._clock()
+        self.peak = flops.faster(self.peak, self.measure_peak())  # run.json's: the faster of the two
         return s
 
     def restore_best(self) -> dict[str, Any] | None:
@@ -367,7 +368,7 @@ class Trainer:
         return total
 
     def measure_peak(self) -> flops.Peak | None:
-        """This process's dense matmul peak in the compute dtype, on the MLP's shape (< 1 s), once per run."""
+        """This process's dense matmul peak in the compute dtype, on the MLP's shape (< 1 s): when fit() starts and ends."""
         if self.flop_model is None:
             return None
         mean_len = sum(self.lengths) / max(len(self.lengths), 1)
