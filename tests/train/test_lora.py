@@ -84,12 +84,13 @@ def test_build_model_trains_only_lora(make_recipe):
 def test_optimizer_choice(make_recipe):
     r = make_recipe()
     assert optim.optimizer_name(r, "cuda") == "adamw_fused"
-    assert optim.optimizer_name(r, "cpu") == "adamw"
+    assert optim.optimizer_name(r, "cpu") == "adamw_fused"  # torch's fused kernel runs on CPU too
+    assert optim.optimizer_name(r, "mps") == "adamw"
     with pytest.raises(TrainError, match="paged_adamw_8bit.*needs CUDA"):
         optim.optimizer_name(make_recipe(sets={"train.optimizer": "paged_adamw_8bit"}), "cpu")
     p = torch.nn.Parameter(torch.zeros(4, 4))
     opt, name = optim.build_optimizer([p], r, "cpu")
-    assert name == "adamw" and isinstance(opt, torch.optim.AdamW)
+    assert name == "adamw_fused" and isinstance(opt, torch.optim.AdamW) and opt.defaults["fused"]
     sched = optim.build_scheduler(opt, make_recipe(sets={"train.warmup_ratio": 0.25}), total_steps=8)
     lrs = []
     for _ in range(8):

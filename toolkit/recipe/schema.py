@@ -172,7 +172,7 @@ class TrainSection:
     weight_decay: float = opt(0.0, "AdamW weight decay", lo=0.0)
     optimizer: str = opt(
         "auto",
-        "auto = fused AdamW on CUDA else AdamW",
+        "auto = fused AdamW on CUDA and CPU, else AdamW",
         choices=("auto", "adamw", "adamw_fused", "paged_adamw_8bit", "adamw_8bit"),
     )
     grad_checkpointing: bool = opt(True, "Trade compute for memory")
