@@ -143,3 +143,43 @@ def test_run_json_divides_by_the_faster_of_the_start_and_end_peaks():
     pinned = flops.Peak(5e10, flops.PEAK_ENV)
     assert flops.faster(pinned, fast) is pinned  # MEDKIT_PEAK_FLOPS is not second-guessed
     assert flops.faster(None, fast) is fast and flops.faster(slow, None) is slow
+
+
+def test_the_progress_rate_counts_training_steps_only(make_recipe, tmp_path, monkeypatch):
+    """An eval between two logged steps is not training time: the logged tokens/s is input tokens over the
+    steps' own seconds (before, the window ran on the wall clock and a slow eval read as a slow step)."""
+    import time
+
+    from medkit.train.loop import Trainer
+    from medkit.train.verb import train
+
+    evaluate = Trainer.evaluate
+
+    def slow_eval(self, examples):
+        time.sleep(0.5)  # an eval that takes long next to the tiny model's steps
+        return evaluate(self, examples)
+
+    monkeypatch.setattr(Trainer, "evaluate", slow_eval)
+    monkeypatch.setenv(flops.PEAK_ENV, "2e9")
+    sets = {"train.max_steps": 2, "train.eval_every": 1, "train.log_every": 2}
+    tr = train(make_recipe(out=tmp_path / "run", sets=sets)).summary["train"]
+    records = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    (logged,) = [rec for rec in records if "loss" in rec and "tokens_per_s" in rec]
+    assert logged["step"] == 2
+    rate = tr["input_tokens"] / max(tr["train_seconds"], 0.01)
+    assert logged["tokens_per_s"] == pytest.approx(rate, rel=0.2)  # the 0.5 s eval would halve it or worse
+
+
+def test_a_peak_taken_on_busy_cores_is_measured_again(make_recipe, tmp_path, monkeypatch):
+    """MFU above 100% means the peak was measured low (other work on the cores): measure again, keep the faster."""
+    from medkit.train.loop import Trainer
+    from medkit.train.verb import train
+
+    peaks = iter([flops.Peak(1e3, "measured"), flops.Peak(1e12, "measured"), flops.Peak(1e11, "measured")])
+    monkeypatch.setattr(Trainer, "measure_peak", lambda self: next(peaks))
+    tr = train(make_recipe(out=tmp_path / "run", sets={"train.max_steps": 2, "train.eval_every": 0})).summary[
+        "train"
+    ]
+    records = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [0 < rec["mfu"] < 1 for rec in records if "loss" in rec] == [True, True]
+    assert tr["peak_flops"]["flops_per_s"] == 1e12 and 0 < tr["mfu"] < 1

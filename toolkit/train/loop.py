@@ -282,7 +282,7 @@ class Trainer:
         old_handlers = self._install_signals()
         progress = self._progress()
         self.peak = self.peak or self.measure_peak()
-        window = [0.0, 0, 0, time.perf_counter(), 0.0]  # loss*tokens, tokens, input tokens, start, FLOPs
+        window = [0.0, 0, 0, 0.0, 0.0]  # loss*tokens, tokens, input tokens, seconds in train steps, FLOPs
         try:
             with progress:
                 task = progress.add_task(
@@ -291,7 +291,9 @@ class Trainer:
                 while s.step < self.total_steps and not s.stopped_early:
                     t0 = time.perf_counter()
                     loss, n_tok, n_in = self.train_step()
-                    s.train_seconds += time.perf_counter() - t0
+                    took = time.perf_counter() - t0
+                    s.train_seconds += took
+                    window[3] += took  # steps only: an eval or a checkpoint between logs is not training time
                     s.step += 1
                     s.tokens += n_tok
                     s.input_tokens += n_in
@@ -301,10 +303,13 @@ class Trainer:
                     window[1] += n_tok
                     window[2] += n_in
                     if s.step % t.log_every == 0 or s.step == self.total_steps:
-                        dt = max(time.perf_counter() - window[3], 1e-9)
+                        dt = max(window[3], 1e-9)
                         mean = window[0] / max(window[1], 1)
                         lr = self.scheduler.get_last_lr()[0]
                         util = flops.mfu(window[4], dt, self.peak)
+                        if util is not None and util > 1:  # the peak was taken while the cores were busy
+                            self.peak = flops.faster(self.peak, self.measure_peak())
+                            util = flops.mfu(window[4], dt, self.peak)
                         self.metrics.write(
                             step=s.step, epoch=round(s.step / self.steps_per_epoch, 4), loss=round(mean, 6),
                             lr=lr, tokens=s.tokens, tokens_per_s=round(window[2] / dt, 1),
@@ -317,7 +322,7 @@ class Trainer:
                         if not progress.live.is_started:  # no terminal: one line per log step instead
                             self._log(f"step {s.step}/{self.total_steps}  loss {mean:.4f}  lr {lr:.2e}  "
                                       f"{window[2] / dt:,.0f} tok/s  MFU {shown}")  # fmt: skip
-                        window = [0.0, 0, 0, time.perf_counter(), 0.0]
+                        window = [0.0, 0, 0, 0.0, 0.0]
                     progress.update(task, completed=s.step)
                     if t.eval_every and s.step % t.eval_every == 0 and s.step < self.total_steps:
                         self._after_eval(self.evaluate(self.data.val))
