@@ -10,8 +10,8 @@
     batch 8 x accumulation 4, gradient checkpointing and the seed's optimizer: the same work as (a), so
     (c)/(a) is the engine's gain and (b)/(c) the gain of the defaults.
 (d) (b) with train.compile = on (decoder layers through inductor; random ops from eager's generator, so the
-    losses are eager's), (e) (b) with the old LoRA dropout 0.05 and (f) (b) with train.fuse = off (q/k/v and
-    gate/up as PEFT's separate matmuls; (b) fuses them): each engine change's effect against (b), printed as a
+    losses are eager's), (e) (b) with the old LoRA dropout 0.05 and (f) (b) with train.fuse = off (PEFT's own
+    forward for every LoRA projection; (b) runs q/k/v, gate/up and the lone ones as train.lora_fn functions): each engine change's effect against (b), printed as a
     ratio (MEDKIT_BENCH_EXTRA=0 skips them).
 Both see the same random-weight model (TinyLlama-1.1B's shape on CUDA; a 4-layer, hidden-256 llama with a
 32k vocabulary on CPU) and the same example lengths (MedQuAD-like, mean ~290 tokens; a quarter on CPU).

@@ -49,7 +49,7 @@ def selective_ce(
             logits = torch.tanh(logits / softcap) * softcap
         return F.cross_entropy(logits, ys, reduction="sum")
 
-    if _plain_head(head, h) and not softcap:  # the head and the loss in one function, nothing checkpointed
+    if _plain_head(head, h, softcap):  # the head and the loss in one function, nothing checkpointed
         need = torch.is_grad_enabled() and h.requires_grad
         fn = _head_ce()
         total = sum(
@@ -69,14 +69,15 @@ def head_recomputed(model: Any, tokens: int, *, autocast: bool) -> int:
     """Head tokens whose logits the backward pass computes again (the FLOP count asks): none under HeadCE,
     those of the checkpointed chunks otherwise."""
     _, head, softcap = body_and_head(model)
-    w = getattr(head, "weight", None)
-    if not autocast and not softcap and w is not None and _plain_head(head, w):
+    w = getattr(head, "weight", None)  # the hidden states share its dtype and device when HeadCE can run
+    if not autocast and w is not None and _plain_head(head, w, softcap):
         return 0
     return tokens if tokens > CHUNK else 0
 
 
-def _plain_head(head: Any, h: Any) -> bool:
-    """A frozen float32 nn.Linear head without bias, under no autocast: HeadCE computes exactly what it would."""
+def _plain_head(head: Any, h: Any, softcap: float | None = None) -> bool:
+    """A frozen float32 nn.Linear head without bias or soft-cap, under no autocast: HeadCE computes exactly
+    what it would. The one test of selective_ce and of the FLOP count."""
     import torch
 
     w = getattr(head, "weight", None)
@@ -86,6 +87,7 @@ def _plain_head(head: Any, h: Any) -> bool:
         and w is not None
         and not w.requires_grad
         and w.dtype == h.dtype == torch.float32
+        and not softcap
         and not torch.is_autocast_enabled(h.device.type)
     )
 
