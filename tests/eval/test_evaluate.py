@@ -38,6 +38,14 @@ def test_eval_run_writes_table(tiny_run):
     # the f32 export here is of the base, so it keeps none of the fine-tuning gain
     assert report["gain_kept"]["f32"]["loss"] == pytest.approx(0.0, abs=0.01)
     assert "f32 keeps 0% of the fine-tuning gain" in md
+    # with its paired bootstrap interval (the export is the base: its loss share stays near 0 in every draw)
+    lo, hi = report["gain_interval"]["models"]["f32"]["loss"]
+    assert -0.05 < lo <= report["gain_kept"]["f32"]["loss"] <= hi < 0.05
+    assert "95% interval" in md and "paired bootstrap over the 6 examples" in md
+    # every answer and each example's likelihood are in eval.json, and add up to the table
+    rows = json.loads((tiny_run / "eval.json").read_text())["models"]["tuned"]["rows"]
+    assert len(rows["answers"]) == len(rows["nll"]) == 6
+    assert sum(rows["nll"]) / sum(rows["tokens"]) == pytest.approx(tuned["loss"], rel=1e-9)
     # a float GGUF was not quantized: no calibration to show, so no calibration row
     assert report["models"]["f32"]["calibration"] is None and "| calibration |" not in md
 

@@ -105,3 +105,21 @@ def test_check_references():
         M.check_references("numeric", ["12", "twelve"])
     with pytest.raises(EvalError, match="task 'icd10' does not fit this data"):
         M.check_references("icd10", ["Asthma is a disease of the airways."])
+
+
+def test_bleu_from_per_answer_counts_equals_sacrebleus_corpus_score():
+    """bleu() sums each answer's (cached) n-gram counts: the same number as sacrebleu.corpus_bleu on the
+    whole corpus, empty answers and short ones included."""
+    import random
+
+    import sacrebleu
+
+    from medkit.eval.metrics import bleu
+
+    rng = random.Random(0)
+    words = "the a fever cough rest water doctor pain chest breath sleep take days mild severe . , ?".split()
+    for _ in range(100):
+        n = rng.randint(1, 10)
+        preds = [" ".join(rng.choices(words, k=rng.randint(0, 20))) for _ in range(n)]
+        refs = [" ".join(rng.choices(words, k=rng.randint(1, 20))) for _ in range(n)]
+        assert bleu(preds, refs) == pytest.approx(sacrebleu.corpus_bleu(preds, [refs]).score, abs=1e-9)

@@ -110,6 +110,11 @@ def test_label_nll_is_the_one_label_loss_of_eval_and_merge(tiny_model_dir, monke
         total, count = loss.label_nll(model, exs, batch_size=batch_size)
         assert count == int(n_ref) and total == pytest.approx(float(ref), rel=1e-5), batch_size
     assert merge.perplexity(model, exs) == pytest.approx(float(torch.exp(ref / n_ref)), rel=1e-5)
+    # per example, in the examples' order (eval's intervals resample them): each as scored alone
+    rows = loss.label_nll_rows(model, exs, batch_size=2)
+    alone = [loss.label_nll(model, [e]) for e in exs]
+    assert [c for _, c in rows] == [c for _, c in alone]
+    assert [v for v, _ in rows] == pytest.approx([v for v, _ in alone], rel=1e-5)
 
     calls = []
     monkeypatch.setattr(loss, "label_nll", lambda *a, **k: calls.append(k) or (0.0, 0))

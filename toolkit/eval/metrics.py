@@ -1,6 +1,6 @@
 """Metrics for `medkit eval`: the functions, and METRICS, the one registry eval, reports and recipes ask.
 
-Text overlap comes from maintained packages (rouge-score, sacrebleu); ICD-10-CM validity and hierarchy
+Text overlap lives in medkit.eval.overlap (rouge-score, sacrebleu); ICD-10-CM validity and hierarchy
 from simple-icd-10-cm. Heavy imports stay inside the functions.
 
 Add a metric: one function over `Scored` (returning {name: value}) and one `Metric` row in METRICS at
@@ -13,9 +13,10 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from medkit.errors import EvalError
+from medkit.eval.overlap import bleu, rouge, same_length
 
 TASKS = ("qa", "icd10", "numeric", "text")  # eval.task values (the recipe adds 'auto')
 
@@ -36,33 +37,6 @@ def perplexity(mean_nll: float) -> float:
         return math.exp(mean_nll)
     except OverflowError:
         return math.inf
-
-
-# ---- free text -------------------------------------------------------------------------------------
-
-
-def rouge(predictions: Sequence[str], references: Sequence[str]) -> dict[str, float]:
-    """Mean ROUGE-1/2/L F1 (rouge-score, Porter stemmer), in [0, 1]."""
-    from rouge_score import rouge_scorer
-
-    _same_length(predictions, references)
-    keys = ("rouge1", "rouge2", "rougeL")
-    scorer = rouge_scorer.RougeScorer(list(keys), use_stemmer=True)
-    totals = dict.fromkeys(keys, 0.0)
-    for pred, ref in zip(predictions, references, strict=True):
-        scores = scorer.score(ref, pred)  # (target, prediction)
-        for k in keys:
-            totals[k] += scores[k].fmeasure
-    n = max(len(predictions), 1)
-    return {k: v / n for k, v in totals.items()}
-
-
-def bleu(predictions: Sequence[str], references: Sequence[str]) -> float:
-    """Corpus BLEU (sacrebleu defaults: 13a tokenizer, exp smoothing), in [0, 100]."""
-    import sacrebleu
-
-    _same_length(predictions, references)
-    return float(sacrebleu.corpus_bleu(list(predictions), [list(references)]).score)
 
 
 # ---- ICD-10-CM -------------------------------------------------------------------------------------
@@ -105,7 +79,7 @@ def icd_metrics(predictions: Sequence[str], references: Sequence[str]) -> dict[s
     """exact: answer text equals the reference (trimmed); code_match: first code equals the reference
     code ignoring case, dots and spaces; category_match: same 3-character category; chapter_match: same
     ICD-10-CM chapter; valid_rate: share of answers whose first code is a real ICD-10-CM code."""
-    _same_length(predictions, references)
+    same_length(predictions, references)
     n = len(predictions)
     if n == 0:
         return dict.fromkeys(("exact", "code_match", "category_match", "chapter_match", "valid_rate"), 0.0)
@@ -149,7 +123,7 @@ def numeric_metrics(predictions: Sequence[str], references: Sequence[str]) -> di
 
     R2 = 1 - SS_res / SS_tot over the parsed pairs (None when fewer than 2 pairs or constant references).
     """
-    _same_length(predictions, references)
+    same_length(predictions, references)
     pairs: list[tuple[float, float]] = []
     unparsed = 0
     for pred, ref in zip(predictions, references, strict=True):
@@ -221,11 +195,6 @@ def check_references(task: str, references: Sequence[str], *, where: str = "") -
             )
 
 
-def _same_length(predictions: Sequence[str], references: Sequence[str]) -> None:
-    if len(predictions) != len(references):
-        raise EvalError(f"{len(predictions)} predictions for {len(references)} references")
-
-
 # ---- the registry -----------------------------------------------------------------------------------
 
 
@@ -238,6 +207,22 @@ class Scored:
     stopped: Sequence[bool] = ()  # per prediction: ended on its own before the token budget
     nll: float = 0.0  # summed negative log-likelihood over the answer tokens
     tokens: int = 0  # answer tokens scored
+    row_nll: Sequence[float] = field(default=())  # per tokenized example: its summed NLL ...
+    row_tokens: Sequence[int] = field(default=())  # ... over this many answer tokens
+
+    def take(self, answers: Sequence[int], examples: Sequence[int] | None = None) -> Scored:
+        """The same model scored on a resample: answers ``answers`` (indices, repeats allowed) and
+        tokenized examples ``examples`` (default: the same indices) for the likelihood."""
+        at = answers if examples is None else examples
+        return Scored(
+            [self.predictions[i] for i in answers],
+            [self.references[i] for i in answers],
+            [self.stopped[i] for i in answers] if self.stopped else (),
+            sum(self.row_nll[i] for i in at),
+            sum(self.row_tokens[i] for i in at),
+            [self.row_nll[i] for i in at],
+            [self.row_tokens[i] for i in at],
+        )
 
 
 Value = float | None

@@ -90,13 +90,13 @@ def score_hf_models(run, recipe, tokenizer, evset: EvalSet, want_base: bool, wan
 
 def _score_hf(model, tokenizer, evset: EvalSet, device: str) -> dict[str, Any]:
     t0 = time.perf_counter()
-    from medkit.train.loss import label_nll
+    from medkit.train.loss import label_nll_rows
 
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    nll, count = label_nll(model, evset.examples, batch_size=evset.batch_size, pad_id=pad, device=device)
+    rows = label_nll_rows(model, evset.examples, batch_size=evset.batch_size, pad_id=pad, device=device)
     messages = [c.messages for c in evset.conversations] + [m for _, _, m in evset.qualitative_messages()]
     gens = _hf_generate(model, tokenizer, messages, evset, device)
-    return _finish(evset, nll, count, gens, time.perf_counter() - t0)
+    return _finish(evset, rows, gens, time.perf_counter() - t0)
 
 
 def _stop_ids(tokenizer) -> list[int]:
@@ -174,7 +174,7 @@ def _prompt_ids(tokenizer, messages: list[dict], enable_thinking: bool = False) 
 
 def score_gguf(path: Path, evset: EvalSet) -> dict[str, Any]:
     t0 = time.perf_counter()
-    nll, count = _gguf_nll(path, evset.examples)
+    rows = _gguf_nll(path, evset.examples)
     from medkit.runtime.engine import Runtime
 
     n_ctx = max(2048, max(len(e.input_ids) for e in evset.examples) + evset.max_new_tokens + 16)
@@ -187,11 +187,12 @@ def score_gguf(path: Path, evset: EvalSet) -> dict[str, Any]:
                 msgs, temperature=evset.temperature, max_tokens=evset.max_new_tokens, seed=evset.seed
             )
             gens.append((ans.text.strip(), ans.stats.stop_reason == "eos"))
-    return _finish(evset, nll, count, gens, time.perf_counter() - t0)
+    return _finish(evset, rows, gens, time.perf_counter() - t0)
 
 
-def _gguf_nll(path: Path, examples) -> tuple[float, int]:
-    """The same token ids through llama.cpp (all logits kept); NLL summed over label positions."""
+def _gguf_nll(path: Path, examples) -> list[tuple[float, int]]:
+    """The same token ids through llama.cpp (all logits kept); per example, (NLL summed over its label
+    positions, their count)."""
     import llama_cpp
     import numpy as np
 
@@ -202,33 +203,37 @@ def _gguf_nll(path: Path, examples) -> tuple[float, int]:
         )
     except (ValueError, RuntimeError) as exc:
         raise EvalError(f"llama.cpp could not load the model ({exc})", where=str(path)) from None
-    total, count = 0.0, 0
+    out: list[tuple[float, int]] = []
     try:
         for e in examples:
-            llm.reset()
-            llm.eval(list(e.input_ids))
-            logits = np.asarray(llm.scores[: len(e.input_ids) - 1], dtype=np.float64)
             labels = np.asarray(e.labels[1:])
             keep = labels != -100
             if not keep.any():
+                out.append((0.0, 0))
                 continue
+            llm.reset()
+            llm.eval(list(e.input_ids))
+            logits = np.asarray(llm.scores[: len(e.input_ids) - 1], dtype=np.float64)
             rows = logits[keep]
             top = rows.max(axis=1, keepdims=True)
             logz = (top[:, 0] + np.log(np.exp(rows - top).sum(axis=1))).astype(np.float64)
-            total += float((logz - rows[np.arange(len(rows)), labels[keep]]).sum())
-            count += int(keep.sum())
+            out.append((float((logz - rows[np.arange(len(rows)), labels[keep]]).sum()), int(keep.sum())))
     finally:
         llm.close()
-    return total, count
+    return out
 
 
 # ---- results ----------------------------------------------------------------------------------------
 
 
-def _finish(evset: EvalSet, nll: float, count: int, gens: list[tuple[str, bool]], seconds: float) -> dict:
+def _finish(
+    evset: EvalSet, rows: list[tuple[float, int]], gens: list[tuple[str, bool]], seconds: float
+) -> dict:
     n = len(evset.conversations)
     main, qual = gens[:n], gens[n:]
-    scored = Scored([t for t, _ in main], evset.references, [s for _, s in main], nll, count)
+    scored = scored_of(evset, {"answers": [t for t, _ in main], "stopped": [s for _, s in main],
+                               "nll": [r[0] for r in rows], "tokens": [r[1] for r in rows]})  # fmt: skip
+    count = scored.tokens
     samples = [
         {"prompt": c.messages[-1]["content"], "reference": c.answer, "answer": t, "stopped": s}
         for c, (t, s) in zip(evset.conversations[:SAMPLES_KEPT], main[:SAMPLES_KEPT], strict=False)
@@ -243,4 +248,18 @@ def _finish(evset: EvalSet, nll: float, count: int, gens: list[tuple[str, bool]]
         "seconds": round(seconds, 2),
         "samples": samples,
         "qualitative": qualitative,
+        # every answer and each example's likelihood: what the report's intervals resample
+        "rows": {
+            "answers": scored.predictions,
+            "stopped": scored.stopped,
+            "nll": scored.row_nll,
+            "tokens": scored.row_tokens,
+        },  # fmt: skip
     }
+
+
+def scored_of(evset: EvalSet, rows: dict[str, Any]) -> Scored:
+    """A model's Scored from its result's ``rows`` (answers, stopped, per-example nll and tokens)."""
+    nll, tokens = list(rows["nll"]), list(rows["tokens"])
+    return Scored(list(rows["answers"]), evset.references, list(rows["stopped"]), sum(nll), sum(tokens),
+                  nll, tokens)  # fmt: skip

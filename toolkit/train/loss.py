@@ -157,14 +157,20 @@ def label_ce(logits: Any, labels: Any) -> tuple[Any, Any]:
     """(summed cross-entropy, trained tokens) of full logits (B, T, V) against unshifted labels (B, T):
     position t predicts label t+1, IGNORE (-100) positions are skipped. The one label-NLL of medkit:
     training's reference loss, eval's perplexity and merge's report all come here."""
+    rows, counts = label_ce_rows(logits, labels)
+    return rows.sum(), counts.sum()
+
+
+def label_ce_rows(logits: Any, labels: Any) -> tuple[Any, Any]:
+    """label_ce per sequence: ([B] summed cross-entropy, [B] trained tokens)."""
     import torch.nn.functional as F
 
     logits = logits[:, :-1].float()
     targets = labels[:, 1:].to(logits.device)
     loss = F.cross_entropy(
-        logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE, reduction="sum"
+        logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE, reduction="none"
     )
-    return loss, (targets != IGNORE).sum()
+    return loss.view(targets.shape).sum(1), (targets != IGNORE).sum(1)
 
 
 def full_ce(model: Any, batch: dict[str, Any]) -> tuple[Any, Any]:
@@ -183,14 +189,25 @@ def label_nll(
 ) -> tuple[float, int]:
     """Summed NLL over the label positions of tokenized examples (``.input_ids``, ``.labels``) and their
     count, without gradients; similar lengths are batched together (right padding, masked)."""
+    rows = label_nll_rows(model, examples, batch_size=batch_size, pad_id=pad_id, device=device)
+    return sum(r[0] for r in rows), sum(r[1] for r in rows)
+
+
+def label_nll_rows(
+    model: Any, examples: list[Any], *, batch_size: int = 1, pad_id: int = 0, device: Any = None
+) -> list[tuple[float, int]]:
+    """label_nll per example, in the examples' order: [(summed NLL, label positions)] (eval's intervals
+    resample these)."""
     import torch
 
     device = device if device is not None else next(model.parameters()).device
-    examples = sorted(examples, key=lambda e: len(e.input_ids))  # less padding per batch
-    total, count = 0.0, 0
+    order = sorted(range(len(examples)), key=lambda i: len(examples[i].input_ids))  # less padding per batch
+    out: list[tuple[float, int]] = [(0.0, 0)] * len(examples)
+    step = max(1, batch_size)
     with torch.inference_mode():
-        for i in range(0, len(examples), max(1, batch_size)):
-            batch = examples[i : i + max(1, batch_size)]
+        for i in range(0, len(order), step):
+            at = order[i : i + step]
+            batch = [examples[k] for k in at]
             width = max(len(e.input_ids) for e in batch)
             ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
             labels = torch.full((len(batch), width), IGNORE, dtype=torch.long)
@@ -201,7 +218,7 @@ def label_nll(
                 labels[row, :k] = torch.tensor(e.labels)
                 mask[row, :k] = 1
             logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
-            loss, n = label_ce(logits, labels)
-            total += float(loss)
-            count += int(n)
-    return total, count
+            nll, n = label_ce_rows(logits, labels)
+            for k, v, c in zip(at, nll.tolist(), n.tolist(), strict=True):
+                out[k] = (float(v), int(c))
+    return out

@@ -1,0 +1,90 @@
+"""The share of the fine-tuning gain an export keeps, and how sure that share is.
+
+``gain_kept``: per metric where fine-tuning improved on the base, (export - base) / (tuned - base).
+On a demo's few dozen greedy answers that share moves by several points between two files of equal loss,
+so each export also gets a paired bootstrap interval: the eval's examples drawn again with replacement
+(the same draw for base, tuned and every export, so what they share cancels), every metric computed again
+on the draw, the share kept (and its median over the metrics) taken per draw, and the middle LEVEL of the
+draws reported. A target that sits inside an interval is not settled by that eval set.
+
+    kept = gain_kept(report["table"])              # {"q4_0": {"loss": 0.9, "bleu": 1.03, ...}}
+    iv = gain_intervals(scored, metrics)           # {"q4_0": {"median": [0.74, 1.06], "loss": [...]}}
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Sequence
+from typing import Any
+
+from medkit.eval.metrics import Scored, compute, metric
+
+DRAWS = 1000  # bootstrap resamples (a few seconds for a demo's 35 answers and six exports)
+LEVEL = 0.95  # the middle share of the draws an interval spans
+SEED = 0
+MEDIAN = "median"  # the key of the median-over-metrics interval, beside one per metric
+
+
+def gain_kept(table: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """For each model besides base and tuned (the GGUFs): the share of the base -> tuned improvement it
+    keeps, per metric where fine-tuning improved on the base (1.0: all of it; 0: none; < 0: worse than
+    the base). Empty without both a base and a tuned column."""
+    base, tuned = table.get("base"), table.get("tuned")
+    if not base or not tuned:
+        return {}
+    out: dict[str, dict[str, float]] = {}
+    for model, row in table.items():
+        if model in ("base", "tuned"):
+            continue
+        kept = {}
+        for name, b in base.items():
+            m, t, v = metric(name), tuned.get(name), row.get(name)
+            if not m.gain or b is None or t is None or v is None or not all(map(math.isfinite, (b, t, v))):
+                continue  # e.g. ppl is exp(loss): the loss row says the same on a linear scale
+            sign = 1 if m.higher_is_better else -1
+            gain = sign * (t - b)
+            if gain > 0 and m.show(t) != m.show(b):
+                kept[name] = round(sign * (v - b) / gain, 3)
+        out[model] = kept
+    return out
+
+
+def gain_intervals(
+    scored: dict[str, Scored],
+    metrics: Sequence[str],
+    *,
+    draws: int = DRAWS,
+    level: float = LEVEL,
+    seed: int = SEED,
+) -> dict[str, dict[str, list[float]]]:
+    """{export: {"median": [lo, hi], metric: [lo, hi], ...}}: the paired bootstrap interval of each
+    export's share kept (module docstring). Needs "base" and "tuned" among ``scored``; a metric enters a
+    draw only where fine-tuning improved it in that draw (as gain_kept), an interval only from the draws
+    that had it. Empty without base, tuned and one export, or for fewer than two examples."""
+    import numpy as np
+
+    if "base" not in scored or "tuned" not in scored or len(scored) < 3:
+        return {}
+    n_ans, n_ex = len(scored["base"].predictions), len(scored["base"].row_nll)
+    if n_ans < 2 or any(len(s.predictions) != n_ans or len(s.row_nll) != n_ex for s in scored.values()):
+        return {}
+    rng = np.random.default_rng(seed)
+    got: dict[str, dict[str, list[float]]] = {k: {} for k in scored if k not in ("base", "tuned")}
+    for _ in range(draws):
+        answers = rng.integers(0, n_ans, n_ans).tolist()
+        examples = answers if n_ex == n_ans else rng.integers(0, n_ex, n_ex).tolist()
+        table = {k: compute(metrics, s.take(answers, examples)) for k, s in scored.items()}
+        for model, kept in gain_kept(table).items():
+            if not kept:
+                continue
+            for name, v in [(MEDIAN, statistics.median(kept.values())), *kept.items()]:
+                got[model].setdefault(name, []).append(v)
+    tail = (1 - level) / 2
+    return {
+        model: {
+            name: [round(float(np.quantile(v, q)), 3) for q in (tail, 1 - tail)] for name, v in per.items()
+        }
+        for model, per in got.items()
+        if per
+    }
