@@ -165,13 +165,14 @@ def _export(
             if imatrix is not None:
                 calibrated["medkit.imatrix.dataset"] = "; ".join(imatrix.datasets)[:120]
             from medkit.convert.gptq import rounds
+            from medkit.convert.quant_mix import export_auto
 
             post = _refiner(source, imatrix, inter, log) if gptq and any(map(rounds, quants)) else None
             cache: dict[str, Any] = {"types": quants}  # auto:SIZE types share one measurement
             for t in quants:
                 if is_auto(t):
                     auto_kw = dict(imatrix=imatrix, threads=threads, log=log, post=post)
-                    timings[t] = _export_auto(source, inter, outputs[t], t, cache, **auto_kw)
+                    timings[t] = export_auto(source.run, inter, outputs[t], t, cache, **auto_kw)
                     continue
                 mine = post if rounds(t) else None  # q8_0: no codes to choose, nor a GPTQ label
                 meta = {**calibrated, **({"medkit.gptq": True} if mine is not None else {})}
@@ -207,70 +208,6 @@ def _refiner(source: Source, imatrix: Any, f16: Path, log: Any) -> Any:
             log("note: no GPTQ codes: an imatrix file carries no calibration data (llama.cpp's rounding)")
         return None
     return refiner(source.hf_dir, imatrix.seqs, f16, grams=imatrix.grams, log=log)
-
-
-def _export_auto(
-    source: Source, inter: Path, dst: Path, spec: str, cache: dict[str, Any], **kw: Any
-) -> float:
-    """`--gguf auto:SIZE`: the mix medkit.convert.quant_mix measures (once per export) and chooses;
-    run.json records it (quant_mix: {spec: types, KL, size})."""
-    from medkit.convert.quant_mix import measure, quantize_auto, record
-    from medkit.convert.quantize import is_auto, parse_budget
-    from medkit.convert.verify import held_out_texts
-
-    if "measured" not in cache:  # every budget is checked before the (minutes-long) measurement
-        budgets = tuple(parse_budget(t) for t in cache["types"] if is_auto(t))
-        texts = held_out_texts(source.run.path if source.run else None)
-        how = {k: v for k, v in kw.items() if k != "post"}  # the measurement ranks llama.cpp's own rounding
-        cache["measured"] = measure(inter, texts=texts, budgets=budgets, **how)
-        kw["log"](
-            f"auto: measured {len(cache['measured'].tensors)} tensors in {cache['measured'].seconds:.1f}s"
-        )
-    meta = {
-        "medkit.imatrix": kw.get("imatrix") is not None,
-        **({"medkit.gptq": True} if kw.get("post") else {}),
-    }
-    res = quantize_auto(inter, dst, parse_budget(spec), metadata=meta, measured=cache["measured"], **kw)
-    if source.run is not None:
-        mixes = dict(source.run.read_manifest().get("quant_mix") or {})
-        source.run.update_manifest(quant_mix={**mixes, spec: record(res)})
-    kw["log"](f"wrote {dst} in {res.seconds:.1f}s ({res.summary()}; KL {res.kl:.4f} vs f16)")
-    return res.seconds
-
-
-def _write_modelfile(source: Source, gguf_path: Path, log: Any) -> None:
-    """The Ollama Modelfile next to the GGUF (medkit.convert.modelfile); a run's recipe gives its defaults."""
-    import json
-
-    from medkit.convert.modelfile import write_modelfile
-    from medkit.convert.vocab import chat_template, end_of_turn, load_vocab, token_text, tokenizer_config
-
-    cfg = tokenizer_config(source.hf_dir)
-    template = chat_template(source.hf_dir)
-    config = json.loads((source.hf_dir / "config.json").read_text(encoding="utf-8"))
-    vocab = load_vocab(source.hf_dir)
-    eot = end_of_turn(template, vocab.tokens, vocab.types, cfg)
-    eos = token_text(cfg.get("eos_token"))
-    stops = list(dict.fromkeys(t for t in (vocab.tokens[eot] if eot is not None else None, eos) if t))
-    n_ctx = int(config.get("max_position_embeddings") or config.get("n_positions") or 2048)
-    params: dict[str, object] = {"num_ctx": min(n_ctx, 4096)}
-    system = None
-    if source.run is not None and source.run.recipe.is_file():  # the recipe's chat defaults
-        from medkit.recipe import load_section
-
-        exp = load_section(source.run.recipe, "export")
-        params = {"temperature": exp.temperature, "top_p": exp.top_p, "num_ctx": min(exp.num_ctx, n_ctx)}
-        system = load_section(source.run.recipe, "data").system_prompt or None
-    path = write_modelfile(
-        gguf_path,
-        source.out_dir / "Modelfile",
-        chat_template=template,
-        stop_tokens=stops,
-        params=params,
-        system=system,
-        eos_token=eos,
-    )
-    log(f"wrote {path}")
 
 
 def _types_help() -> str:
@@ -410,7 +347,11 @@ def command(
         + ", ".join(f"{k} {v:.1f}s" for k, v in timings.items())
     )
     if defaults.modelfile if modelfile is None else modelfile:
-        _write_modelfile(src, outputs[types[0]], click.echo)
+        from medkit.convert.modelfile import write_for_export
+
+        write_for_export(
+            src.hf_dir, src.out_dir, outputs[types[0]], src.run.recipe if src.run else None, click.echo
+        )
     if defaults.verify if verify is None else verify:
         _verify(src, outputs, types, trust_remote_code, threads or 2)
 

@@ -12,9 +12,10 @@ from __future__ import annotations
 import os
 import re
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from medkit.errors import ConvertError
 from medkit.runs import atomic_write_text
@@ -281,3 +282,40 @@ def write_modelfile(
     )
     atomic_write_text(out, text)
     return out
+
+
+def write_for_export(
+    hf_dir: Path, out_dir: Path, gguf_path: Path, recipe: Path | None, log: Callable[[str], Any]
+) -> None:
+    """`medkit export`'s Modelfile: out_dir/Modelfile for ``gguf_path``, its template, stop tokens and
+    context from the HF folder ``hf_dir``, a run's ``recipe`` (when there is one) giving the chat defaults."""
+    import json
+
+    from medkit.convert.vocab import chat_template, end_of_turn, load_vocab, token_text, tokenizer_config
+
+    cfg = tokenizer_config(hf_dir)
+    template = chat_template(hf_dir)
+    config = json.loads((hf_dir / "config.json").read_text(encoding="utf-8"))
+    vocab = load_vocab(hf_dir)
+    eot = end_of_turn(template, vocab.tokens, vocab.types, cfg)
+    eos = token_text(cfg.get("eos_token"))
+    stops = list(dict.fromkeys(t for t in (vocab.tokens[eot] if eot is not None else None, eos) if t))
+    n_ctx = int(config.get("max_position_embeddings") or config.get("n_positions") or 2048)
+    params: dict[str, object] = {"num_ctx": min(n_ctx, 4096)}
+    system = None
+    if recipe is not None and recipe.is_file():  # the recipe's chat defaults
+        from medkit.recipe import load_section
+
+        exp = load_section(recipe, "export")
+        params = {"temperature": exp.temperature, "top_p": exp.top_p, "num_ctx": min(exp.num_ctx, n_ctx)}
+        system = load_section(recipe, "data").system_prompt or None
+    path = write_modelfile(
+        gguf_path,
+        out_dir / "Modelfile",
+        chat_template=template,
+        stop_tokens=stops,
+        params=params,
+        system=system,
+        eos_token=eos,
+    )
+    log(f"wrote {path}")

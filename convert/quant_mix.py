@@ -367,3 +367,29 @@ def record(res: MixResult) -> dict[str, Any]:
         "group_kl": {g: round(v, 6) for g, v in res.group_kl.items()}, "types": res.types,
         "summary": res.summary(), "seconds": round(res.seconds, 1),
     }  # fmt: skip
+
+
+def export_auto(run: Any, inter: Path, dst: Path, spec: str, cache: dict[str, Any], **kw: Any) -> float:
+    """`--gguf auto:SIZE`: the mix medkit.convert.quant_mix measures (once per export) and chooses;
+    run.json records it (quant_mix: {spec: types, KL, size})."""
+    from medkit.convert.quantize import is_auto, parse_budget
+    from medkit.convert.verify import held_out_texts
+
+    if "measured" not in cache:  # every budget is checked before the (minutes-long) measurement
+        budgets = tuple(parse_budget(t) for t in cache["types"] if is_auto(t))
+        texts = held_out_texts(run.path if run else None)
+        how = {k: v for k, v in kw.items() if k != "post"}  # the measurement ranks llama.cpp's own rounding
+        cache["measured"] = measure(inter, texts=texts, budgets=budgets, **how)
+        kw["log"](
+            f"auto: measured {len(cache['measured'].tensors)} tensors in {cache['measured'].seconds:.1f}s"
+        )
+    meta = {
+        "medkit.imatrix": kw.get("imatrix") is not None,
+        **({"medkit.gptq": True} if kw.get("post") else {}),
+    }
+    res = quantize_auto(inter, dst, parse_budget(spec), metadata=meta, measured=cache["measured"], **kw)
+    if run is not None:
+        mixes = dict(run.read_manifest().get("quant_mix") or {})
+        run.update_manifest(quant_mix={**mixes, spec: record(res)})
+    kw["log"](f"wrote {dst} in {res.seconds:.1f}s ({res.summary()}; KL {res.kl:.4f} vs f16)")
+    return res.seconds

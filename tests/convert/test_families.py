@@ -243,18 +243,17 @@ def test_gemma2_soft_caps_reach_llama_cpp(tiny_model_dir, tmp_path):
     ],  # fmt: skip
 )
 def test_modelfile_template_and_stops(tiny_model_dir, tiny_gguf, tmp_path, family, stop, marker):
-    from medkit.convert.export import Source, _write_modelfile
+    from medkit.convert.modelfile import write_for_export
 
-    src = Source(tiny_model_dir(family), tmp_path, family)
-    _write_modelfile(src, tiny_gguf(family, "f16"), log=lambda msg: None)
+    write_for_export(tiny_model_dir(family), tmp_path, tiny_gguf(family, "f16"), None, log=lambda msg: None)
     text = (tmp_path / "Modelfile").read_text()
     assert f'PARAMETER stop "{stop}"' in text and marker in text
 
 
 def test_llama32_modelfile_stops_on_eot(llama32, tmp_path):
-    from medkit.convert.export import Source, _write_modelfile
+    from medkit.convert.modelfile import write_for_export
 
-    _write_modelfile(Source(llama32["hf"], tmp_path, "l32"), llama32["f16"], log=lambda msg: None)
+    write_for_export(llama32["hf"], tmp_path, llama32["f16"], None, log=lambda msg: None)
     text = (tmp_path / "Modelfile").read_text()
     assert 'PARAMETER stop "<|eot_id|>"' in text and "<|start_header_id|>assistant" in text
 

@@ -96,7 +96,7 @@ def test_no_trained_token_gives_zero_loss_with_a_graph():
 
 def test_label_nll_is_the_one_label_loss_of_eval_and_merge(tiny_model_dir, monkeypatch):
     """label_nll (eval's scores, merge's --report) equals training's reference loss whatever the batching."""
-    from medkit.convert import merge
+    from medkit.convert import merge_report
     from medkit.eval import score as eval_score
     from medkit.train import loss
 
@@ -109,7 +109,7 @@ def test_label_nll_is_the_one_label_loss_of_eval_and_merge(tiny_model_dir, monke
     for batch_size in (1, 2, 5):
         total, count = loss.label_nll(model, exs, batch_size=batch_size)
         assert count == int(n_ref) and total == pytest.approx(float(ref), rel=1e-5), batch_size
-    assert merge.perplexity(model, exs) == pytest.approx(float(torch.exp(ref / n_ref)), rel=1e-5)
+    assert merge_report.perplexity(model, exs) == pytest.approx(float(torch.exp(ref / n_ref)), rel=1e-5)
     # per example, in the examples' order (eval's intervals resample them): each as scored alone
     rows = loss.label_nll_rows(model, exs, batch_size=2)
     alone = [loss.label_nll(model, [e]) for e in exs]
@@ -118,8 +118,8 @@ def test_label_nll_is_the_one_label_loss_of_eval_and_merge(tiny_model_dir, monke
 
     calls = []
     monkeypatch.setattr(loss, "label_nll", lambda *a, **k: calls.append(k) or (0.0, 0))
-    with pytest.raises(merge.ConvertError, match="no answer tokens"):
-        merge.perplexity(model, exs)
+    with pytest.raises(merge_report.ConvertError, match="no answer tokens"):
+        merge_report.perplexity(model, exs)
     assert calls and not hasattr(eval_score, "_hf_nll")
 
 
