@@ -105,13 +105,13 @@ def load_base(base: str, *, dtype: str, from_4bit: bool = False, quant: Quant | 
             f"--from-4bit needs bitsandbytes ({exc.name} is missing): pip install bitsandbytes"
         ) from None
     try:  # the same load the trainer does, so the same rounding; then back to plain Linear layers
-        model = _load_4bit(base, quant, dequantize=True)
+        model = load_4bit(base, quant, dequantize=True)
     except ConvertError as exc:
         raise ConvertError(f"--from-4bit: {exc.message}") from None
     return model.to(torch.float32 if not cuda else _torch_dtype(_compute_dtype(quant))).eval()
 
 
-def _load_4bit(base: str, quant: Quant, *, dequantize: bool = False) -> Any:
+def load_4bit(base: str, quant: Quant, *, dequantize: bool = False) -> Any:
     """The base in 4 bits as training loads it (medkit.train.plan.bnb_config), or those weights dequantized to
     plain Linear layers; ConvertError if that fails."""
     import torch
@@ -268,7 +268,7 @@ def merge_adapter(
     return out
 
 
-def _run_settings(run: Any) -> tuple[Any, Quant, bool]:
+def run_settings(run: Any) -> tuple[Any, Quant, bool]:
     """(recipe, 4-bit settings, whether training really used a 4-bit base) of a run."""
     from medkit.recipe import load_recipe
 
@@ -297,7 +297,7 @@ def merge_run(
     from medkit.runs import RunDir, find_run
 
     run = run if isinstance(run, RunDir) else find_run(run)
-    recipe, quant, trained_4bit = _run_settings(run)
+    recipe, quant, trained_4bit = run_settings(run)
     log = log or (lambda _msg: None)
     if from_4bit and not trained_4bit:
         log("note: this run trained on an unquantized base; --from-4bit merges into weights it never saw")

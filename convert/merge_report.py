@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from medkit.convert.merge import Quant, _load_4bit, _run_settings, apply_adapter, load_base
+from medkit.convert.merge import Quant, apply_adapter, load_4bit, load_base, run_settings
 from medkit.errors import ConvertError
 
 
@@ -37,7 +37,7 @@ def report_run(
     from medkit.data.tokens import prepare, run_tokenizer
     from medkit.models import load_model
 
-    recipe, quant, trained_4bit = _run_settings(run)
+    recipe, quant, trained_4bit = run_settings(run)
     prepared = prepare(recipe, run_tokenizer(recipe, run.adapter))
     split = "val" if prepared.val else "test"
     examples = prepared.split(split)[:max_examples]
@@ -81,7 +81,7 @@ def report_run(
 
 def _four_bit_with_adapter(base: str, adapter_dir: Path, quant: Quant) -> Any:
     """The training setup itself: 4-bit base, adapter applied on top, nothing merged."""
-    return apply_adapter(_load_4bit(base, quant), adapter_dir, merge=False)
+    return apply_adapter(load_4bit(base, quant), adapter_dir, merge=False)
 
 
 def print_report(data: dict[str, Any]) -> None:
