@@ -105,7 +105,7 @@ def inverse_factor(h: Any) -> tuple[Any, Any, Any]:
     dead = torch.diagonal(h) <= 0
     h[dead, dead] = 1.0
     perm = torch.argsort(torch.diagonal(h), descending=True)
-    h = h[perm][:, perm]
+    h = h.index_select(0, perm).index_select(1, perm)
     h += DAMP * torch.diagonal(h).mean() * torch.eye(n, dtype=h.dtype)
     try:  # H = J M M^T J (J reverses the order) gives H^-1 = U^T U with U = J M^-1 J: one factorisation
         m = torch.linalg.cholesky(h.flip(0, 1))

@@ -106,7 +106,7 @@ def collect(
                 return
             seen.append((args[0], gname))
             raw = args[0].detach().reshape(-1, args[0].shape[-1])
-            raw = raw if keep[0] is None else raw[keep[0]]  # the batch's real tokens, not its padding
+            raw = raw if keep[0] is None else raw.index_select(0, keep[0])  # real tokens, not padding
             w = weight[0]  # how many sequences these rows stand for (the shared prefix: all of them)
             counts[gname] += w * float(raw.shape[0])
             if gname not in want:
@@ -125,14 +125,19 @@ def collect(
 
         return fn
 
-    keep: list[Any] = [None]  # the current batch's non-padding positions (None: no padding)
+    keep: list[Any] = [None]  # the current batch's non-padding row indices (None: no padding)
     weight = [1.0]
     pending: dict[str, list[Any]] = {}  # inputs not yet in their Gram sum: one addmm per GRAM_TOKENS rows
 
     def flush(gname: str) -> None:
         held = pending.pop(gname, [])
-        if held:
-            _gram_add(acc[gname], torch.cat(held).float())
+        if held:  # converted straight into one float32 block: no concatenated copy in the forward's dtype
+            x = torch.empty((sum(len(t) for t in held), held[0].shape[1]), dtype=torch.float32, device=device)
+            at = 0
+            for t in held:
+                x[at : at + len(t)].copy_(t)
+                at += len(t)
+            _gram_add(acc[gname], x)
 
     handles = [layers[m].register_forward_hook(hook(g)) for m, g in names.items()]
     # bfloat16 activations are exact in bfloat16: oneDNN may multiply them so, accumulating in float32 (3x)
@@ -170,7 +175,8 @@ def collect(
                 mask = torch.zeros((len(batch), width), dtype=torch.long)
                 for i, row in enumerate(batch):  # padded on the right: a causal model's real tokens unchanged
                     ids[i, : len(row)], mask[i, : len(row)] = torch.tensor(row), 1
-                keep[0] = mask.reshape(-1).bool().to(device) if int(mask.sum()) < mask.numel() else None
+                real = mask.reshape(-1).nonzero().squeeze(1)
+                keep[0] = real.to(device) if len(real) < mask.numel() else None
                 kw: dict[str, Any] = {}
                 if prefix_cache is not None and cache_arg is not None:
                     cache = copy.deepcopy(prefix_cache)
