@@ -50,6 +50,11 @@ def gain_kept(table: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
     return out
 
 
+def median_kept(kept: dict[str, float]) -> float:
+    """The share an export keeps over all its improved metrics: their median (the figure eval reports)."""
+    return statistics.median(kept.values())
+
+
 def gain_intervals(
     scored: dict[str, Scored],
     metrics: Sequence[str],
@@ -78,7 +83,7 @@ def gain_intervals(
         for model, kept in gain_kept(table).items():
             if not kept:
                 continue
-            for name, v in [(MEDIAN, statistics.median(kept.values())), *kept.items()]:
+            for name, v in [(MEDIAN, median_kept(kept)), *kept.items()]:
                 got[model].setdefault(name, []).append(v)
     tail = (1 - level) / 2
     return {

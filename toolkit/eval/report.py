@@ -8,10 +8,9 @@ from __future__ import annotations
 import io
 import json
 import math
-import statistics
 from typing import Any
 
-from medkit.eval.gain import DRAWS, LEVEL, MEDIAN, gain_intervals, gain_kept
+from medkit.eval.gain import DRAWS, LEVEL, MEDIAN, gain_intervals, gain_kept, median_kept
 from medkit.eval.metrics import metric
 from medkit.eval.score import EvalSet, scored_of
 from medkit.runs import RunDir, atomic_path
@@ -52,7 +51,7 @@ def _gain_lines(report: dict[str, Any]) -> list[str]:
     iv = report.get("gain_interval") or {}
     for name, kept in (report.get("gain_kept") or {}).items():
         if kept:
-            median = statistics.median(kept.values())
+            median = median_kept(kept)
             parts = ", ".join(f"{m} {v:.0%}" for m, v in kept.items())
             cal = _calibration(report, name)
             label = f"{name} ({cal})" if cal else name

@@ -231,9 +231,10 @@ def _finish(
 ) -> dict:
     n = len(evset.conversations)
     main, qual = gens[:n], gens[n:]
-    scored = scored_of(evset, {"answers": [t for t, _ in main], "stopped": [s for _, s in main],
-                               "nll": [r[0] for r in rows], "tokens": [r[1] for r in rows]})  # fmt: skip
-    count = scored.tokens
+    # every answer and each example's likelihood: what the report's intervals resample
+    per = {"answers": [t for t, _ in main], "stopped": [s for _, s in main],
+           "nll": [r[0] for r in rows], "tokens": [r[1] for r in rows]}  # fmt: skip
+    scored = scored_of(evset, per)
     samples = [
         {"prompt": c.messages[-1]["content"], "reference": c.answer, "answer": t, "stopped": s}
         for c, (t, s) in zip(evset.conversations[:SAMPLES_KEPT], main[:SAMPLES_KEPT], strict=False)
@@ -244,17 +245,11 @@ def _finish(
     ]
     return {
         "metrics": compute(evset.metrics, scored),
-        "tokens_scored": count,
+        "tokens_scored": scored.tokens,
         "seconds": round(seconds, 2),
         "samples": samples,
         "qualitative": qualitative,
-        # every answer and each example's likelihood: what the report's intervals resample
-        "rows": {
-            "answers": scored.predictions,
-            "stopped": scored.stopped,
-            "nll": scored.row_nll,
-            "tokens": scored.row_tokens,
-        },  # fmt: skip
+        "rows": per,
     }
 
 
