@@ -93,6 +93,9 @@ class Trainer:
             )
         self.steps_per_epoch = math.ceil(self.micro_per_epoch / self.t.grad_accum)
         self.total_steps = self.t.max_steps or max(1, math.ceil(self.t.epochs * self.steps_per_epoch))
+        # train mode from the first step (from_pretrained leaves eval mode): LoRA dropout and the layers'
+        # activation checkpointing act only in it, whether or not an eval (which restores it) comes first
+        model.train()
         from medkit.train import compile as compiling
 
         hidden = getattr(getattr(model, "config", None), "hidden_size", None)
@@ -114,7 +117,8 @@ class Trainer:
         self._torch = torch
         self.flop_model = _flop_model(model)  # None when the model's shape cannot be read: no MFU then
         self.peak: flops.Peak | None = None  # measured when fit() starts, again when it ends
-        self.last_flops = 0  # FLOPs of the last train_step on this process
+        self.last_flops = 0  # FLOPs of the last train_step on this process (of last_batches)
+        self.last_batches: list[batching.Batch] = []
 
     # ---- data ------------------------------------------------------------------------------------
     def epoch_batches(self, epoch: int) -> list[batching.Batch]:
@@ -159,7 +163,7 @@ class Trainer:
         """Forward/backward over one accumulated step; returns (mean loss, trained tokens, input tokens)."""
         batches = self.next_step_batches()
         examples = self.data.train
-        self.last_flops = self.count_flops(batches)
+        self.last_batches, self.last_flops = batches, self.count_flops(batches)
         local = sum(batching.batch_label_tokens(b, examples) for b in batches)
         n_in_local = sum(self.lengths[i] for b in batches for i in b.indices())
         global_tokens, global_in = self._sum(float(local), float(n_in_local))
@@ -357,16 +361,18 @@ class Trainer:
         return checkpoint.load_best(self.ckpt_root, self.model)
 
     # ---- FLOPs and MFU ---------------------------------------------------------------------------
-    def count_flops(self, batches: list[batching.Batch]) -> int:
-        """Training FLOPs of these micro-batches on this process (0 when the model's shape is unknown)."""
+    def count_flops(self, batches: list[batching.Batch], of: flops.ModelFlops | None = None) -> int:
+        """Training FLOPs of these micro-batches on this process (0 when the model's shape is unknown); `of`
+        counts with other sizes (the profile bench: attention's width 0)."""
         from medkit.train.loss import head_recomputed
 
-        if self.flop_model is None:
+        mf = of or self.flop_model
+        if mf is None:
             return 0
         total = 0
         for b in batches:
             head = batching.batch_label_tokens(b, self.data.train)  # selective CE: the head on trained tokens
-            total += self.flop_model.step(
+            total += mf.step(
                 [self.lengths[i] for i in b.indices()], head, grad_checkpointing=self.t.grad_checkpointing,
                 head_recompute_tokens=head_recomputed(self.model, head, autocast=self.plan.mixed_precision != "no"),
             ).total  # fmt: skip
