@@ -13,7 +13,7 @@ NO_AMX  := -mno-amx-tile -mno-amx-int8 -mno-amx-bf16
 LLAMA_CMAKE_ARGS ?= $(if $(filter x86_64,$(shell uname -m)),-DCMAKE_C_FLAGS='$(NO_AMX)' -DCMAKE_CXX_FLAGS='$(NO_AMX)',)
 export CMAKE_ARGS ?= $(LLAMA_CMAKE_ARGS)
 
-.PHONY: setup demo demo-icd10 test test-fast bench lint format clean
+.PHONY: setup demo demo-icd10 test test-fast bench bench-profile lint format clean
 
 setup: $(STAMP)
 
@@ -44,6 +44,10 @@ test-fast: setup
 
 bench: setup
 	$(BIN)/python -m benchmarks
+
+# where a training step's time goes (the SmolLM2 demo by default), and the FLOP count checked against torch
+bench-profile: setup
+	$(BIN)/python -m benchmarks profile
 
 # mypy sees the one `medkit` namespace through a folder of links (toolkit/ + convert/ + tui/, as pyproject maps them)
 TYPECHECK := .cache/typecheck
