@@ -126,13 +126,19 @@ def _ask(base: str, model: str, messages, stream: bool, **extra) -> tuple[str, s
     return text, choices[-1].get("finish_reason")
 
 
+QUESTIONS = [ASK, ASK2] + [
+    [{"role": "user", "content": q}] for q in ("What does insulin do?", "Is a cough contagious?")
+]
+
+
 def test_concurrent_clients_each_get_their_whole_sequential_answer(server):
-    """8 clients at once (streaming and not, two model names, two questions) queue instead of cutting each
-    other short: every answer is complete, ends with a finish_reason and equals its sequential answer."""
+    """8 clients at once (streaming and not, two model names, four questions) queue instead of cutting each
+    other short: every answer is complete, ends with a finish_reason and equals its sequential answer.
+    Each (model, question) is asked once, so which request came just before cannot matter: asked twice in a
+    row, a prompt reuses its own KV cache and its last token is evaluated alone, and on AMD EPYC (AVX2) cores
+    the random adapter's near-tied greedy tokens then part from a fresh evaluation's at the 6th token."""
     base, _ = server
-    clients = [
-        (model, q, stream) for model in ("base", "patient") for q in (ASK, ASK2) for stream in (True, False)
-    ]
+    clients = [(model, q, k % 2 == 0) for model in ("base", "patient") for k, q in enumerate(QUESTIONS)]
     expected = {(m, q[0]["content"]): _ask(base, m, q, stream=False) for m, q, _ in clients}
     assert expected[("base", ASK[0]["content"])] != expected[("patient", ASK[0]["content"])]
     start, results = threading.Barrier(len(clients)), {}
