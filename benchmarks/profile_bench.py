@@ -64,15 +64,14 @@ def build_trainer(recipe: Any, out: Path) -> Any:
     from medkit import models
     from medkit.data import tokens as data_mod
     from medkit.train import plan as lora
-    from medkit.train.loop import Trainer
+    from medkit.train.verb import _make_trainer
 
     plan = lora.plan_precision(recipe)
     acc = Accelerator(mixed_precision=plan.mixed_precision, cpu=plan.device == "cpu")
     tok = models.load_tokenizer(recipe.model.base)
     data = data_mod.prepare(recipe, tok)
     model = lora.build_model(recipe, plan, local_device=acc.local_process_index)
-    pad = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
-    return Trainer(recipe=recipe, model=model, data=data, accelerator=acc, plan=plan, run_dir=out, pad_id=pad)
+    return _make_trainer(recipe, model, data, acc, plan, out, tok, None, None)
 
 
 def profile(trainer: Any, steps: int = 3, warm: int = 2, isolate: bool = True) -> dict[str, Any]:
@@ -98,16 +97,17 @@ def profile(trainer: Any, steps: int = 3, warm: int = 2, isolate: bool = True) -
     for ev in prof.events():
         if ev.name in MATMULS:
             calls[(ev.name, tuple(tuple(s) for s in ev.input_shapes if s))].append(ev.cpu_time_total / 1e6)
-    executed = sum(matmul_flops(n, [list(s) for s in sh]) * len(t) for (n, sh), t in calls.items())
     from medkit.train.flops import faster
 
     peak = trainer.measure_peak()
-    shapes = []
+    shapes, executed = [], 0
     for (name, sh), times in calls.items():
-        work = matmul_flops(name, [list(s) for s in sh])
+        operands = [list(s) for s in sh]
+        work = matmul_flops(name, operands)
+        executed += work * len(times)
         alone = _time_alone(name, sh) if isolate else None
         shapes.append({
-            "op": name, "shapes": [list(s) for s in sh], "calls": len(times), "seconds": sum(times),
+            "op": name, "shapes": operands, "calls": len(times), "seconds": sum(times),
             "in_step_gflops": work * len(times) / max(sum(times), 1e-9) / 1e9,
             "alone_gflops": work / alone / 1e9 if alone else None,
             "best_seconds": min(sum(times), (alone or float("inf")) * len(times)),  # the best rate seen
