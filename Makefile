@@ -13,17 +13,33 @@ NO_AMX  := -mno-amx-tile -mno-amx-int8 -mno-amx-bf16
 LLAMA_CMAKE_ARGS ?= $(if $(filter x86_64,$(shell uname -m)),-DCMAKE_C_FLAGS='$(NO_AMX)' -DCMAKE_CXX_FLAGS='$(NO_AMX)',)
 export CMAKE_ARGS ?= $(LLAMA_CMAKE_ARGS)
 
-.PHONY: setup demo demo-icd10 test test-fast bench bench-profile lint format clean
+.PHONY: setup demo demo-icd10 test test-fast test-latest bench bench-profile lint format clean lock
 
 setup: $(STAMP)
 
-# Idempotent: creates .venv once, pins torch first (CPU wheel unless TORCH= says otherwise), then
-# installs medkit editable with every extra. llama-cpp-python is compiled once; pip caches the wheel.
-$(STAMP): pyproject.toml
+# The lock: every package of the dev install at an exact version with its hashes, for one platform (pip-tools'
+# pip-compile; see the lock's header). Where this machine is that platform and TORCH is the default, setup
+# installs exactly the lock (--require-hashes), then medkit itself (--no-deps); elsewhere it says so in one
+# line and installs from pyproject's ranges. `make lock` regenerates it; `make test-latest` tries the newest.
+LOCK          := requirements.lock
+LOCK_PLATFORM := linux-x86_64-cp311
+PLATFORM      := $(shell $(PY) -c 'import platform, sys; print(f"{sys.platform}-{platform.machine()}-cp{sys.version_info[0]}{sys.version_info[1]}")' 2>/dev/null)
+USE_LOCK      := $(and $(filter $(LOCK_PLATFORM),$(PLATFORM)),$(filter torch==2.13.0,$(TORCH)))
+
+# Idempotent: creates .venv once and installs the lock (or, off its platform, torch first then the ranges).
+# llama-cpp-python is compiled once; pip caches the wheel.
+$(STAMP): pyproject.toml $(LOCK)
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+ifneq ($(USE_LOCK),)
+	$(BIN)/python -m pip install -q --require-hashes --no-deps -r $(LOCK)
+	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
+	$(BIN)/python -m pip check
+else
+	@echo "$(LOCK) is for $(LOCK_PLATFORM) with torch==2.13.0; this is $(PLATFORM) with $(TORCH): installing from pyproject's ranges"
 	$(BIN)/python -m pip install -q -U pip wheel setuptools
 	$(BIN)/python -m pip install -q "$(TORCH)"
 	$(BIN)/python -m pip install -q -e '.[dev]' "$(TORCH)"
+endif
 	$(BIN)/python tests/llama_cpu_check.py || { \
 	  CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/python -m pip install -q --no-cache-dir --force-reinstall --no-deps \
 	    "llama-cpp-python==$$($(BIN)/python -c 'import importlib.metadata as m; print(m.version("llama-cpp-python"))')" \
@@ -41,6 +57,24 @@ test: setup
 
 test-fast: setup
 	$(PYTEST) -q -m "not slow"
+
+# Regenerate the lock from pyproject's ranges (newest versions that fit), after which `make test` must pass
+# before it is committed. pip-compile reads pip's own configuration (the local torch wheel's find-links).
+lock:
+	test -x $(BIN)/pip-compile || $(BIN)/python -m pip install -q pip-tools
+	$(BIN)/pip-compile -q --resolver=backtracking --generate-hashes --allow-unsafe --strip-extras \
+	  --extra dev --no-emit-index-url --no-emit-find-links -o $(LOCK) pyproject.toml
+	sed -i '1i # platform: $(PLATFORM) with torch==2.13.0 (CPU); `make setup` installs it only there' $(LOCK)
+
+# Drift watch (not CI): the newest releases pyproject allows, in their own venv, on the fast suite.
+LATEST := .venv-latest
+test-latest:
+	test -x $(LATEST)/bin/python || $(PY) -m venv $(LATEST)
+	$(LATEST)/bin/python -m pip install -q -U pip wheel setuptools
+	$(LATEST)/bin/python -m pip install -q "$(TORCH)"
+	$(LATEST)/bin/python -m pip install -q -U --upgrade-strategy eager -e '.[dev]' "$(TORCH)"
+	$(LATEST)/bin/python -m pip list --format=freeze > $(LATEST)/versions.txt
+	$(LATEST)/bin/python -m pytest -q -m "not slow" -p no:cacheprovider
 
 bench: setup
 	$(BIN)/python -m benchmarks

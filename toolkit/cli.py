@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import click
 
-from medkit import __version__
+from medkit import __version__, network, quiet
 from medkit.errors import MedkitError, MissingExtraError, describe_os_error, shown_path
 
 
@@ -25,6 +25,7 @@ class Verb:
     help: str
     extra: str | None = None  # the optional-dependency group the verb needs
     needs: tuple[str, ...] = ()  # top-level modules that extra provides
+    hub: bool = True  # may name a hub id (recipe or argument): takes --offline
 
 
 VERBS: dict[str, Verb] = {
@@ -70,12 +71,14 @@ VERBS: dict[str, Verb] = {
         "Chat offline with an exported GGUF in the terminal.",
         "chat",
         ("llama_cpp", "textual"),
+        hub=False,
     ),
     "serve": Verb(
         "medkit.runtime.serve:command",
         "OpenAI-compatible server on 127.0.0.1 for a GGUF.",
         "chat",
         ("llama_cpp", "fastapi", "uvicorn"),
+        hub=False,
     ),
 }
 
@@ -106,6 +109,7 @@ class LazyGroup(click.Group):
         cmd: click.Command = getattr(module, attr)
         if verb.extra:
             cmd = _guard(cmd, name, verb)
+        _add_process_options(cmd, hub=verb.hub)
         return cmd
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
@@ -128,6 +132,35 @@ def _guard(cmd: click.Command, name: str, verb: Verb) -> click.Command:
     guarded._medkit_guarded = True  # type: ignore[attr-defined]
     cmd.callback = guarded
     return cmd
+
+
+OFFLINE_HELP = "Never reach a model hub: hub ids in the recipe must already be in the local cache."
+
+
+def _add_process_options(cmd: click.Command, *, hub: bool) -> None:
+    """-v/--verbose on every verb and --offline on those that may name a hub id. `main` reads both from
+    the command line before anything is imported (network.start, quiet.start); here click accepts and
+    documents them, and --offline also takes effect for a caller that runs the group directly."""
+    if any(p.name in ("verbose", "offline") for p in cmd.params):
+        return
+    cmd.params.append(
+        click.Option(["-v", "--verbose"], is_flag=True, expose_value=False, help=quiet.verbose_option_help())
+    )
+    if hub:
+        cmd.params.append(
+            click.Option(
+                ["--offline"], is_flag=True, expose_value=False, help=OFFLINE_HELP,
+                callback=lambda _ctx, _param, value: network.force_offline() if value else None,
+            )  # fmt: skip
+        )
+
+
+def _process_flags(argv: list[str]) -> tuple[str, bool, bool]:
+    """(verb, verbose, offline) read from the command line (before a bare ``--``)."""
+    args = argv[: argv.index("--")] if "--" in argv else argv
+    verb = next((a for a in args if not a.startswith("-")), "medkit")
+    verbose = any(a in ("-v", "--verbose") for a in args)
+    return (verb if verb in VERBS else "medkit"), verbose, "--offline" in args
 
 
 def _missing_extra_command(name: str, verb: Verb, module: str) -> click.Command:
@@ -153,29 +186,36 @@ def cli() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     debug = bool(os.environ.get("MEDKIT_DEBUG"))
+    verb, verbose, offline = _process_flags(list(sys.argv[1:] if argv is None else argv))
+    network.start(offline=offline)  # hub closed until a recipe names a hub id; never code from a hub
+    quiet.start(verbose=verbose, verb=verb)  # other packages' chatter held back unless -v
     try:
         rv = cli.main(args=argv, prog_name="medkit", standalone_mode=False)
     except click.exceptions.Abort:
-        click.echo("aborted", err=True)
-        sys.exit(130)
+        _fail("aborted", 130)
     except click.ClickException as exc:
+        quiet.failed()
         exc.show()
         sys.exit(exc.exit_code)
     except MedkitError as exc:
         if debug:
             raise
-        click.echo(f"error: {exc.one_line()}", err=True)
-        sys.exit(exc.exit_code)
+        _fail(f"error: {exc.one_line()}", exc.exit_code)
     except KeyboardInterrupt:
-        click.echo("interrupted", err=True)
-        sys.exit(130)
+        _fail("interrupted", 130)
     except Exception as exc:  # the safety net: a full disk or a read-only folder is the user's to fix
+        quiet.failed()
         line = None if debug else environment_failure(exc)
         if line is None:
             raise
-        click.echo(f"error: {line}", err=True)
-        sys.exit(1)
+        _fail(f"error: {line}", 1)
     sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def _fail(line: str, code: int) -> None:
+    quiet.failed()  # the one line stands alone
+    click.echo(line, err=True)
+    sys.exit(code)
 
 
 def environment_failure(exc: BaseException) -> str | None:

@@ -37,9 +37,6 @@ def step(title: str, *args: str) -> None:
 
 
 def main() -> None:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     t_start = time.perf_counter()
     from medkit.recipe import load_recipe
 

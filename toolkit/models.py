@@ -18,7 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from medkit import network
 from medkit.errors import ModelError
+
+network.block_hub_code()  # bitsandbytes and transformers look for hub kernels: never here (MEDKIT_HUB_KERNELS=1)
 
 CACHE_ENV = "MEDKIT_CACHE"
 DONE_MARKER = "medkit-dequantized.json"

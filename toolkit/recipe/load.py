@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from medkit.convert.quantize import is_auto, parse_budget
+from medkit import network
 from medkit.errors import ConvertError, RecipeError
 from medkit.recipe.schema import (
     DATA_SUFFIXES,
@@ -92,7 +93,13 @@ def recipe_from_dict(
     _check_semantics(recipe, base_dir or Path.cwd(), problems)
     if problems:
         raise RecipeError(problems, source=source or None)
+    network.allow(hub_ids(recipe), where=source or None)
     return recipe
+
+
+def hub_ids(recipe: Recipe) -> list[str]:
+    """The hub ids a checked recipe names (model base, data source): what lets this run reach a hub."""
+    return [v for v in (recipe.model.base, recipe.data.source) if v and not is_local_ref(v)]
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:
