@@ -58,12 +58,14 @@ test: setup
 test-fast: setup
 	$(PYTEST) -q -m "not slow"
 
-# Regenerate the lock from pyproject's ranges (newest versions that fit), after which `make test` must pass
-# before it is committed. pip-compile reads pip's own configuration (the local torch wheel's find-links).
+# Regenerate the lock from pyproject's ranges: the newest versions that fit, or those of LOCK_FROM (a
+# `pip freeze` of a venv that passed `make test`). Commit it only after `make test` passes on it.
+# pip-compile reads pip's own configuration (the local torch wheel's find-links).
 lock:
 	test -x $(BIN)/pip-compile || $(BIN)/python -m pip install -q pip-tools
-	$(BIN)/pip-compile -q --resolver=backtracking --generate-hashes --allow-unsafe --strip-extras \
-	  --extra dev --no-emit-index-url --no-emit-find-links -o $(LOCK) pyproject.toml
+	$(BIN)/pip-compile -q --resolver=backtracking --generate-hashes --allow-unsafe --strip-extras --extra dev \
+	  --no-emit-index-url --no-emit-find-links --no-annotate $(if $(LOCK_FROM),-c $(LOCK_FROM)) -o $(LOCK) pyproject.toml
+	sed -i -e '/^# WARNING: pip install will require/,/^medkit @ /d' -e 's/ --constraint=[^ ]*//' $(LOCK)
 	sed -i '1i # platform: $(PLATFORM) with torch==2.13.0 (CPU); `make setup` installs it only there' $(LOCK)
 
 # Drift watch (not CI): the newest releases pyproject allows, in their own venv, on the fast suite.

@@ -149,7 +149,10 @@ def _add_process_options(cmd: click.Command, *, hub: bool) -> None:
     if hub:
         cmd.params.append(
             click.Option(
-                ["--offline"], is_flag=True, expose_value=False, help=OFFLINE_HELP,
+                ["--offline"],
+                is_flag=True,
+                expose_value=False,
+                help=OFFLINE_HELP,
                 callback=lambda _ctx, _param, value: network.force_offline() if value else None,
             )  # fmt: skip
         )

@@ -94,7 +94,9 @@ def importlib_spec_of_kernels():
 
 def test_cli_offline_flag_with_a_hub_recipe(tmp_path):
     recipe = tmp_path / "hub.toml"
-    recipe.write_text('name = "hub"\n[model]\nbase = "TinyLlama/TinyLlama-1.1B-Chat-v1.0"\n[data]\nsource = "lavita/MedQuAD"\n')
+    recipe.write_text(
+        'name = "hub"\n[model]\nbase = "TinyLlama/TinyLlama-1.1B-Chat-v1.0"\n[data]\nsource = "lavita/MedQuAD"\n'
+    )
     out = run_medkit("validate", str(recipe), "--offline", env={"HF_HOME": str(tmp_path / "hf")})
     assert_one_line_error(out, "TinyLlama/TinyLlama-1.1B-Chat-v1.0", "not in the local cache", str(recipe))
     assert "held back" not in out.stderr  # the error line stands alone

@@ -15,8 +15,8 @@ import typing
 from pathlib import Path
 from typing import Any
 
-from medkit.convert.quantize import is_auto, parse_budget
 from medkit import network
+from medkit.convert.quantize import is_auto, parse_budget
 from medkit.errors import ConvertError, RecipeError
 from medkit.recipe.schema import (
     DATA_SUFFIXES,
