@@ -63,8 +63,7 @@ def start(*, verbose: bool = False, verb: str = "medkit") -> None:
         lib.addHandler(handler)
         lib.propagate = False
         lib.setLevel(logging.WARNING)
-    warnings.simplefilter("default")  # each warning once per place, routed by _show_warning
-    warnings.showwarning = _show_warning
+    warnings.showwarning = _show_warning  # Python's own filters decide what is shown; this decides where
     _state["log"] = _log_path(verb)
     _silence_loaded_libraries()
     atexit.register(_report)
