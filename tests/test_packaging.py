@@ -186,3 +186,53 @@ def test_ci_runs_the_readme_test_command():
     ci = (ROOT / ".ci" / "run").read_text()
     assert "make test" in readme
     assert re.search(r"^make test$", ci, re.M)
+
+
+# ---- the lock (issue 29) -----------------------------------------------------------------------------
+
+
+def _lock() -> dict[str, tuple[str, list[str]]]:
+    """name -> (version, hashes) of every entry of requirements.lock."""
+    norm = lambda n: re.sub(r"[-_.]+", "-", n).lower()  # noqa: E731
+    text = (ROOT / "requirements.lock").read_text().replace("\\\n", " ")
+    out: dict[str, tuple[str, list[str]]] = {}
+    for line in text.splitlines():
+        m = re.match(r"^([A-Za-z0-9][\w.-]*)==(\S+)(.*)$", line)
+        if m:
+            out[norm(m.group(1))] = (m.group(2), re.findall(r"--hash=sha256:([0-9a-f]{64})", m.group(3)))
+    return out
+
+
+def test_lock_pins_every_package_of_the_dev_install_with_hashes():
+    lock = _lock()
+    assert all(hashes for _, hashes in lock.values()), [n for n, (_, h) in lock.items() if not h]
+    wanted = _closure(_requirements("medkit", ("dev",))) - {"medkit"}
+    assert wanted <= set(lock), sorted(wanted - set(lock))
+    assert lock["torch"][0] == "2.13.0+cpu"  # the CPU wheel, never a CUDA build by accident
+
+
+def test_lock_is_what_this_venv_runs():
+    """The suite runs on the lock: a drifted venv (or a lock edited without an install) shows here."""
+    lock = _lock()
+    drift = {n: (v, md.version(n)) for n, (v, _) in lock.items() if _installed(n) and md.version(n) != v}
+    assert not drift, drift
+
+
+def _installed(name: str) -> bool:
+    try:
+        md.version(name)
+        return True
+    except md.PackageNotFoundError:
+        return False
+
+
+@pytest.mark.parametrize("platform,locked", [("linux-x86_64-cp311", True), ("darwin-arm64-cp312", False)])
+def test_setup_installs_the_lock_only_on_its_platform(platform, locked, tmp_path):
+    proc = subprocess.run(
+        ["make", "-n", "setup", f"PLATFORM={platform}", f"STAMP={tmp_path}/stamp", f"VENV={tmp_path}/v"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert ("--require-hashes" in proc.stdout and "-r requirements.lock" in proc.stdout) == locked
+    fallback = [ln for ln in proc.stdout.splitlines() if "installing from pyproject's ranges" in ln]
+    assert len(fallback) == (0 if locked else 1)
