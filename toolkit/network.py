@@ -31,6 +31,7 @@ OFFLINE_ENV = {
 FORCE_OFFLINE_ENV = "MEDKIT_OFFLINE"
 HUB_KERNELS_ENV = "MEDKIT_HUB_KERNELS"  # the documented opt-in to hub-hosted kernels
 HUB_CODE_MODULES = ("kernels",)
+HUB_CODE_ENV = {"USE_HUB_KERNELS": "NO"}  # transformers >= 5.25 asks for hub kernels in every from_pretrained
 
 _state: dict[str, object] = {"started": False, "forced": False, "open": False, "set_by_us": {}}
 
@@ -99,9 +100,11 @@ def _hub_caches() -> list[Path]:
 
 
 def block_hub_code() -> None:
-    """Make the hub-kernel package unimportable (bitsandbytes and transformers then use their own code)."""
+    """Make the hub-kernel package unimportable and tell transformers not to ask for it: bitsandbytes and
+    transformers then use their own code."""
     if _truthy(os.environ.get(HUB_KERNELS_ENV)):
         return
+    os.environ.update(HUB_CODE_ENV)
     for name in HUB_CODE_MODULES:
         if name not in sys.modules or sys.modules[name] is None:
             sys.modules[name] = None  # type: ignore[assignment]  # import raises, find_spec gives None

@@ -47,7 +47,7 @@ try:
     kernels_importable = True
 except ImportError:
     kernels_importable = False
-print(json.dumps({{"before": before, "hub_offline_after": c.HF_HUB_OFFLINE, "error": error,
+print(json.dumps({{"use_hub_kernels": os.environ.get("USE_HUB_KERNELS"), "before": before, "hub_offline_after": c.HF_HUB_OFFLINE, "error": error,
                   "kernels": kernels_importable, "kernels_spec": importlib.util.find_spec("kernels") is not None}}))
 """
 
@@ -81,15 +81,19 @@ def test_hub_kernels_are_never_loaded_unless_opted_in(tmp_path):
     """bitsandbytes (CPU, avx512-bf16) and transformers' GGUF path ask `kernels` for hub code: it is
     unimportable, and find_spec says so, so they fall back to their own code without asking a hub."""
     st = _state(_python(PROBE.format(offline=False, ids="['a/b']"), tmp_path))
-    assert st["kernels"] is False and st["kernels_spec"] is False
+    assert st["kernels"] is False and st["kernels_spec"] is False and st["use_hub_kernels"] == "NO"
     opted = _state(_python(PROBE.format(offline=False, ids="[]"), tmp_path, MEDKIT_HUB_KERNELS="1"))
-    assert opted["kernels_spec"] == (importlib_spec_of_kernels() is not None)
+    assert opted["kernels_spec"] == _kernels_installed()
 
 
-def importlib_spec_of_kernels():
-    import importlib.util
+def _kernels_installed() -> bool:
+    import importlib.metadata as md
 
-    return importlib.util.find_spec("kernels")
+    try:
+        md.version("kernels")
+        return True
+    except md.PackageNotFoundError:
+        return False
 
 
 def test_cli_offline_flag_with_a_hub_recipe(tmp_path):
