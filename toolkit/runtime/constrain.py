@@ -85,7 +85,7 @@ def _codes_from_file(path: Path, spec: str) -> tuple[tuple[str, ...], str]:
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
-        raise ConstraintError(f"constraint {spec!r}: no such code file", where=str(path)) from None
+        raise ConstraintError("no such ICD-10 code file", where=str(path)) from None
     except OSError as exc:
         raise ConstraintError(f"cannot read the code file ({exc.strerror})", where=str(path)) from None
     try:
