@@ -153,3 +153,88 @@ def test_runtime_refuses_a_constraint_before_answering(runtime):
     with pytest.raises(structured.SchemaError, match="'uniqueItems' cannot be enforced"):
         runtime.chat(ASK, response_format={"type": "json_object", "schema": {"uniqueItems": True}})
     assert runtime.constrain == "icd10"
+
+
+# ---- medkit serve: --constrain, per request, and the official openai client -------------------------
+
+
+@pytest.fixture(scope="module")
+def icd_server(smollm2_gguf, tmp_path_factory):
+    from tests.runtime.test_serve import KEY, start_server
+
+    log = tmp_path_factory.mktemp("serve-icd") / "server.log"
+    with start_server(smollm2_gguf, "--constrain", "icd10", "--ctx", "1024", log=log) as (base, _):
+        yield base, KEY
+
+
+def _client(icd_server):
+    openai = pytest.importorskip("openai")
+    base, key = icd_server
+    return openai.OpenAI(base_url=base + "/v1", api_key=key, max_retries=0, timeout=120)
+
+
+def test_serve_constrain_default_and_per_request(icd_server):
+    client = _client(icd_server)
+    for seed in range(3):
+        reply = client.chat.completions.create(
+            model="base", messages=ASK, temperature=1.0, seed=seed, max_tokens=16
+        )
+        assert icd10.is_billable(reply.choices[0].message.content), reply
+        assert reply.choices[0].finish_reason == "stop"
+    off = client.chat.completions.create(
+        model="base", messages=ASK, temperature=0, max_tokens=16, extra_body={"constrain": None}
+    )
+    assert not icd10.is_billable(off.choices[0].message.content)
+    j = client.chat.completions.create(
+        model="base", messages=ASK, temperature=0, max_tokens=16, extra_body={"constrain": "icd10:J"}
+    )
+    assert j.choices[0].message.content.startswith("J") and icd10.is_billable(j.choices[0].message.content)
+
+
+def test_openai_json_schema_request_with_an_icd10_field(icd_server):
+    client = _client(icd_server)
+    schema = {
+        "type": "object",
+        "properties": {
+            "code": {"type": "string", "format": "icd10-cm", "description": "billable ICD-10-CM"},
+            "reason": {"type": "string", "maxLength": 60},
+        },
+        "required": ["code", "reason"],
+        "additionalProperties": False,
+    }
+    reply = client.chat.completions.create(
+        model="base",
+        messages=ASK,
+        temperature=1.0,
+        seed=1,
+        max_tokens=80,
+        response_format={
+            "type": "json_schema",
+            "json_schema": {"name": "coding", "schema": schema, "strict": True},
+        },
+    )
+    value = json.loads(reply.choices[0].message.content)
+    assert set(value) == {"code", "reason"} and icd10.is_billable(value["code"]), value
+
+
+def test_serve_refuses_what_it_cannot_enforce(icd_server):
+    openai = pytest.importorskip("openai")
+    client = _client(icd_server)
+    bad = {
+        "type": "json_schema",
+        "json_schema": {"name": "n", "schema": {"type": "array", "uniqueItems": True}},
+    }
+    with pytest.raises(openai.UnprocessableEntityError) as info:
+        client.chat.completions.create(model="base", messages=ASK, max_tokens=8, response_format=bad)
+    assert info.value.body["param"] == "response_format.json_schema.schema.uniqueItems"
+    with pytest.raises(openai.UnprocessableEntityError, match="no billable ICD-10-CM code starts with"):
+        client.chat.completions.create(
+            model="base", messages=ASK, max_tokens=8, extra_body={"constrain": "icd10:U8"}
+        )
+    # min_tokens past the end of a code would leave the sampler nothing to pick (a crash in llama.cpp)
+    with pytest.raises(openai.UnprocessableEntityError, match="min_tokens cannot be combined"):
+        client.chat.completions.create(
+            model="base", messages=ASK, max_tokens=16, extra_body={"min_tokens": 12}
+        )
+    reply = client.chat.completions.create(model="base", messages=ASK, max_tokens=16)
+    assert icd10.is_billable(reply.choices[0].message.content)  # still serving

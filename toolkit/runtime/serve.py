@@ -268,6 +268,10 @@ def build_app(runtime: Runtime, *, api_key: str | None = None, constrain: str | 
             value = check(raw.get(field))
             model = engine.model(raw)
             grammar = request_grammar(runtime, raw, constrain)  # response_format json_schema: ours
+            if grammar is not None and raw.get("min_tokens"):  # EOS forbidden where the grammar needs it
+                raise ApiError(
+                    422, "min_tokens cannot be combined with a grammar or constraint", "min_tokens"
+                )
             body = validate(
                 model_cls, {k: v for k, v in raw.items() if k not in ("response_format", "grammar")}
             )
