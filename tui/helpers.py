@@ -25,6 +25,7 @@ COMMANDS = [  # the app's entries in the command palette: title, help, action
     ("Copy last answer", "Copy the last answer to the clipboard", "copy_answer"),
     ("Export chat", "Write this chat to Markdown and JSON files", "export"),
     ("Stop answer", "Stop the answer being written (keeps the text)", "stop"),
+    ("ICD-10 codes only", "Toggle: answers limited to billable ICD-10-CM codes", "constrain"),
 ]
 
 

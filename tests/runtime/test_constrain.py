@@ -238,3 +238,22 @@ def test_serve_refuses_what_it_cannot_enforce(icd_server):
         )
     reply = client.chat.completions.create(model="base", messages=ASK, max_tokens=16)
     assert icd10.is_billable(reply.choices[0].message.content)  # still serving
+
+
+# ---- the command line: one line for a constraint that cannot be used --------------------------------
+
+
+@pytest.mark.parametrize("verb", ["chat", "serve"])
+def test_cli_refuses_a_bad_constraint_in_one_line(smollm2_gguf, tmp_path, verb):
+    from tests.runtime.test_cli import _medkit
+
+    out = _medkit(verb, str(smollm2_gguf), "--constrain", "icd9")
+    assert out.returncode == 2 and "Invalid value for '--constrain': unknown constraint 'icd9'" in out.stderr
+    codes = tmp_path / "labels.txt"
+    codes.write_text("J45.909\nR69.X\n")
+    db = ["--db", str(tmp_path / "h.db")] if verb == "chat" else []
+    out = _medkit(verb, str(smollm2_gguf), "--constrain", f"icd10:{codes}", *db)
+    errors = [line for line in out.stderr.splitlines() if line.startswith("error:")]
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
+    assert errors == [f"error: {codes}:2: 'R69.X' is not a billable ICD-10-CM code ({icd10.release()}) "
+                      "(nearest: R69)"]  # fmt: skip
