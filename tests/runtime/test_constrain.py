@@ -31,6 +31,14 @@ def own_cache(tmp_path_factory, monkeypatch):
 # ---- the code set and its automaton ----------------------------------------------------------------
 
 
+def test_billable_codes_are_the_leaf_categories_and_subcategories_of_the_package():
+    import simple_icd_10_cm as cm
+
+    leaves = {c for c in cm.get_all_codes(False) if cm.is_leaf(c) and cm.is_category_or_subcategory(c)}
+    assert icd10.billable_codes() == tuple(sorted(icd10.dotted(c) for c in leaves))
+    assert icd10.is_billable("qa0.0101") and not icd10.is_billable("QA0.01")  # 2025's QA0 codes too
+
+
 def test_the_automaton_admits_exactly_the_billable_codes():
     codes = icd10.billable_codes()
     assert len(codes) > 70_000 and "J45.909" in codes and "A09" in codes
@@ -257,3 +265,22 @@ def test_cli_refuses_a_bad_constraint_in_one_line(smollm2_gguf, tmp_path, verb):
     assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
     assert errors == [f"error: {codes}:2: 'R69.X' is not a billable ICD-10-CM code ({icd10.release()}) "
                       "(nearest: R69)"]  # fmt: skip
+
+
+def test_grammar_first_sampling_picks_what_the_full_check_picks(runtime):
+    """Greedy: the Runtime's one-token-first check gives llama-cpp-python's full-vocabulary answer."""
+    from llama_cpp import LlamaGrammar
+
+    grammar = LlamaGrammar.from_string(constrain.answer_grammar("icd10:E"), verbose=False)
+    for question in (
+        "Type 2 diabetes with hyperglycaemia. Code?",
+        "Hypothyroidism, unspecified. Code?",
+        "Hi",
+    ):
+        msgs = [{"role": "user", "content": question}]
+        runtime.reset()
+        fast = runtime.chat(msgs, temperature=0.0, max_tokens=16, constrain="icd10:E").text
+        runtime.reset()
+        ids = runtime.prompt_ids(msgs)
+        full = runtime.llm.create_completion(ids, temperature=0.0, max_tokens=16, grammar=grammar)
+        assert fast == full["choices"][0]["text"].strip() and icd10.is_billable(fast), (fast, full)

@@ -4,7 +4,7 @@
     constrain="icd10:J"          the billable codes under a chapter letter or category prefix (J, E11, J45.9)
     constrain="icd10:codes.txt"  the codes listed in a file (one per line, # comments), each checked
 
-The codes go into a trie whose equal subtrees are merged (a minimal acyclic automaton: 74k codes, a few
+The codes go into a trie whose equal subtrees are merged (a minimal acyclic automaton: 74,719 codes, 3,059
 thousand states), written as GBNF: one rule per state, one alternative per target state with the
 characters leading there as one class. llama.cpp's sampler then admits exactly those codes followed by
 the end-of-turn token, a token at a time, with no 70k-way alternation. The grammar text is compiled once

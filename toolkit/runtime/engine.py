@@ -39,6 +39,7 @@ from medkit.runtime.answer import (
 )
 from medkit.runtime.constrain import check_spelling, parse_spec
 from medkit.runtime.gguf_header import GGUFInfo, check_adapter_base, check_adapter_fits, read_gguf_info
+from medkit.runtime.sampling import GrammarFirst
 from medkit.runtime.structured import grammar_for
 
 Message = Mapping[str, str]
@@ -134,11 +135,14 @@ class Runtime:
         ConstraintError (SchemaError naming the schema keyword) for what llama.cpp cannot enforce."""
         from llama_cpp import LlamaGrammar
 
+        text = self._grammar_text(spec, response_format, grammar)
+        return None if text is None else LlamaGrammar.from_string(text, verbose=False)
+
+    def _grammar_text(self, spec: str | None, response_format: Any, grammar: str | None) -> str | None:
         if spec is not None and not self._spelled:
             check_spelling(self._pieces_of, where=str(self.model_path))
             self._spelled = True
-        text = grammar_for(self._vocab, response_format=response_format, grammar=grammar, constrain_spec=spec)
-        return None if text is None else LlamaGrammar.from_string(text, verbose=False)
+        return grammar_for(self._vocab, response_format=response_format, grammar=grammar, constrain_spec=spec)
 
     def _pieces_of(self, text: str) -> list[str]:
         ids = self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)
@@ -320,7 +324,7 @@ class Runtime:
         with self._lock:
             self._check_open()
             spec = self.constrain if constrain is DEFAULT else parse_spec(constrain)  # type: ignore[arg-type]
-            compiled = self.grammar(spec, response_format, grammar)
+            text = self._grammar_text(spec, response_format, grammar)
             ids, dropped = self.fit(messages, max_tokens)
             budget = min(max_tokens, self.n_ctx - len(ids))
             stats = AnswerStats(
@@ -335,15 +339,14 @@ class Runtime:
             t_first = t0
             n = 0
             started = False
-            gen = self.llm.generate(
-                ids,
-                top_k=top_k,
-                top_p=top_p,
-                min_p=min_p,
-                temp=temperature,
-                repeat_penalty=repeat_penalty,
-                grammar=compiled,
+            sampling = dict(
+                top_k=top_k, top_p=top_p, min_p=min_p, temp=temperature, repeat_penalty=repeat_penalty
             )
+            fast = None
+            if text is not None:  # the grammar judges the sampled token first (medkit.runtime.sampling)
+                fast = GrammarFirst(self.llm, text, seed=self._seed if seed is None else seed, **sampling)
+                self.llm.sample = fast.sample  # type: ignore[method-assign]
+            gen = self.llm.generate(ids, **sampling)
             try:
                 for token in gen:
                     if n == 0:
@@ -373,6 +376,9 @@ class Runtime:
                     yield tail
             finally:
                 gen.close()
+                if fast is not None:
+                    del self.llm.sample  # llama-cpp-python's own sampler again
+                    fast.close()
                 t_end = time.perf_counter()
                 stats.completion_tokens = n
                 stats.elapsed_s = t_end - t0
