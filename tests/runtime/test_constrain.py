@@ -284,3 +284,18 @@ def test_grammar_first_sampling_picks_what_the_full_check_picks(runtime):
         ids = runtime.prompt_ids(msgs)
         full = runtime.llm.create_completion(ids, temperature=0.0, max_tokens=16, grammar=grammar)
         assert fast == full["choices"][0]["text"].strip() and icd10.is_billable(fast), (fast, full)
+
+
+def test_serve_logit_bias_still_applies_under_the_constraint(icd_server, smollm2_gguf):
+    import llama_cpp
+
+    client = _client(icd_server)
+    first = client.chat.completions.create(model="base", messages=ASK, temperature=0, max_tokens=16)
+    code = first.choices[0].message.content
+    vocab = llama_cpp.Llama(str(smollm2_gguf), vocab_only=True, verbose=False)
+    (letter,) = vocab.tokenize(code[0].encode(), add_bos=False, special=False)
+    again = client.chat.completions.create(
+        model="base", messages=ASK, temperature=0, max_tokens=16, logit_bias={str(letter): -100}
+    )
+    text = again.choices[0].message.content
+    assert icd10.is_billable(text) and text[0] != code[0], (code, text)

@@ -18,7 +18,17 @@ class RuntimeClosedError(MedkitError):
     """The Runtime was closed: its model is freed and can answer nothing more."""
 
 
+DEFAULT = object()  # Runtime.stream(constrain=DEFAULT): the Runtime's own constraint
 RESERVED_ADAPTER_NAMES = ("base",)  # "base" is the model without adapter (serve's model name, the CLI's)
+
+
+def check_adapter_name(name: Any, where: str) -> None:
+    """An adapter's name must be non-empty text and not a reserved name (RuntimeLoadError otherwise)."""
+    from medkit.errors import RuntimeLoadError
+
+    if not isinstance(name, str) or not name.strip() or name.strip() in RESERVED_ADAPTER_NAMES:
+        why = "is reserved for the model without adapter" if name in RESERVED_ADAPTER_NAMES else "is empty"
+        raise RuntimeLoadError(f"adapter name {name!r} {why}", where=where)
 
 
 def check_messages(messages: Any) -> list[dict[str, str]]:

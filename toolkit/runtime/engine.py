@@ -26,12 +26,13 @@ from typing import Any
 
 from medkit.errors import MedkitError, RuntimeLoadError
 from medkit.runtime.answer import (
+    DEFAULT,
     FALLBACK_TEMPLATE,
-    RESERVED_ADAPTER_NAMES,
     Answer,
     AnswerStats,
     ContextOverflowError,
     RuntimeClosedError,
+    check_adapter_name,
     check_messages,
     compile_template,
     default_gpu_layers,
@@ -51,13 +52,10 @@ __all__ = [
     "GGUFInfo",
     "Runtime",
     "RuntimeClosedError",
-    "check_messages",
     "default_gpu_layers",
     "ensure_single_bos",
     "read_gguf_info",
 ]
-
-DEFAULT = object()  # stream(constrain=DEFAULT): the Runtime's own constraint
 
 
 class Runtime:
@@ -139,14 +137,13 @@ class Runtime:
         return None if text is None else LlamaGrammar.from_string(text, verbose=False)
 
     def _grammar_text(self, spec: str | None, response_format: Any, grammar: str | None) -> str | None:
-        if spec is not None and not self._spelled:
-            check_spelling(self._pieces_of, where=str(self.model_path))
+        if spec is not None and not self._spelled:  # each code character a token of its own
+            ids = lambda ch: self.llm.tokenize(ch.encode(), add_bos=False, special=False)  # noqa: E731
+            check_spelling(
+                lambda ch: [self.llm.detokenize([i]).decode() for i in ids(ch)], str(self.model_path)
+            )
             self._spelled = True
         return grammar_for(self._vocab, response_format=response_format, grammar=grammar, constrain_spec=spec)
-
-    def _pieces_of(self, text: str) -> list[str]:
-        ids = self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)
-        return [self.llm.detokenize([i]).decode("utf-8", errors="replace") for i in ids]
 
     # -- model facts -------------------------------------------------------------------------------
     @property
@@ -180,11 +177,7 @@ class Runtime:
 
     def add_adapter(self, name: str, path: str | os.PathLike[str]) -> None:
         """Load a GGUF LoRA adapter under ``name`` (checked against the base first)."""
-        if not isinstance(name, str) or not name.strip() or name.strip() in RESERVED_ADAPTER_NAMES:
-            why = (
-                "is reserved for the model without adapter" if name in RESERVED_ADAPTER_NAMES else "is empty"
-            )
-            raise RuntimeLoadError(f"adapter name {name!r} {why}", where=str(path))
+        check_adapter_name(name, where=str(path))
         self._check_open()
         info = read_gguf_info(path, what="adapter")
         check_adapter_fits(self.info, info)
@@ -332,20 +325,16 @@ class Runtime:
             )
             self.last_stats = stats
             self._cancel.clear()
-            self.llm.set_seed(self._seed if seed is None else seed)
+            self.llm.set_seed(seed := self._seed if seed is None else seed)
             decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
             is_eog = self._lib.llama_vocab_is_eog
-            t0 = time.perf_counter()
-            t_first = t0
-            n = 0
-            started = False
-            sampling = dict(
-                top_k=top_k, top_p=top_p, min_p=min_p, temp=temperature, repeat_penalty=repeat_penalty
-            )
-            fast = None
-            if text is not None:  # the grammar judges the sampled token first (medkit.runtime.sampling)
-                fast = GrammarFirst(self.llm, text, seed=self._seed if seed is None else seed, **sampling)
+            sampling = {"top_k": top_k, "top_p": top_p, "min_p": min_p, "temp": temperature}
+            sampling["repeat_penalty"] = repeat_penalty
+            fast = None if text is None else GrammarFirst(self.llm, text, seed=seed, **sampling)
+            if fast is not None:  # the grammar judges the sampled token first (medkit.runtime.sampling)
                 self.llm.sample = fast.sample  # type: ignore[method-assign]
+            t0 = t_first = time.perf_counter()
+            n, started = 0, False
             gen = self.llm.generate(ids, **sampling)
             try:
                 for token in gen:

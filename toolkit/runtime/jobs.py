@@ -32,7 +32,8 @@ class Job:
         self._bias = _bias_map(kwargs.pop("logit_bias", None), llm.n_vocab())
         processors = kwargs.get("logits_processor") or []
         kwargs["logits_processor"] = LogitsProcessorList([*processors, self._watch])
-        call = getattr(_Stoppable(llm, self.cancelled), method)
+        self._model = _Stoppable(llm, self.cancelled, self._watch)
+        call = getattr(self._model, method)
         self.thread = threading.Thread(target=self._run, args=(call, kwargs), daemon=True)
 
     def _watch(self, input_ids, scores):
@@ -62,6 +63,7 @@ class Job:
         except Exception as exc:  # reported to the client by the route
             self._soon(self.queue.put_nowait, exc)
         finally:
+            self._model.release()
             gone = self.cancelled.is_set()  # before END: a finished stream is cancelled after it
             self._soon(self.queue.put_nowait, END)
             if gone:
@@ -75,8 +77,9 @@ class _Stoppable:
     (through the logits) kills the process when a grammar forbids it there ("Unexpected empty grammar
     stack"): the stopping criterion ends any answer, grammar or not, within a token."""
 
-    def __init__(self, llm: Any, cancelled: threading.Event):
-        self._llm, self._cancelled = llm, cancelled
+    def __init__(self, llm: Any, cancelled: threading.Event, watch: Callable):
+        self._llm, self._cancelled, self._watch = llm, cancelled, watch
+        self._fast: Any = None
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._llm, name)
@@ -88,7 +91,29 @@ class _Stoppable:
             return self._cancelled.is_set()
 
         stops = StoppingCriteriaList([*(stopping_criteria or []), cancelled])
+        if kwargs.get("grammar") is not None and _plain_sampling(kwargs):
+            from medkit.runtime.sampling import GrammarFirst
+
+            self._fast = GrammarFirst(
+                self._llm,
+                kwargs.pop("grammar")._grammar,
+                top_k=kwargs.get("top_k", 40),
+                top_p=kwargs.get("top_p", 0.95),
+                min_p=kwargs.get("min_p", 0.05),
+                temp=kwargs.get("temperature", 0.8),
+                repeat_penalty=kwargs.get("repeat_penalty", 1.0),
+                seed=kwargs["seed"] if kwargs.get("seed") is not None else 0xFFFFFFFF,  # None: a random seed
+                logits_hook=lambda scores: self._watch(None, scores),  # logit_bias, the token count
+            )
+            self._llm.sample = self._fast.sample  # Llama.generate samples through it (sampling.py)
         return self._llm.create_completion(*args, stopping_criteria=stops, **kwargs)
+
+    def release(self) -> None:
+        """The model's own sampler again, once the worker left it."""
+        if self._fast is not None:
+            del self._llm.sample
+            self._fast.close()
+            self._fast = None
 
     def create_chat_completion(self, **kwargs: Any):
         from llama_cpp import Llama
@@ -106,3 +131,16 @@ def _bias_map(logit_bias: dict | None, n_vocab: int) -> dict[int, float]:
     if any(not 0 <= token < n_vocab for token in bias):
         raise BadBias(f"logit_bias: keys must be token ids below {n_vocab}")
     return bias
+
+
+def _plain_sampling(kwargs: dict[str, Any]) -> bool:
+    """Whether GrammarFirst's chain is this request's (no mirostat, typical-p, tfs, frequency/presence
+    penalties, no other logits processor than Job._watch): else llama-cpp-python's chain checks the grammar."""
+    return (
+        not kwargs.get("mirostat_mode")
+        and kwargs.get("typical_p", 1.0) == 1.0
+        and kwargs.get("tfs_z", 1.0) == 1.0
+        and not kwargs.get("frequency_penalty")
+        and not kwargs.get("presence_penalty")
+        and len(kwargs.get("logits_processor") or []) <= 1
+    )

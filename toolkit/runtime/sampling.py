@@ -22,10 +22,10 @@ import numpy as np
 
 class GrammarFirst:
     """One answer's sampler: the plain chain (penalties, top-k, top-p, min-p, temperature, dist/greedy)
-    and the grammar, kept in step. ``full_checks`` counts the tokens the grammar refused first."""
+    and the grammar, kept in step. ``full_checks`` of ``sampled`` tokens were refused at first."""
 
     def __init__(self, llm: Any, grammar: str, *, top_k: int, top_p: float, min_p: float, temp: float,
-                 repeat_penalty: float, seed: int):  # fmt: skip
+                 repeat_penalty: float, seed: int, logits_hook: Any = None):  # fmt: skip
         import llama_cpp
 
         self._lib, self._llm = llama_cpp, llm
@@ -50,7 +50,8 @@ class GrammarFirst:
         self._data = np.zeros(self.n_vocab, dtype=dtype)
         self._data["id"] = np.arange(self.n_vocab, dtype=np.intc)
         self._one = (llama_cpp.llama_token_data * 1)()
-        self.full_checks = 0
+        self.full_checks = self.sampled = 0
+        self.hook = logits_hook  # called with the logits (a numpy view, changed in place) before sampling
 
     def _array(self, ptr: Any, n: int):
         return self._lib.llama_token_data_array(data=ptr, size=n, selected=-1, sorted=False)
@@ -66,6 +67,8 @@ class GrammarFirst:
         """``Llama.sample``'s place: the next token of the answer, accepted by the grammar."""
         lib, llm = self._lib, self._llm
         ridx = idx - llm.n_tokens if idx is not None else -1
+        if self.hook is not None:
+            self.hook(np.ctypeslib.as_array(lib.llama_get_logits_ith(llm.ctx, ridx), shape=(self.n_vocab,)))
         token = lib.llama_sampler_sample(self.chain, llm.ctx, ridx)  # also accepted by the chain
         if not self.allows(token):
             self.full_checks += 1
@@ -77,6 +80,7 @@ class GrammarFirst:
             lib.llama_sampler_apply(self.chain, ctypes.byref(arr))
             token = int(arr.data[arr.selected].id)
         lib.llama_sampler_accept(self.grammar, token)
+        self.sampled += 1
         return token
 
     def close(self) -> None:

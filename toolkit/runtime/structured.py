@@ -14,6 +14,7 @@ refused, naming where it is, instead of being promised and not enforced. Nothing
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any
 
@@ -168,9 +169,18 @@ def blame(vocab: Any, schema: Any, where: str, codes: str = "icd10") -> str:
     return where
 
 
+_PARSED: dict[str, None] = {}  # digests of grammars llama.cpp parsed (the last 64): not parsed twice
+
+
 def checked(vocab: Any, grammar: str, *, param: str, schema: Any = None, codes: str = "icd10") -> str:
     """``grammar`` once llama.cpp has parsed it; else SchemaError naming the schema keyword (or param)."""
+    digest = hashlib.sha256(grammar.encode("utf-8")).hexdigest()
+    if digest in _PARSED:
+        return grammar
     if parses(vocab, grammar):
+        _PARSED[digest] = None
+        while len(_PARSED) > 64:
+            del _PARSED[next(iter(_PARSED))]
         return grammar
     if schema is not None:
         at = blame(vocab, schema, param, codes)
