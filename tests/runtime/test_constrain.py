@@ -267,11 +267,13 @@ def test_cli_refuses_a_bad_constraint_in_one_line(smollm2_gguf, tmp_path, verb):
                       "(nearest: R69)"]  # fmt: skip
 
 
-def test_grammar_first_sampling_picks_what_the_full_check_picks(runtime):
-    """Greedy: the Runtime's one-token-first check gives llama-cpp-python's full-vocabulary answer."""
+@pytest.mark.parametrize("spec", ["icd10", "icd10:E"])
+def test_grammar_first_sampling_picks_what_the_full_check_picks(runtime, spec):
+    """Greedy: the Runtime's one-token-first check (and its best-first search when the grammar refuses)
+    gives llama-cpp-python's full-vocabulary answer."""
     from llama_cpp import LlamaGrammar
 
-    grammar = LlamaGrammar.from_string(constrain.answer_grammar("icd10:E"), verbose=False)
+    grammar = LlamaGrammar.from_string(constrain.answer_grammar(spec), verbose=False)
     for question in (
         "Type 2 diabetes with hyperglycaemia. Code?",
         "Hypothyroidism, unspecified. Code?",
@@ -279,7 +281,7 @@ def test_grammar_first_sampling_picks_what_the_full_check_picks(runtime):
     ):
         msgs = [{"role": "user", "content": question}]
         runtime.reset()
-        fast = runtime.chat(msgs, temperature=0.0, max_tokens=16, constrain="icd10:E").text
+        fast = runtime.chat(msgs, temperature=0.0, max_tokens=16, constrain=spec).text
         runtime.reset()
         ids = runtime.prompt_ids(msgs)
         full = runtime.llm.create_completion(ids, temperature=0.0, max_tokens=16, grammar=grammar)

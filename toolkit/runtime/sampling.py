@@ -3,8 +3,8 @@
 llama-cpp-python puts the grammar inside the sampler chain, so every token costs a grammar check of the
 whole vocabulary (49k pieces for SmolLM2, against every alternative the grammar has open: 26 at the start
 of an ICD-10 code). Here the chain samples first, without the grammar; the grammar then judges that one
-token. Only when it refuses is the whole vocabulary checked and the token sampled again from what the
-grammar allows. Greedy decoding picks exactly what a full check would pick (the best token, if allowed,
+token. Only when it refuses is the token sampled again from what the grammar allows, checking the
+pieces best logit first, 512 at a time, until the chain has what it keeps (one for greedy, top-k). Greedy decoding picks exactly what a full check would pick (the best token, if allowed,
 is the best allowed token); sampling keeps the constrained distribution, as llama.cpp's
 ``common_sampler_sample`` does (top-k/top-p/min-p cut before the grammar on the first try).
 
@@ -18,6 +18,8 @@ import ctypes
 from typing import Any
 
 import numpy as np
+
+CHUNK = 512  # pieces checked at a time on a refused step, best logits first
 
 
 class GrammarFirst:
@@ -48,7 +50,10 @@ class GrammarFirst:
             add(llama_cpp.llama_sampler_init_dist(seed & 0xFFFFFFFF))
         dtype = np.dtype([("id", np.intc), ("logit", np.single), ("p", np.single)], align=True)
         self._data = np.zeros(self.n_vocab, dtype=dtype)
-        self._data["id"] = np.arange(self.n_vocab, dtype=np.intc)
+        # candidates a refused step needs: 1 (greedy) or top_k; 0: all (a repeat penalty, or no top-k)
+        self.need = (
+            0 if repeat_penalty != 1.0 or (temp > 0.0 and top_k <= 0) else (1 if temp <= 0.0 else top_k)
+        )
         self._one = (llama_cpp.llama_token_data * 1)()
         self.full_checks = self.sampled = 0
         self.hook = logits_hook  # called with the logits (a numpy view, changed in place) before sampling
@@ -72,19 +77,48 @@ class GrammarFirst:
         token = lib.llama_sampler_sample(self.chain, llm.ctx, ridx)  # also accepted by the chain
         if not self.allows(token):
             self.full_checks += 1
-            logits = lib.llama_get_logits_ith(llm.ctx, ridx)
-            self._data["logit"] = np.ctypeslib.as_array(logits, shape=(self.n_vocab,))
-            self._data["p"] = 0.0
-            arr = self._array(self._data.ctypes.data_as(lib.llama_token_data_p), self.n_vocab)
-            lib.llama_sampler_apply(self.grammar, ctypes.byref(arr))
+            logits = np.ctypeslib.as_array(lib.llama_get_logits_ith(llm.ctx, ridx), shape=(self.n_vocab,))
+            data = self._candidates(logits)
+            arr = self._array(data.ctypes.data_as(lib.llama_token_data_p), len(data))
             lib.llama_sampler_apply(self.chain, ctypes.byref(arr))
             token = int(arr.data[arr.selected].id)
         lib.llama_sampler_accept(self.grammar, token)
         self.sampled += 1
         return token
 
+    def _candidates(self, logits: np.ndarray) -> np.ndarray:
+        """What the grammar allows, best first, as many as the chain can use: the first allowed token for
+        greedy, the first ``top_k`` for sampling (what top-k keeps of the allowed set), so the grammar
+        checks a few hundred pieces instead of the whole vocabulary. With a repeat penalty (it reorders the
+        logits before top-k) or no top-k, every piece is checked."""
+        need = self.need if self.need > 0 else self.n_vocab
+        kept: list[np.ndarray] = []
+        found, chunk = 0, CHUNK if need < self.n_vocab else self.n_vocab
+        for start in range(0, self.n_vocab, chunk):
+            ids = _best(logits, start, chunk)
+            data = self._data[: len(ids)]
+            data["id"], data["logit"], data["p"] = ids, logits[ids], 0.0
+            arr = self._array(data.ctypes.data_as(self._lib.llama_token_data_p), len(ids))
+            self._lib.llama_sampler_apply(self.grammar, ctypes.byref(arr))
+            ok = data[np.isfinite(data["logit"])].copy()
+            kept.append(ok)
+            found += len(ok)
+            if found >= need:
+                break
+        return np.concatenate(kept)
+
     def close(self) -> None:
         for sampler in (self.grammar, self.chain):
             if sampler:
                 self._lib.llama_sampler_free(sampler)
         self.grammar = self.chain = None
+
+
+def _best(logits: np.ndarray, start: int, n: int) -> np.ndarray:
+    """Token ids ranked ``start`` to ``start + n`` by logit, best first (ties: the lower id first, as
+    llama.cpp's greedy picks); the first chunk without sorting the whole vocabulary."""
+    if start == 0 and n < len(logits):
+        top = np.argpartition(-logits, n)[:n]
+        return top[np.lexsort((top, -logits[top]))]
+    order = np.lexsort((np.arange(len(logits)), -logits))
+    return order[start : start + n]
