@@ -27,12 +27,14 @@ from textual.widgets import Footer, Header, Input, Static
 
 from medkit.errors import MedkitError
 from medkit.runtime.history import HistoryError
+from medkit.tui.constrain import ConstrainToggle
 from medkit.tui.helpers import (
     COMMANDS,
     DISCLAIMER,
     ChatRef,
     Recorder,
     TokenBuffer,
+    constrain_option,
     open_runtime,
     open_store,
     runtime_options,
@@ -55,7 +57,7 @@ STATUS_S = 0.5  # live tokens/s in the status bar
 ANSWER_MARGIN = 64  # tokens kept free for the template around a message
 
 
-class ChatApp(App[None]):
+class ChatApp(ConstrainToggle, App[None]):
     """Offline chat with streaming answers, history, adapters and settings."""
 
     CSS_PATH = "chat.tcss"
@@ -69,6 +71,7 @@ class ChatApp(App[None]):
         Binding("ctrl+y", "copy_answer", "Copy"),
         Binding("ctrl+r", "export", "Export"),
         Binding("ctrl+q", "quit", "Quit"),
+        Binding("ctrl+g", "constrain", "ICD-10 only", show=False),
     ]
 
     def __init__(
@@ -98,6 +101,8 @@ class ChatApp(App[None]):
         self.last_answer = ""
         self.params: dict[str, Any] = {}
         self._status_at = 0.0
+        self.constrain: str | None = getattr(backend, "constrain", None)  # each answer's (ConstrainToggle)
+        self._constrain_on = self.constrain or "icd10"
         self.sub_title = f"{backend.model_name} · {self._adapter_label()}"
 
     # -- layout --------------------------------------------------------------------------------------
@@ -199,6 +204,8 @@ class ChatApp(App[None]):
             **self.settings.params(),
             "seed": self.seed if self.seed is not None else random.randrange(2**31),
         }
+        if self.constrain or getattr(self.backend, "constrain", None):  # on, or off against the default
+            self.params["constrain"] = self.constrain
         self.generate(self.conversation(), self.params, self.buffer)
 
     @work(thread=True, exclusive=True, group="generate")
@@ -281,6 +288,8 @@ class ChatApp(App[None]):
             used = getattr(st, "prompt_tokens", 0) + self.buffer.count
         parts.append(f"ctx {used}/{self.backend.n_ctx}")
         parts.append(f"T {s.temperature:g} · top-p {s.top_p:g} · max {s.max_tokens}")
+        if self.constrain:
+            parts.append(f"codes only ({self.constrain})")
         if self.recorder.unsaved:
             parts.append(f"{self.recorder.unsaved} unsaved")
         self.query_one("#status", Static).update(" · ".join(parts))
@@ -396,6 +405,7 @@ class ChatApp(App[None]):
 @click.option(
     "--seed", type=int, default=None, help="Sampling seed for every answer (default: random per answer)."
 )
+@constrain_option
 def command(
     model: str | None,
     adapter_specs: tuple[str, ...],
@@ -405,14 +415,18 @@ def command(
     db: str | None,
     system_prompt: str,
     seed: int | None,
+    constrain: str | None,
 ) -> None:
     """Chat offline with a GGUF model (default: the latest `medkit export`).
 
     \b
     Keys: Enter send · Esc stop · Ctrl+N new chat · Ctrl+O chats · Ctrl+T adapter
           Ctrl+S settings · Ctrl+Y copy answer · Ctrl+R export · Ctrl+P commands · Ctrl+Q quit
+          Ctrl+G ICD-10 codes only (on/off; --constrain picks the code set)
     """
-    path, adapters, runtime = open_runtime(model, adapter_specs, gpu_layers, ctx, threads)
+    path, adapters, runtime = open_runtime(
+        model, adapter_specs, gpu_layers, ctx, threads, constrain=constrain
+    )
     store, warning = open_store(db)
     from medkit.provenance import stale_reason  # a GGUF exported before its run's adapter was retrained
 

@@ -25,6 +25,7 @@ COMMANDS = [  # the app's entries in the command palette: title, help, action
     ("Copy last answer", "Copy the last answer to the clipboard", "copy_answer"),
     ("Export chat", "Write this chat to Markdown and JSON files", "export"),
     ("Stop answer", "Stop the answer being written (keeps the text)", "stop"),
+    ("ICD-10 codes only", "Toggle: answers limited to billable ICD-10-CM codes", "constrain"),
 ]
 
 
@@ -60,16 +61,43 @@ def runtime_options(command: Callable[..., Any]) -> Callable[..., Any]:
     return command
 
 
+def _check_constrain(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    from medkit.runtime.constrain import ConstraintError, parse_spec
+
+    try:
+        return parse_spec(value)
+    except ConstraintError as exc:
+        raise click.BadParameter(exc.message) from None
+
+
+constrain_option = click.option(
+    "--constrain",
+    default=None,
+    metavar="SPEC",
+    callback=_check_constrain,
+    help="Answers limited to ICD-10-CM codes: icd10 (every billable code), icd10:J (a prefix), icd10:FILE.",
+)
+
+
 def open_runtime(
-    model: str | None, adapter_specs: Iterable[str], gpu_layers: int | None, ctx: int, threads: int | None
+    model: str | None,
+    adapter_specs: Iterable[str],
+    gpu_layers: int | None,
+    ctx: int,
+    threads: int | None,
+    *,
+    constrain: str | None = None,
 ) -> tuple[Path, dict[str, str], Any]:
     """(model path, adapters, Runtime) for the values of runtime_options; the run's adapters come first,
-    --adapter NAME=PATH adds or replaces."""
+    --adapter NAME=PATH adds or replaces; ``constrain`` is the Runtime's default constraint."""
     from medkit.runtime.engine import Runtime
 
     path, adapters = resolve_model(model)
     adapters.update(parse_adapters(adapter_specs))
-    return path, adapters, Runtime(path, adapters=adapters, gpu_layers=gpu_layers, ctx=ctx, threads=threads)
+    runtime = Runtime(
+        path, adapters=adapters, gpu_layers=gpu_layers, ctx=ctx, threads=threads, constrain=constrain
+    )
+    return path, adapters, runtime
 
 
 def parse_adapters(specs: Iterable[str]) -> dict[str, str]:

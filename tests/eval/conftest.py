@@ -25,6 +25,7 @@ clean.dedupe = false
 n = 6
 max_new_tokens = 6
 batch_size = 4
+constrain = "none"  # the '+icd10' columns: tests/eval/test_constrained.py
 [eval.prompts]
 in_domain = ["What is the ICD-10-CM code for essential hypertension?"]
 out_of_domain = ["Write one sentence about the sea."]

@@ -9,6 +9,7 @@ import time
 import pytest
 
 from medkit.errors import RuntimeLoadError
+from medkit.runtime.answer import compile_template
 from medkit.runtime.engine import (
     ContextOverflowError,
     Runtime,
@@ -85,12 +86,12 @@ def test_template_without_bos_token_still_gets_one_bos(runtime, monkeypatch):
         "{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}{{ eos_token }}\n{% endfor %}"
         "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
     )
-    monkeypatch.setattr(runtime, "_template", runtime._compile_template(zephyr))
+    monkeypatch.setattr(runtime, "_template", compile_template(zephyr))
     monkeypatch.setattr(runtime, "add_bos", True)
     ids = runtime.prompt_ids(QUESTION)
     assert ids[0] == runtime.bos_id and ids.count(runtime.bos_id) == 1
     with_bos = "{{ bos_token }}" + zephyr
-    monkeypatch.setattr(runtime, "_template", runtime._compile_template(with_bos))
+    monkeypatch.setattr(runtime, "_template", compile_template(with_bos))
     ids2 = runtime.prompt_ids(QUESTION)
     assert ids2 == ids  # the template's own BOS is not doubled
 

@@ -24,6 +24,8 @@ class FakeBackend:
     switches: list[str | None] = field(default_factory=list)
     fail_with: Exception | None = None
     block: threading.Event | None = None  # when set, streaming waits on it after the first piece
+    constrain: str | None = None  # the default constraint, as Runtime(constrain=...) keeps it
+    prepared: list[str] = field(default_factory=list)  # specs compiled by grammar(), in order
 
     def __post_init__(self) -> None:
         self.last_stats = AnswerStats(n_ctx=self.n_ctx_value)
@@ -79,6 +81,14 @@ class FakeBackend:
             raise RuntimeLoadError(f"unknown adapter '{name}'")
         self.adapter = name
         self.switches.append(name)
+
+    def grammar(self, spec: str | None, response_format=None, grammar=None):
+        """The Runtime's check of a constraint, without a model: the code set is built for real."""
+        from medkit.runtime.constrain import code_set
+
+        if spec is not None:
+            code_set(spec)
+            self.prepared.append(spec)
 
     def truncate(self, text: str, max_tokens: int) -> tuple[str, bool]:
         words = text.split()

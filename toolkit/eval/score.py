@@ -34,6 +34,7 @@ class EvalSet:
     enable_thinking: bool = (
         False  # the recipe's model.enable_thinking: prompts rendered as training rendered them
     )
+    constrain: str | None = None  # answers held to an ICD-10 code set (medkit.eval.constrained)
 
     @property
     def references(self) -> list[str]:
@@ -140,6 +141,10 @@ def _hf_generate(model, tokenizer, conversations: list[list[dict]], evset: EvalS
                 kwargs["temperature"] = evset.temperature
             else:
                 kwargs.update(temperature=None, top_p=None, top_k=None)
+            if evset.constrain:
+                from medkit.eval.constrained import processors
+
+                kwargs["logits_processor"] = processors(tokenizer, evset, width, stops)
             gen = model.generate(
                 input_ids=ids.to(device),
                 attention_mask=mask.to(device),
@@ -179,7 +184,9 @@ def score_gguf(path: Path, evset: EvalSet) -> dict[str, Any]:
 
     n_ctx = max(2048, max(len(e.input_ids) for e in evset.examples) + evset.max_new_tokens + 16)
     gens: list[tuple[str, bool]] = []
-    with Runtime(path, ctx=n_ctx, seed=evset.seed, enable_thinking=evset.enable_thinking) as rt:
+    with Runtime(
+        path, ctx=n_ctx, seed=evset.seed, enable_thinking=evset.enable_thinking, constrain=evset.constrain
+    ) as rt:
         messages = [c.messages for c in evset.conversations] + [m for _, _, m in evset.qualitative_messages()]
         for msgs in messages:
             rt.reset()

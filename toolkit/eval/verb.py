@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from medkit.errors import EvalError
+from medkit.eval.constrained import constrained_spec, score_constrained
 from medkit.eval.metrics import check_references, guess_task, metrics_for_task
 from medkit.eval.report import build_report, print_table, write_outputs
 from medkit.eval.score import EvalSet, score_gguf, score_hf_models
@@ -67,6 +68,7 @@ def evaluate_run(
         recipe, tokenizer, split or recipe.eval.split, recipe.eval.n if n is None else n, metrics
     )
     _check_ggufs(recipe.model.base, tokenizer, gguf_paths)
+    spec = constrained_spec(recipe.eval.constrain, evset.task)  # icd10 tasks: every model constrained too
     stale = {path: reason for path in gguf_paths if (reason := stale_reason(path))}
     for reason in stale.values():
         warn(reason)
@@ -85,6 +87,11 @@ def evaluate_run(
         if path in stale:
             results[name]["stale"] = stale[path]
 
+    if spec:
+        names = list(zip(_gguf_names(run, gguf_paths, calibrations), gguf_paths, strict=True))
+        results.update(score_constrained(score_hf_models, score_gguf, run=run, recipe=recipe, tokenizer=tokenizer,
+                                         evset=evset, spec=spec, want_base=against == "base", want_tuned=tuned,
+                                         ggufs=names, say=say))  # fmt: skip
     report = build_report(run, recipe, split or recipe.eval.split, evset, results)
     if write:
         write_outputs(run, report)

@@ -220,6 +220,11 @@ class EvalSection:
     batch_size: int = opt(8, "Generation batch size", lo=1)
     temperature: float = opt(0.0, "0 = greedy", lo=0.0)
     seed: int = opt(0, "Sampling seed when temperature > 0")
+    constrain: str = opt(
+        "auto",
+        "Also score every model with answers held to ICD-10-CM codes ('<model>+icd10' columns): auto "
+        "(icd10 tasks), none, or icd10 / icd10:<prefix> / icd10:<codes file>",
+    )
     prompts: QualitativePrompts = opt(help="Qualitative prompts", factory=QualitativePrompts)
 
 

@@ -21,12 +21,27 @@ import os
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from medkit.errors import MedkitError, RuntimeLoadError
-from medkit.runtime.gguf_header import GGUFInfo, check_adapter_fits, read_gguf_info
+from medkit.runtime.answer import (
+    DEFAULT,
+    FALLBACK_TEMPLATE,
+    Answer,
+    AnswerStats,
+    ContextOverflowError,
+    RuntimeClosedError,
+    check_adapter_name,
+    check_messages,
+    compile_template,
+    default_gpu_layers,
+    ensure_single_bos,
+)
+from medkit.runtime.constrain import check_spelling, parse_spec
+from medkit.runtime.gguf_header import GGUFInfo, check_adapter_base, check_adapter_fits, read_gguf_info
+from medkit.runtime.sampling import GrammarFirst
+from medkit.runtime.structured import grammar_for
 
 Message = Mapping[str, str]
 
@@ -36,64 +51,11 @@ __all__ = [
     "ContextOverflowError",
     "GGUFInfo",
     "Runtime",
+    "RuntimeClosedError",
     "default_gpu_layers",
     "ensure_single_bos",
     "read_gguf_info",
 ]
-
-# Used only when a GGUF carries no tokenizer.chat_template (ChatML, the most common fallback).
-FALLBACK_TEMPLATE = (
-    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
-
-
-class ContextOverflowError(MedkitError):
-    """The newest message alone does not fit in the context window."""
-
-
-@dataclass
-class AnswerStats:
-    """Numbers for one answer. Times in seconds."""
-
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    ttft_s: float = 0.0  # time to first token (includes prompt processing)
-    tokens_per_s: float = 0.0  # generation speed after the first token
-    elapsed_s: float = 0.0
-    ctx_used: int = 0  # prompt + answer tokens in the context
-    n_ctx: int = 0
-    dropped_messages: int = 0  # oldest turns dropped to fit the context (system prompt kept)
-    stop_reason: str = ""  # "eos" | "length" | "cancelled"
-    adapter: str | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass
-class Answer:
-    text: str
-    stats: AnswerStats = field(default_factory=AnswerStats)
-
-
-def default_gpu_layers() -> int:
-    """-1 (offload every layer) when llama.cpp was built with a GPU backend (Metal, CUDA...), else 0."""
-    import llama_cpp
-
-    return -1 if llama_cpp.llama_supports_gpu_offload() else 0
-
-
-def ensure_single_bos(ids: Sequence[int], bos_id: int, add_bos: bool) -> list[int]:
-    """Collapse a leading run of BOS to one; prepend BOS when the vocab wants it and it is missing."""
-    out = list(ids)
-    if bos_id < 0:
-        return out
-    while len(out) > 1 and out[0] == bos_id and out[1] == bos_id:
-        out.pop(0)
-    if add_bos and (not out or out[0] != bos_id):
-        out.insert(0, bos_id)
-    return out
 
 
 class Runtime:
@@ -111,7 +73,9 @@ class Runtime:
         seed: int = 0,
         verbose: bool = False,
         enable_thinking: bool = False,
+        constrain: str | None = None,
     ):
+        self._closed = True  # until llama.cpp has loaded the model
         self.info: GGUFInfo = read_gguf_info(model, what="model")
         import llama_cpp
 
@@ -143,13 +107,43 @@ class Runtime:
         self.adapter: str | None = None
         self.adapter_scale = 1.0
         self.last_stats = AnswerStats(n_ctx=self.n_ctx)
-        self._template = self._compile_template(self.info.chat_template or FALLBACK_TEMPLATE)
+        self._template = compile_template(self.info.chat_template or FALLBACK_TEMPLATE)
         self.bos_id = self.llm.token_bos()
         self.add_bos = bool(llama_cpp.llama_vocab_get_add_bos(self._vocab))
         self.bos_text = self._piece(self.bos_id)
         self.eos_text = self._piece(self.llm.token_eos())
+        self._closed, self._spelled = False, False
+        self.constrain: str | None = None
+        self.set_constrain(constrain)
         for name, path in (adapters or {}).items():
             self.add_adapter(name, path)
+
+    # -- constraints -------------------------------------------------------------------------------
+    def set_constrain(self, spec: str | None) -> None:
+        """The default constraint of every answer ('icd10', 'icd10:J', 'icd10:<file>'; None: off),
+        compiled (or read from the disk cache) and checked against this tokenizer now."""
+        spec = parse_spec(spec)
+        if spec is not None:
+            self.grammar(spec, None, None)
+        self.constrain = spec
+
+    def grammar(self, spec: str | None, response_format: Any = None, grammar: str | None = None):
+        """The grammar an answer is sampled with (constraint ``spec``, OpenAI ``response_format`` or a GBNF
+        ``grammar``; see medkit.runtime.structured), parsed by llama.cpp; None: unconstrained. Raises
+        ConstraintError (SchemaError naming the schema keyword) for what llama.cpp cannot enforce."""
+        from llama_cpp import LlamaGrammar
+
+        text = self._grammar_text(spec, response_format, grammar)
+        return None if text is None else LlamaGrammar.from_string(text, verbose=False)
+
+    def _grammar_text(self, spec: str | None, response_format: Any, grammar: str | None) -> str | None:
+        if spec is not None and not self._spelled:  # each code character a token of its own
+            ids = lambda ch: self.llm.tokenize(ch.encode(), add_bos=False, special=False)  # noqa: E731
+            check_spelling(
+                lambda ch: [self.llm.detokenize([i]).decode() for i in ids(ch)], str(self.model_path)
+            )
+            self._spelled = True
+        return grammar_for(self._vocab, response_format=response_format, grammar=grammar, constrain_spec=spec)
 
     # -- model facts -------------------------------------------------------------------------------
     @property
@@ -177,11 +171,19 @@ class Runtime:
         return self.llm.detokenize([token], special=True).decode("utf-8", errors="replace")
 
     # -- adapters ----------------------------------------------------------------------------------
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeClosedError("this Runtime is closed", hint="open a new Runtime to chat again")
+
     def add_adapter(self, name: str, path: str | os.PathLike[str]) -> None:
         """Load a GGUF LoRA adapter under ``name`` (checked against the base first)."""
+        check_adapter_name(name, where=str(path))
+        self._check_open()
         info = read_gguf_info(path, what="adapter")
         check_adapter_fits(self.info, info)
+        check_adapter_base(self.info, info)
         with self._lock:
+            self._check_open()
             ptr = self._lib.llama_adapter_lora_init(self.llm.model, str(info.path).encode())
             if not ptr:
                 raise RuntimeLoadError("llama.cpp refused the LoRA adapter", where=str(path))
@@ -199,6 +201,7 @@ class Runtime:
             known = ", ".join(self._adapters) or "none loaded"
             raise RuntimeLoadError(f"unknown adapter '{name}' (adapters: {known})")
         with self._lock:
+            self._check_open()
             if name is None:
                 self._lib.llama_set_adapters_lora(self.llm.ctx, None, 0, None)
             else:
@@ -212,26 +215,13 @@ class Runtime:
     def reset(self) -> None:
         """Forget the cached context (KV cache): the next answer recomputes its whole prompt."""
         with self._lock:
+            self._check_open()
             self.llm.reset()
             mem = self._lib.llama_get_memory(self.llm.ctx)
             if mem is not None:
                 self._lib.llama_memory_clear(mem, True)
 
     # -- prompt ------------------------------------------------------------------------------------
-    @staticmethod
-    def _compile_template(source: str):
-        import jinja2
-        import jinja2.ext
-        from jinja2.sandbox import ImmutableSandboxedEnvironment
-
-        env = ImmutableSandboxedEnvironment(
-            loader=jinja2.BaseLoader(),
-            trim_blocks=True,
-            lstrip_blocks=True,
-            extensions=[jinja2.ext.loopcontrols],
-        )
-        return env.from_string(source)
-
     def render(self, messages: Sequence[Message], add_generation_prompt: bool = True) -> str:
         """The chat template applied to ``messages`` (text, BOS as the template writes it)."""
 
@@ -260,6 +250,7 @@ class Runtime:
             return apply(fold_system(msgs))  # no system role (Gemma 2): as training rendered it
 
     def tokenize(self, text: str) -> list[int]:
+        self._check_open()
         return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
 
     def count_tokens(self, text: str) -> int:
@@ -279,7 +270,7 @@ class Runtime:
 
     def fit(self, messages: Sequence[Message], max_tokens: int) -> tuple[list[int], int]:
         """Prompt ids that leave room for an answer, dropping the oldest turns (system kept)."""
-        msgs = [dict(m) for m in messages]
+        msgs = check_messages(messages)
         if self.system_prompt and not (msgs and msgs[0].get("role") == "system"):
             msgs.insert(0, {"role": "system", "content": self.system_prompt})
         head = msgs[:1] if msgs and msgs[0]["role"] == "system" else []
@@ -315,9 +306,18 @@ class Runtime:
         top_k: int = 40,
         min_p: float = 0.05,
         repeat_penalty: float = 1.0,
+        constrain: str | None | object = DEFAULT,
+        response_format: Mapping[str, Any] | None = None,
+        grammar: str | None = None,
     ) -> Iterator[str]:
-        """Yield the answer as text pieces; ``last_stats`` holds the numbers once it ends."""
+        """Yield the answer as text pieces; ``last_stats`` holds the numbers once it ends. ``constrain``:
+        this answer's constraint (None: off); ``response_format``: OpenAI's; ``grammar``: GBNF text."""
+        if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
+            raise MedkitError(f"max_tokens must be a whole number of at least 1 (got {max_tokens!r})")
         with self._lock:
+            self._check_open()
+            spec = self.constrain if constrain is DEFAULT else parse_spec(constrain)  # type: ignore[arg-type]
+            text = self._grammar_text(spec, response_format, grammar)
             ids, dropped = self.fit(messages, max_tokens)
             budget = min(max_tokens, self.n_ctx - len(ids))
             stats = AnswerStats(
@@ -325,16 +325,17 @@ class Runtime:
             )
             self.last_stats = stats
             self._cancel.clear()
-            self.llm.set_seed(self._seed if seed is None else seed)
+            self.llm.set_seed(seed := self._seed if seed is None else seed)
             decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
             is_eog = self._lib.llama_vocab_is_eog
-            t0 = time.perf_counter()
-            t_first = t0
-            n = 0
-            started = False
-            gen = self.llm.generate(
-                ids, top_k=top_k, top_p=top_p, min_p=min_p, temp=temperature, repeat_penalty=repeat_penalty
-            )
+            sampling = {"top_k": top_k, "top_p": top_p, "min_p": min_p, "temp": temperature}
+            sampling["repeat_penalty"] = repeat_penalty
+            fast = None if text is None else GrammarFirst(self.llm, text, seed=seed, **sampling)
+            if fast is not None:  # the grammar judges the sampled token first (medkit.runtime.sampling)
+                self.llm.sample = fast.sample  # type: ignore[method-assign]
+            t0 = t_first = time.perf_counter()
+            n, started = 0, False
+            gen = self.llm.generate(ids, **sampling)
             try:
                 for token in gen:
                     if n == 0:
@@ -364,6 +365,9 @@ class Runtime:
                     yield tail
             finally:
                 gen.close()
+                if fast is not None:
+                    del self.llm.sample  # llama-cpp-python's own sampler again
+                    fast.close()
                 t_end = time.perf_counter()
                 stats.completion_tokens = n
                 stats.elapsed_s = t_end - t0
@@ -378,7 +382,11 @@ class Runtime:
 
     # -- lifetime ----------------------------------------------------------------------------------
     def close(self) -> None:
+        """Free the model and its adapters; later calls raise RuntimeClosedError (closing twice is fine)."""
         with self._lock:
+            if self._closed:
+                return
+            self._closed = True
             for ptr in self._adapters.values():
                 self._lib.llama_set_adapters_lora(self.llm.ctx, None, 0, None)
                 self._lib.llama_adapter_lora_free(ptr)

@@ -296,3 +296,22 @@ def check_adapter_fits(base: GGUFInfo, adapter: GGUFInfo) -> None:
         if base.n_embd:
             problems.append(f"model n_embd {base.n_embd}, n_layer {base.n_layer}")
         raise RuntimeLoadError("adapter was made for another base: " + "; ".join(problems), where=where)
+
+
+# The base model's identity (a fingerprint of its weights, written by medkit's GGUF writers): a model GGUF
+# carries its own under MODEL_ID_KEY, an adapter GGUF the one of the base it was trained on under
+# ADAPTER_BASE_ID_KEY. Equal shapes do not make the same base; these two keys do, when both are present.
+MODEL_ID_KEY = "medkit.base.id"
+ADAPTER_BASE_ID_KEY = "medkit.adapter.base_id"
+
+
+def check_adapter_base(base: GGUFInfo, adapter: GGUFInfo) -> None:
+    """Refuse an adapter whose recorded base identity differs from the model's (skipped when either file
+    does not record one: files from other tools, older medkit versions)."""
+    want, have = adapter.meta.get(ADAPTER_BASE_ID_KEY), base.meta.get(MODEL_ID_KEY)
+    if isinstance(want, str) and isinstance(have, str) and want and have and want != have:
+        raise RuntimeLoadError(
+            f"adapter was trained on another base (base id {want[:16]}, this model's {have[:16]})",
+            where=str(adapter.path),
+            hint="load it over the base it was made for",
+        )

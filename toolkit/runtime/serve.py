@@ -13,25 +13,23 @@ API key is checked first, then the body, then the model; a bad request is a 4xx 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hmac
 import ipaddress
 import json
 import logging
-import threading
-from collections.abc import Callable, Generator
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import click
 
-from medkit.tui.helpers import open_runtime, runtime_options
+from medkit.runtime.jobs import END, BadBias, Job
+from medkit.tui.helpers import constrain_option, open_runtime, runtime_options
 
 if TYPE_CHECKING:  # pragma: no cover
     from medkit.runtime.engine import Runtime
 
 BASE = "base"
 ROLES = ("system", "user", "assistant", "tool")
-_END = object()  # the worker thread's last item
 log = logging.getLogger("medkit.runtime.serve")
 
 
@@ -122,82 +120,20 @@ def validate(model_cls: Any, body: dict[str, Any]):
     return request
 
 
-class Job:
-    """One llama-cpp-python call in a worker thread; its chunks (or answer) come back through an asyncio
-    queue. Set ``cancelled`` to stop it within a token; ``on_done`` runs once the thread left the model."""
+def request_grammar(runtime: Runtime, raw: dict[str, Any], default: str | None) -> Any:
+    """The grammar this request is sampled with (``response_format``, ``grammar`` or the ICD-10
+    constraint: the request's ``constrain``, else the server's), parsed by llama.cpp now: a grammar it
+    cannot parse would kill the server once sampling starts. 422 naming the keyword otherwise."""
+    from medkit.runtime.constrain import ConstraintError, parse_spec
+    from medkit.runtime.structured import SchemaError
 
-    def __init__(self, call: Callable, kwargs: dict[str, Any], eos: int, n_vocab: int, on_done: Callable):
-        from llama_cpp import LogitsProcessorList
-
-        self.loop = asyncio.get_running_loop()
-        self.queue: asyncio.Queue = asyncio.Queue()
-        self.cancelled = threading.Event()
-        self.tokens, self._eos, self._on_done = 0, eos, on_done
-        self._bias = _bias_map(kwargs.pop("logit_bias", None), n_vocab)
-        processors = kwargs.get("logits_processor") or []
-        kwargs["logits_processor"] = LogitsProcessorList([*processors, self._watch])
-        self.thread = threading.Thread(target=self._run, args=(call, kwargs), daemon=True)
-
-    def _watch(self, input_ids, scores):
-        """Counts tokens; once cancelled, only end-of-sequence is left to sample (non-streaming stops too)."""
-        self.tokens += 1
-        for token, bias in self._bias.items():
-            scores[token] += bias
-        if self.cancelled.is_set() and 0 <= self._eos < len(scores):
-            eos_score = scores[self._eos]
-            scores[:] = float("-inf")
-            scores[self._eos] = max(eos_score, 0.0)
-        return scores
-
-    def _soon(self, fn: Callable, *args: Any) -> None:
-        with contextlib.suppress(RuntimeError):  # the event loop is gone (shutdown): nobody is listening
-            self.loop.call_soon_threadsafe(fn, *args)
-
-    def _run(self, call: Callable[..., Any], kwargs: dict[str, Any]) -> None:
-        try:
-            result = call(**kwargs)
-            if isinstance(result, Generator):
-                try:
-                    for chunk in result:
-                        self._soon(self.queue.put_nowait, chunk)
-                        if self.cancelled.is_set():
-                            break
-                finally:
-                    result.close()
-            else:
-                self._soon(self.queue.put_nowait, result)
-        except Exception as exc:  # reported to the client by the route
-            self._soon(self.queue.put_nowait, exc)
-        finally:
-            gone = self.cancelled.is_set()  # before _END: a finished stream is cancelled after it
-            self._soon(self.queue.put_nowait, _END)
-            if gone:
-                click.echo(f"medkit serve: client went away; stopped after {self.tokens} tokens", err=True)
-            self._soon(self._on_done)
-
-
-def _bias_map(logit_bias: dict | None, n_vocab: int) -> dict[int, float]:
-    """Applied by Job._watch: llama-cpp-python drops its own logit_bias processor when a request also has
-    a logits_processor (``LogitsProcessorList.extend`` returns None)."""
     try:
-        bias = {int(k): float(v) for k, v in (logit_bias or {}).items()}
-    except (TypeError, ValueError):
-        bias = {-1: 0.0}
-    if any(not 0 <= token < n_vocab for token in bias):
-        raise ApiError(422, f"logit_bias: keys must be token ids below {n_vocab}", "logit_bias")
-    return bias
-
-
-def check_grammar(llm, grammar: str | None) -> None:
-    """A grammar llama.cpp cannot parse would crash the server when sampling starts: parse it here first."""
-    import llama_cpp
-
-    if grammar is not None:
-        vocab = llama_cpp.llama_model_get_vocab(llm.model)
-        sampler = llama_cpp.llama_sampler_init_grammar(vocab, grammar.encode(), b"root")
-        if not sampler:
-            raise ApiError(422, "grammar: not a GBNF grammar llama.cpp can parse", "grammar")
-        llama_cpp.llama_sampler_free(sampler)
+        spec = parse_spec(raw["constrain"]) if "constrain" in raw else default
+        return runtime.grammar(spec, raw.get("response_format"), raw.get("grammar"))
+    except SchemaError as exc:
+        raise ApiError(422, exc.message, exc.param) from None
+    except ConstraintError as exc:
+        raise ApiError(422, f"constrain: {exc.one_line()}", "constrain") from None
 
 
 def _failure(exc: Exception) -> ApiError:
@@ -243,7 +179,10 @@ class Engine:
                 raise ApiError(400, "the client closed the request before its turn")
             kwargs["model"] = model  # the name the answer reports (llama-cpp-python's default is the path)
             llm = prepare_request_resources(body, self._select, model, kwargs)
-            self.job = Job(getattr(llm, method), kwargs, llm.token_eos(), llm.n_vocab(), self.gate.release)
+            try:
+                self.job = Job(llm, method, kwargs, self.gate.release)
+            except BadBias as exc:
+                raise ApiError(422, str(exc), "logit_bias") from None
             self.job.thread.start()
             return self.job
         except BaseException as exc:
@@ -276,7 +215,7 @@ async def answer(engine: Engine, request, body, model: str, method: str, kwargs:
             watcher.cancel()
         if isinstance(result, Exception):
             raise _failure(result)
-        if result is _END:
+        if result is END:
             raise ApiError(500, "generation ended without an answer", kind="server_error")
         return result
 
@@ -286,7 +225,7 @@ async def answer(engine: Engine, request, body, model: str, method: str, kwargs:
 
     async def events():
         item = first
-        while item is not _END:
+        while item is not END:
             if isinstance(item, Exception):
                 yield f"data: {json.dumps(_failure(item).body())}\n\n"
                 return
@@ -305,8 +244,9 @@ async def answer(engine: Engine, request, body, model: str, method: str, kwargs:
     return EventStream(events(), media_type="text/event-stream", headers=headers)
 
 
-def build_app(runtime: Runtime, *, api_key: str | None = None):
-    """A FastAPI app with OpenAI routes serving ``runtime`` and its adapters (``app.state.engine``)."""
+def build_app(runtime: Runtime, *, api_key: str | None = None, constrain: str | None = None):
+    """A FastAPI app with OpenAI routes serving ``runtime`` and its adapters (``app.state.engine``).
+    ``constrain`` ('icd10', ...) is every answer's default constraint (a request's ``constrain`` wins)."""
     from fastapi import Depends, FastAPI, Request
     from fastapi.responses import JSONResponse
     from llama_cpp.server.types import CreateChatCompletionRequest, CreateCompletionRequest
@@ -327,10 +267,18 @@ def build_app(runtime: Runtime, *, api_key: str | None = None):
             raw = parse_body(await request.body())
             value = check(raw.get(field))
             model = engine.model(raw)
-            body = validate(model_cls, raw)
-            check_grammar(runtime.llm, body.grammar)
+            grammar = request_grammar(runtime, raw, constrain)  # response_format json_schema: ours
+            if grammar is not None and raw.get("min_tokens"):  # EOS forbidden where the grammar needs it
+                raise ApiError(
+                    422, "min_tokens cannot be combined with a grammar or constraint", "min_tokens"
+                )
+            body = validate(
+                model_cls, {k: v for k, v in raw.items() if k not in ("response_format", "grammar")}
+            )
             kwargs = body.model_dump(exclude={"n", "best_of", "logit_bias_type", "user", "min_tokens"})
+            kwargs.pop("response_format", None)
             kwargs[field] = value
+            kwargs["grammar"] = grammar
             return await answer(engine, request, body, model, method, kwargs)
 
         endpoint.__annotations__ = {"request": Request}  # FastAPI needs the class, not its name
@@ -370,7 +318,8 @@ def _is_loopback(host: str) -> bool:
 @click.option("--host", default="127.0.0.1", show_default=True, help="Listen address (loopback by default).")
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
 @click.option("--api-key", default=None, envvar="MEDKIT_API_KEY", help="Require 'Authorization: Bearer KEY'.")
-def command(model, host, port, api_key, adapter_specs, gpu_layers, ctx, threads) -> None:
+@constrain_option
+def command(model, host, port, api_key, constrain, adapter_specs, gpu_layers, ctx, threads) -> None:
     """OpenAI-compatible server for a GGUF (default: the latest export). Model names: base + adapters."""
     import uvicorn
 
@@ -378,8 +327,8 @@ def command(model, host, port, api_key, adapter_specs, gpu_layers, ctx, threads)
         click.echo(
             f"warning: listening on {host} without --api-key: anyone on the network can use it", err=True
         )
-    path, _, runtime = open_runtime(model, adapter_specs, gpu_layers, ctx, threads)
-    app = build_app(runtime, api_key=api_key)
+    path, _, runtime = open_runtime(model, adapter_specs, gpu_layers, ctx, threads, constrain=constrain)
+    app = build_app(runtime, api_key=api_key, constrain=runtime.constrain)
     try:
         names = ", ".join(model_names(runtime))
         click.echo(f"medkit serve: {path.name} on http://{host}:{port}/v1 (models: {names})")

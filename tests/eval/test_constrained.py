@@ -1,0 +1,46 @@
+"""`medkit eval` under the ICD-10 constraint (issue 33): every model scored again with answers held to the
+billable codes ('<model>+icd10' columns); transformers and llama.cpp walk the same automaton."""
+
+from __future__ import annotations
+
+import pytest
+
+from medkit import icd10
+from medkit.errors import EvalError
+from medkit.eval.verb import evaluate_run
+
+pytest.importorskip("simple_icd_10_cm")
+
+
+def test_constrained_columns_only_hold_billable_codes_when_sampling(tiny_run):
+    """Temperature 1.0 on a tiny random model: unconstrained answers are noise, constrained ones codes."""
+    report = evaluate_run(tiny_run, overrides=["eval.constrain=auto", "eval.temperature=1.0"], write=False)
+    assert list(report["table"]) == ["base", "tuned", "f32", "base+icd10", "tuned+icd10", "f32+icd10"]
+    for name in ("base", "tuned", "f32"):
+        answers = report["models"][f"{name}+icd10"]["rows"]["answers"]
+        assert len(answers) == report["n"] and all(icd10.is_billable(a) for a in answers), (name, answers)
+        assert report["table"][f"{name}+icd10"]["valid_rate"] == 1.0
+        assert report["models"][f"{name}+icd10"]["constrain"] == "icd10"
+        free = report["models"][name]["rows"]["answers"]
+        assert not all(icd10.is_billable(a) for a in free)  # what the constraint is for
+    # the constraint changes answers, not the likelihood of the references
+    assert report["table"]["tuned+icd10"]["loss"] == pytest.approx(report["table"]["tuned"]["loss"], rel=1e-6)
+
+
+def test_a_prefix_constraint_holds_transformers_and_llama_cpp_to_it(tiny_run):
+    report = evaluate_run(tiny_run, overrides=["eval.constrain=icd10:J"], tuned=False, write=False)
+    for name in ("base+icd10", "f32+icd10"):
+        answers = report["models"][name]["rows"]["answers"]
+        assert all(a.startswith("J") and icd10.is_billable(a) for a in answers), (name, answers)
+
+
+@pytest.mark.parametrize(
+    "setting,needle",
+    [("icd9", "eval.constrain: unknown constraint 'icd9'"), ("icd10:{missing}", "no such ICD-10 code file")],
+)
+def test_a_bad_eval_constrain_stops_before_scoring(tiny_run, setting, needle):
+    setting = setting.format(missing=tiny_run / "missing.txt")
+    with pytest.raises(EvalError) as info:
+        evaluate_run(tiny_run, overrides=[f"eval.constrain={setting}"], write=False)
+    assert needle in info.value.one_line()
+    assert not (tiny_run / "eval.json").exists()
