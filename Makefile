@@ -13,7 +13,7 @@ NO_AMX  := -mno-amx-tile -mno-amx-int8 -mno-amx-bf16
 LLAMA_CMAKE_ARGS ?= $(if $(filter x86_64,$(shell uname -m)),-DCMAKE_C_FLAGS='$(NO_AMX)' -DCMAKE_CXX_FLAGS='$(NO_AMX)',)
 export CMAKE_ARGS ?= $(LLAMA_CMAKE_ARGS)
 
-.PHONY: setup demo demo-icd10 test test-fast test-latest bench bench-profile lint format clean lock
+.PHONY: setup demo demo-icd10 test test-fast test-latest bench bench-profile bench-constrain lint format clean lock
 
 setup: $(STAMP)
 
@@ -84,6 +84,10 @@ bench: setup
 # where a training step's time goes (the SmolLM2 demo by default), and the FLOP count checked against torch
 bench-profile: setup
 	$(BIN)/python -m benchmarks profile
+
+# constrained decoding: compile time (cold/warm), decode speed and first token, constrained vs not
+bench-constrain: setup
+	$(BIN)/python -m benchmarks constrain
 
 # mypy sees the one `medkit` namespace through a folder of links (toolkit/ + convert/ + tui/, as pyproject maps them)
 TYPECHECK := .cache/typecheck
