@@ -67,9 +67,15 @@ def resolve_source(spec: str | None, out: Path | None, log: Callable[[str], Any]
         folder = Path(spec)
         out_dir = out or folder.parent / f"{folder.name}-gguf"
         return Source(folder, out_dir, folder.name, metadata={"medkit.version": __version__})
-    from medkit.provenance import merge_stale_reason
+    from medkit.provenance import adapter_hash, merge_stale_reason
 
     run: RunDir = find_run(spec)
+    if run.merged.is_dir() and adapter_hash(run.adapter) is None:  # an old merge, nothing to vouch for it
+        raise ConvertError(
+            f"the adapter {run.merged} was merged from is gone (no PEFT adapter in {run.adapter})",
+            where=str(run.path),
+            hint=f"restore {run.adapter}, or export the merged folder as a HF folder: medkit export {run.merged}",
+        )
     if not run.merged.is_dir() or merge_stale_reason(run.merged, run.adapter):
         try:
             from medkit.convert.merge import merge_run

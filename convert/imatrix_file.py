@@ -53,6 +53,19 @@ class IMatrix:
         return out
 
 
+def record_in_run(source: Any, record: dict[str, Any]) -> None:
+    """Store what an export quantized with in its run's run.json: under ``imatrix`` when it wrote into the
+    run's own export/, else under ``imatrix_elsewhere`` keyed by the output folder, so an export to another
+    folder (--out) never overwrites what export/'s own files were made with."""
+    run = source.run
+    if Path(source.out_dir).resolve() == Path(run.export).resolve():
+        run.update_manifest(imatrix=record)
+        return
+    elsewhere = dict(run.read_manifest().get("imatrix_elsewhere") or {})
+    elsewhere[str(Path(source.out_dir).resolve())] = record
+    run.update_manifest(imatrix_elsewhere=elsewhere)
+
+
 def write_imatrix(im: IMatrix, path: Path) -> Path:
     """Write ``im`` as llama.cpp's imatrix GGUF at ``path`` (under a temp name, renamed when complete)."""
     import gguf
