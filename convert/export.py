@@ -67,10 +67,10 @@ def resolve_source(spec: str | None, out: Path | None, log: Callable[[str], Any]
         folder = Path(spec)
         out_dir = out or folder.parent / f"{folder.name}-gguf"
         return Source(folder, out_dir, folder.name, metadata={"medkit.version": __version__})
-    from medkit.provenance import adapter_hash, merge_stale_reason
+    from medkit.provenance import adapter_hash, merge_stale_reason, recorded_merge_hash
 
     run: RunDir = find_run(spec)
-    if run.merged.is_dir() and adapter_hash(run.adapter) is None:  # an old merge, nothing to vouch for it
+    if recorded_merge_hash(run.merged) and adapter_hash(run.adapter) is None:  # merged from a deleted adapter
         raise ConvertError(
             f"the adapter {run.merged} was merged from is gone (no PEFT adapter in {run.adapter})",
             where=str(run.path),
@@ -100,13 +100,17 @@ def export(
     log: Any = print,
     imatrix: Any = None,
     gptq: bool = False,
+    twins: dict[str, Path] | None = None,
 ) -> tuple[dict[str, Path], dict[str, float]]:
     """Write every asked type, quantized ones weighed by ``imatrix`` (medkit.convert.imatrix_file.IMatrix, or
     a function computing it, called once the outputs, disk space, model and size budgets have been
     checked), their codes rounded by GPTQ when ``gptq`` and the imatrix holds its calibration data
-    (medkit.convert.gptq); returns ({type: path}, {stage: seconds})."""
+    (medkit.convert.gptq); returns ({type: path}, {stage: seconds}). ``twins``: a dict filled with the
+    plain quantization of each calibrated type (a temporary file the parity check holds it to)."""
     with export_session(source.out_dir, log):
-        return _export(source, types, force, allow_pickle, trust_remote_code, threads, log, imatrix, gptq)
+        return _export(
+            source, types, force, allow_pickle, trust_remote_code, threads, log, imatrix, gptq, twins
+        )
 
 
 def _export(
@@ -119,6 +123,7 @@ def _export(
     log: Any,
     imatrix: Any = None,
     gptq: bool = False,
+    twins: dict[str, Path] | None = None,
 ) -> tuple[dict[str, Path], dict[str, float]]:
     import numpy as np
 
@@ -167,9 +172,10 @@ def _export(
                 imatrix = imatrix()
                 if imatrix is not None:
                     timings["imatrix"] = imatrix.seconds
-            calibrated: dict[str, Any] = {"medkit.imatrix": imatrix is not None}
-            if imatrix is not None:
-                calibrated["medkit.imatrix.dataset"] = "; ".join(imatrix.datasets)[:120]
+            if imatrix is not None:  # another model's: its recorded source, then its coverage (quantize)
+                from medkit.convert.imatrix_file import check_source
+
+                check_source(imatrix, source.hf_dir)
             from medkit.convert.gptq import rounds
             from medkit.convert.quant_mix import export_auto
 
@@ -181,8 +187,25 @@ def _export(
                     timings[t] = export_auto(source.run, inter, outputs[t], t, cache, **auto_kw)
                     continue
                 mine = post if rounds(t) else None  # q8_0: no codes to choose, nor a GPTQ label
-                meta = {**calibrated, **({"medkit.gptq": True} if mine is not None else {})}
-                q = quantize(inter, outputs[t], t, threads=threads, imatrix=imatrix, metadata=meta, post=mine)
+                weighed = imatrix is not None and rounds(t)  # llama.cpp's q8_0 ignores an imatrix
+                meta: dict[str, Any] = {"medkit.imatrix": weighed, **({"medkit.gptq": True} if mine else {})}
+                if weighed:
+                    meta["medkit.imatrix.dataset"] = "; ".join(imatrix.datasets)[:120]
+                try:
+                    q = quantize(
+                        inter, outputs[t], t, threads=threads, imatrix=imatrix, metadata=meta, post=mine
+                    )
+                except ConvertError as exc:  # never name the temporary f16, deleted when this line prints
+                    if exc.where != str(inter) or own is not None:
+                        raise
+                    raise ConvertError(exc.message, where=str(outputs[t]), hint=exc.hint) from None
+                if twins is not None and weighed and not BY_NAME[t].imatrix:
+                    twin = (
+                        source.out_dir / f".{source.name}-{t}.plain.intermediate.gguf"
+                    )  # an orphan if killed
+                    twins[t] = quantize(
+                        inter, twin, t, threads=threads, metadata={"medkit.imatrix": False}
+                    ).path
                 timings[t] = q.seconds
                 note = (
                     f"; {q.fallbacks}/{q.n_tensors} tensors in a fallback type (row size)"
@@ -198,7 +221,7 @@ def _export(
                     )
                     + ")"
                 )
-                log(f"wrote {outputs[t]} in {q.seconds:.1f}s{note}{how if imatrix else ''}")
+                log(f"wrote {outputs[t]} in {q.seconds:.1f}s{note}{how if weighed else ''}")
         finally:
             if own is None:
                 inter.unlink(missing_ok=True)
@@ -310,23 +333,36 @@ def command(
     from medkit.convert import imatrix
     from medkit.convert.quantize import parse_types
 
+    flags = {"--gguf": types_spec, "--base": base or None, "--imatrix": imatrix_mode, "--calib": calib}
     if adapter_only:
         from medkit.convert.shared_base import export_adapter
 
+        given = [f for f, v in {**flags, "--gptq/--no-gptq": gptq}.items() if v is not None]
+        if given:
+            raise ConvertError(f"{given[0]} does not apply to --adapter-only, which writes the run's LoRA "
+                               "adapter as it is (an f32 GGUF adapter, no quantization)")  # fmt: skip
         export_adapter(source, out, force)
         return
     if types_spec is not None:
         parse_types(types_spec)  # a mistyped --gguf fails before the run's recipe is read
+    if calib is not None and imatrix_mode not in (None, "auto"):
+        raise ConvertError(f"--calib does not apply with --imatrix {imatrix_mode}: it is the text an imatrix "
+                           "is computed from (--imatrix auto)")  # fmt: skip
     defaults, recipe = recipe_defaults(source)
     types = parse_types(types_spec if types_spec is not None else defaults.gguf)
     if types_spec is None and recipe is not None:
         click.echo(f"types {','.join(types)} from {recipe} (export.gguf; --gguf overrides)")
-    if base:
+    mode = imatrix_mode or defaults.imatrix
+    if calib is not None and mode != "auto":
+        raise ConvertError(f"--calib does not apply with export.imatrix = {mode} in {recipe}",
+                           hint="pass --imatrix auto with --calib")  # fmt: skip
+    if base:  # a calibrated shared base: --calib FILE or --imatrix PATH (a bare base has no data of its own)
         from medkit.convert.shared_base import export_base
 
-        export_base(source, out, types, force, threads)
+        imatrix.check_needed(types, mode, calib, is_run=False, gptq=gptq)
+        use = defaults.gptq if gptq is None else gptq
+        export_base(source, out, types, force, threads, imatrix_mode=mode, calib=calib, gptq=use)
         return
-    mode = imatrix_mode or defaults.imatrix
     imatrix.check_needed(types, mode, calib, is_run=not _is_hf_folder(source), gptq=gptq)
     src = resolve_source(source, out, log=click.echo)
     t0 = time.perf_counter()
@@ -337,33 +373,45 @@ def command(
         imatrix.for_export, src, types, mode, calib, force=force, log=click.echo, gptq=use_gptq
     )
     im = im if mode == "auto" else im()
-    outputs, timings = export(
-        src,
-        types,
-        force=force,
-        allow_pickle=allow_pickle,
-        trust_remote_code=trust_remote_code,
-        threads=threads,
-        log=click.echo,
-        imatrix=im,
-        gptq=use_gptq,
-    )
-    click.echo(
-        f"export took {time.perf_counter() - t0:.1f}s: "
-        + ", ".join(f"{k} {v:.1f}s" for k, v in timings.items())
-    )
-    if defaults.modelfile if modelfile is None else modelfile:
-        from medkit.convert.modelfile import write_for_export
-
-        write_for_export(
-            src.hf_dir, src.out_dir, outputs[types[0]], src.run.recipe if src.run else None, click.echo
+    do_verify = defaults.verify if verify is None else verify
+    twins: dict[str, Path] | None = {} if do_verify else None
+    try:  # the plain twins (twins) are temporary: removed whatever happens
+        outputs, timings = export(
+            src,
+            types,
+            force=force,
+            allow_pickle=allow_pickle,
+            trust_remote_code=trust_remote_code,
+            threads=threads,
+            log=click.echo,
+            imatrix=im,
+            gptq=use_gptq,
+            twins=twins,
         )
-    if defaults.verify if verify is None else verify:
-        _verify(src, outputs, types, trust_remote_code, threads or 2)
+        click.echo(
+            f"export took {time.perf_counter() - t0:.1f}s: "
+            + ", ".join(f"{k} {v:.1f}s" for k, v in timings.items())
+        )
+        if defaults.modelfile if modelfile is None else modelfile:
+            from medkit.convert.modelfile import write_for_export
+
+            write_for_export(
+                src.hf_dir, src.out_dir, outputs[types[0]], src.run.recipe if src.run else None, click.echo
+            )
+        if do_verify:
+            _verify(src, outputs, types, trust_remote_code, threads or 2, twins or {})
+    finally:
+        for twin in (twins or {}).values():
+            twin.unlink(missing_ok=True)
 
 
 def _verify(
-    src: Source, outputs: dict[str, Path], types: list[str], trust_remote_code: bool, threads: int
+    src: Source,
+    outputs: dict[str, Path],
+    types: list[str],
+    trust_remote_code: bool,
+    threads: int,
+    twins: dict[str, Path],
 ) -> None:
     import importlib.util
     from dataclasses import asdict
@@ -379,6 +427,7 @@ def _verify(
         texts=held_out_texts(src.run.path if src.run else None),
         trust_remote_code=trust_remote_code,
         threads=threads,
+        plain={outputs[t]: twin for t, twin in twins.items()},
     )
     if src.run is not None:  # stored before a failure is raised, so run.json says what failed
         parity = dict(src.run.read_manifest().get("parity") or {})
