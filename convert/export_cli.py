@@ -99,7 +99,12 @@ def command(
     if adapter_only:
         from medkit.convert.shared_base import export_adapter
 
-        given = [f for f, v in {**flags, "--gptq/--no-gptq": gptq}.items() if v is not None]
+        more = {
+            "--gptq/--no-gptq": gptq,
+            "--verify/--no-verify": verify,
+            "--modelfile/--no-modelfile": modelfile,
+        }
+        given = [f for f, v in {**flags, **more}.items() if v is not None]
         if given:
             raise ConvertError(f"{given[0]} does not apply to --adapter-only, which writes the run's LoRA "
                                "adapter as it is (an f32 GGUF adapter, no quantization)")  # fmt: skip

@@ -28,6 +28,7 @@ run_template, run_dir = export_tests.run_template, export_tests.run_dir  # the s
         (["--imatrix", "none"], "--imatrix does not apply to --adapter-only"),
         (["--calib", "x.txt"], "--calib does not apply to --adapter-only"),
         (["--no-gptq"], "--gptq/--no-gptq does not apply to --adapter-only"),
+        (["--no-verify"], "--verify/--no-verify does not apply to --adapter-only"),
     ],
 )
 def test_row11_adapter_only_refuses_flags_it_ignored(tmp_path, flags, needle):
