@@ -1,8 +1,13 @@
 """Which model a file was made for: a fingerprint of a HF folder's weights, recorded in what medkit writes.
 
-    medkit.model.fingerprint   in a base GGUF medkit writes (`medkit export --base`): its HF folder's
-    medkit.base.fingerprint    in an adapter GGUF (`--adapter-only`): the base it was trained on
+    medkit.base.id             in every model GGUF medkit's writer makes (the shared base of `medkit export
+                               --base` too, kept by the quantizer): the fingerprint of its HF folder
+    medkit.adapter.base_id     in an adapter GGUF (`--adapter-only`): the base it was trained on
     medkit.imatrix.source      in imatrix.gguf: the model whose activations it summed
+
+The first two are the names the runtime compares (medkit.runtime.gguf_header: MODEL_ID_KEY and
+ADAPTER_BASE_ID_KEY); they are spelled again here because a convert module writes what the runtime
+reads and the ground must not import a stage.
 
 A reader compares two of these strings when both are known (an adapter over another base with equal
 shapes, an importance matrix of another model whose names and row lengths happen to fit).
@@ -18,8 +23,8 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-MODEL_KEY = "medkit.model.fingerprint"
-BASE_KEY = "medkit.base.fingerprint"
+MODEL_KEY = "medkit.base.id"
+BASE_KEY = "medkit.adapter.base_id"
 IMATRIX_SOURCE_KEY = "medkit.imatrix.source"
 _SAMPLE = 4096
 

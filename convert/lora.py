@@ -11,10 +11,10 @@ adds ``(alpha / r) * B @ A`` to ``T``. What this module takes care of:
   so the adapter-wide alpha is set from the most common (rank, scale) and any other factor is folded into B;
 * gpt2 Conv1D layers (fan_in_fan_out): PEFT's A and B are already in Linear orientation, like the base GGUF;
 * adapters llama.cpp cannot apply (embeddings, lm_head, modules_to_save, DoRA, LoRA bias) are refused;
-* the base's identity: ``medkit.base.fingerprint`` (medkit.convert.fingerprint.BASE_KEY), the fingerprint of
+* the base's identity: ``medkit.adapter.base_id`` (medkit.convert.fingerprint.BASE_KEY), the fingerprint of
   the base's HF weights (``st1:`` + sha256 over each safetensors tensor's name, dtype, shape and first and
-  last 4 KiB), or what a base GGUF records under ``medkit.model.fingerprint``; a base GGUF written by
-  ``medkit export --base`` records the same value there, so a loader compares the two strings.
+  last 4 KiB), or what a base GGUF records under ``medkit.base.id``; every model GGUF medkit's writer makes
+  records its own fingerprint there, so a loader compares the two strings.
 
 The base model's dimensions and the fit check live in medkit.convert.lora_base; the family facts
 (Q/K permutation, tensor names) come from the registry, medkit.convert.arch.

@@ -13,7 +13,7 @@ from functools import lru_cache
 from medkit.errors import MedkitError
 
 PACKAGE = "simple-icd-10-cm"
-_SHAPE = re.compile(r"^[A-Z][0-9][0-9A-Z](\.?[0-9A-Z]{1,4})?$")
+_SHAPE = re.compile(r"^[A-Z][0-9A-Z][0-9A-Z](\.?[0-9A-Z]{1,4})?$")  # QA0.0101 (2025) too
 
 
 def _cm():
@@ -51,10 +51,15 @@ def dotted(code: str) -> str:
 
 @lru_cache(maxsize=1)
 def billable_codes() -> tuple[str, ...]:
-    """Every billable code of the pinned release, dotted and sorted."""
+    """Every billable code of the pinned release, dotted and sorted: the categories and subcategories
+    without children. A child's code extends its parent's (J45 -> J45.9 -> J45.909), so in sorted order a
+    code has children exactly when the next code starts with it (the same set as simple-icd-10-cm's
+    is_leaf + is_category_or_subcategory, in a fifth of the time; a test compares the two)."""
     cm = _cm()
-    codes = (c for c in cm.get_all_codes(False) if cm.is_leaf(c) and cm.is_category_or_subcategory(c))
-    return tuple(sorted(dotted(c) for c in codes))
+    codes = sorted(c for c in cm.get_all_codes(False) if _SHAPE.match(c) and "." not in c)
+    return tuple(
+        dotted(c) for c, after in zip(codes, [*codes[1:], ""], strict=True) if not after.startswith(c)
+    )
 
 
 @lru_cache(maxsize=1)

@@ -74,6 +74,7 @@ def test_row8_export_refuses_a_merge_whose_adapter_is_gone(run_dir):
     assert_one_line_error(out, "adapter", "is gone", str(run_dir / "adapter"))
 
 
+@pytest.mark.slow  # 35-70 s on 2 shared cores
 def test_row6_export_elsewhere_keeps_the_runs_imatrix_record(run_dir, tmp_path):
     """Row 6: `export --gguf q4_k_m --imatrix OTHER --out elsewhere/` rewrote run.json's imatrix record
     (naming the foreign file, gptq []) though export/'s own files were made with the run's own."""
@@ -108,6 +109,7 @@ def _destroyed_imatrix(own: Path, dst: Path, how: str) -> Path:
     return dst
 
 
+@pytest.mark.slow  # 35-70 s on 2 shared cores
 def test_row4_parity_fails_a_destroyed_calibration(run_dir, tmp_path):
     """Row 4: an all-zero imatrix gave q4_0 top-1 0.0%, KL 23 and the parity table said ok, exit 0. Now a
     calibrated file is held to the plain quantization of its type (measured in the same check)."""
@@ -127,6 +129,7 @@ def test_row4_parity_fails_a_destroyed_calibration(run_dir, tmp_path):
     assert not list((tmp_path / "o").glob(".*.gguf"))
 
 
+@pytest.mark.slow  # 35-70 s on 2 shared cores
 def test_row4_all_zero_imatrix_is_one_line(run_dir, tmp_path):
     """Row 4 as filed: an all-zero imatrix is refused when read, before anything is written."""
     _ok(run_medkit("export", str(run_dir), "--gguf", "q4_0", "--no-gptq", *QUIET))
@@ -135,6 +138,7 @@ def test_row4_all_zero_imatrix_is_one_line(run_dir, tmp_path):
     assert_one_line_error(out, "all zeros", str(bad))
 
 
+@pytest.mark.slow  # 35-70 s on 2 shared cores
 def test_row7_imatrix_of_another_model_is_refused(run_dir, tiny_model_dir, tmp_path):
     """Row 7: another model's imatrix whose names and row lengths fit (14 of 210 weights covered) was
     accepted and the file labelled calibrated. Now coverage is checked, and imatrix.gguf records the model
@@ -166,6 +170,7 @@ def test_row7_imatrix_of_another_model_is_refused(run_dir, tiny_model_dir, tmp_p
     print(line)
 
 
+@pytest.mark.slow  # 35-70 s on 2 shared cores
 def test_row14_q8_0_is_not_labelled_calibrated(run_dir):
     """Row 14: the parity table showed "imatrix yes" for q8_0, which llama.cpp quantizes without it."""
     from medkit.convert.verify import imatrix_cell

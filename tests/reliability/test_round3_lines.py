@@ -77,13 +77,15 @@ def test_imatrix_mismatch_names_the_file(tmp_path, tiny_model_dir):
 
 def test_adapter_gguf_records_its_base_identity(tmp_path, tiny_model_dir):
     """Row 14: an adapter for another base with equal shapes was accepted silently. The adapter GGUF
-    records medkit.base.fingerprint; a base GGUF from `export --base` records the same value under
-    medkit.model.fingerprint; a base of equal shapes and other weights has another fingerprint."""
+    records medkit.adapter.base_id; every model GGUF medkit writes records its own under medkit.base.id
+    (the runtime compares the two); a base of equal shapes and other weights has another fingerprint."""
     from medkit.convert.fingerprint import BASE_KEY, MODEL_KEY, gguf_fingerprint, model_fingerprint
+    from medkit.convert.gguf_writer import write_gguf
     from medkit.convert.lora import write_lora_gguf
     from tests.convert.test_lora_gguf import make_adapter
     from tests.factories import build_tiny_model
 
+    assert (MODEL_KEY, BASE_KEY) == ("medkit.base.id", "medkit.adapter.base_id")  # the runtime's names
     base, other = tiny_model_dir("llama"), build_tiny_model("llama", tmp_path / "other", seed=1)
     assert model_fingerprint(base) != model_fingerprint(other)
     assert model_fingerprint(base) == model_fingerprint(base)
@@ -91,6 +93,10 @@ def test_adapter_gguf_records_its_base_identity(tmp_path, tiny_model_dir):
     out = write_lora_gguf(adapter, tmp_path / "adapter.gguf", base_dir=base)
     assert gguf_fingerprint(out, BASE_KEY) == model_fingerprint(base)
     assert gguf_fingerprint(out, MODEL_KEY) is None
+    for folder, name in ((base, "base"), (other, "other")):
+        write_gguf(folder, tmp_path / f"{name}.gguf", "f16", name=name)
+    assert gguf_fingerprint(tmp_path / "base.gguf") == gguf_fingerprint(out, BASE_KEY)
+    assert gguf_fingerprint(tmp_path / "other.gguf") != gguf_fingerprint(out, BASE_KEY)
 
 
 @pytest.mark.parametrize(
