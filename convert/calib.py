@@ -58,8 +58,15 @@ def run_sequences(run: Any, hf_dir: Path, budget: int = DEFAULT_BUDGET) -> tuple
     return seqs, what
 
 
+# a floor against blank or near-empty files (2 tokens were labelled calibrated), not a quality bar (that
+# would take hundreds of tokens): fewer is refused in one line
+MIN_TOKENS = 32
+
+
 def file_sequences(path: Path, hf_dir: Path, budget: int = DEFAULT_BUDGET) -> tuple[list[list[int]], str]:
-    """``--calib FILE``: JSONL (a "text" or "messages" field a line) or plain text, sampled to ``budget``."""
+    """``--calib FILE``: JSONL (a "text" or "messages" field a line), a JSON array (of such objects or of
+    strings) or plain text, sampled to ``budget``. Every text longer than MAX_SEQ tokens is cut into
+    windows of MAX_SEQ; blank texts are skipped; fewer than MIN_TOKENS tokens in all is a ConvertError."""
     from transformers import AutoTokenizer
 
     if not Path(path).is_file():
@@ -69,28 +76,69 @@ def file_sequences(path: Path, hf_dir: Path, budget: int = DEFAULT_BUDGET) -> tu
     except UnicodeDecodeError as exc:
         raise ConvertError(f"calibration file is not UTF-8 (offset {exc.start})", where=str(path)) from None
     tok = AutoTokenizer.from_pretrained(str(hf_dir))
-    seqs: list[list[int]] = []
-    if Path(path).suffix == ".jsonl":
-        for n, line in enumerate(text.splitlines(), 1):
-            if line.strip():
-                seqs.append(list(tok(_jsonl_text(line, n, path, tok))["input_ids"])[:MAX_SEQ])
+    suffix = Path(path).suffix.lower()
+    if suffix == ".jsonl":
+        rows = [(n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+        texts = [_row_text(_parse(line, f"line {n}", path), f"line {n}", path, tok) for n, line in rows]
+    elif suffix == ".json":
+        data = _parse(text, "the file", path)
+        if not isinstance(data, list):
+            raise ConvertError(
+                "a .json calibration file must hold an array of texts or rows", where=str(path)
+            )
+        texts = [_row_text(row, f"item {i}", path, tok) for i, row in enumerate(data, 1)]
     else:
-        ids = list(tok(text)["input_ids"])
-        seqs = [ids[i : i + MAX_SEQ] for i in range(0, len(ids), MAX_SEQ)]
+        texts = [text]
+    seqs = [w for t in texts if t.strip() for ids in [list(tok(t)["input_ids"])] for w in _windows(ids)]
     try:
         seqs = sample(seqs, budget)
     except ConvertError as exc:
         raise ConvertError(exc.message, where=str(path)) from None
+    tokens = sum(map(len, seqs))
+    if tokens < min(MIN_TOKENS, budget):
+        raise ConvertError(
+            f"the calibration texts give {tokens} tokens; an importance matrix needs at least {MIN_TOKENS}",
+            where=str(path),
+        )
     return seqs, f"{Path(path).name}: {len(seqs)} texts"
 
 
-def _jsonl_text(line: str, n: int, path: Path, tok: Any) -> str:
+def _windows(ids: list[int]) -> list[list[int]]:
+    return [ids[i : i + MAX_SEQ] for i in range(0, len(ids), MAX_SEQ)]
+
+
+def _parse(text: str, what: str, path: Path) -> Any:
     try:
-        row = json.loads(line)
+        return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ConvertError(f"line {n} is not JSON ({exc.msg})", where=str(path)) from None
-    if isinstance(row, dict) and isinstance(row.get("messages"), list) and tok.chat_template:
-        return tok.apply_chat_template(row["messages"], tokenize=False)
+        raise ConvertError(f"{what} is not JSON ({exc.msg})", where=str(path)) from None
+
+
+def _row_text(row: Any, what: str, path: Path, tok: Any) -> str:
+    """The text of one calibration row: a string, {"text": str}, or {"messages": [{role, content}, ...]}
+    rendered by the model's chat template."""
+    if isinstance(row, str):
+        return row
+    if isinstance(row, dict) and "messages" in row:
+        msgs = row["messages"]
+        ok = isinstance(msgs, list) and msgs and all(
+            isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+            for m in msgs
+        )  # fmt: skip
+        if not ok:
+            raise ConvertError(
+                f"{what}: 'messages' must be a list of {{role, content}} strings", where=str(path)
+            )
+        if not tok.chat_template:
+            raise ConvertError(f"{what} has 'messages' but the model has no chat template: give 'text' rows",
+                               where=str(path))  # fmt: skip
+        try:
+            return tok.apply_chat_template(msgs, tokenize=False)
+        except Exception as exc:  # the template's own checks (roles out of order, ...): jinja2 raises them
+            msg = " ".join(str(exc).split())[:120]
+            raise ConvertError(
+                f"{what}: the chat template refuses its messages ({msg})", where=str(path)
+            ) from None
     if isinstance(row, dict) and isinstance(row.get("text"), str):
         return row["text"]
-    raise ConvertError(f"line {n} has no 'text' string or 'messages' list", where=str(path))
+    raise ConvertError(f"{what} has no 'text' string or 'messages' list", where=str(path))

@@ -3,7 +3,7 @@
     medkit export --gguf q4_0                       # latest run -> runs/<name>/export/<name>-q4_0.gguf
     medkit export runs/x --gguf f16,q8_0,q4_k_m     # several types from one f16 intermediate
     medkit export path/to/hf_folder --gguf f16      # -> path/to/<folder>-gguf/<folder>-f16.gguf
-    medkit export --gguf q4_0 --adapter-only        # GGUF LoRA adapter of the run -> export/adapter.gguf
+    medkit export --adapter-only                    # GGUF LoRA adapter of the run -> export/adapter.gguf
     medkit export --gguf q4_0 --base                # the run's base as GGUF, once: runs/_bases/
 
 Float types are written by medkit.convert.gguf_writer; quantized ones by llama.cpp's quantizer from
@@ -16,15 +16,11 @@ what a killed export left there (medkit.provenance.export_session).
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import click
 
 from medkit.errors import ConvertError
 from medkit.provenance import export_session
@@ -63,13 +59,19 @@ def resolve_source(spec: str | None, out: Path | None, log: Callable[[str], Any]
     from medkit import __version__
     from medkit.runs import RunDir, find_run
 
-    if spec is not None and _is_hf_folder(spec):
+    if spec is not None and is_hf_folder(spec):
         folder = Path(spec)
         out_dir = out or folder.parent / f"{folder.name}-gguf"
         return Source(folder, out_dir, folder.name, metadata={"medkit.version": __version__})
-    from medkit.provenance import merge_stale_reason
+    from medkit.provenance import adapter_hash, merge_stale_reason, recorded_merge_hash
 
     run: RunDir = find_run(spec)
+    if recorded_merge_hash(run.merged) and adapter_hash(run.adapter) is None:  # merged from a deleted adapter
+        raise ConvertError(
+            f"the adapter {run.merged} was merged from is gone (no PEFT adapter in {run.adapter})",
+            where=str(run.path),
+            hint=f"restore {run.adapter}, or export the merged folder as a HF folder: medkit export {run.merged}",
+        )
     if not run.merged.is_dir() or merge_stale_reason(run.merged, run.adapter):
         try:
             from medkit.convert.merge import merge_run
@@ -94,13 +96,17 @@ def export(
     log: Any = print,
     imatrix: Any = None,
     gptq: bool = False,
+    twins: dict[str, Path] | None = None,
 ) -> tuple[dict[str, Path], dict[str, float]]:
     """Write every asked type, quantized ones weighed by ``imatrix`` (medkit.convert.imatrix_file.IMatrix, or
     a function computing it, called once the outputs, disk space, model and size budgets have been
     checked), their codes rounded by GPTQ when ``gptq`` and the imatrix holds its calibration data
-    (medkit.convert.gptq); returns ({type: path}, {stage: seconds})."""
+    (medkit.convert.gptq); returns ({type: path}, {stage: seconds}). ``twins``: a dict filled with the
+    plain quantization of each calibrated type (a temporary file the parity check holds it to)."""
     with export_session(source.out_dir, log):
-        return _export(source, types, force, allow_pickle, trust_remote_code, threads, log, imatrix, gptq)
+        return _export(
+            source, types, force, allow_pickle, trust_remote_code, threads, log, imatrix, gptq, twins
+        )
 
 
 def _export(
@@ -113,6 +119,7 @@ def _export(
     log: Any,
     imatrix: Any = None,
     gptq: bool = False,
+    twins: dict[str, Path] | None = None,
 ) -> tuple[dict[str, Path], dict[str, float]]:
     import numpy as np
 
@@ -161,9 +168,10 @@ def _export(
                 imatrix = imatrix()
                 if imatrix is not None:
                     timings["imatrix"] = imatrix.seconds
-            calibrated: dict[str, Any] = {"medkit.imatrix": imatrix is not None}
-            if imatrix is not None:
-                calibrated["medkit.imatrix.dataset"] = "; ".join(imatrix.datasets)[:120]
+            if imatrix is not None:  # another model's: its recorded source, then its coverage (quantize)
+                from medkit.convert.imatrix_file import check_source
+
+                check_source(imatrix, source.hf_dir)
             from medkit.convert.gptq import rounds
             from medkit.convert.quant_mix import export_auto
 
@@ -175,8 +183,25 @@ def _export(
                     timings[t] = export_auto(source.run, inter, outputs[t], t, cache, **auto_kw)
                     continue
                 mine = post if rounds(t) else None  # q8_0: no codes to choose, nor a GPTQ label
-                meta = {**calibrated, **({"medkit.gptq": True} if mine is not None else {})}
-                q = quantize(inter, outputs[t], t, threads=threads, imatrix=imatrix, metadata=meta, post=mine)
+                weighed = imatrix is not None and rounds(t)  # llama.cpp's q8_0 ignores an imatrix
+                meta: dict[str, Any] = {"medkit.imatrix": weighed, **({"medkit.gptq": True} if mine else {})}
+                if weighed:
+                    meta["medkit.imatrix.dataset"] = "; ".join(imatrix.datasets)[:120]
+                try:
+                    q = quantize(
+                        inter, outputs[t], t, threads=threads, imatrix=imatrix, metadata=meta, post=mine
+                    )
+                except ConvertError as exc:  # never name the temporary f16, deleted when this line prints
+                    if exc.where != str(inter) or own is not None:
+                        raise
+                    raise ConvertError(exc.message, where=str(outputs[t]), hint=exc.hint) from None
+                if twins is not None and weighed and not BY_NAME[t].imatrix:
+                    twin = (
+                        source.out_dir / f".{source.name}-{t}.plain.intermediate.gguf"
+                    )  # an orphan if killed
+                    twins[t] = quantize(
+                        inter, twin, t, threads=threads, metadata={"medkit.imatrix": False}
+                    ).path
                 timings[t] = q.seconds
                 note = (
                     f"; {q.fallbacks}/{q.n_tensors} tensors in a fallback type (row size)"
@@ -192,7 +217,7 @@ def _export(
                     )
                     + ")"
                 )
-                log(f"wrote {outputs[t]} in {q.seconds:.1f}s{note}{how if imatrix else ''}")
+                log(f"wrote {outputs[t]} in {q.seconds:.1f}s{note}{how if weighed else ''}")
         finally:
             if own is None:
                 inter.unlink(missing_ok=True)
@@ -210,18 +235,7 @@ def _refiner(source: Source, imatrix: Any, f16: Path, log: Any) -> Any:
     return refiner(source.hf_dir, imatrix.seqs, f16, grams=imatrix.grams, log=log)
 
 
-def _types_help() -> str:
-    from medkit.convert.quantize import EXPORT_TYPES
-    from medkit.recipe import ExportSection
-
-    default = ",".join(ExportSection().gguf)
-    return (
-        f"Comma list of {', '.join(EXPORT_TYPES)}, or auto:SIZE (auto:90MB, auto:4.5bpw: per-tensor types "
-        f"chosen by measured KL to fit SIZE) [default: a run's recipe export.gguf, else {default}]."
-    )
-
-
-def _is_hf_folder(spec: str | None) -> bool:
+def is_hf_folder(spec: str | None) -> bool:
     return spec is not None and Path(spec).is_dir() and (Path(spec) / "config.json").is_file()
 
 
@@ -231,159 +245,7 @@ def recipe_defaults(spec: str | None) -> tuple[Any, Path | None]:
     from medkit.recipe import ExportSection, load_section
     from medkit.runs import find_run
 
-    if _is_hf_folder(spec):
+    if is_hf_folder(spec):
         return ExportSection(), None
     recipe = find_run(spec).recipe
     return (load_section(recipe, "export"), recipe) if recipe.is_file() else (ExportSection(), None)
-
-
-@click.command(name="export")
-@click.argument("source", required=False)
-@click.option("--gguf", "types_spec", default=None, help=_types_help())
-@click.option(
-    "--out",
-    type=click.Path(path_type=Path),
-    help="Output folder (default: RUN/export/, or <folder>-gguf/ next to a HF folder).",
-)
-@click.option("--adapter-only", is_flag=True, help="Write the run's LoRA adapter as a GGUF adapter only.")
-@click.option(
-    "--base", is_flag=True, help="Write the run's base model as GGUF once (runs/_bases/), for adapters."
-)
-@click.option("--force", is_flag=True, help="Overwrite existing outputs.")
-@click.option(
-    "--verify/--no-verify",
-    default=None,
-    help="Check the GGUFs against transformers [default: the recipe's export.verify, else on].",
-)
-@click.option(
-    "--modelfile/--no-modelfile",
-    default=None,
-    help="Write an Ollama Modelfile [default: the recipe's export.modelfile, else on].",
-)
-@click.option(
-    "--imatrix",
-    "imatrix_mode",
-    default=None,
-    help="Importance matrix for quantized types: auto (a run's train split), none, or an imatrix GGUF "
-    "[default: the recipe's export.imatrix, else auto].",
-)
-@click.option(
-    "--calib",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Calibration texts for a HF folder (JSONL with text/messages, or plain text).",
-)
-@click.option(
-    "--gptq/--no-gptq",
-    default=None,
-    help="Round the quantized codes by GPTQ on the calibration data [default: the recipe's export.gptq, else on].",
-)
-@click.option("--allow-pickle", is_flag=True, help="Also read pytorch_model*.bin (pickle) weights.")
-@click.option("--trust-remote-code", is_flag=True, help="Allow a model that declares custom code.")
-@click.option("--threads", type=int, default=None, help="Threads for quantization and checks.")
-def command(
-    source: str | None,
-    types_spec: str | None,
-    out: Path | None,
-    adapter_only: bool,
-    base: bool,
-    force: bool,
-    verify: bool | None,
-    modelfile: bool | None,
-    imatrix_mode: str | None,
-    calib: Path | None,
-    gptq: bool | None,
-    allow_pickle: bool,
-    trust_remote_code: bool,
-    threads: int | None,
-) -> None:
-    """Write GGUF files from a run (default: the latest) or a HF folder, then check them against transformers.
-
-    A run's recipe.toml ([export] gguf, verify, modelfile) gives the defaults; a flag given here wins.
-    """
-    from medkit.convert import imatrix
-    from medkit.convert.quantize import parse_types
-
-    if adapter_only:
-        from medkit.convert.shared_base import export_adapter
-
-        export_adapter(source, out, force)
-        return
-    if types_spec is not None:
-        parse_types(types_spec)  # a mistyped --gguf fails before the run's recipe is read
-    defaults, recipe = recipe_defaults(source)
-    types = parse_types(types_spec if types_spec is not None else defaults.gguf)
-    if types_spec is None and recipe is not None:
-        click.echo(f"types {','.join(types)} from {recipe} (export.gguf; --gguf overrides)")
-    if base:
-        from medkit.convert.shared_base import export_base
-
-        export_base(source, out, types, force, threads)
-        return
-    mode = imatrix_mode or defaults.imatrix
-    imatrix.check_needed(types, mode, calib, is_run=not _is_hf_folder(source), gptq=gptq)
-    src = resolve_source(source, out, log=click.echo)
-    t0 = time.perf_counter()
-    use_gptq = defaults.gptq if gptq is None else gptq
-    # a given file (or none) is read now, so a bad one fails before anything is written; one computed from
-    # the data waits until export has checked what is cheap to check (existing outputs, space, budgets)
-    im: Any = functools.partial(
-        imatrix.for_export, src, types, mode, calib, force=force, log=click.echo, gptq=use_gptq
-    )
-    im = im if mode == "auto" else im()
-    outputs, timings = export(
-        src,
-        types,
-        force=force,
-        allow_pickle=allow_pickle,
-        trust_remote_code=trust_remote_code,
-        threads=threads,
-        log=click.echo,
-        imatrix=im,
-        gptq=use_gptq,
-    )
-    click.echo(
-        f"export took {time.perf_counter() - t0:.1f}s: "
-        + ", ".join(f"{k} {v:.1f}s" for k, v in timings.items())
-    )
-    if defaults.modelfile if modelfile is None else modelfile:
-        from medkit.convert.modelfile import write_for_export
-
-        write_for_export(
-            src.hf_dir, src.out_dir, outputs[types[0]], src.run.recipe if src.run else None, click.echo
-        )
-    if defaults.verify if verify is None else verify:
-        _verify(src, outputs, types, trust_remote_code, threads or 2)
-
-
-def _verify(
-    src: Source, outputs: dict[str, Path], types: list[str], trust_remote_code: bool, threads: int
-) -> None:
-    import importlib.util
-    from dataclasses import asdict
-
-    from medkit.convert.verify import held_out_texts, report, verify
-
-    if importlib.util.find_spec("transformers") is None or importlib.util.find_spec("torch") is None:
-        click.echo("note: parity check skipped (needs torch + transformers: pip install 'medkit[train]')")
-        return
-    results = verify(
-        [outputs[t] for t in types],
-        src.hf_dir,
-        texts=held_out_texts(src.run.path if src.run else None),
-        trust_remote_code=trust_remote_code,
-        threads=threads,
-    )
-    if src.run is not None:  # stored before a failure is raised, so run.json says what failed
-        parity = dict(src.run.read_manifest().get("parity") or {})
-        # keyed by type (auto:SIZE by its spec); an export to another folder (--out) by folder/type, so a
-        # plain twin written beside the run does not replace what export/'s own files measured
-        where = {
-            t: t
-            if outputs[t].parent.resolve() == src.run.export.resolve()
-            else f"{outputs[t].parent.name}/{t}"
-            for t in types
-        }
-        parity.update({where[t]: asdict(r) for t, r in zip(types, results, strict=True)})
-        src.run.update_manifest(parity=parity)
-    report(results)

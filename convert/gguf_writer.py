@@ -201,6 +201,13 @@ def write_gguf(
     merged_from = recorded_merge_hash(folder)  # a `medkit merge` folder: the adapter its weights hold
     if merged_from and ADAPTER_KEY not in (metadata or {}):
         metadata = {**(metadata or {}), ADAPTER_KEY: merged_from}
+    from medkit.convert.fingerprint import MODEL_KEY, model_fingerprint
+
+    if MODEL_KEY not in (metadata or {}) and (found := model_fingerprint(folder)):
+        metadata = {
+            **(metadata or {}),
+            MODEL_KEY: found,
+        }  # which weights: an adapter's base is compared to it
     config = read_config(folder, trust_remote_code=trust_remote_code)
     family = arch.detect(config, where=str(folder / "config.json"))
     assert family.gguf_arch is not None  # detect() returns exported families only

@@ -35,7 +35,14 @@ from typing import Any
 import numpy as np
 
 from medkit.convert.calib import DEFAULT_BUDGET, file_sequences, run_sequences
-from medkit.convert.imatrix_file import IMATRIX_FILE, IMatrix, read_imatrix, write_imatrix
+from medkit.convert.imatrix_file import (
+    IMATRIX_FILE,
+    IMatrix,
+    read_imatrix,
+    record_in_run,
+    source_record,
+    write_imatrix,
+)
 from medkit.errors import ConvertError
 
 # ---- collection ----------------------------------------------------------------------------------
@@ -377,8 +384,8 @@ def for_export(
         from medkit.convert.gptq import rounds
 
         gptq_types = [t for t in quants if rounds(t)] if im is not None and im.seqs and gptq else []
-        source.run.update_manifest(
-            imatrix={**record, "calibrated": quants if im else [], "mode": mode, "gptq": gptq_types}
+        record_in_run(
+            source, {**record, "calibrated": quants if im else [], "mode": mode, "gptq": gptq_types}
         )
     return im
 
@@ -418,6 +425,7 @@ def _imatrix(
     im.seqs = seqs
     sha = recorded_merge_hash(source.hf_dir)
     im.metadata = {**({ADAPTER_KEY: sha} if sha else {}), "medkit.imatrix.tokens": str(im.tokens)}
+    im.metadata.update(source_record(source.hf_dir))
     write_imatrix(im, path)
     log(f"wrote {path} ({what}, {im.tokens} tokens, {len(im.sums)} tensors) in {im.seconds:.1f}s")
     return im, path

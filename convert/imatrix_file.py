@@ -43,6 +43,7 @@ class IMatrix:
     seqs: list[list[int]] | None = (
         None  # the calibration token ids, when computed here (GPTQ reads them again)
     )
+    path: str | None = None  # the file it was read from (named in every mismatch line)
 
     def means(self) -> dict[str, np.ndarray]:
         """What the quantizer weighs columns by: mean x^2 (1.0 where a tensor saw no token, as llama.cpp)."""
@@ -51,6 +52,19 @@ class IMatrix:
             n = self.counts.get(name, 0.0)
             out[name] = (s / n if n > 0 else np.ones_like(s)).astype(np.float32)
         return out
+
+
+def record_in_run(source: Any, record: dict[str, Any]) -> None:
+    """Store what an export quantized with in its run's run.json: under ``imatrix`` when it wrote into the
+    run's own export/, else under ``imatrix_elsewhere`` keyed by the output folder, so an export to another
+    folder (--out) never overwrites what export/'s own files were made with."""
+    run = source.run
+    if Path(source.out_dir).resolve() == Path(run.export).resolve():
+        run.update_manifest(imatrix=record)
+        return
+    elsewhere = dict(run.read_manifest().get("imatrix_elsewhere") or {})
+    elsewhere[str(Path(source.out_dir).resolve())] = record
+    run.update_manifest(imatrix_elsewhere=elsewhere)
 
 
 def write_imatrix(im: IMatrix, path: Path) -> Path:
@@ -103,7 +117,10 @@ def read_imatrix(path: Path) -> IMatrix:
     tensors = {t.name: t for t in reader.tensors}
     im = IMatrix({}, {}, [str(d) for d in value(gguf.Keys.IMatrix.DATASETS)],
                  int(value(gguf.Keys.IMatrix.CHUNK_COUNT)), int(value(gguf.Keys.IMatrix.CHUNK_SIZE)),
-                 str(value("general.architecture") or ""))  # fmt: skip
+                 str(value("general.architecture") or ""), path=str(path))  # fmt: skip
+    for key in (k for k in reader.fields if k.startswith("medkit.")):
+        if isinstance(value(key), str):
+            im.metadata[key] = value(key)
     for tname, t in tensors.items():
         if not tname.endswith(SUM2):
             continue
@@ -121,13 +138,18 @@ def read_imatrix(path: Path) -> IMatrix:
             raise ConvertError(f"imatrix entry {name} holds NaN or infinite values", where=str(path))
     if not im.sums:
         raise ConvertError("the imatrix GGUF holds no tensor importances", where=str(path))
+    if not any(s.any() for s in im.sums.values()):  # llama.cpp would weigh every column by 0
+        raise ConvertError("the importance matrix is all zeros (no column has any weight)", where=str(path))
     return im
 
 
 def check_fits(im: IMatrix, model_gguf: Path, where: str | None = None) -> None:
-    """Every imatrix entry names a weight of ``model_gguf`` and has its row length; else one ConvertError."""
+    """Every imatrix entry names a weight of ``model_gguf`` and has its row length, and every weight the
+    quantizer weighs by it (the 2-D blk.* and output weights) has an entry; else one ConvertError naming
+    the imatrix file."""
     from medkit.runtime.gguf_header import tensor_table
 
+    where = where or im.path
     shapes = {name: t.shape for name, t in tensor_table(model_gguf).items()}  # no 5-s vocabulary parse
     for name, s in sorted(im.sums.items()):
         if name not in shapes:
@@ -136,6 +158,39 @@ def check_fits(im: IMatrix, model_gguf: Path, where: str | None = None) -> None:
         if shapes[name][0] != s.size:
             raise ConvertError(f"the importance of {name} has {s.size} values; the model's rows have "
                                f"{shapes[name][0]} (made for another model?)", where=where)  # fmt: skip
+    weighed = sorted(
+        n for n, s in shapes.items()
+        if len(s) == 2 and n.endswith(".weight") and (n.startswith("blk.") or n == "output.weight")
+    )  # fmt: skip
+    missing = [n for n in weighed if n not in im.sums]
+    if missing:
+        raise ConvertError(f"the importance matrix covers {len(weighed) - len(missing)} of the model's "
+                           f"{len(weighed)} quantized weights; missing {', '.join(missing[:3])}"
+                           + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+                           + " (made for another model?)", where=where)  # fmt: skip
+
+
+def source_record(hf_dir: Path) -> dict[str, str]:
+    """The medkit.imatrix.source key of an imatrix summed on ``hf_dir`` (none for a model without safetensors)."""
+    from medkit.convert.fingerprint import IMATRIX_SOURCE_KEY, model_fingerprint
+
+    found = model_fingerprint(hf_dir)
+    return {IMATRIX_SOURCE_KEY: found} if found else {}
+
+
+def check_source(im: IMatrix, hf_dir: Path) -> None:
+    """The model an imatrix was summed on (medkit.imatrix.source, when recorded) is ``hf_dir``."""
+    from medkit.convert.fingerprint import IMATRIX_SOURCE_KEY, model_fingerprint
+
+    recorded = im.metadata.get(IMATRIX_SOURCE_KEY)
+    current = model_fingerprint(hf_dir) if recorded else None
+    if recorded and current and recorded != current:
+        raise ConvertError(
+            f"the importance matrix was computed on another model than {hf_dir} "
+            f"(its {IMATRIX_SOURCE_KEY} {recorded[:16]}, the model's {current[:16]})",
+            where=im.path,
+            hint="use the model's own (--imatrix auto) or compute one for it",
+        )
 
 
 def attach(

@@ -10,7 +10,11 @@ adds ``(alpha / r) * B @ A`` to ``T``. What this module takes care of:
 * rsLoRA and per-module rank/alpha patterns: llama.cpp knows one alpha and divides by each tensor's rank,
   so the adapter-wide alpha is set from the most common (rank, scale) and any other factor is folded into B;
 * gpt2 Conv1D layers (fan_in_fan_out): PEFT's A and B are already in Linear orientation, like the base GGUF;
-* adapters llama.cpp cannot apply (embeddings, lm_head, modules_to_save, DoRA, LoRA bias) are refused.
+* adapters llama.cpp cannot apply (embeddings, lm_head, modules_to_save, DoRA, LoRA bias) are refused;
+* the base's identity: ``medkit.adapter.base_id`` (medkit.convert.fingerprint.BASE_KEY), the fingerprint of
+  the base's HF weights (``st1:`` + sha256 over each safetensors tensor's name, dtype, shape and first and
+  last 4 KiB), or what a base GGUF records under ``medkit.base.id``; every model GGUF medkit's writer makes
+  records its own fingerprint there, so a loader compares the two strings.
 
 The base model's dimensions and the fit check live in medkit.convert.lora_base; the family facts
 (Q/K permutation, tensor names) come from the registry, medkit.convert.arch.
@@ -28,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from medkit.convert import arch
 from medkit.convert.arch.base import permute_rows
+from medkit.convert.fingerprint import BASE_KEY, base_fingerprint
 from medkit.convert.lora_base import (
     ADAPTER_WEIGHTS,
     LORA_KEY,
@@ -233,6 +238,8 @@ def write_lora_gguf(
 
     sha = adapter_hash(adapter_dir)  # the adapter this file holds, for eval's / chat's staleness check
     metadata = {**(metadata or {}), **({ADAPTER_KEY: sha} if sha else {})}
+    if Path(str(base)).exists() and (found := base_fingerprint(base)):  # a hub id: not recorded
+        metadata[BASE_KEY] = found  # the base's identity: the runtime compares it with the model's
     with atomic_path(out) as tmp:
         writer = gguf.GGUFWriter(str(tmp), info.arch)
         writer.add_type(gguf.GGUFType.ADAPTER)

@@ -45,9 +45,21 @@ def base_of(run: Any) -> Path:
 
 
 def export_base(
-    spec: str | None, out: Path | None, types: list[str], force: bool, threads: int | None
+    spec: str | None,
+    out: Path | None,
+    types: list[str],
+    force: bool,
+    threads: int | None,
+    *,
+    imatrix_mode: str = "auto",
+    calib: Path | None = None,
+    gptq: bool = False,
 ) -> None:
-    """The run's base model as GGUF, written once and shared by every adapter trained on it."""
+    """The run's base model as GGUF, written once and shared by every adapter trained on it; quantized
+    types calibrated when ``calib`` (texts) or ``imatrix_mode`` (an imatrix GGUF of the base) gives data."""
+    import functools
+
+    from medkit.convert.imatrix import for_export
     from medkit.runs import find_run, runs_root
 
     run = find_run(spec)
@@ -59,7 +71,11 @@ def export_base(
     for t in (t for t in types if t not in todo):
         click.echo(f"base GGUF already there, shared: {src.out_dir / f'{name}-{t}.gguf'}")
     if todo:
-        export(src, todo, force=force, threads=threads, log=click.echo)
+        im: Any = functools.partial(
+            for_export, src, todo, imatrix_mode, calib, force=force, log=click.echo, gptq=gptq
+        )
+        im = im if imatrix_mode == "auto" else im()  # a given file is read (and checked) before writing
+        export(src, todo, force=force, threads=threads, log=click.echo, imatrix=im, gptq=gptq)
 
 
 def export_adapter(spec: str | None, out: Path | None, force: bool) -> None:

@@ -3,13 +3,19 @@
 On held-out texts, both run the same token ids; we report greedy next-token agreement, the largest
 logit difference, perplexity, KL divergence from the HF distribution, and whether llama.cpp's
 tokenizer produced exactly the HF token ids. f32/f16/bf16 must agree on >= 99% of positions.
+
+A calibrated quantized file (imatrix, GPTQ) is held to the plain quantization of its own type, measured in
+the same check on the same texts (``plain``: the twin export writes from the same f16): its KL from
+transformers at most KL_FACTOR x the plain file's + KL_SLACK, its top-1 agreement at least the plain file's
+minus AGREE_SLACK. A sound calibrated file beats its plain twin (SmolLM2 q4_0: KL 0.074 vs 0.2); a foreign or
+destroyed importance matrix does not (KL 0.21, 23.1). A file without a twin (a plain one, an i-quant
+llama.cpp will not quantize plainly, an auto:SIZE mix) must give finite perplexity.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +23,7 @@ from typing import Any
 import click
 import numpy as np
 
+from medkit.convert.parity_table import imatrix_cell, progress_bar, table  # noqa: F401 (shown here)
 from medkit.errors import ConvertError
 
 MEDICAL_TEXTS = [
@@ -34,6 +41,7 @@ MIXED_TEXT = (
     "Ärztin, ñandú, Ωmega 東京 🩺💊🙂  \t 12345678 it's we'll I'VE"
 )
 FLOAT_REQUIRED = ("f32", "f16", "bf16")
+KL_FACTOR, KL_SLACK, AGREE_SLACK = 1.5, 0.05, 0.05  # a calibrated file's limits against its plain twin
 Step = Callable[[str], None]  # progress: called once per text run, with what is running
 
 
@@ -54,6 +62,37 @@ class Parity:
     passed: bool
     threshold: float
     calibration: str | None = None  # gguf_header.calibration(): "imatrix", "plain", ...; None: a float
+    plain_agreement: float | None = None  # the plain quantization of the same type, when measured
+    plain_kl: float | None = None
+
+    def hold_to(self, plain: Parity) -> None:
+        """Judge this calibrated file against ``plain``, the plain quantization of its type."""
+        self.plain_agreement, self.plain_kl = plain.agreement, plain.kl_vs_hf
+        self.passed = (
+            self.passed and self.kl_vs_hf <= self.kl_limit() and self.agreement >= self.agree_limit()
+        )
+
+    def kl_limit(self) -> float:
+        return KL_FACTOR * (self.plain_kl or 0.0) + KL_SLACK
+
+    def agree_limit(self) -> float:
+        return (self.plain_agreement or 0.0) - AGREE_SLACK
+
+    def why_failed(self) -> str:
+        if self.required:
+            why = (
+                "tokenization differs"
+                if not self.tokenization_ok
+                else f"top-1 agreement {100 * self.agreement:.1f}%"
+            )
+            return f"{why} (need {100 * self.threshold:.0f}%)"
+        if not (math.isfinite(self.ppl) and math.isfinite(self.kl_vs_hf)):
+            return "perplexity is not finite"
+        return (
+            f"KL vs HF {self.kl_vs_hf:.4f} (limit {self.kl_limit():.4f}), top-1 agreement "
+            f"{100 * self.agreement:.1f}% (limit {100 * self.agree_limit():.1f}%) against the plain "
+            f"{self.type} quantization's KL {self.plain_kl:.4f} and {100 * (self.plain_agreement or 0):.1f}%"
+        )
 
 
 def gguf_type(path: Path) -> str:
@@ -222,7 +261,7 @@ def check(
         kl_vs_hf=kl / max(1, total),
         tokenization_ok=tok_ok,
         required=required,
-        passed=(tok_ok and agreement >= threshold) if required else math.isfinite(nll),
+        passed=(tok_ok and agreement >= threshold) if required else math.isfinite(nll) and math.isfinite(kl),
         threshold=threshold,
         calibration=calibration(path),
     )
@@ -237,73 +276,35 @@ def verify(
     trust_remote_code: bool = False,
     threads: int = 2,
     progress: Callable[[int], Step] | None = None,
+    plain: dict[Path, Path] | None = None,
 ) -> list[Parity]:
-    """Parity of each GGUF. ``progress(total)`` returns a step callback (called ``total`` times)."""
+    """Parity of each GGUF. ``progress(total)`` returns a step callback (called ``total`` times).
+    ``plain`` maps a calibrated GGUF to the plain quantization of its type: it is measured too and the
+    calibrated file held to it (Parity.hold_to)."""
     texts = texts or held_out_texts()
+    plain = {Path(k): Path(v) for k, v in (plain or {}).items()}
     types = {Path(g): gguf_type(Path(g)) for g in ggufs}
     bf16 = "bf16" in types.values()
-    step = progress(len(texts) * (1 + bf16 + len(ggufs))) if progress else None
+    step = progress(len(texts) * (1 + bf16 + len(ggufs) + len(plain))) if progress else None
     ref = hf_reference(Path(hf_dir), texts, trust_remote_code=trust_remote_code, bf16=bf16, step=step)
-    return [check(Path(g), ref, texts, threshold=threshold, threads=threads, step=step) for g in ggufs]
-
-
-def table(results: list[Parity]) -> Any:
-    from rich.table import Table
-
-    f16 = next((r for r in results if r.type == "f16"), None)
-    t = Table(title="GGUF parity vs transformers (same token ids)")
-    for col in (
-        "type",
-        "imatrix",
-        "positions",
-        "top-1 agree",
-        "max |Δlogit|",
-        "ppl",
-        "ppl vs f16",
-        "KL vs HF",
-        "tokens",
-        "result",
-    ):
-        t.add_column(col, justify="right" if col not in ("type", "imatrix", "tokens", "result") else "left")
-    for r in results:
-        base = f16.ppl if f16 else r.ppl_hf
-        verdict = ("PASS" if r.passed else "FAIL") if r.required else ("ok" if r.passed else "FAIL")
-        t.add_row(
-            r.type,
-            imatrix_cell(r.calibration),
-            str(r.positions),
-            f"{100 * r.agreement:.1f}%",
-            f"{r.max_logit_diff:.4f}",
-            f"{r.ppl:.3f}",
-            f"{100 * (r.ppl / base - 1):+.2f}%",
-            f"{r.kl_vs_hf:.5f}",
-            "same" if r.tokenization_ok else "DIFFER",
-            verdict,
-        )
-    return t
-
-
-def imatrix_cell(calibration: str | None) -> str:
-    """The parity table's "imatrix" column: yes / yes+gptq / no (quantized with one, with GPTQ codes too,
-    without), — for a float file."""
-    if calibration is None:
-        return "—"
-    mix = " (mix)" if calibration.endswith(" mix") else ""
-    from medkit.runtime.gguf_header import level
-
-    return ("no", "yes", "yes+gptq")[level(calibration)] + mix  # one cell per gguf_header.LEVELS
+    results = []
+    for g in map(Path, ggufs):
+        r = check(g, ref, texts, threshold=threshold, threads=threads, step=step)
+        if g in plain:
+            r.hold_to(check(plain[g], ref, texts, threshold=threshold, threads=threads, step=step))
+        results.append(r)
+    return results
 
 
 def report(results: list[Parity]) -> list[dict[str, Any]]:
-    """Print the table; raise ConvertError when a float type fails. Returns JSON-ready dicts."""
+    """Print the table; raise ConvertError when a file fails its limits. Returns JSON-ready dicts."""
     from rich.console import Console
 
-    Console(width=max(Console().width, 122)).print(table(results))
-    failed = [r for r in results if r.required and not r.passed]
+    Console(width=max(Console().width, 132)).print(table(results))
+    failed = [r for r in results if not r.passed]
     if failed:
         r = failed[0]
-        why = "tokenization differs" if not r.tokenization_ok else f"top-1 agreement {100 * r.agreement:.1f}%"
-        raise ConvertError(f"parity failed for {r.type}: {why} (need {100 * r.threshold:.0f}%)", where=r.gguf)
+        raise ConvertError(f"parity failed for {r.type}: {r.why_failed()}", where=r.gguf)
     return [asdict(r) for r in results]
 
 
@@ -359,25 +360,3 @@ def read_texts(path: Path) -> list[str]:
             f"texts file is not UTF-8: byte 0x{data[exc.start]:02x} at offset {exc.start}", where=str(path)
         ) from None
     return [ln for ln in text.splitlines() if ln.strip()]
-
-
-@contextmanager
-def progress_bar(console: Any = None) -> Iterator[Callable[[int], Step]]:
-    """A rich progress bar on stderr, shown only on a terminal and removed when done (transient)."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    console = console or Console(stderr=True)
-    columns = (
-        TextColumn("verify: {task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, console=console, transient=True, disable=not console.is_terminal) as bar:
-
-        def start(total: int) -> Step:
-            task = bar.add_task("loading", total=total)
-            return lambda label: bar.update(task, advance=1, description=label, refresh=True)
-
-        yield start

@@ -55,7 +55,7 @@ VERBS: dict[str, Verb] = {
         ("torch", "transformers", "peft"),
     ),
     "export": Verb(
-        "medkit.convert.export:command",
+        "medkit.convert.export_cli:command",
         "Write GGUF files (model, quantized, or LoRA adapter) and a Modelfile.",
         "convert",
         ("gguf", "numpy", "llama_cpp", "jinja2"),

@@ -82,7 +82,8 @@ class RunDir:
         return data
 
     def ggufs(self) -> list[Path]:
-        """The export's GGUF files, highest precision first (f32 ... q4_0), then by name."""
+        """The export's GGUF files, highest precision first (f32 ... q4_0), then by name. A dot-name is an
+        export's temporary file (the f16 intermediate, a .partial): never offered as a model."""
         from medkit.convert.quantize import precision_rank
 
         def rank(p: Path) -> tuple[tuple[float, int], str]:
@@ -90,7 +91,7 @@ class RunDir:
 
         if not self.export.is_dir():
             return []
-        return sorted((p for p in self.export.glob("*.gguf") if p.is_file()), key=rank)
+        return sorted((p for p in self.export.glob("*.gguf") if p.is_file() and p.name[0] != "."), key=rank)
 
     def model_ggufs(self) -> list[Path]:
         """The export's model GGUFs (what chat, serve and eval load), in ggufs() order."""

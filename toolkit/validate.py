@@ -52,3 +52,9 @@ def command(recipe: str | None, overrides: tuple[str, ...], keys: bool) -> None:
         f"{r.train.scheduler}, optimizer {r.train.optimizer}"
     )
     console.print(f"  eval    task {r.eval.task} on {r.eval.split}; export {','.join(r.export.gguf)}")
+    if r.eval.task == "icd10":  # what `medkit data` and train check every label against
+        from medkit import icd10
+
+        console.print(
+            f"  labels  billable ICD-10-CM codes of {icd10.release()} (checked by medkit data/train)"
+        )

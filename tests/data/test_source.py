@@ -92,19 +92,20 @@ def test_messages_plus_diagnosis_becomes_one_transcript(tmp_path):
 
 
 def test_dialogue_code_layout_and_custom_templates(tmp_path):
+    codes = ["L20.0", "L20.81", "L20.82", "L20.83", "L20.84"]  # billable: an ICD-10 set's labels are checked
     rows = [
-        {"dialogue": f"Doctor: Hi.\nPatient: Rash {i}.", "code": f"L20.{i}", "title": f"Eczema {i}"}
-        for i in range(5)
+        {"dialogue": f"Doctor: Hi.\nPatient: Rash {i}.", "code": code, "title": f"Eczema {i}"}
+        for i, code in enumerate(codes)
     ]
     src = write_jsonl(tmp_path / "icd.jsonl", rows)
     splits, rep = load_rows(make_recipe(src))
-    assert rep.layout == "dialogue" and {r["answer"] for r in _all(splits)} == {f"L20.{i}" for i in range(5)}
+    assert rep.layout == "dialogue" and {r["answer"] for r in _all(splits)} == set(codes)
     recipe = make_recipe(
         src,
         data={"prompt_template": "Code this encounter:\n{dialogue}", "answer_template": "{code} ({title})"},
     )
     splits, _ = load_rows(recipe)
-    row = next(r for r in _all(splits) if r["answer"] == "L20.1 (Eczema 1)")
+    row = next(r for r in _all(splits) if r["answer"] == "L20.81 (Eczema 1)")
     assert row["messages"][-1]["content"].startswith("Code this encounter:\nDoctor: Hi.")
 
 

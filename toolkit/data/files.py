@@ -63,8 +63,25 @@ class Rows:
 
 
 def _snippet(raw: bytes) -> str:
+    """The start of a bad line for an error message: control characters (NUL bytes ...) escaped."""
     text = raw.decode("utf-8", errors="replace").strip()
+    text = "".join(c if c.isprintable() or c in " \t" else repr(c)[1:-1] for c in text)
     return text if len(text) <= SNIPPET else text[: SNIPPET - 3] + "..."
+
+
+_WIDE_BOMS = {b"\xff\xfe\x00\x00": "UTF-32", b"\x00\x00\xfe\xff": "UTF-32", b"\xff\xfe": "UTF-16",
+              b"\xfe\xff": "UTF-16"}  # fmt: skip
+
+
+def _check_utf8(path: Path) -> None:
+    """A UTF-16/32 file (a BOM, or NUL bytes between ASCII characters) is one line, not a NUL-filled one."""
+    with path.open("rb") as fh:
+        head = fh.read(4096)
+    found = next((enc for bom, enc in _WIDE_BOMS.items() if head.startswith(bom)), None)
+    if found is None and head.count(b"\x00") > len(head) // 8:
+        found = "UTF-16 or UTF-32"
+    if found:
+        raise DataError(f"{path} is {found} text, not UTF-8", where="data.source", hint="save it as UTF-8")
 
 
 def _kind(value: Any) -> str:
@@ -84,6 +101,7 @@ def _first_byte(path: Path) -> bytes:
 
 def read_json(path: Path) -> tuple[Rows, list[BadLine]]:
     """Rows of a JSON Lines file (or a `.json` array of objects) and the lines that are not rows."""
+    _check_utf8(path)
     if _first_byte(path) == b"[":
         try:
             data = json.loads(path.read_bytes().removeprefix(b"\xef\xbb\xbf"))

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from medkit.data.checks import MALFORMED, check_icd_labels, dedupe, prompt_overlap
 from medkit.data.files import header_hint, load_split
 from medkit.errors import DataError
 
@@ -24,7 +25,6 @@ if TYPE_CHECKING:  # the schema, for annotations only (no import cycle at run ti
     from medkit.recipe import Recipe
 
 SPLITS = ("train", "val", "test")
-MALFORMED = "malformed"  # reason prefix of rows that count towards data.malformed_threshold
 ROLE_NAMES = {
     "human": "user",
     "gpt": "assistant",
@@ -73,6 +73,7 @@ class RowReport:
     examples: dict[str, list[str]] = field(default_factory=dict)
     layout: str = ""
     columns: list[str] = field(default_factory=list)
+    overlap: dict[str, int] = field(default_factory=dict)  # val/test rows whose prompt is also in train
 
     def drop(self, reason: str, example: Any) -> None:
         self.dropped[reason] = self.dropped.get(reason, 0) + 1
@@ -302,19 +303,6 @@ def _short(row: Mapping[str, Any]) -> str:
     return text if len(text) <= 140 else text[:137] + "..."
 
 
-def dedupe(rows: list[dict[str, Any]], report: RowReport) -> list[dict[str, Any]]:
-    seen: set[str] = set()
-    out = []
-    for row in rows:
-        key = json.dumps([row["messages"], row["answer"]], sort_keys=True)
-        if key in seen:
-            report.drop("exact duplicate", f"row {row['row']}: {row['answer'][:60]!r}")
-            continue
-        seen.add(key)
-        out.append(row)
-    return out
-
-
 # ---- splitting & the table -----------------------------------------------------------------------
 
 
@@ -350,6 +338,7 @@ def load_rows(recipe: Recipe) -> tuple[dict[str, list[dict[str, Any]]], RowRepor
             mapped += map_rows(load_split(recipe, name, report), recipe, report, split)
     if not report.source_rows:
         raise DataError(f"{d.source} has no rows (a header alone?)", where="data.source")
+    mapped = check_icd_labels(recipe, mapped, report)  # labels that are not codes count as malformed
     if report.source_rows and report.malformed / report.source_rows > d.malformed_threshold:
         worst = max((r for r in report.dropped if r.startswith(MALFORMED)), key=report.dropped.__getitem__)
         raise DataError(
@@ -372,6 +361,7 @@ def load_rows(recipe: Recipe) -> tuple[dict[str, list[dict[str, Any]]], RowRepor
     splits = carve(train, carve_from, d.seed) if len(carve_from) > 1 else {"train": train}
     for s in ("val", "test"):
         splits.setdefault(s, by_split.get(s, []))
+    splits = prompt_overlap(splits, report, d.clean.drop_overlap)
     if not splits["train"]:
         raise DataError(
             f"the train split is empty after cleaning and splitting ({_drops(report)})", where=d.source

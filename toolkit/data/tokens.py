@@ -76,6 +76,7 @@ class DataStats:
         return {
             "source_rows": self.rows.source_rows, "layout": self.rows.layout, "rows_kept": self.rows.kept,
             "dropped": self.rows.dropped, "drop_examples": self.rows.examples, "malformed": self.rows.malformed,
+            "prompt_overlap": self.rows.overlap,
             "examples": self.examples, "template": self.template, "eot_token": self.eot_token,
             "length_percentiles": self.percentiles(), "truncated_answers": self.truncated,
             "trained_tokens": self.trained_tokens, "total_tokens": self.total_tokens,
@@ -343,6 +344,14 @@ def stats_table(stats: DataStats, recipe: Recipe):
     t.add_row("rows kept", str(sum(rep.kept.values())), ", ".join(f"{s} {n}" for s, n in rep.kept.items()))
     for reason, n in sorted(rep.dropped.items(), key=lambda kv: -kv[1]):
         t.add_row(f"dropped: {reason}", str(n), " | ".join(rep.examples.get(reason, [])))
+    if any(rep.overlap.values()):
+        drop = (
+            "dropped from train"
+            if recipe.data.clean.drop_overlap
+            else "kept: data.clean.drop_overlap drops them"
+        )
+        seen = ", ".join(f"{s} {n}/{rep.kept.get(s, 0)}" for s, n in rep.overlap.items())
+        t.add_row("prompt overlap", str(sum(rep.overlap.values())), f"{seen} also train prompts ({drop})")
     t.add_row(
         "examples",
         str(sum(stats.examples.values())),

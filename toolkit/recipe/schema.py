@@ -82,6 +82,9 @@ class CleanSection:
     min_chars: int = opt(1, "Drop rows whose answer is shorter than this", lo=0)
     max_chars: int = opt(0, "Drop rows whose prompt+answer is longer than this (0: no limit)", lo=0)
     dedupe: bool = opt(True, "Drop exact duplicate (prompt, answer) pairs")
+    drop_overlap: bool = opt(
+        False, "Drop train rows whose prompt (case, spacing, punctuation folded) is also a val/test prompt"
+    )
 
 
 @dataclass

@@ -232,13 +232,13 @@ def train(
     if acc.is_main_process:
         tr = summary["train"]
         vals = (
-            f"val loss {tr['initial_val_loss']:.4f} -> {tr['best_val_loss']:.4f}"
+            f", val loss {tr['initial_val_loss']:.4f} -> {tr['best_val_loss']:.4f}"
             if tr["best_val_loss"]
-            else ""
+            else ""  # no val split: nothing to say (it ended "..., ; adapter in")
         )
         say(
             f"[green]done[/green]: {state.step} steps, {tr['input_tokens']:,} tokens in {tr['wall_seconds']:.0f}s "
-            f"({tr['tokens_per_s']:,.0f} tok/s), {vals}; adapter in {run.adapter}"
+            f"({tr['tokens_per_s']:,.0f} tok/s){vals}; adapter in {run.adapter}"
         )
     return TrainResult(run.path, summary)
 
@@ -302,7 +302,8 @@ def _write_records(r, run, prepared, trainer, base_info, started, *, status: str
         "name": r.name, "base_model": r.model.base, "recipe_fingerprint": r.fingerprint(),
         "versions": versions(), "git_sha": git_sha(), "hardware": hardware(trainer.plan.device),
         "data": {"fingerprint": prepared.fingerprint, "examples": dict(prepared.stats.examples),
-                 "template": prepared.stats.template, "eot_token": prepared.eot_token},
+                 "template": prepared.stats.template, "eot_token": prepared.eot_token,
+                 "prompt_overlap": dict(prepared.stats.rows.overlap), "dropped": dict(prepared.stats.rows.dropped)},
         "train": train_info,
     }  # fmt: skip
     write_json(run.manifest, summary)
