@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from medkit.convert.act_stats import ActStats
 from medkit.convert.calib import DEFAULT_BUDGET, file_sequences, run_sequences
 from medkit.convert.imatrix_file import IMATRIX_FILE, IMatrix, read_imatrix, write_imatrix
 from medkit.errors import ConvertError
@@ -87,58 +88,10 @@ def collect(
     model = AutoModelForCausalLM.from_pretrained(str(hf_dir), dtype=run_dtype).to(device).eval()
     layers = {n: m for n, m in model.named_modules() if _is_matmul(m)}
     names = gguf_names(family, config, layers)
-    sums = {
-        g: torch.zeros(_in_features(layers[m]), dtype=torch.float64, device=device) for m, g in names.items()
-    }
-    counts = dict.fromkeys(names.values(), 0.0)
-    want = _gram_names(grams, {g: _in_features(layers[m]) for m, g in names.items()})
-    acc: dict[str, Any] = {}  # Gram sums, one per distinct input
-    alias: dict[str, str] = {}  # weight -> the weight fed the same input (q/k/v, gate/up): its sums
-    seen: list[tuple[Any, str]] = []  # this batch's inputs so far (held, so no address is reused)
-
-    def hook(gname: str) -> Callable[..., None]:
-        def fn(module: Any, args: tuple[Any, ...], output: Any) -> None:
-            if gname in alias:
-                return
-            owner = next((g for t, g in seen if t is args[0]), None)
-            if owner is not None and (gname not in want or owner in want):  # the very tensor an earlier
-                alias[gname] = owner  # weight of this batch read, and it sums all this one needs: its sums
-                return
-            seen.append((args[0], gname))
-            raw = args[0].detach().reshape(-1, args[0].shape[-1])
-            raw = raw if keep[0] is None else raw.index_select(0, keep[0])  # real tokens, not padding
-            w = weight[0]  # how many sequences these rows stand for (the shared prefix: all of them)
-            counts[gname] += w * float(raw.shape[0])
-            if gname not in want:
-                x = raw.float()
-                sums[gname] += (x * x).sum(0).double() * w  # one batch's sum in float32, the total in float64
-                return
-            if gname not in acc:  # fp32: one fused multiply-add per input (GPTQ damps H by 1% anyway)
-                acc[gname] = torch.zeros((raw.shape[1], raw.shape[1]), dtype=torch.float32, device=device)
-            if w != 1.0:
-                _gram_add(acc[gname], raw.float(), alpha=w)
-                return
-            held = pending.setdefault(gname, [])
-            held.append(raw)  # in the forward's dtype until its Gram sum, whose diagonal is the importance
-            if sum(len(t) for t in held) >= GRAM_TOKENS:
-                flush(gname)
-
-        return fn
-
-    keep: list[Any] = [None]  # the current batch's non-padding row indices (None: no padding)
-    weight = [1.0]
-    pending: dict[str, list[Any]] = {}  # inputs not yet in their Gram sum: one addmm per GRAM_TOKENS rows
-
-    def flush(gname: str) -> None:
-        held = pending.pop(gname, [])
-        if held:  # converted straight into one float32 block: no concatenated copy in the forward's dtype
-            x = torch.empty((sum(len(t) for t in held), held[0].shape[1]), dtype=torch.float32, device=device)
-            at = 0
-            for t in held:
-                x[at : at + len(t)].copy_(t)
-                at += len(t)
-            _gram_add(acc[gname], x)
-
+    widths = {g: _in_features(layers[m]) for m, g in names.items()}
+    want = _gram_names(grams, widths)
+    stats = ActStats(widths, want, device)
+    hook = stats.hook
     handles = [layers[m].register_forward_hook(hook(g)) for m, g in names.items()]
     # bfloat16 activations are exact in bfloat16: oneDNN may multiply them so, accumulating in float32 (3x)
     exact_bf16 = run_dtype == torch.bfloat16 and device == "cpu" and want
@@ -160,13 +113,13 @@ def collect(
         with torch.inference_mode():
             prefix_cache = None
             if n_shared:
-                weight[0] = float(len(seqs))
+                stats.weight = float(len(seqs))
                 out = body(torch.tensor([seqs[0][:n_shared]], device=device), use_cache=True)
                 if head_hook is not None:
                     head_hook(head, (out.last_hidden_state,), None)
-                seen.clear()
+                stats.end_batch()
                 prefix_cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
-                weight[0] = 1.0
+                stats.weight = 1.0
                 if prefix_cache is None:  # its sums are in: the rows cannot run whole now
                     raise ConvertError("the model returned no key/value cache for the calibration prefix")
             for batch in _batches([s[n_shared:] for s in seqs], FORWARD_TOKENS):
@@ -176,7 +129,7 @@ def collect(
                 for i, row in enumerate(batch):  # padded on the right: a causal model's real tokens unchanged
                     ids[i, : len(row)], mask[i, : len(row)] = torch.tensor(row), 1
                 real = mask.reshape(-1).nonzero().squeeze(1)
-                keep[0] = real.to(device) if len(real) < mask.numel() else None
+                stats.keep = real.to(device) if len(real) < mask.numel() else None
                 kw: dict[str, Any] = {}
                 if prefix_cache is not None and cache_arg is not None:
                     cache = copy.deepcopy(prefix_cache)
@@ -186,28 +139,22 @@ def collect(
                 hidden = body(ids.to(device), attention_mask=mask.to(device), **kw).last_hidden_state
                 if head_hook is not None:
                     head_hook(head, (hidden,), None)
-                seen.clear()
+                stats.end_batch()
                 for row in batch:
                     step(n_shared + len(row))
-            for gname in list(pending):
-                flush(gname)
-            for h in acc.values():
-                _mirror(h)
+            sums, counts, acc = stats.finish()
     finally:
         for h in handles:
             h.remove()
         if exact_bf16 and was is not None:
             mkl.fp32_precision = was  # type: ignore[union-attr]
-    for g, h in acc.items():
-        sums[g] = torch.diagonal(h).double()
-    for g, owner in alias.items():
-        sums[g], counts[g] = sums[owner].clone(), counts[owner]
     out = {g: s.cpu().numpy() for g, s in sums.items()}
     bad = next((g for g, s in out.items() if not np.isfinite(s).all()), None)
     if bad:
         raise ConvertError(f"the importance of {bad} is not finite (the model overflows on calibration text)")
     tokens = sum(len(s) for s in seqs)
-    shared = {g: acc[alias.get(g, g)].cpu() for g in want if alias.get(g, g) in acc} if want else None
+    on_cpu = {id(h): h.cpu() for h in acc.values()}  # weights fed one input keep sharing one matrix
+    shared = {g: on_cpu[id(h)] for g, h in acc.items()} if want else None
     return IMatrix(
         out, counts, list(datasets or ["medkit calibration"]), chunk_count=len(seqs),
         chunk_size=math.ceil(tokens / len(seqs)), arch=family.gguf_arch or "", tokens=tokens,
@@ -230,31 +177,6 @@ def _batches(seqs: list[list[int]], budget: int) -> list[list[list[int]]]:
     return out
 
 
-# rows of activations summed into a Gram matrix at once: one sequence's ~100 tokens per addmm spends its
-# time reading and writing the n x n sum (SmolLM2 demo 8.7 s); 2048 at once, 0.7 s
-GRAM_TOKENS = 2048
-
-
-# inputs this wide or wider sum their Gram matrix in PANELS row panels, each from the diagonal on (2/3 of
-# the products; SmolLM2's 1536-wide ffn_down input: 15 ms instead of 24 ms per 2048 rows), mirrored once
-SYM_WIDTH, PANELS = 1024, 3
-
-
-def _panels(n: int) -> list[tuple[int, int]]:
-    """The [i, j) column ranges of a wide input's PANELS diagonal blocks."""
-    width = -(-n // PANELS)
-    return [(i, min(n, i + width)) for i in range(0, n, width)]
-
-
-def _gram_add(acc: Any, x: Any, alpha: float = 1.0) -> None:
-    """acc += alpha x^T x: on and above the diagonal blocks only for a wide x (_mirror fills the rest)."""
-    if x.shape[1] < SYM_WIDTH:
-        acc.addmm_(x.T, x, alpha=alpha)
-        return
-    for i, j in _panels(x.shape[1]):
-        acc[i:j, i:].addmm_(x[:, i:j].T, x[:, i:], alpha=alpha)
-
-
 # the common prefix of the calibration sequences is run once when it is this long (SmolLM2's Q&A demo: 28
 # tokens of every row's ~84, the system prompt and the template's header: a third of the pass)
 MIN_SHARED = 8
@@ -270,14 +192,6 @@ def shared_prefix(seqs: list[list[int]]) -> int:
     for s in seqs[1:]:
         n = next((i for i in range(n) if s[i] != first[i]), n)  # the first place it differs, if sooner
     return n if n >= MIN_SHARED else 0
-
-
-def _mirror(acc: Any) -> None:
-    """Copy what _gram_add summed above the diagonal blocks into the blocks below (in place)."""
-    if acc.shape[0] < SYM_WIDTH:
-        return
-    for i, j in _panels(acc.shape[0]):
-        acc[j:, i:j] = acc[i:j, j:].T
 
 
 @functools.lru_cache(maxsize=4)
