@@ -357,7 +357,7 @@ def refiner(
     f16: Path,
     grams: Any = None,
     log: Callable[[str], Any] = print,
-    budget: int = GRAM_BUDGET,
+    budget: int | None = None,
 ) -> Callable[[Path], RefineResult]:
     """What `medkit export` runs on each freshly quantized file (before it is renamed into place).
     ``grams``: the Gram matrices the imatrix pass already summed (they fit GRAM_BUDGET), or the store the
@@ -366,7 +366,7 @@ def refiner(
     from medkit.convert.imatrix import collect
 
     if hasattr(grams, "parts"):  # a gram_store.GramStore: its matrices read back a few blocks at a time
-        return _from_store(f16, grams, budget)
+        return _from_store(f16, grams, budget or grams.budget or GRAM_BUDGET)
     shapes = refinable_shapes(f16)
     cut = [list(shapes)] if grams is not None else parts(shapes)
     if len(cut) > 1:

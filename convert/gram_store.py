@@ -36,6 +36,7 @@ class GramStore:
         self.files: dict[str, str] = {}  # GGUF weight -> file of its input's Gram matrix
         self.sizes: dict[str, int] = {}  # file -> bytes
         self.widths: dict[str, int] = {}  # GGUF weight -> its Gram matrix's width
+        self.budget: int | None = None  # bytes of Gram matrices GPTQ reads back at once (the memory plan's)
 
     def put(self, grams: dict[str, Any]) -> None:
         """Write each distinct matrix of {weight: Gram matrix} once (weights sharing one share its file)."""

@@ -327,14 +327,67 @@ def _imatrix(
             raise
         log(f"note: quantizing without an importance matrix ({exc.message})")  # the data moved since training
         return None, None
-    with progress_bar() as bar:
-        im = collect(source.hf_dir, seqs, datasets=[what], progress=bar, grams=gptq)
+    im = _calibrate(source, seqs, what, gptq, log)
     im.seqs = seqs
     sha = recorded_merge_hash(source.hf_dir)
     im.metadata = {**({ADAPTER_KEY: sha} if sha else {}), "medkit.imatrix.tokens": str(im.tokens)}
     write_imatrix(im, path)
     log(f"wrote {path} ({what}, {im.tokens} tokens, {len(im.sums)} tensors) in {im.seconds:.1f}s")
     return im, path
+
+
+LAYERWISE = True  # a family medkit.convert.layerwise runs is calibrated a decoder layer at a time
+
+
+def _calibrate(
+    source: Any, seqs: list[list[int]], what: str, gptq: bool, log: Callable[[str], Any]
+) -> IMatrix:
+    """The calibration pass of an export: a decoder layer at a time where the family allows (its memory
+    planned first: one line when it cannot fit; the Gram matrices written to a hidden folder of the export
+    that GPTQ reads back and export removes), else the whole model at once."""
+    import tempfile
+
+    from medkit.convert import layerwise, memplan
+    from medkit.convert.gguf_writer import read_config
+    from medkit.convert.gram_store import GramStore
+
+    config = read_config(Path(source.hf_dir))
+    if not (LAYERWISE and layerwise.supports(config)):
+        with progress_bar() as bar:
+            return collect(source.hf_dir, seqs, datasets=[what], progress=bar, grams=gptq)
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    width = 2 if forward_dtype(device) == torch.bfloat16 else 4
+    plan = memplan.plan_calibration(config, sum(map(len, seqs)) * 5 // 4, width)
+    free, why = memplan.available() if device == "cpu" else (_device_free(device), "free GPU memory")
+    blocks = plan.fit(free, why)
+    store = None
+    if gptq:
+        Path(source.out_dir).mkdir(parents=True, exist_ok=True)
+        # named as medkit's other partial outputs, so a killed export's folder is removed by the next one
+        tmp = tempfile.mkdtemp(prefix=f".{source.name}-grams.gguf.", suffix=".partial", dir=source.out_dir)
+        store = GramStore(Path(tmp))
+    try:
+        with progress_bar() as bar:
+            im = layerwise.collect_layerwise(
+                source.hf_dir, seqs, datasets=[what], progress=bar, grams=gptq, store=store, device=device
+            )
+    except BaseException:
+        if store is not None:
+            store.remove()
+        raise
+    if store is not None:
+        store.budget = blocks * max(store.block_bytes().values())
+    log(f"calibrated a decoder layer at a time: planned peak ~{plan.need(blocks) / 2**30:.1f} GiB "
+        f"({free / 2**30:.1f} GiB free, {why}); GPTQ {blocks} block(s) at a time")  # fmt: skip
+    return im
+
+
+def _device_free(device: str) -> int:
+    import torch
+
+    return int(torch.cuda.mem_get_info(torch.device(device))[0])
 
 
 @contextmanager
