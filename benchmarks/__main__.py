@@ -1,4 +1,4 @@
-"""Run every benchmark part in turn: `python -m benchmarks [train] [export] [runtime]`; `profile` on request."""
+"""Run every benchmark part in turn: `python -m benchmarks [train] [export] [runtime]`; `profile` and `scale` on request."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import sys
 import time
 
 PARTS = ("train", "export", "runtime")  # the default run
-EXTRA = ("profile",)  # where a training step's time goes (benchmarks/profile_bench.py)
+EXTRA = ("profile", "scale")  # a training step's time (profile_bench.py); exports at real sizes (scale_bench.py)
 
 
 def main(argv: list[str]) -> int:
