@@ -78,3 +78,27 @@ def test_a_plan_that_fits_picks_blocks_one_that_does_not_says_need_and_free():
         plan.fit(1 * GiB, "the cgroup's memory limit")
     msg = err.value.message
     assert "needs ~" in msg and "1.0 GiB is free (the cgroup's memory limit)" in msg and "\n" not in msg
+
+
+def test_export_without_the_memory_stops_in_one_line_and_writes_nothing(
+    tiny_model_dir, tmp_path, monkeypatch
+):
+    """`medkit export --calib` of a layer-by-layer family plans first: with too little free (a cgroup's
+    limit, say) it exits nonzero with one line naming need and free, and leaves no file in the folder."""
+    pytest.importorskip("torch")
+    from click.testing import CliRunner
+
+    from medkit.cli import cli
+
+    model = tiny_model_dir("llama", hidden_size=256, intermediate_size=512)
+    calib = tmp_path / "calib.jsonl"
+    calib.write_text('{"text": "Fever and cough for three days."}\n{"text": "A rash after a new drug."}\n')
+    monkeypatch.setattr(memplan, "available", lambda: (64 * 2**20, "the cgroup's memory limit"))
+    monkeypatch.setattr(memplan, "_rss", lambda: GiB)
+    out = tmp_path / "out"
+    res = CliRunner().invoke(cli, ["export", str(model), "--gguf", "q4_k_m", "--calib", str(calib),
+                                   "--out", str(out), "--no-verify", "--no-modelfile"])  # fmt: skip
+    assert res.exit_code != 0 and isinstance(res.exception, ConvertError), res.output
+    line = res.exception.one_line()
+    assert "needs ~" in line and "0.1 GiB is free (the cgroup's memory limit)" in line and "\n" not in line
+    assert (sorted(p.name for p in out.iterdir()) if out.exists() else []) == []  # no partial, no Gram store
