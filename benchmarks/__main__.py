@@ -7,7 +7,10 @@ import sys
 import time
 
 PARTS = ("train", "export", "runtime")  # the default run
-EXTRA = ("profile", "scale")  # a training step's time (profile_bench.py); exports at real sizes (scale_bench.py)
+EXTRA = (
+    "profile",
+    "scale",
+)  # a training step's time (profile_bench.py); exports at real sizes (scale_bench.py)
 
 
 def main(argv: list[str]) -> int:

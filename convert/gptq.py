@@ -366,7 +366,7 @@ def refiner(
     from medkit.convert.imatrix import collect
 
     if hasattr(grams, "parts"):  # a gram_store.GramStore: its matrices read back a few blocks at a time
-        return _from_store(f16, grams, budget or grams.budget or GRAM_BUDGET)
+        return grams.refiner(f16, budget or grams.budget or GRAM_BUDGET)
     shapes = refinable_shapes(f16)
     cut = [list(shapes)] if grams is not None else parts(shapes)
     if len(cut) > 1:
@@ -381,20 +381,6 @@ def refiner(
         for part in cut:
             got = grams if grams is not None else collect(hf_dir, seqs, grams=part).grams or {}
             res = refine(path, f16, got, part, factors if grams is not None else None)
-            total.tensors += res.tensors
-            total.seconds += res.seconds
-            for k, v in res.kinds.items():
-                total.kinds[k] = total.kinds.get(k, 0) + v
-        return total
-
-    return run
-
-
-def _from_store(f16: Path, store: Any, budget: int) -> Callable[[Path], RefineResult]:
-    def run(path: Path) -> RefineResult:
-        total = RefineResult(0, 0.0, {})
-        for part in store.parts(budget, set(refinable_shapes(f16))):
-            res = refine(path, f16, store.load(part), part, {}, keep_weights=False)
             total.tensors += res.tensors
             total.seconds += res.seconds
             for k, v in res.kinds.items():

@@ -109,3 +109,20 @@ class GramStore:
 
     def remove(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
+
+    def refiner(self, f16: Path, budget: int) -> Any:
+        """medkit.convert.gptq.refiner's function for a store: each quantized file's codes rounded a run of
+        whole blocks at a time (``budget`` bytes of their Gram matrices read back, then freed)."""
+        from medkit.convert.gptq import RefineResult, refinable_shapes, refine
+
+        def run(path: Path) -> RefineResult:
+            total = RefineResult(0, 0.0, {})
+            for part in self.parts(budget, set(refinable_shapes(f16))):
+                res = refine(path, f16, self.load(part), part, {}, keep_weights=False)
+                total.tensors += res.tensors
+                total.seconds += res.seconds
+                for k, v in res.kinds.items():
+                    total.kinds[k] = total.kinds.get(k, 0) + v
+            return total
+
+        return run

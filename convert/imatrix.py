@@ -23,7 +23,6 @@ The file and the quantizer's side: medkit.convert.imatrix_file.
 from __future__ import annotations
 
 import copy
-import functools
 import inspect
 import math
 import time
@@ -34,28 +33,24 @@ from typing import Any
 
 import numpy as np
 
-from medkit.convert.act_stats import ActStats
+from medkit.convert.act_stats import (
+    FORWARD_TOKENS,
+    ActStats,
+    _batches,
+    _in_features,
+    _is_matmul,
+    forward_dtype,
+    gguf_names,
+    shared_prefix,
+)
 from medkit.convert.calib import DEFAULT_BUDGET, file_sequences, run_sequences
 from medkit.convert.imatrix_file import IMATRIX_FILE, IMatrix, read_imatrix, write_imatrix
 from medkit.errors import ConvertError
 
 # ---- collection ----------------------------------------------------------------------------------
 
-
-def gguf_names(family: Any, config: dict[str, Any], module_names: Iterable[str]) -> dict[str, str]:
-    """HF Linear/Conv1D module name -> GGUF weight name, for the modules whose weight the GGUF holds."""
-    from medkit.convert.arch.layout import plan_tensor, tensor_name_map
-
-    name_map = tensor_name_map(family, family.read_dims(config).n_layer)
-    out = {}
-    for mod in module_names:
-        try:
-            planned = plan_tensor(family, config, name_map, f"{mod}.weight", 2)
-        except ConvertError:
-            continue  # a layer the GGUF does not hold (a classifier head, ...)
-        if planned is not None:
-            out[mod] = planned[0]
-    return out
+# the whole-model pass runs the tokens every row starts with once (act_stats.shared_prefix); False: every row whole
+SHARE_PREFIX = True
 
 
 def collect(
@@ -162,60 +157,6 @@ def collect(
     )  # fmt: skip
 
 
-FORWARD_TOKENS = 1024  # padded tokens a calibration batch holds (sequences of like length batched)
-
-
-def _batches(seqs: list[list[int]], budget: int) -> list[list[list[int]]]:
-    """``seqs`` sorted by length and cut into batches of at most ``budget`` padded tokens (one sequence
-    alone when it is longer): one matmul of ~1000 rows instead of ten of ~100 (2.5x on CPU)."""
-    out: list[list[list[int]]] = []
-    for ids in sorted(seqs, key=len):
-        if out and len(ids) * (len(out[-1]) + 1) <= budget:
-            out[-1].append(ids)
-        else:
-            out.append([ids])
-    return out
-
-
-# the common prefix of the calibration sequences is run once when it is this long (SmolLM2's Q&A demo: 28
-# tokens of every row's ~84, the system prompt and the template's header: a third of the pass)
-MIN_SHARED = 8
-SHARE_PREFIX = True
-
-
-def shared_prefix(seqs: list[list[int]]) -> int:
-    """The number of tokens every sequence of ``seqs`` starts with (each keeping one of its own at least),
-    when there are two sequences or more and it is MIN_SHARED or longer; else 0."""
-    if len(seqs) < 2:
-        return 0
-    first, n = seqs[0], min(len(s) for s in seqs) - 1
-    for s in seqs[1:]:
-        n = next((i for i in range(n) if s[i] != first[i]), n)  # the first place it differs, if sooner
-    return n if n >= MIN_SHARED else 0
-
-
-@functools.lru_cache(maxsize=4)
-def forward_dtype(device: str) -> Any:
-    """The dtype the calibration forward runs in: bfloat16 where ``device`` multiplies in it much faster
-    than in float32 (a CUDA GPU with bf16; a CPU with AMX or AVX512-BF16, measured once: 5x on a Xeon with
-    AMX, slower than float32 where it is emulated), else float32. Importance and Gram sums stay float32+."""
-    import torch
-
-    if str(device).startswith("cuda"):
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
-    if str(device) != "cpu":
-        return torch.float32
-    secs = {}
-    for dt in (torch.float32, torch.bfloat16):
-        a, b = torch.ones(256, 1024, dtype=dt), torch.ones(1024, 1024, dtype=dt)
-        a @ b  # warm-up (oneDNN picks its kernel)
-        t0 = time.perf_counter()
-        for _ in range(4):
-            a @ b
-        secs[dt] = time.perf_counter() - t0
-    return torch.bfloat16 if secs[torch.bfloat16] * 2 < secs[torch.float32] else torch.float32
-
-
 def _gram_names(grams: bool | Iterable[str], rows: dict[str, int]) -> set[str]:
     """The GGUF weights whose Gram matrices collect() sums: the named ones, or all when they fit."""
     from medkit.convert import gptq
@@ -226,16 +167,6 @@ def _gram_names(grams: bool | Iterable[str], rows: dict[str, int]) -> set[str]:
         rows = {g: n for g, n in rows.items() if g not in gptq.SKIP}
         return set(rows) if gptq.gram_bytes(rows) <= gptq.GRAM_BUDGET else set()
     return set(grams) & set(rows)
-
-
-def _is_matmul(module: Any) -> bool:
-    import torch
-
-    return isinstance(module, torch.nn.Linear) or type(module).__name__ == "Conv1D"
-
-
-def _in_features(module: Any) -> int:
-    return int(module.in_features if hasattr(module, "in_features") else module.weight.shape[0])
 
 
 # ---- what `medkit export` asks -------------------------------------------------------------------
@@ -297,6 +228,9 @@ def for_export(
     return im
 
 
+LAYERWISE = True  # a family medkit.convert.layerwise runs is calibrated a decoder layer at a time
+
+
 def _imatrix(
     source: Any,
     mode: str,
@@ -327,67 +261,20 @@ def _imatrix(
             raise
         log(f"note: quantizing without an importance matrix ({exc.message})")  # the data moved since training
         return None, None
-    im = _calibrate(source, seqs, what, gptq, log)
+    from medkit.convert import layerwise
+    from medkit.convert.gguf_writer import read_config
+
+    if LAYERWISE and layerwise.supports(read_config(Path(source.hf_dir))):
+        im = layerwise.calibrate(source, seqs, what, gptq, log, progress_bar)
+    else:
+        with progress_bar() as bar:
+            im = collect(source.hf_dir, seqs, datasets=[what], progress=bar, grams=gptq)
     im.seqs = seqs
     sha = recorded_merge_hash(source.hf_dir)
     im.metadata = {**({ADAPTER_KEY: sha} if sha else {}), "medkit.imatrix.tokens": str(im.tokens)}
     write_imatrix(im, path)
     log(f"wrote {path} ({what}, {im.tokens} tokens, {len(im.sums)} tensors) in {im.seconds:.1f}s")
     return im, path
-
-
-LAYERWISE = True  # a family medkit.convert.layerwise runs is calibrated a decoder layer at a time
-
-
-def _calibrate(
-    source: Any, seqs: list[list[int]], what: str, gptq: bool, log: Callable[[str], Any]
-) -> IMatrix:
-    """The calibration pass of an export: a decoder layer at a time where the family allows (its memory
-    planned first: one line when it cannot fit; the Gram matrices written to a hidden folder of the export
-    that GPTQ reads back and export removes), else the whole model at once."""
-    import tempfile
-
-    from medkit.convert import layerwise, memplan
-    from medkit.convert.gguf_writer import read_config
-    from medkit.convert.gram_store import GramStore
-
-    config = read_config(Path(source.hf_dir))
-    if not (LAYERWISE and layerwise.supports(config)):
-        with progress_bar() as bar:
-            return collect(source.hf_dir, seqs, datasets=[what], progress=bar, grams=gptq)
-    import torch
-
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    width = 2 if forward_dtype(device) == torch.bfloat16 else 4
-    plan = memplan.plan_calibration(config, sum(map(len, seqs)) * 5 // 4, width)
-    free, why = memplan.available() if device == "cpu" else (_device_free(device), "free GPU memory")
-    blocks = plan.fit(free, why)
-    store = None
-    if gptq:
-        Path(source.out_dir).mkdir(parents=True, exist_ok=True)
-        # named as medkit's other partial outputs, so a killed export's folder is removed by the next one
-        tmp = tempfile.mkdtemp(prefix=f".{source.name}-grams.gguf.", suffix=".partial", dir=source.out_dir)
-        store = GramStore(Path(tmp))
-    try:
-        with progress_bar() as bar:
-            im = layerwise.collect_layerwise(
-                source.hf_dir, seqs, datasets=[what], progress=bar, grams=gptq, store=store, device=device
-            )
-    except BaseException:
-        if store is not None:
-            store.remove()
-        raise
-    if store is not None:
-        store.budget = blocks * max(store.block_bytes().values())
-    log(f"calibrated a decoder layer at a time: planned peak ~{plan.need(blocks) / 2**30:.1f} GiB "
-        f"({free / 2**30:.1f} GiB free, {why}); GPTQ {blocks} block(s) at a time")  # fmt: skip
-    return im
-
-
-def _device_free(device: str) -> int:
-    import torch
-
-    return int(torch.cuda.mem_get_info(torch.device(device))[0])
 
 
 @contextmanager

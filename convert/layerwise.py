@@ -24,7 +24,16 @@ from typing import Any
 
 import numpy as np
 
-from medkit.convert.act_stats import ActStats
+from medkit.convert.act_stats import (
+    FORWARD_TOKENS,
+    ActStats,
+    _batches,
+    _in_features,
+    _is_matmul,
+    forward_dtype,
+    gguf_names,
+    shared_prefix,
+)
 from medkit.convert.imatrix_file import IMatrix
 from medkit.errors import ConvertError
 
@@ -91,16 +100,6 @@ def collect_layerwise(
 
     from medkit.convert import arch
     from medkit.convert.gguf_writer import WeightReader, read_config
-    from medkit.convert.imatrix import (
-        FORWARD_TOKENS,
-        SHARE_PREFIX,
-        _batches,
-        _in_features,
-        _is_matmul,
-        forward_dtype,
-        gguf_names,
-        shared_prefix,
-    )
 
     if not seqs:
         raise ConvertError("the calibration set is empty")
@@ -122,13 +121,11 @@ def collect_layerwise(
     layers = {n: m for n, m in model.named_modules() if _is_matmul(m)}
     names = gguf_names(family, config, layers)
     widths = {g: _in_features(layers[m]) for m, g in names.items()}
-    from medkit.convert.imatrix import _gram_names
-
-    want = _gram_names(grams if store is None else set(widths), widths) if grams else set()
+    want = set(widths) if grams else set()  # every weight's (an export's GPTQ rounds them from the store)
     head = model.get_output_embeddings()
     head_name = next((names[m] for m, mod in layers.items() if mod is head and m in names), None)
 
-    n_shared = shared_prefix(seqs) if SHARE_PREFIX else 0
+    n_shared = shared_prefix(seqs)
     batches = _batches([s[n_shared:] for s in seqs], FORWARD_TOKENS)
     embed = f"{prefix}.embed_tokens.weight"
 
@@ -240,3 +237,52 @@ def collect_layerwise(
         chunk_size=math.ceil(tokens / len(seqs)), arch=family.gguf_arch or "", tokens=tokens,
         seconds=time.perf_counter() - t0, grams=store if store is not None else (held if want else None),
     )  # fmt: skip
+
+
+def calibrate(
+    source: Any, seqs: list[list[int]], what: str, gptq: bool, log: Callable[[str], Any], progress_bar: Any
+) -> IMatrix:
+    """An export's calibration pass (medkit.convert.imatrix._imatrix), a decoder layer at a time: its memory
+    planned first (one line when it cannot fit), the Gram matrices written to a hidden folder of the export
+    (``im.grams``, the store) that GPTQ reads back and export removes. ``progress_bar``: imatrix's."""
+    import tempfile
+
+    import torch
+
+    from medkit.convert import memplan
+    from medkit.convert.gguf_writer import read_config
+    from medkit.convert.gram_store import GramStore
+
+    config = read_config(Path(source.hf_dir))
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    width = 2 if forward_dtype(device) == torch.bfloat16 else 4
+    plan = memplan.plan_calibration(config, sum(map(len, seqs)) * 5 // 4, width)
+    free, why = memplan.available() if device == "cpu" else (_device_free(device), "free GPU memory")
+    blocks = plan.fit(free, why)
+    store = None
+    if gptq:
+        Path(source.out_dir).mkdir(parents=True, exist_ok=True)
+        # named as medkit's other partial outputs, so a killed export's folder is removed by the next one
+        tmp = tempfile.mkdtemp(prefix=f".{source.name}-grams.gguf.", suffix=".partial", dir=source.out_dir)
+        store = GramStore(Path(tmp))
+    try:
+        with progress_bar() as bar:
+            im = collect_layerwise(
+                source.hf_dir, seqs, datasets=[what], progress=bar, grams=gptq, store=store, device=device
+            )
+    except BaseException:
+        if store is not None:
+            store.remove()
+        raise
+    if store is not None:
+        store.budget = blocks * max(store.block_bytes().values())
+    log(f"calibrated a decoder layer at a time: planned peak ~{plan.need(blocks) / 2**30:.1f} GiB "
+        f"({free / 2**30:.1f} GiB free, {why}); GPTQ {blocks} block(s) at a time")  # fmt: skip
+    return im
+
+
+def _device_free(device: str) -> int:
+    import torch
+
+    return int(torch.cuda.mem_get_info(torch.device(device))[0])
