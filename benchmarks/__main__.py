@@ -1,5 +1,5 @@
-"""Run every benchmark part in turn: `python -m benchmarks [train] [export] [runtime]`; `profile` and
-`constrain` on request."""
+"""Run every benchmark part in turn: `python -m benchmarks [train] [export] [runtime]`; `profile`,
+`constrain` and `scale` on request."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ PARTS = ("train", "export", "runtime")  # the default run
 EXTRA = (
     "profile",
     "constrain",
-)  # a training step's time (profile_bench.py); ICD-10 decoding (constrain_bench.py)
+    "scale",
+)  # a training step's time (profile_bench.py); ICD-10 decoding (constrain_bench.py); exports at real sizes
+# (scale_bench.py)
 
 
 def main(argv: list[str]) -> int:

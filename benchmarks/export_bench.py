@@ -93,6 +93,7 @@ def quant_quality(hf: Path, out: Path, threads: int = 1) -> list[dict[str, Any]]
     from transformers import AutoTokenizer
 
     from medkit.convert import imatrix as imx
+    from medkit.convert.calib import sample
     from medkit.convert.gguf_writer import write_gguf
     from medkit.convert.gptq import refiner
     from medkit.convert.quant_mix import KLMeter, measure, quantize_auto
@@ -106,7 +107,7 @@ def quant_quality(hf: Path, out: Path, threads: int = 1) -> list[dict[str, Any]]
     held_out = [tok.decode(e.input_ids) for s in ("val", "test") for e in prep.split(s)[:4]]
     f16 = write_gguf(hf, out / "f16.gguf", "f16").path
     t = time.perf_counter()
-    seqs = imx.sample([e.input_ids for e in prep.train], seed=recipe.train.seed)
+    seqs = sample([e.input_ids for e in prep.train], seed=recipe.train.seed)
     im = imx.collect(hf, seqs, device="cpu", grams=True)
     print(f"imatrix + Gram matrices: {im.tokens} train-split tokens in {time.perf_counter() - t:.1f}s")
     post = refiner(hf, seqs, f16, grams=im.grams)

@@ -221,6 +221,8 @@ def _export(
         finally:
             if own is None:
                 inter.unlink(missing_ok=True)
+            if hasattr(getattr(imatrix, "grams", None), "remove"):  # the layer loop's Gram store on disk
+                imatrix.grams.remove()
     return outputs, timings
 
 

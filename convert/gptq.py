@@ -254,11 +254,12 @@ def refine(
     grams: dict[str, Any],
     names: Iterable[str] | None = None,
     factors: dict[Any, Any] | None = None,
+    keep_weights: bool = True,
 ) -> RefineResult:
     """Rewrite, in place, the codes of ``path``'s weights (those in ``grams``, or ``names``) by GPTQ
     against the float weights of ``f16`` (the GGUF ``path`` was quantized from: same names and layout).
     Nothing is written unless every weight fits. ``factors`` keeps each Gram matrix's factor for the next
-    file (the types of one export share them)."""
+    file (the types of one export share them), and the weights too unless not ``keep_weights``."""
     import gguf
     import torch
 
@@ -333,7 +334,7 @@ def refine(
                 else:
                     ordered = ordered_weights([p[:4] for p in probs])
                     held = cache.get("weight-bytes", 0) + ordered.numel() * 4
-                    if held <= WEIGHT_CACHE:  # the next file of the export starts from these
+                    if keep_weights and held <= WEIGHT_CACHE:  # the next file of the export starts from these
                         cache[wkey], cache["weight-bytes"] = ordered.clone(), held
                 codes = round_batch([p[:4] for p in probs], cache[key], ordered)
                 for members, p, c in zip(run, probs, codes, strict=True):
@@ -354,14 +355,18 @@ def refiner(
     hf_dir: Path,
     seqs: list[list[int]],
     f16: Path,
-    grams: dict[str, Any] | None = None,
+    grams: Any = None,
     log: Callable[[str], Any] = print,
+    budget: int | None = None,
 ) -> Callable[[Path], RefineResult]:
     """What `medkit export` runs on each freshly quantized file (before it is renamed into place).
-    ``grams``: the Gram matrices the imatrix pass already summed (they fit GRAM_BUDGET); without them,
-    one calibration pass over ``seqs`` per part of the model that fits, for every file."""
+    ``grams``: the Gram matrices the imatrix pass already summed (they fit GRAM_BUDGET), or the store the
+    layer-by-layer pass wrote them to (read back whole blocks at a time, ``budget`` bytes of them); without
+    them, one calibration pass over ``seqs`` per part of the model that fits, for every file."""
     from medkit.convert.imatrix import collect
 
+    if hasattr(grams, "parts"):  # a gram_store.GramStore: its matrices read back a few blocks at a time
+        return grams.refiner(f16, budget or grams.budget or GRAM_BUDGET)
     shapes = refinable_shapes(f16)
     cut = [list(shapes)] if grams is not None else parts(shapes)
     if len(cut) > 1:

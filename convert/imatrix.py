@@ -23,7 +23,6 @@ The file and the quantizer's side: medkit.convert.imatrix_file.
 from __future__ import annotations
 
 import copy
-import functools
 import inspect
 import math
 import time
@@ -34,6 +33,16 @@ from typing import Any
 
 import numpy as np
 
+from medkit.convert.act_stats import (
+    FORWARD_TOKENS,
+    ActStats,
+    _batches,
+    _in_features,
+    _is_matmul,
+    forward_dtype,
+    gguf_names,
+    shared_prefix,
+)
 from medkit.convert.calib import DEFAULT_BUDGET, file_sequences, run_sequences
 from medkit.convert.imatrix_file import (
     IMATRIX_FILE,
@@ -47,21 +56,8 @@ from medkit.errors import ConvertError
 
 # ---- collection ----------------------------------------------------------------------------------
 
-
-def gguf_names(family: Any, config: dict[str, Any], module_names: Iterable[str]) -> dict[str, str]:
-    """HF Linear/Conv1D module name -> GGUF weight name, for the modules whose weight the GGUF holds."""
-    from medkit.convert.arch.layout import plan_tensor, tensor_name_map
-
-    name_map = tensor_name_map(family, family.read_dims(config).n_layer)
-    out = {}
-    for mod in module_names:
-        try:
-            planned = plan_tensor(family, config, name_map, f"{mod}.weight", 2)
-        except ConvertError:
-            continue  # a layer the GGUF does not hold (a classifier head, ...)
-        if planned is not None:
-            out[mod] = planned[0]
-    return out
+# the whole-model pass runs the tokens every row starts with once (act_stats.shared_prefix); False: every row whole
+SHARE_PREFIX = True
 
 
 def collect(
@@ -94,58 +90,10 @@ def collect(
     model = AutoModelForCausalLM.from_pretrained(str(hf_dir), dtype=run_dtype).to(device).eval()
     layers = {n: m for n, m in model.named_modules() if _is_matmul(m)}
     names = gguf_names(family, config, layers)
-    sums = {
-        g: torch.zeros(_in_features(layers[m]), dtype=torch.float64, device=device) for m, g in names.items()
-    }
-    counts = dict.fromkeys(names.values(), 0.0)
-    want = _gram_names(grams, {g: _in_features(layers[m]) for m, g in names.items()})
-    acc: dict[str, Any] = {}  # Gram sums, one per distinct input
-    alias: dict[str, str] = {}  # weight -> the weight fed the same input (q/k/v, gate/up): its sums
-    seen: list[tuple[Any, str]] = []  # this batch's inputs so far (held, so no address is reused)
-
-    def hook(gname: str) -> Callable[..., None]:
-        def fn(module: Any, args: tuple[Any, ...], output: Any) -> None:
-            if gname in alias:
-                return
-            owner = next((g for t, g in seen if t is args[0]), None)
-            if owner is not None and (gname not in want or owner in want):  # the very tensor an earlier
-                alias[gname] = owner  # weight of this batch read, and it sums all this one needs: its sums
-                return
-            seen.append((args[0], gname))
-            raw = args[0].detach().reshape(-1, args[0].shape[-1])
-            raw = raw if keep[0] is None else raw.index_select(0, keep[0])  # real tokens, not padding
-            w = weight[0]  # how many sequences these rows stand for (the shared prefix: all of them)
-            counts[gname] += w * float(raw.shape[0])
-            if gname not in want:
-                x = raw.float()
-                sums[gname] += (x * x).sum(0).double() * w  # one batch's sum in float32, the total in float64
-                return
-            if gname not in acc:  # fp32: one fused multiply-add per input (GPTQ damps H by 1% anyway)
-                acc[gname] = torch.zeros((raw.shape[1], raw.shape[1]), dtype=torch.float32, device=device)
-            if w != 1.0:
-                _gram_add(acc[gname], raw.float(), alpha=w)
-                return
-            held = pending.setdefault(gname, [])
-            held.append(raw)  # in the forward's dtype until its Gram sum, whose diagonal is the importance
-            if sum(len(t) for t in held) >= GRAM_TOKENS:
-                flush(gname)
-
-        return fn
-
-    keep: list[Any] = [None]  # the current batch's non-padding row indices (None: no padding)
-    weight = [1.0]
-    pending: dict[str, list[Any]] = {}  # inputs not yet in their Gram sum: one addmm per GRAM_TOKENS rows
-
-    def flush(gname: str) -> None:
-        held = pending.pop(gname, [])
-        if held:  # converted straight into one float32 block: no concatenated copy in the forward's dtype
-            x = torch.empty((sum(len(t) for t in held), held[0].shape[1]), dtype=torch.float32, device=device)
-            at = 0
-            for t in held:
-                x[at : at + len(t)].copy_(t)
-                at += len(t)
-            _gram_add(acc[gname], x)
-
+    widths = {g: _in_features(layers[m]) for m, g in names.items()}
+    want = _gram_names(grams, widths)
+    stats = ActStats(widths, want, device)
+    hook = stats.hook
     handles = [layers[m].register_forward_hook(hook(g)) for m, g in names.items()]
     # bfloat16 activations are exact in bfloat16: oneDNN may multiply them so, accumulating in float32 (3x)
     exact_bf16 = run_dtype == torch.bfloat16 and device == "cpu" and want
@@ -167,13 +115,13 @@ def collect(
         with torch.inference_mode():
             prefix_cache = None
             if n_shared:
-                weight[0] = float(len(seqs))
+                stats.weight = float(len(seqs))
                 out = body(torch.tensor([seqs[0][:n_shared]], device=device), use_cache=True)
                 if head_hook is not None:
                     head_hook(head, (out.last_hidden_state,), None)
-                seen.clear()
+                stats.end_batch()
                 prefix_cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
-                weight[0] = 1.0
+                stats.weight = 1.0
                 if prefix_cache is None:  # its sums are in: the rows cannot run whole now
                     raise ConvertError("the model returned no key/value cache for the calibration prefix")
             for batch in _batches([s[n_shared:] for s in seqs], FORWARD_TOKENS):
@@ -183,7 +131,7 @@ def collect(
                 for i, row in enumerate(batch):  # padded on the right: a causal model's real tokens unchanged
                     ids[i, : len(row)], mask[i, : len(row)] = torch.tensor(row), 1
                 real = mask.reshape(-1).nonzero().squeeze(1)
-                keep[0] = real.to(device) if len(real) < mask.numel() else None
+                stats.keep = real.to(device) if len(real) < mask.numel() else None
                 kw: dict[str, Any] = {}
                 if prefix_cache is not None and cache_arg is not None:
                     cache = copy.deepcopy(prefix_cache)
@@ -193,120 +141,27 @@ def collect(
                 hidden = body(ids.to(device), attention_mask=mask.to(device), **kw).last_hidden_state
                 if head_hook is not None:
                     head_hook(head, (hidden,), None)
-                seen.clear()
+                stats.end_batch()
                 for row in batch:
                     step(n_shared + len(row))
-            for gname in list(pending):
-                flush(gname)
-            for h in acc.values():
-                _mirror(h)
+            sums, counts, acc = stats.finish()
     finally:
         for h in handles:
             h.remove()
         if exact_bf16 and was is not None:
             mkl.fp32_precision = was  # type: ignore[union-attr]
-    for g, h in acc.items():
-        sums[g] = torch.diagonal(h).double()
-    for g, owner in alias.items():
-        sums[g], counts[g] = sums[owner].clone(), counts[owner]
     out = {g: s.cpu().numpy() for g, s in sums.items()}
     bad = next((g for g, s in out.items() if not np.isfinite(s).all()), None)
     if bad:
         raise ConvertError(f"the importance of {bad} is not finite (the model overflows on calibration text)")
     tokens = sum(len(s) for s in seqs)
-    shared = {g: acc[alias.get(g, g)].cpu() for g in want if alias.get(g, g) in acc} if want else None
+    on_cpu = {id(h): h.cpu() for h in acc.values()}  # weights fed one input keep sharing one matrix
+    shared = {g: on_cpu[id(h)] for g, h in acc.items()} if want else None
     return IMatrix(
         out, counts, list(datasets or ["medkit calibration"]), chunk_count=len(seqs),
         chunk_size=math.ceil(tokens / len(seqs)), arch=family.gguf_arch or "", tokens=tokens,
         seconds=time.perf_counter() - t0, grams=shared,
     )  # fmt: skip
-
-
-FORWARD_TOKENS = 1024  # padded tokens a calibration batch holds (sequences of like length batched)
-
-
-def _batches(seqs: list[list[int]], budget: int) -> list[list[list[int]]]:
-    """``seqs`` sorted by length and cut into batches of at most ``budget`` padded tokens (one sequence
-    alone when it is longer): one matmul of ~1000 rows instead of ten of ~100 (2.5x on CPU)."""
-    out: list[list[list[int]]] = []
-    for ids in sorted(seqs, key=len):
-        if out and len(ids) * (len(out[-1]) + 1) <= budget:
-            out[-1].append(ids)
-        else:
-            out.append([ids])
-    return out
-
-
-# rows of activations summed into a Gram matrix at once: one sequence's ~100 tokens per addmm spends its
-# time reading and writing the n x n sum (SmolLM2 demo 8.7 s); 2048 at once, 0.7 s
-GRAM_TOKENS = 2048
-
-
-# inputs this wide or wider sum their Gram matrix in PANELS row panels, each from the diagonal on (2/3 of
-# the products; SmolLM2's 1536-wide ffn_down input: 15 ms instead of 24 ms per 2048 rows), mirrored once
-SYM_WIDTH, PANELS = 1024, 3
-
-
-def _panels(n: int) -> list[tuple[int, int]]:
-    """The [i, j) column ranges of a wide input's PANELS diagonal blocks."""
-    width = -(-n // PANELS)
-    return [(i, min(n, i + width)) for i in range(0, n, width)]
-
-
-def _gram_add(acc: Any, x: Any, alpha: float = 1.0) -> None:
-    """acc += alpha x^T x: on and above the diagonal blocks only for a wide x (_mirror fills the rest)."""
-    if x.shape[1] < SYM_WIDTH:
-        acc.addmm_(x.T, x, alpha=alpha)
-        return
-    for i, j in _panels(x.shape[1]):
-        acc[i:j, i:].addmm_(x[:, i:j].T, x[:, i:], alpha=alpha)
-
-
-# the common prefix of the calibration sequences is run once when it is this long (SmolLM2's Q&A demo: 28
-# tokens of every row's ~84, the system prompt and the template's header: a third of the pass)
-MIN_SHARED = 8
-SHARE_PREFIX = True
-
-
-def shared_prefix(seqs: list[list[int]]) -> int:
-    """The number of tokens every sequence of ``seqs`` starts with (each keeping one of its own at least),
-    when there are two sequences or more and it is MIN_SHARED or longer; else 0."""
-    if len(seqs) < 2:
-        return 0
-    first, n = seqs[0], min(len(s) for s in seqs) - 1
-    for s in seqs[1:]:
-        n = next((i for i in range(n) if s[i] != first[i]), n)  # the first place it differs, if sooner
-    return n if n >= MIN_SHARED else 0
-
-
-def _mirror(acc: Any) -> None:
-    """Copy what _gram_add summed above the diagonal blocks into the blocks below (in place)."""
-    if acc.shape[0] < SYM_WIDTH:
-        return
-    for i, j in _panels(acc.shape[0]):
-        acc[j:, i:j] = acc[i:j, j:].T
-
-
-@functools.lru_cache(maxsize=4)
-def forward_dtype(device: str) -> Any:
-    """The dtype the calibration forward runs in: bfloat16 where ``device`` multiplies in it much faster
-    than in float32 (a CUDA GPU with bf16; a CPU with AMX or AVX512-BF16, measured once: 5x on a Xeon with
-    AMX, slower than float32 where it is emulated), else float32. Importance and Gram sums stay float32+."""
-    import torch
-
-    if str(device).startswith("cuda"):
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
-    if str(device) != "cpu":
-        return torch.float32
-    secs = {}
-    for dt in (torch.float32, torch.bfloat16):
-        a, b = torch.ones(256, 1024, dtype=dt), torch.ones(1024, 1024, dtype=dt)
-        a @ b  # warm-up (oneDNN picks its kernel)
-        t0 = time.perf_counter()
-        for _ in range(4):
-            a @ b
-        secs[dt] = time.perf_counter() - t0
-    return torch.bfloat16 if secs[torch.bfloat16] * 2 < secs[torch.float32] else torch.float32
 
 
 def _gram_names(grams: bool | Iterable[str], rows: dict[str, int]) -> set[str]:
@@ -319,16 +174,6 @@ def _gram_names(grams: bool | Iterable[str], rows: dict[str, int]) -> set[str]:
         rows = {g: n for g, n in rows.items() if g not in gptq.SKIP}
         return set(rows) if gptq.gram_bytes(rows) <= gptq.GRAM_BUDGET else set()
     return set(grams) & set(rows)
-
-
-def _is_matmul(module: Any) -> bool:
-    import torch
-
-    return isinstance(module, torch.nn.Linear) or type(module).__name__ == "Conv1D"
-
-
-def _in_features(module: Any) -> int:
-    return int(module.in_features if hasattr(module, "in_features") else module.weight.shape[0])
 
 
 # ---- what `medkit export` asks -------------------------------------------------------------------
@@ -390,6 +235,9 @@ def for_export(
     return im
 
 
+LAYERWISE = True  # a family medkit.convert.layerwise runs is calibrated a decoder layer at a time
+
+
 def _imatrix(
     source: Any,
     mode: str,
@@ -420,8 +268,14 @@ def _imatrix(
             raise
         log(f"note: quantizing without an importance matrix ({exc.message})")  # the data moved since training
         return None, None
-    with progress_bar() as bar:
-        im = collect(source.hf_dir, seqs, datasets=[what], progress=bar, grams=gptq)
+    from medkit.convert import layerwise
+    from medkit.convert.gguf_writer import read_config
+
+    if LAYERWISE and layerwise.supports(read_config(Path(source.hf_dir))):
+        im = layerwise.calibrate(source, seqs, what, gptq, log, progress_bar)
+    else:
+        with progress_bar() as bar:
+            im = collect(source.hf_dir, seqs, datasets=[what], progress=bar, grams=gptq)
     im.seqs = seqs
     sha = recorded_merge_hash(source.hf_dir)
     im.metadata = {**({ADAPTER_KEY: sha} if sha else {}), "medkit.imatrix.tokens": str(im.tokens)}

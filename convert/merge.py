@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -236,17 +237,37 @@ def merge_adapter(
     sha = adapter_hash(adapter_dir)  # before loading: the merge is at most as new as this hash
     target = save_dtype(dtype, base_dir)
     t0 = time.perf_counter()
-    model = load_base(str(base_spec), dtype=target, from_4bit=from_4bit, quant=quant)
-    n_params = sum(p.numel() for p in model.parameters())
-    needed = n_params * _torch_dtype(target).itemsize + (64 << 20)
-    check_free_space(out.parent, needed, what=str(out))
-    merged = apply_adapter(model, adapter_dir).to(_torch_dtype(target))
+    from medkit.convert.merge_stream import merge_streaming, stream_reason
+
+    why = "--from-4bit" if from_4bit else stream_reason(base_dir, adapter_dir)
+    if why is None:  # tensor by tensor from the memory-mapped base: one tensor held, not the model
+        from medkit.convert.gguf_writer import WeightReader
+
+        n_params = sum(math.prod(e.shape) for e in WeightReader(base_dir).entries.values())
+        needed = n_params * _torch_dtype(target).itemsize + (64 << 20)
+        check_free_space(out.parent, needed, what=str(out))
+
+        def save(tmp: Path) -> None:
+            merge_streaming(base_dir, adapter_dir, tmp, target)
+
+    else:
+        model = load_base(str(base_spec), dtype=target, from_4bit=from_4bit, quant=quant)
+        n_params = sum(p.numel() for p in model.parameters())
+        needed = n_params * _torch_dtype(target).itemsize + (64 << 20)
+        check_free_space(out.parent, needed, what=str(out))
+        merged = apply_adapter(model, adapter_dir).to(_torch_dtype(target))
+
+        def save(tmp: Path) -> None:
+            merged.save_pretrained(str(tmp), safe_serialization=True)
+
+    how = "streamed tensor by tensor" if why is None else f"whole model: {why}"
     log(
-        f"merged {adapter_dir} into {base_spec} ({'NF4-dequantized' if from_4bit else 'full-precision'} base)"
+        f"merged {adapter_dir} into {base_spec} ({'NF4-dequantized' if from_4bit else 'full-precision'} base, "
+        f"{how})"
     )
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
     try:
-        merged.save_pretrained(str(tmp), safe_serialization=True)
+        save(tmp)
         used = copy_tokenizer(tmp, adapter_dir, base_dir if base_dir.is_dir() else None)
         if used is None:
             from medkit.models import load_tokenizer
@@ -255,7 +276,7 @@ def merge_adapter(
             copy_tokenizer(tmp, tmp)
         record = {
             "base": str(base_spec), "adapter": str(adapter_dir), "adapter_sha256": sha, "dtype": target, "from_4bit": from_4bit,
-            "quant": quant.__dict__ if (from_4bit and quant) else None, "seconds": round(time.perf_counter() - t0, 2),
+            "quant": quant.__dict__ if (from_4bit and quant) else None, "streamed": why is None, "seconds": round(time.perf_counter() - t0, 2),
         }  # fmt: skip
         (tmp / "medkit_merge.json").write_text(json.dumps(record, indent=2) + "\n")
         _replace_dir(tmp, out)

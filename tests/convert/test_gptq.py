@@ -104,20 +104,20 @@ def test_grams_are_each_inputs_x_t_x_shared_by_weights_fed_the_same_input(tiny):
 
 @pytest.mark.parametrize("n", [40, 41, 7])
 def test_a_wide_input_s_gram_from_panels_above_the_diagonal_is_all_of_x_t_x(monkeypatch, n):
-    """_gram_add sums only the panels on and above the diagonal blocks of a wide input (2/3 of the
-    products); _mirror fills the rest: the whole X^T X, every entry (widths that split evenly and not)."""
+    """gram_add sums only the panels on and above the diagonal blocks of a wide input (2/3 of the
+    products); mirror fills the rest: the whole X^T X, every entry (widths that split evenly and not)."""
     import torch
 
-    from medkit.convert import imatrix
+    from medkit.convert import act_stats
 
-    monkeypatch.setattr(imatrix, "SYM_WIDTH", 8)
+    monkeypatch.setattr(act_stats, "SYM_WIDTH", 8)
     x1, x2 = torch.randn(50, n), torch.randn(30, n)
     acc = torch.zeros(n, n)
-    imatrix._gram_add(acc, x1)
-    imatrix._gram_add(acc, x2)
+    act_stats.gram_add(acc, x1)
+    act_stats.gram_add(acc, x2)
     if n >= 8:
         assert float(acc[-1, 0]) == 0.0  # below the diagonal blocks: not summed until mirrored
-    imatrix._mirror(acc)
+    act_stats.mirror(acc)
     x = torch.cat([x1, x2])
     torch.testing.assert_close(acc, x.T @ x, rtol=1e-5, atol=1e-4)
 

@@ -160,7 +160,7 @@ def test_a_prefix_every_row_shares_runs_once_and_sums_as_many_times(tiny_model_d
 
 
 def test_the_shared_prefix_leaves_every_row_a_token_of_its_own():
-    from medkit.convert.imatrix import MIN_SHARED, shared_prefix
+    from medkit.convert.act_stats import MIN_SHARED, shared_prefix
 
     p = list(range(100, 100 + MIN_SHARED))
     assert shared_prefix([p + [1, 2], p + [1, 3]]) == MIN_SHARED + 1

@@ -187,3 +187,36 @@ def test_cli_errors_are_one_line(tmp_path, capsys, monkeypatch):
     assert exc.value.code != 0 and err.startswith("error:") and "model.base" in err and "Traceback" not in err
     assert not (run / "export").exists()
     shutil.rmtree(run)
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_a_plain_lora_merges_tensor_by_tensor_into_peft_s_weights(
+    tiny_model_dir, tmp_path, monkeypatch, arch
+):
+    """A plain LoRA adapter into a safetensors base streams (the model is never loaded: load_base would fail)
+    and every tensor equals PEFT's merge_and_unload (fan_in_fan_out for GPT-2's Conv1D, rsLoRA scaling);
+    DoRA takes PEFT's merge and says why."""
+    import torch
+    from safetensors.torch import load_file
+
+    from medkit.convert import merge
+    from medkit.convert.merge_stream import stream_reason
+
+    base = tiny_model_dir(arch)
+    adapter = make_adapter(base, tmp_path / "adapter", merged=tmp_path / "peft", use_rslora=True)
+    monkeypatch.setattr(
+        merge, "load_base", lambda *a, **k: pytest.fail("the streaming merge loaded the model")
+    )
+    said: list[str] = []
+    out = merge.merge_adapter(base, adapter, tmp_path / "merged", dtype="float32", log=said.append)
+    assert "streamed tensor by tensor" in said[0]
+    assert json.loads((out / "medkit_merge.json").read_text())["streamed"] is True
+    ours, peft = (
+        load_file(str(out / "model.safetensors")),
+        load_file(str(tmp_path / "peft" / "model.safetensors")),
+    )
+    assert set(peft) <= set(ours)
+    for name, w in peft.items():
+        torch.testing.assert_close(ours[name], w, rtol=1e-5, atol=1e-6, msg=name)
+    dora = make_adapter(base, tmp_path / "dora", use_dora=True)
+    assert stream_reason(base, dora) == "the adapter sets use_dora"

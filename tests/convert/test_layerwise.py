@@ -1,0 +1,111 @@
+"""The layer-by-layer calibration pass (medkit.convert.layerwise) and its Gram store: the same importance
+sums, Gram matrices and GPTQ codes as the whole-model pass, each layer seeing full-precision inputs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.factories import CORPUS
+
+pytest.importorskip("torch")
+pytest.importorskip("gguf")
+K_WIDE = {"hidden_size": 256, "intermediate_size": 512}
+
+
+def _seqs(model_dir: Path, prefix: str = "") -> list[list[int]]:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(model_dir))
+    return [list(tok(prefix + line)["input_ids"]) for line in CORPUS.splitlines() if line.strip()]
+
+
+SHARED = "You are a careful medical assistant. Answer briefly and plainly. Question: "
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+@pytest.mark.parametrize("prefix", ["", SHARED])
+def test_layer_by_layer_sums_and_grams_equal_the_whole_model_pass(tiny_model_dir, tmp_path, arch, prefix):
+    """Each layer sees the previous layer's full-precision outputs: every weight's importance sums, token
+    counts and Gram matrix equal the whole-model pass's to float tolerance (with a shared prefix, run once
+    per layer from its cached keys and values, and without), held in memory or written to the store."""
+    import torch
+
+    from medkit.convert.gram_store import GramStore
+    from medkit.convert.imatrix import collect
+    from medkit.convert.layerwise import collect_layerwise
+
+    model = tiny_model_dir(arch, **K_WIDE)
+    seqs = _seqs(model, prefix)
+    whole = collect(model, seqs, device="cpu", dtype="float32", grams=True)
+    layer = collect_layerwise(model, seqs, device="cpu", dtype="float32", grams=True)
+    store = GramStore(tmp_path / "grams")
+    stored = collect_layerwise(model, seqs, device="cpu", dtype="float32", grams=True, store=store)
+    assert set(layer.sums) == set(whole.sums) == set(stored.sums)
+    assert layer.tokens == whole.tokens
+    for name, s in whole.sums.items():
+        assert layer.counts[name] == whole.counts[name], name
+        np.testing.assert_allclose(layer.sums[name], s, rtol=2e-5, atol=1e-6, err_msg=name)
+        np.testing.assert_allclose(stored.sums[name], layer.sums[name], rtol=0, atol=0, err_msg=name)
+    assert set(layer.grams) == set(whole.grams) == set(store)
+    loaded = store.load(list(store))
+    for name, h in whole.grams.items():
+        torch.testing.assert_close(layer.grams[name], h, rtol=2e-5, atol=1e-4)
+        torch.testing.assert_close(loaded[name], layer.grams[name], rtol=0, atol=0)
+    # weights fed one input share one matrix, in memory and on disk
+    assert layer.grams["blk.0.attn_q.weight"] is layer.grams["blk.0.attn_k.weight"]
+    assert loaded["blk.0.attn_q.weight"] is loaded["blk.0.attn_v.weight"]
+    assert store.files["blk.0.ffn_gate.weight"] == store.files["blk.0.ffn_up.weight"]
+
+
+def test_gptq_codes_from_the_store_equal_those_from_the_whole_model_grams(tiny_model_dir, tmp_path):
+    """The q4_k_m file GPTQ rewrites block by block from the stored Gram matrices is byte for byte the one
+    it rewrites from the whole-model pass's matrices (all blocks at once), when the sums agree."""
+    from medkit.convert.gguf_writer import write_gguf
+    from medkit.convert.gptq import refiner
+    from medkit.convert.gram_store import GramStore
+    from medkit.convert.layerwise import collect_layerwise
+    from medkit.convert.quantize import quantize
+
+    model = tiny_model_dir("llama", **K_WIDE)
+    seqs = _seqs(model, SHARED)
+    f16 = write_gguf(model, tmp_path / "f16.gguf", "f16").path
+    whole = collect_layerwise(model, seqs, device="cpu", dtype="float32", grams=True)
+    store = GramStore(tmp_path / "grams")
+    layered = collect_layerwise(model, seqs, device="cpu", dtype="float32", grams=True, store=store)
+    a = quantize(f16, tmp_path / "a.gguf", "q4_k_m", threads=1, imatrix=whole,
+                 post=refiner(model, seqs, f16, grams=whole.grams)).path  # fmt: skip
+    b = quantize(f16, tmp_path / "b.gguf", "q4_k_m", threads=1, imatrix=layered,
+                 post=refiner(model, seqs, f16, grams=store, budget=1)).path  # fmt: skip
+    assert a.read_bytes() == b.read_bytes()
+    assert (
+        a.read_bytes()
+        != quantize(f16, tmp_path / "c.gguf", "q4_k_m", threads=1, imatrix=whole).path.read_bytes()
+    )
+
+
+def test_store_parts_are_whole_blocks_within_the_budget(tmp_path):
+    import torch
+
+    from medkit.convert.gram_store import GramStore
+
+    store = GramStore(tmp_path / "g")
+    for b in range(3):
+        h = torch.eye(8)
+        store.put(
+            {
+                f"blk.{b}.attn_q.weight": h,
+                f"blk.{b}.attn_k.weight": h,
+                f"blk.{b}.ffn_down.weight": torch.eye(16),
+            }
+        )
+    store.put({"output.weight": torch.eye(8)})
+    per_block = 8 * 8 * 4 + 16 * 16 * 4
+    assert store.block_bytes() == {0: per_block, 1: per_block, 2: per_block, -1: 256}
+    parts = store.parts(2 * per_block)
+    assert [sorted({n.split(".")[1] for n in p}) for p in parts] == [["0", "1"], ["2", "weight"]]
+    assert len(store.parts(1)) == 4  # a block over the budget goes alone
+    store.remove()
+    assert not (tmp_path / "g").exists()
