@@ -17,7 +17,8 @@ from medkit.eval.metrics import task_help
 
 DATA_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet", ".txt", ".arrow")
 TEMPLATES = ("auto", "chatml", "zephyr", "mistral", "llama3", "alpaca", "dialogpt")
-DATA_FORMATS = ("auto", "qa", "cot", "dialogue", "messages", "alpaca", "prompt_completion", "text")
+DATA_FORMATS = ("auto", "preference", "qa", "cot", "dialogue", "messages", "alpaca", "prompt_completion", "text")
+TRAIN_METHODS = ("sft", "dpo", "orpo")
 TASKS = ("auto", *EVAL_TASKS)  # medkit.eval.metrics holds the tasks and the metrics of each
 # Names users bring from other tools, for "did you mean".
 SYNONYMS = {
@@ -38,6 +39,8 @@ SYNONYMS = {
     "lr_scheduler": "scheduler",
     "lr_scheduler_type": "scheduler",
     "warmup": "warmup_ratio",
+    "loss_type": "method",
+    "orpo_alpha": "orpo_lambda",
     "path": "source",
     "dataset": "source",
     "model_name": "base",
@@ -199,6 +202,25 @@ class TrainSection:
         0, "Stop after this many evals without val-loss improvement (0: off)", lo=0
     )
     output_dir: str = opt("", "Run directory; empty: runs/<recipe name>")
+    method: str = opt(
+        "sft",
+        "sft = supervised answers; dpo / orpo = preference pairs (data rows with prompt or messages, chosen, "
+        "rejected; medkit.train.preference)",
+        choices=TRAIN_METHODS,
+    )
+    beta: float = opt(
+        0.1,
+        "dpo: how strongly the policy is held to the reference (the starting adapter, or the base)",
+        lo=0.0,
+    )
+    orpo_lambda: float = opt(
+        0.1, "orpo: weight of the odds-ratio term beside the chosen answers' NLL", lo=0.0
+    )
+    init_from: str = opt(
+        "",
+        "Start from an earlier run's adapter, e.g. 'runs/smollm2_icd10_demo' (same base model); it is also "
+        "DPO's frozen reference. Empty: a fresh adapter (DPO's reference is then the base)",
+    )
 
 
 @dataclass

@@ -24,7 +24,7 @@ from medkit.validate import set_option
 if TYPE_CHECKING:  # the schema, for annotations only (no import cycle at run time)
     from medkit.recipe import Recipe
 
-TRAIN_OUTPUTS = ("checkpoints", "adapter", "metrics.jsonl", "loss.png", "run.json")
+TRAIN_OUTPUTS = ("checkpoints", "adapter", "metrics.jsonl", "loss.png", "run.json", "reference.json")
 
 
 @dataclass
@@ -166,13 +166,19 @@ def train(
     say = console.print if acc.is_main_process else (lambda *a, **k: None)
     for text in ([plan.note] if plan.note else []) + notes:
         say(f"[yellow]note:[/yellow] {text}")
+    init = lora.init_run(r)  # an init_from of another base stops here, before anything is loaded
     tok = models.load_tokenizer(r.model.base)
-    prepared = data_mod.prepare(r, tok)
+    if r.train.method == "sft":
+        prepared = data_mod.prepare(r, tok)
+    else:
+        from medkit.data.pairs import prepare_pairs
+
+        prepared = prepare_pairs(r, tok)
     set_seed(r.train.seed)
     if dry_run:
         return _dry_run(r, plan, prepared, run.path, say)
 
-    model = lora.build_model(r, plan, local_device=acc.local_process_index)
+    model = lora.build_model(r, plan, local_device=acc.local_process_index, init=init)
     trainable, total = lora.param_counts(model)
     if acc.is_main_process:
         if ckpt is None:
@@ -184,7 +190,7 @@ def train(
         atomic_write_text(run.recipe, r.to_toml())
     acc.wait_for_everyone()
     say(
-        f"training '{r.name}' on {plan.device} x{acc.num_processes}"
+        f"training '{r.name}' ({r.train.method}{', from ' + str(init) if init else ''}) on {plan.device} x{acc.num_processes}"
         f"{' (4-bit ' + r.quant.mode.upper() + ')' if plan.quantize else ''}: {len(prepared.train)} examples, "
         f"{trainable:,} trainable of {total:,} params -> {run.path}"
     )
@@ -246,6 +252,8 @@ def train(
 def _make_trainer(r, model, prepared, acc, plan, run_dir, tok, console, interrupt_at):
     from medkit.train.loop import Trainer
 
+    if r.train.method != "sft":
+        from medkit.train.preference import PreferenceTrainer as Trainer  # type: ignore[assignment]
     pad = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
     return Trainer(
         recipe=r, model=model, data=prepared, accelerator=acc, plan=plan, run_dir=run_dir,
@@ -332,7 +340,7 @@ def _dry_run(r: Any, plan: Any, prepared: Any, run_dir: Path, say: Any) -> Train
     model = get_peft_model(base, lora.lora_config(r, base))
     trainable, total = lora.param_counts(model)
     mem = lora.estimate_memory(r, plan, model)
-    lengths = [len(e.input_ids) for e in prepared.train]
+    lengths = [e.length if hasattr(e, "length") else len(e.input_ids) for e in prepared.train]  # pairs: both
     t = r.train
     if r.data.packing:
         batches = batching.packed(lengths, t.batch_size, r.data.max_seq_len, t.seed, 0)
