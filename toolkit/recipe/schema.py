@@ -17,7 +17,17 @@ from medkit.eval.metrics import task_help
 
 DATA_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet", ".txt", ".arrow")
 TEMPLATES = ("auto", "chatml", "zephyr", "mistral", "llama3", "alpaca", "dialogpt")
-DATA_FORMATS = ("auto", "preference", "qa", "cot", "dialogue", "messages", "alpaca", "prompt_completion", "text")
+DATA_FORMATS = (
+    "auto",
+    "preference",
+    "qa",
+    "cot",
+    "dialogue",
+    "messages",
+    "alpaca",
+    "prompt_completion",
+    "text",
+)
 TRAIN_METHODS = ("sft", "dpo", "orpo")
 TASKS = ("auto", *EVAL_TASKS)  # medkit.eval.metrics holds the tasks and the metrics of each
 # Names users bring from other tools, for "did you mean".
