@@ -68,8 +68,9 @@ def test_dpo_first_loss_is_ln2_and_logs(tiny_model_dir, pair_file, tmp_path):
     assert steps[-1]["reward_margin"] > 0  # the policy moved towards the chosen answers
     val = [x["val_loss"] for x in recs if "val_loss" in x]
     assert val[0] == pytest.approx(math.log(2), abs=1e-5) and val[-1] < val[0]
-    ref = json.loads((result.run_dir / "reference.json").read_text())
-    assert len(ref["train"]) == 32 and len(ref["val"]) == 8
+    ref = json.loads((result.run_dir / "reference" / "rank0.json").read_text())
+    # 3 steps x 2 micro-batches x 4 pairs: 24 of the 32 training pairs are scored, and each val pair
+    assert len(ref["train"]) == 24 and len(ref["val"]) == 8
     info = json.loads((result.run_dir / "run.json").read_text())["train"]
     assert info["status"] == "finished" and info["tokens_per_s"] > 0
     assert (result.run_dir / "adapter" / "adapter_model.safetensors").is_file()
@@ -80,7 +81,7 @@ def test_orpo_trains(tiny_model_dir, pair_file, tmp_path):
     result = train(r)
     steps = [x for x in records(result.run_dir) if "loss" in x]
     assert len(steps) == 3 and all(math.isfinite(x["loss"]) and x["loss"] > 0 for x in steps)
-    assert not (result.run_dir / "reference.json").exists()  # ORPO has no reference
+    assert not (result.run_dir / "reference").exists()  # ORPO has no reference
 
 
 def test_init_from_continues_the_adapter_and_refuses_another_base(tiny_model_dir, pair_file, tmp_path):
@@ -133,3 +134,24 @@ def test_sft_rows_for_dpo_are_one_line(tiny_model_dir, qa_file, tmp_path):
     with pytest.raises(DataError, match="needs preference pairs"):
         train(r)
     assert not (tmp_path / "run").exists()
+
+
+def test_dpo_resume_repeats_the_uninterrupted_run(tiny_model_dir, pair_file, tmp_path):
+    from medkit.train.loop import Interrupted
+
+    whole = train(pair_recipe(tiny_model_dir, pair_file, tmp_path / "whole", max_steps=4)).run_dir
+    r = pair_recipe(tiny_model_dir, pair_file, tmp_path / "cut", max_steps=4, save_every=2)
+    with pytest.raises(Interrupted):
+        train(r, interrupt_at=2)
+    cut = train(r, resume=True).run_dir
+    a = {x["step"]: x["loss"] for x in records(whole) if "loss" in x}
+    b = {x["step"]: x["loss"] for x in records(cut) if "loss" in x}
+    assert a.keys() == b.keys() == {1, 2, 3, 4}
+    assert all(a[k] == pytest.approx(b[k], abs=1e-5) for k in a)
+    (cut / "reference" / "rank0.json").unlink()
+    r2 = pair_recipe(tiny_model_dir, pair_file, tmp_path / "cut2", max_steps=4, save_every=2)
+    with pytest.raises(Interrupted):
+        train(r2, interrupt_at=2)
+    (tmp_path / "cut2" / "reference" / "rank0.json").unlink()
+    with pytest.raises(TrainError, match="reference log-probs of this run"):
+        train(r2, resume=True)

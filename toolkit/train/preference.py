@@ -6,9 +6,9 @@ masked), with the head run only at the answer's positions (as SFT's selective lo
 
 DPO's reference is the policy as it starts: the `train.init_from` adapter, or the base when the adapter is
 fresh (LoRA's B = 0 makes them equal). Being frozen, its log-probs are computed once, without gradients,
-for every train and val pair before the first step (inside step 1's time, so tokens/s pays for them), and
-kept in the run directory (reference.json) for `--resume`: no second copy of the model in memory, and
-no adapter switching on each step.
+for the train pairs the run's steps will see (inside step 1's time, so tokens/s pays for them) and the
+val pairs, and kept in the run directory (reference/) for `--resume`: no second copy of the model in
+memory and no adapter switching at each step.
 
     DPO   loss = -log sigmoid(beta * ((pc - rc) - (pr - rr)))             mean over pairs
     ORPO  loss = NLL(chosen answers, mean over their tokens)
@@ -30,7 +30,7 @@ from medkit.errors import TrainError
 from medkit.train.loop import Trainer
 from medkit.train.loss import CHUNK, IGNORE, body_and_head
 
-REFERENCE = "reference.json"
+REFERENCE = "reference"  # run_dir/reference/rank<N>.json: each process's reference log-probs
 METHODS = ("dpo", "orpo")
 
 
@@ -125,8 +125,8 @@ class PreferenceTrainer(Trainer):
             )
         super().__init__(**kwargs)
         self.method = r.train.method
-        self.reference: dict[str, list[list[float]]] = {}
-        self.ref_path = self.ckpt_root.parent / REFERENCE
+        self.reference: dict[str, dict[int, list[float]]] = {}
+        self.ref_path = self.ckpt_root.parent / REFERENCE / f"rank{self.rank}.json"
         self._window = [0.0] * 5  # pairs, margin, correct, chosen logps, rejected logps
 
     # ---- hooks of the SFT trainer -------------------------------------------------------------------
@@ -154,7 +154,7 @@ class PreferenceTrainer(Trainer):
         rows = batching.Batch(tuple((k,) for k in range(len(flat))))
         return self._tensors(rows, flat)
 
-    def _terms(self, batch: batching.Batch, pairs: list[Any], ref: list[list[float]], module: Any):
+    def _terms(self, batch: batching.Batch, pairs: list[Any], ref: dict[int, list[float]], module: Any):
         """(per-pair preference loss, chosen answers' NLL sum, their tokens, chosen/rejected rewards, logps)."""
         torch = self._torch
         sums, counts = module(**self._pair_tensors(batch, pairs))
@@ -168,46 +168,69 @@ class PreferenceTrainer(Trainer):
         return loss, -pc.sum(), nc.sum(), cr, rr, pc, pr
 
     # ---- reference log-probs -----------------------------------------------------------------------
-    def _references(self, split: str) -> list[list[float]]:
-        """[chosen, rejected] log-probs of every pair of `split` under the policy as it starts (DPO)."""
+    def _needed(self, split: str) -> list[int]:
+        """The pairs of `split` this process will score: its micro-batches of every step of the run (train),
+        its share of the eval batches (val)."""
+        if split == "val":
+            lengths = [p.length for p in self.data.val]
+            shard = batching.eval_batches(lengths, max(1, self.t.batch_size))[self.rank :: self.world]
+            return sorted({i for b in shard for i in b.indices()})
+        wanted, seen, epoch = self.total_steps * self.t.grad_accum, set(), 0
+        while wanted > 0:
+            batches = self.epoch_batches(epoch)[:wanted]
+            seen.update(i for b in batches for i in b.indices())
+            wanted, epoch = wanted - len(batches), epoch + 1
+            if len(seen) == len(self.data.train):
+                break
+        return sorted(seen)
+
+    def _references(self, split: str) -> dict[int, list[float]]:
+        """{pair index: [chosen, rejected] log-probs} under the policy as it starts (DPO), for the pairs of
+        `split` this process will score; computed once, kept in the run directory for --resume."""
         if self.method != "dpo":
-            return []
+            return {}
         if split in self.reference:
             return self.reference[split]
         if self.state.step > 0:  # resumed: the model has moved on, only the file has the reference
             try:
                 saved = json.loads(self.ref_path.read_text())
-            except (OSError, ValueError):
+                self.reference = {
+                    s: {int(i): v for i, v in saved.get(s, {}).items()} for s in ("train", "val")
+                }
+            except (OSError, ValueError, KeyError, AttributeError):
                 raise TrainError(
                     f"{self.ref_path} (the reference log-probs of this run) is missing or unreadable",
                     hint="--force without --resume to start over",
                 ) from None
-            self.reference = {s: saved.get(s, []) for s in ("train", "val")}
-            if len(self.reference["train"]) != len(self.data.train):
+            if set(self.reference["train"]) != set(self._needed("train")):
                 raise TrainError(
                     f"{self.ref_path} does not match the training pairs", hint="--force to start over"
                 )
             return self.reference[split]
         torch = self._torch
         pairs = self.data.split(split)
+        need = self._needed(split)
         inner = self.acc.unwrap_model(self.module)
-        out: list[list[float]] = [[0.0, 0.0]] * len(pairs)
-        lengths = [p.length for p in pairs]
+        out: dict[int, list[float]] = {}
         inner.eval()
         from medkit.train.compile import eager_stance
 
         with torch.no_grad(), self.acc.autocast(), eager_stance(self.compiled):
-            for b in batching.eval_batches(lengths, max(1, self.t.batch_size)):
+            order = sorted(need, key=lambda i: -pairs[i].length)  # similar lengths together: little padding
+            step = max(1, self.t.batch_size)
+            for at in range(0, len(order), step):
+                b = batching.Batch(tuple((i,) for i in order[at : at + step]))
                 sums, _ = inner(**self._pair_tensors(b, pairs))
                 k = len(b.indices())
                 for j, i in enumerate(b.indices()):
                     out[i] = [float(sums[j]), float(sums[k + j])]
         inner.train()
         self.reference[split] = out
-        if split == "train" and self.main:
+        if split == "train":
             from medkit.runs import atomic_write_text
 
-            atomic_write_text(self.ref_path, json.dumps({s: v for s, v in self.reference.items()}))
+            self.ref_path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(self.ref_path, json.dumps(self.reference))
         return out
 
     # ---- one optimizer step -------------------------------------------------------------------------

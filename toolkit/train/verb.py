@@ -24,7 +24,7 @@ from medkit.validate import set_option
 if TYPE_CHECKING:  # the schema, for annotations only (no import cycle at run time)
     from medkit.recipe import Recipe
 
-TRAIN_OUTPUTS = ("checkpoints", "adapter", "metrics.jsonl", "loss.png", "run.json", "reference.json")
+TRAIN_OUTPUTS = ("checkpoints", "adapter", "metrics.jsonl", "loss.png", "run.json", "reference")
 
 
 @dataclass
