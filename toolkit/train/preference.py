@@ -34,8 +34,8 @@ REFERENCE = "reference"  # run_dir/reference/rank<N>.json: each process's refere
 METHODS = ("dpo", "orpo")
 
 
-def answer_logps(hidden: Any, labels: Any, head: Any, *, softcap: float | None = None) -> tuple[Any, Any]:
-    """([B] summed log-probs of the labelled tokens, [B] their counts) from hidden states (B, T, H) and
+def token_logps(hidden: Any, labels: Any, head: Any, *, softcap: float | None = None) -> tuple[Any, Any]:
+    """(log-probs of the labelled tokens [N], their row [N]), row-major, from hidden states (B, T, H) and
     unshifted labels (B, T); the head runs only where a label is (in chunks under checkpointing)."""
     import torch
     from torch.utils.checkpoint import checkpoint
@@ -62,14 +62,22 @@ def answer_logps(hidden: Any, labels: Any, head: Any, *, softcap: float | None =
                 for i in range(0, n, CHUNK)
             ]
         )
+    return token_lp[:n], rows
+
+
+def answer_logps(hidden: Any, labels: Any, head: Any, *, softcap: float | None = None) -> tuple[Any, Any]:
+    """([B] summed log-probs of the labelled tokens, [B] their counts): token_logps summed per row."""
+    import torch
+
+    token_lp, rows = token_logps(hidden, labels, head, softcap=softcap)
     sums = torch.zeros(labels.shape[0], dtype=torch.float32, device=hidden.device).index_add(
-        0, rows, token_lp[:n]
+        0, rows, token_lp
     )
-    return sums, keep.sum(1)
+    return sums, (labels[:, 1:] != IGNORE).sum(1)
 
 
-def make_logps_module(model: Any) -> Any:
-    """An nn.Module whose forward returns answer_logps of a batch; wrap THIS in DDP, not the LM."""
+def make_logps_module(model: Any, per_token: bool = False) -> Any:
+    """An nn.Module whose forward returns answer_logps (or token_logps) of a batch; wrap THIS in DDP."""
     import torch
 
     class AnswerLogps(torch.nn.Module):
@@ -82,7 +90,8 @@ def make_logps_module(model: Any) -> Any:
             out = body(
                 input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
             )
-            return answer_logps(out[0], labels, head, softcap=softcap)
+            fn = token_logps if per_token else answer_logps
+            return fn(out[0], labels, head, softcap=softcap)
 
     return AnswerLogps(model)
 

@@ -167,13 +167,21 @@ def train(
     for text in ([plan.note] if plan.note else []) + notes:
         say(f"[yellow]note:[/yellow] {text}")
     init = lora.init_run(r)  # an init_from of another base stops here, before anything is loaded
+    if r.train.method == "grpo":  # an unknown or untrusted reward too
+        from medkit.train.rewards import resolve
+
+        rewards = resolve(dict(r.train.rewards), trust=r.train.trust_reward_code)
     tok = models.load_tokenizer(r.model.base)
-    if r.train.method == "sft":
+    if r.train.method in ("sft", "grpo"):  # grpo samples its answers to the SFT rows' prompts
         prepared = data_mod.prepare(r, tok)
     else:
         from medkit.data.pairs import prepare_pairs
 
         prepared = prepare_pairs(r, tok)
+    if r.train.method == "grpo":  # each reward once on a reference answer, before anything is written
+        from medkit.train.rewards import probe
+
+        probe(rewards, prepared.rows["train"][0], r.train)
     set_seed(r.train.seed)
     if dry_run:
         return _dry_run(r, plan, prepared, run.path, say)
@@ -194,7 +202,7 @@ def train(
         f"{' (4-bit ' + r.quant.mode.upper() + ')' if plan.quantize else ''}: {len(prepared.train)} examples, "
         f"{trainable:,} trainable of {total:,} params -> {run.path}"
     )
-    trainer = _make_trainer(r, model, prepared, acc, plan, run.path, tok, console, interrupt_at)
+    trainer = _make_trainer(r, model, prepared, acc, plan, run.path, tok, console, interrupt_at, init)
     if trainer.compiled:
         say(f"compiling the decoder layers ({trainer.compile_reason}): the first steps include it")
     base_info = {
@@ -249,16 +257,23 @@ def train(
     return TrainResult(run.path, summary)
 
 
-def _make_trainer(r, model, prepared, acc, plan, run_dir, tok, console, interrupt_at):
+def _make_trainer(r, model, prepared, acc, plan, run_dir, tok, console, interrupt_at, init=None):
     from medkit.train.loop import Trainer
 
-    if r.train.method != "sft":
-        from medkit.train.preference import PreferenceTrainer as Trainer  # type: ignore[assignment]
     pad = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
-    return Trainer(
+    common = dict(
         recipe=r, model=model, data=prepared, accelerator=acc, plan=plan, run_dir=run_dir,
         pad_id=pad, console=console, interrupt_at=interrupt_at,
     )  # fmt: skip
+    if r.train.method == "grpo":
+        from medkit.train.grpo import GRPOTrainer
+
+        return GRPOTrainer(tokenizer=tok, eot_id=prepared.eot_token_id, init=init, **common)
+    if r.train.method != "sft":
+        from medkit.train.preference import PreferenceTrainer
+
+        return PreferenceTrainer(**common)
+    return Trainer(**common)
 
 
 def _save_adapter(model: Any, tok: Any, out: Path) -> None:
