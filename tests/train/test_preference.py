@@ -74,6 +74,7 @@ def test_dpo_first_loss_is_ln2_and_logs(tiny_model_dir, pair_file, tmp_path):
     info = json.loads((result.run_dir / "run.json").read_text())["train"]
     assert info["status"] == "finished" and info["tokens_per_s"] > 0
     assert (result.run_dir / "adapter" / "adapter_model.safetensors").is_file()
+    assert (result.run_dir / "rewards.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_orpo_trains(tiny_model_dir, pair_file, tmp_path):

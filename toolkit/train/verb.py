@@ -24,7 +24,15 @@ from medkit.validate import set_option
 if TYPE_CHECKING:  # the schema, for annotations only (no import cycle at run time)
     from medkit.recipe import Recipe
 
-TRAIN_OUTPUTS = ("checkpoints", "adapter", "metrics.jsonl", "loss.png", "run.json", "reference")
+TRAIN_OUTPUTS = (
+    "checkpoints",
+    "adapter",
+    "metrics.jsonl",
+    "loss.png",
+    "run.json",
+    "reference",
+    "rewards.png",
+)
 
 
 @dataclass
@@ -307,7 +315,15 @@ def _failed(r, run, prepared, trainer, base_info, started) -> None:
 
 
 def _write_records(r, run, prepared, trainer, base_info, started, *, status: str) -> dict[str, Any]:
-    from medkit.train.manifest import git_sha, hardware, peak_memory, plot_loss, versions, write_json
+    from medkit.train.manifest import (
+        git_sha,
+        hardware,
+        peak_memory,
+        plot_loss,
+        plot_rewards,
+        versions,
+        write_json,
+    )
 
     s = trainer.state
     wall = time.perf_counter() - started
@@ -332,6 +348,7 @@ def _write_records(r, run, prepared, trainer, base_info, started, *, status: str
     records = trainer.metrics.read()
     if records:
         plot_loss(records, run.loss_plot, title=r.name)
+        plot_rewards(records, run.path / "rewards.png", title=f"{r.name} ({r.train.method})")
     return summary
 
 
