@@ -44,7 +44,7 @@ def dedupe(rows: list[dict[str, Any]], report: Any) -> list[dict[str, Any]]:
     seen: set[str] = set()
     out = []
     for row in rows:
-        key = json.dumps([row["messages"], row["answer"]], sort_keys=True)
+        key = json.dumps([row["messages"], row["answer"], row.get("rejected")], sort_keys=True)
         if key in seen:
             report.drop("exact duplicate", f"row {row['row']}: {row['answer'][:60]!r}")
             continue

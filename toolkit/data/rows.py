@@ -47,6 +47,10 @@ class Layout:
 _Q = ("question", "query", "questions")
 _A = ("answer", "response", "output", "answers")
 LAYOUTS: dict[str, Layout] = {
+    # preference pairs (train.method dpo/orpo): the chosen answer is the row's answer, so eval and export
+    # read a pair file like any other; medkit.data.pairs also tokenizes the rejected one
+    "preference": Layout({"prompt": ("prompt", "messages", "question", "dialogue"), "chosen": ("chosen",),
+                          "rejected": ("rejected",)}, prompt="{prompt}", answer="{chosen}"),
     "messages": Layout({"messages": ("messages", "conversations", "conversation")},
                        {"answer": ("diagnosis", "code", "icd10", "answer", "label")}),
     "cot": Layout({"question": _Q, "cot": ("complex_cot", "cot", "reasoning", "chain_of_thought"), "answer": _A},
@@ -246,11 +250,42 @@ def map_row(row: Mapping[str, Any], layout: str, mapping: dict[str, str], recipe
             "messages": system + [{"role": t["role"], "content": t["content"]} for t in turns],
             "answer": answer,
         }
+    if layout == "preference":
+        return _pair(r, d, system)
     prompt = (d.prompt_template or spec.prompt).format_map(_Namespace(r))
     if layout == "alpaca" and not d.prompt_template and r.raw("input") not in (None, ""):
         prompt += "\n\n" + r["input"]
     answer = (d.answer_template or spec.answer).format_map(_Namespace(r))
     return {"messages": system + [{"role": "user", "content": prompt}], "answer": answer.strip()}
+
+
+def _pair(r: _Row, d: Any, system: list[dict[str, str]]) -> dict[str, Any]:
+    """A preference row: the prompt (text, a template, or chat turns ending with the user's), the chosen
+    answer as 'answer' and the rejected one (each text, or one assistant turn as chat turns)."""
+    raw = r.raw("prompt")
+    if isinstance(raw, list) and not d.prompt_template:
+        turns = _turns(raw, r)
+        if turns[-1]["role"] != "user":
+            raise _Bad("the prompt's turns do not end with a user turn")
+        messages = (system if turns[0]["role"] != "system" else []) + [
+            {"role": t["role"], "content": t["content"]} for t in turns
+        ]
+    else:
+        prompt = (d.prompt_template or "{prompt}").format_map(_Namespace(r))
+        messages = system + [{"role": "user", "content": prompt}]
+    sides = {}
+    for side in ("chosen", "rejected"):
+        value = r.raw(side)
+        if isinstance(value, list) and len(value) == 1 and isinstance(value[0], Mapping):
+            turn = _turns(value, r)[0]  # conversational pairs: one assistant turn
+            if turn["role"] != "assistant":
+                raise _Bad(f"the turn in '{side}' is not the assistant's")
+            sides[side] = turn["content"]
+        else:
+            sides[side] = r[side]
+    if sides["chosen"] == sides["rejected"]:
+        raise _Bad("chosen and rejected are the same text")
+    return {"messages": messages, "answer": sides["chosen"], "rejected": sides["rejected"]}
 
 
 def _check_templates(recipe: Recipe, layout: str, names: set[str]) -> None:

@@ -219,7 +219,14 @@ def _coerce(tp, value) -> tuple[bool, Any]:
     if origin is dict:
         if not isinstance(value, dict):
             return False, value
-        return all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()), value
+        item_tp = typing.get_args(tp)[1]
+        table = {}
+        for k, v in value.items():
+            ok, cv = _coerce(item_tp, v)
+            if not (ok and isinstance(k, str)):
+                return False, value
+            table[k] = cv
+        return True, table
     if origin in (typing.Union, types.UnionType):
         for arg in typing.get_args(tp):
             ok, cv = _coerce(arg, value)
@@ -234,7 +241,7 @@ def _type_name(tp) -> str:
     if origin is list:
         return f"a list of {_type_name(typing.get_args(tp)[0])}"
     if origin is dict:
-        return "a table of strings"
+        return f"a table of {_type_name(typing.get_args(tp)[1]).removeprefix('a ').removeprefix('an ')}s"
     return {bool: "true/false", int: "an integer", float: "a number", str: "a string"}.get(tp, str(tp))
 
 

@@ -17,7 +17,18 @@ from medkit.eval.metrics import task_help
 
 DATA_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet", ".txt", ".arrow")
 TEMPLATES = ("auto", "chatml", "zephyr", "mistral", "llama3", "alpaca", "dialogpt")
-DATA_FORMATS = ("auto", "qa", "cot", "dialogue", "messages", "alpaca", "prompt_completion", "text")
+DATA_FORMATS = (
+    "auto",
+    "preference",
+    "qa",
+    "cot",
+    "dialogue",
+    "messages",
+    "alpaca",
+    "prompt_completion",
+    "text",
+)
+TRAIN_METHODS = ("sft", "dpo", "orpo", "grpo")
 TASKS = ("auto", *EVAL_TASKS)  # medkit.eval.metrics holds the tasks and the metrics of each
 # Names users bring from other tools, for "did you mean".
 SYNONYMS = {
@@ -38,6 +49,8 @@ SYNONYMS = {
     "lr_scheduler": "scheduler",
     "lr_scheduler_type": "scheduler",
     "warmup": "warmup_ratio",
+    "loss_type": "method",
+    "orpo_alpha": "orpo_lambda",
     "path": "source",
     "dataset": "source",
     "model_name": "base",
@@ -202,6 +215,46 @@ class TrainSection:
         0, "Stop after this many evals without val-loss improvement (0: off)", lo=0
     )
     output_dir: str = opt("", "Run directory; empty: runs/<recipe name>")
+    method: str = opt(
+        "sft",
+        "sft = supervised answers; dpo / orpo = preference pairs (data rows with prompt or messages, chosen, "
+        "rejected; medkit.train.preference); grpo = rewards on sampled answers (medkit.train.grpo)",
+        choices=TRAIN_METHODS,
+    )
+    beta: float = opt(
+        0.1,
+        "dpo: how strongly the policy is held to the reference (the starting adapter, or the base)",
+        lo=0.0,
+    )
+    orpo_lambda: float = opt(
+        0.1, "orpo: weight of the odds-ratio term beside the chosen answers' NLL", lo=0.0
+    )
+    group_size: int = opt(
+        4, "grpo: completions sampled per prompt (rewards are normalized within the group)", lo=2
+    )
+    kl_coef: float = opt(
+        0.0,
+        "grpo: weight of the KL penalty to the reference (the starting adapter, or the base); 0 = none",
+        lo=0.0,
+    )
+    clip_epsilon: float = opt(0.2, "grpo: the policy ratio is clipped to [1 - eps, 1 + eps]", lo=0.0, hi=1.0)
+    rewards: dict[str, float] = opt(
+        help="grpo: reward name -> weight, e.g. {icd10_exact = 1.0, icd10_valid = 0.5, format = 0.2}; built in: "
+        "icd10_exact, icd10_category, icd10_valid, numeric, format, length; or a dotted path to your own "
+        "function (medkit.train.rewards)",
+        factory=dict,
+    )
+    trust_reward_code: bool = opt(
+        False, "grpo: allow rewards named by a dotted path (imports and runs that code)"
+    )
+    reward_tolerance: float = opt(0.05, "grpo: the numeric reward's relative tolerance", lo=0.0)
+    sample_temperature: float = opt(1.0, "grpo: sampling temperature of the completions", lo=0.01)
+    max_new_tokens: int = opt(32, "grpo: generation budget of each sampled completion", lo=1)
+    init_from: str = opt(
+        "",
+        "Start from an earlier run's adapter, e.g. 'runs/smollm2_icd10_demo' (same base model); it is also "
+        "DPO's frozen reference. Empty: a fresh adapter (DPO's reference is then the base)",
+    )
 
 
 @dataclass

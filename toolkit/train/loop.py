@@ -74,7 +74,6 @@ class Trainer:
     ):
         import torch
 
-        from medkit.train.loss import make_loss_module
         from medkit.train.optim import build_optimizer, build_scheduler
 
         self.recipe, self.t, self.data, self.acc, self.plan = recipe, recipe.train, data, accelerator, plan
@@ -83,7 +82,7 @@ class Trainer:
         self.main = accelerator.is_main_process
         self.ckpt_root = run_dir / "checkpoints"
         self.metrics = MetricsLog(run_dir / "metrics.jsonl", enabled=self.main)
-        self.lengths = [len(e.input_ids) for e in data.train]
+        self.lengths = self.example_lengths(data.train)
         self.state = State()
         self.stop_signal: str | None = None
         self.micro_per_epoch = len(self.epoch_batches(0))
@@ -110,7 +109,7 @@ class Trainer:
             compiling.compile_layers(model)
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer, self.optimizer_name = build_optimizer(params, recipe, plan.device)
-        self.module = accelerator.prepare_model(make_loss_module(model), device_placement=not plan.quantize)
+        self.module = accelerator.prepare_model(self.loss_module(model), device_placement=not plan.quantize)
         self.optimizer = accelerator.prepare_optimizer(optimizer)
         self.scheduler = build_scheduler(optimizer, recipe, self.total_steps)
         self.device = accelerator.device
@@ -119,6 +118,20 @@ class Trainer:
         self.peak: flops.Peak | None = None  # measured when fit() starts, again when it ends
         self.last_flops = 0  # FLOPs of the last train_step on this process (of last_batches)
         self.last_batches: list[batching.Batch] = []
+
+    # ---- what a method changes (medkit.train.preference overrides these) -------------------------
+    def example_lengths(self, examples: list[Any]) -> list[int]:
+        """Tokens of each training example, which batching groups by."""
+        return [len(e.input_ids) for e in examples]
+
+    def loss_module(self, model: Any) -> Any:
+        from medkit.train.loss import make_loss_module
+
+        return make_loss_module(model)
+
+    def log_extras(self) -> dict[str, float]:
+        """Method-specific values for the next metrics line (averages since the last one)."""
+        return {}
 
     # ---- data ------------------------------------------------------------------------------------
     def epoch_batches(self, epoch: int) -> list[batching.Batch]:
@@ -317,7 +330,7 @@ class Trainer:
                         self.metrics.write(
                             step=s.step, epoch=round(s.step / self.steps_per_epoch, 4), loss=round(mean, 6),
                             lr=lr, tokens=s.tokens, tokens_per_s=round(window[2] / dt, 1),
-                            **({"mfu": round(util, 4)} if util is not None else {}),
+                            **({"mfu": round(util, 4)} if util is not None else {}), **self.log_extras(),
                         )  # fmt: skip
                         shown = f"{util:.1%}" if util is not None else "-"
                         progress.update(

@@ -77,6 +77,34 @@ def plot_loss(records: list[dict[str, Any]], out: Path, title: str = "") -> None
     plt.close(fig)
 
 
+def plot_rewards(records: list[dict[str, Any]], out: Path, title: str = "") -> bool:
+    """rewards.png: the per-step reward curves of preference and reward tuning (DPO/ORPO: reward margin and
+    accuracy; GRPO: each reward's mean); False (nothing written) when the records hold none."""
+    keys = sorted({k for r in records for k in r if k.startswith("reward_") and not k.endswith("_std")})
+    if not keys:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for key in keys:
+        points = [(r["step"], r[key]) for r in records if key in r]
+        ax.plot([x for x, _ in points], [y for _, y in points], label=key.removeprefix("reward_"))
+    ax.set_xlabel("step")
+    ax.set_ylabel("reward (mean per log step)")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best")
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+    return True
+
+
 def versions() -> dict[str, str]:
     """Versions of Python, medkit and the libraries training depends on."""
     import importlib.metadata as md

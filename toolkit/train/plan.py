@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from medkit.errors import ModelError, TrainError
@@ -169,8 +170,38 @@ def lora_config(recipe: Recipe, model: Any) -> Any:
     )
 
 
-def build_model(recipe: Recipe, plan: Plan, *, local_device: Any = None) -> Any:
-    """Load the base per `plan`, prepare it (k-bit, gradient checkpointing), add LoRA; a PeftModel."""
+def init_run(recipe: Recipe) -> Path | None:
+    """The adapter folder of `train.init_from` (None when empty): a finished run of the same base model,
+    else one TrainError naming the key."""
+    import json
+
+    from medkit.errors import RunNotFoundError
+    from medkit.runs import find_run
+
+    spec = recipe.train.init_from
+    if not spec:
+        return None
+    try:
+        run = find_run(spec)
+    except RunNotFoundError as exc:
+        raise TrainError(exc.message, where="train.init_from") from None
+    if not (run.adapter / "adapter_config.json").is_file():
+        raise TrainError(f"{run.path} has no finished adapter ({run.adapter})", where="train.init_from")
+    try:
+        base = json.loads(run.manifest.read_text()).get("base_model")
+    except (OSError, ValueError):
+        base = None
+    if base != recipe.model.base:
+        raise TrainError(
+            f"{run.path} was trained on base {base!r}, not this recipe's {recipe.model.base!r}",
+            where="train.init_from",
+        )
+    return run.adapter
+
+
+def build_model(recipe: Recipe, plan: Plan, *, local_device: Any = None, init: Path | None = None) -> Any:
+    """Load the base per `plan`, prepare it (k-bit, gradient checkpointing), add LoRA (a fresh one, or the
+    trainable adapter of `init`, a run's adapter folder, with that adapter's own shape); a PeftModel."""
     import torch
     from peft import get_peft_model, prepare_model_for_kbit_training
 
@@ -211,6 +242,10 @@ def build_model(recipe: Recipe, plan: Plan, *, local_device: Any = None) -> Any:
             else:
                 model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=gc_kwargs)
             model.enable_input_require_grads()
+    if init is not None:
+        from peft import PeftModel
+
+        return PeftModel.from_pretrained(model, str(init), is_trainable=True)
     return get_peft_model(model, lora_config(recipe, model))
 
 

@@ -24,7 +24,15 @@ from medkit.validate import set_option
 if TYPE_CHECKING:  # the schema, for annotations only (no import cycle at run time)
     from medkit.recipe import Recipe
 
-TRAIN_OUTPUTS = ("checkpoints", "adapter", "metrics.jsonl", "loss.png", "run.json")
+TRAIN_OUTPUTS = (
+    "checkpoints",
+    "adapter",
+    "metrics.jsonl",
+    "loss.png",
+    "run.json",
+    "reference",
+    "rewards.png",
+)
 
 
 @dataclass
@@ -166,13 +174,27 @@ def train(
     say = console.print if acc.is_main_process else (lambda *a, **k: None)
     for text in ([plan.note] if plan.note else []) + notes:
         say(f"[yellow]note:[/yellow] {text}")
+    init = lora.init_run(r)  # an init_from of another base stops here, before anything is loaded
+    if r.train.method == "grpo":  # an unknown or untrusted reward too
+        from medkit.train.rewards import resolve
+
+        rewards = resolve(dict(r.train.rewards), trust=r.train.trust_reward_code)
     tok = models.load_tokenizer(r.model.base)
-    prepared = data_mod.prepare(r, tok)
+    if r.train.method in ("sft", "grpo"):  # grpo samples its answers to the SFT rows' prompts
+        prepared = data_mod.prepare(r, tok)
+    else:
+        from medkit.data.pairs import prepare_pairs
+
+        prepared = prepare_pairs(r, tok)
+    if r.train.method == "grpo":  # each reward once on a reference answer, before anything is written
+        from medkit.train.rewards import probe
+
+        probe(rewards, prepared.rows["train"][0], r.train)
     set_seed(r.train.seed)
     if dry_run:
         return _dry_run(r, plan, prepared, run.path, say)
 
-    model = lora.build_model(r, plan, local_device=acc.local_process_index)
+    model = lora.build_model(r, plan, local_device=acc.local_process_index, init=init)
     trainable, total = lora.param_counts(model)
     if acc.is_main_process:
         if ckpt is None:
@@ -184,11 +206,11 @@ def train(
         atomic_write_text(run.recipe, r.to_toml())
     acc.wait_for_everyone()
     say(
-        f"training '{r.name}' on {plan.device} x{acc.num_processes}"
+        f"training '{r.name}' ({r.train.method}{', from ' + str(init) if init else ''}) on {plan.device} x{acc.num_processes}"
         f"{' (4-bit ' + r.quant.mode.upper() + ')' if plan.quantize else ''}: {len(prepared.train)} examples, "
         f"{trainable:,} trainable of {total:,} params -> {run.path}"
     )
-    trainer = _make_trainer(r, model, prepared, acc, plan, run.path, tok, console, interrupt_at)
+    trainer = _make_trainer(r, model, prepared, acc, plan, run.path, tok, console, interrupt_at, init)
     if trainer.compiled:
         say(f"compiling the decoder layers ({trainer.compile_reason}): the first steps include it")
     base_info = {
@@ -243,14 +265,23 @@ def train(
     return TrainResult(run.path, summary)
 
 
-def _make_trainer(r, model, prepared, acc, plan, run_dir, tok, console, interrupt_at):
+def _make_trainer(r, model, prepared, acc, plan, run_dir, tok, console, interrupt_at, init=None):
     from medkit.train.loop import Trainer
 
     pad = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
-    return Trainer(
+    common = dict(
         recipe=r, model=model, data=prepared, accelerator=acc, plan=plan, run_dir=run_dir,
         pad_id=pad, console=console, interrupt_at=interrupt_at,
     )  # fmt: skip
+    if r.train.method == "grpo":
+        from medkit.train.grpo import GRPOTrainer
+
+        return GRPOTrainer(tokenizer=tok, eot_id=prepared.eot_token_id, init=init, **common)
+    if r.train.method != "sft":
+        from medkit.train.preference import PreferenceTrainer
+
+        return PreferenceTrainer(**common)
+    return Trainer(**common)
 
 
 def _save_adapter(model: Any, tok: Any, out: Path) -> None:
@@ -284,7 +315,15 @@ def _failed(r, run, prepared, trainer, base_info, started) -> None:
 
 
 def _write_records(r, run, prepared, trainer, base_info, started, *, status: str) -> dict[str, Any]:
-    from medkit.train.manifest import git_sha, hardware, peak_memory, plot_loss, versions, write_json
+    from medkit.train.manifest import (
+        git_sha,
+        hardware,
+        peak_memory,
+        plot_loss,
+        plot_rewards,
+        versions,
+        write_json,
+    )
 
     s = trainer.state
     wall = time.perf_counter() - started
@@ -310,6 +349,7 @@ def _write_records(r, run, prepared, trainer, base_info, started, *, status: str
     records = trainer.metrics.read()
     if records:
         plot_loss(records, run.loss_plot, title=r.name)
+        plot_rewards(records, run.path / "rewards.png", title=f"{r.name} ({r.train.method})")
     return summary
 
 
@@ -333,7 +373,7 @@ def _dry_run(r: Any, plan: Any, prepared: Any, run_dir: Path, say: Any) -> Train
     model = get_peft_model(base, lora.lora_config(r, base))
     trainable, total = lora.param_counts(model)
     mem = lora.estimate_memory(r, plan, model)
-    lengths = [len(e.input_ids) for e in prepared.train]
+    lengths = [e.length if hasattr(e, "length") else len(e.input_ids) for e in prepared.train]  # pairs: both
     t = r.train
     if r.data.packing:
         batches = batching.packed(lengths, t.batch_size, r.data.max_seq_len, t.seed, 0)
