@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-CODES = ["I10", "E11.9", "J18.9", "J45.909", "N18.3", "K21.9", "M54.5", "F32.9"]
+CODES = ["I10", "E11.9", "J18.9", "J45.909", "N18.30", "K21.9", "M54.50", "F32.9"]  # billable (2026)
 
 
 def write_recipe(run: Path, base: Path, data: Path, extra: str = "") -> None:

@@ -15,11 +15,12 @@ from pathlib import Path
 from tests.reliability.conftest import assert_one_line_error, run_medkit
 
 HF_VARS = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE", "MEDKIT_OFFLINE", "MEDKIT_DEBUG")
+QUIET_VARS = ("TQDM_DISABLE", "HF_HUB_DISABLE_PROGRESS_BARS", "TRANSFORMERS_VERBOSITY")  # set by an in-process main()
 
 
 def _python(code: str, tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
     """``code`` in a fresh interpreter with no HF_* offline variables of the suite's own."""
-    full = {k: v for k, v in os.environ.items() if k not in HF_VARS}
+    full = {k: v for k, v in os.environ.items() if k not in HF_VARS + QUIET_VARS}
     full.update({"HF_HOME": str(tmp_path / "hf"), "MEDKIT_CACHE": str(tmp_path / "cache"), **env})
     return subprocess.run(
         [sys.executable, "-c", code], env=full, capture_output=True, text=True, timeout=300, cwd=tmp_path

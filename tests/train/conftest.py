@@ -77,3 +77,14 @@ def losses(run_dir: Path) -> dict[int, float]:
     """step -> train loss from a run's metrics.jsonl."""
     recs = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     return {r["step"]: r["loss"] for r in recs if "loss" in r}
+
+
+@pytest.fixture(autouse=True)
+def _fresh_accelerator_state():
+    """TRL's trainers (the oracles of the preference tests) create accelerate's process-wide state, bf16 on a
+    CPU; medkit's Trainer in a later test of this process builds its own with other settings: reset it."""
+    yield
+    from accelerate.state import AcceleratorState, PartialState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    PartialState._reset_state()

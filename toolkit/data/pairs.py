@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from medkit.data.rows import SPLITS, RowReport, load_rows
-from medkit.data.tokens import IGNORE, DataStats, Example, _Encoder, _fingerprint
+from medkit.data.tokens import IGNORE, DataStats, Encoder, Example, data_fingerprint
 from medkit.errors import DataError
 
 if TYPE_CHECKING:  # the schema, for annotations only (no import cycle at run time)
@@ -64,7 +64,7 @@ def prepare_pairs(recipe: Recipe, tokenizer: Any, rows: tuple[Any, RowReport] | 
     eot = end_of_turn_token(tokenizer)
     eot_id = tokenizer.convert_tokens_to_ids(eot)
     stats = DataStats(rows=report, template=template_name(recipe), eot_token=eot)
-    enc = _Encoder(tokenizer, recipe, eot_id, stats, text_only=False)
+    enc = Encoder(tokenizer, recipe, eot_id, stats, text_only=False)
     out: dict[str, list[Pair]] = {}
     for s in SPLITS:
         out[s] = _encode_pairs(enc, splits[s], s, report)
@@ -78,11 +78,11 @@ def prepare_pairs(recipe: Recipe, tokenizer: Any, rows: tuple[Any, RowReport] | 
     flat = {s: [e for p in out[s] for e in (p.chosen, p.rejected)] for s in SPLITS}
     return PreparedPairs(
         train=out["train"], val=out["val"], test=out["test"], stats=stats,
-        fingerprint=_fingerprint(recipe, tokenizer, flat), eot_token_id=eot_id, eot_token=eot,
+        fingerprint=data_fingerprint(recipe, tokenizer, flat), eot_token_id=eot_id, eot_token=eot,
     )  # fmt: skip
 
 
-def _encode_pairs(enc: _Encoder, rows: list[dict[str, Any]], split: str, report: RowReport) -> list[Pair]:
+def _encode_pairs(enc: Encoder, rows: list[dict[str, Any]], split: str, report: RowReport) -> list[Pair]:
     """Both sides of each row through the SFT encoder; a pair whose either side was dropped is dropped."""
     if not rows:
         return []

@@ -117,7 +117,7 @@ def prepare(recipe: Recipe, tokenizer: Any, rows: tuple[Any, RowReport] | None =
         eot = end_of_turn_token(tokenizer)
     eot_id = tokenizer.convert_tokens_to_ids(eot)
     stats = DataStats(rows=report, template=template_name(recipe), eot_token=eot)
-    enc = _Encoder(tokenizer, recipe, eot_id, stats, text_only)
+    enc = Encoder(tokenizer, recipe, eot_id, stats, text_only)
     out: dict[str, list[Example]] = {}
     source_rows: dict[str, list[int]] = {}
     conversations: dict[str, list[Conversation]] = {}
@@ -132,12 +132,12 @@ def prepare(recipe: Recipe, tokenizer: Any, rows: tuple[Any, RowReport] | None =
                         f"({stats.truncated} answers cut)", where=recipe.data.source)  # fmt: skip
     return Prepared(
         train=out["train"], val=out["val"], test=out["test"], rows=conversations, stats=stats,
-        fingerprint=_fingerprint(recipe, tokenizer, out), eot_token_id=eot_id, eot_token=eot,
+        fingerprint=data_fingerprint(recipe, tokenizer, out), eot_token_id=eot_id, eot_token=eot,
         source_rows=source_rows,
     )  # fmt: skip
 
 
-class _Encoder:
+class Encoder:
     """Renders and tokenizes conversations; one instance per prepare() call."""
 
     def __init__(self, tok: Any, recipe: Recipe, eot_id: int, stats: DataStats, text_only: bool):
@@ -238,7 +238,7 @@ class _Encoder:
                             f"not the answer {answer[:60]!r}", where=where)  # fmt: skip
 
 
-def _fingerprint(recipe: Recipe, tokenizer: Any, out: dict[str, list[Example]]) -> str:
+def data_fingerprint(recipe: Recipe, tokenizer: Any, out: dict[str, list[Example]]) -> str:
     import array
 
     h = hashlib.sha256(json.dumps(recipe.to_dict()["data"], sort_keys=True, default=str).encode())
