@@ -13,7 +13,7 @@ NO_AMX  := -mno-amx-tile -mno-amx-int8 -mno-amx-bf16
 LLAMA_CMAKE_ARGS ?= $(if $(filter x86_64,$(shell uname -m)),-DCMAKE_C_FLAGS='$(NO_AMX)' -DCMAKE_CXX_FLAGS='$(NO_AMX)',)
 export CMAKE_ARGS ?= $(LLAMA_CMAKE_ARGS)
 
-.PHONY: setup demo demo-icd10 test test-fast test-latest bench bench-profile bench-constrain lint format clean lock
+.PHONY: setup demo demo-icd10 demo-dpo demo-grpo bench-scale test test-fast test-latest bench bench-profile bench-constrain lint format clean lock
 
 setup: $(STAMP)
 
@@ -52,6 +52,18 @@ demo: setup
 demo-icd10: setup
 	$(BIN)/python -m medkit.demo recipes/smollm2_icd10_demo.toml
 
+# preference and reward tuning from the ICD-10 demo's SFT run (trained first if missing), then eval
+SFT_ICD := runs/smollm2_icd10_demo/adapter/adapter_config.json
+demo-dpo: setup
+	test -f $(SFT_ICD) || $(BIN)/python -m medkit train recipes/smollm2_icd10_demo.toml
+	$(BIN)/python -m medkit train recipes/smollm2_icd10_dpo_demo.toml --force
+	$(BIN)/python -m medkit eval runs/smollm2_icd10_dpo_demo
+
+demo-grpo: setup
+	test -f $(SFT_ICD) || $(BIN)/python -m medkit train recipes/smollm2_icd10_demo.toml
+	$(BIN)/python -m medkit train recipes/smollm2_icd10_grpo_demo.toml --force
+	$(BIN)/python -m medkit eval runs/smollm2_icd10_grpo_demo
+
 test: setup
 	$(PYTEST) -q
 
@@ -84,6 +96,11 @@ bench: setup
 # where a training step's time goes (the SmolLM2 demo by default), and the FLOP count checked against torch
 bench-profile: setup
 	$(BIN)/python -m benchmarks profile
+
+# calibrated export at real sizes: random-weight TinyLlama-1.1B / Llama-3.2-3B (/ Mistral-7B) shapes, medkit
+# f16, plain and calibrated q4_k_m and llama.cpp's converter + quantizer side by side (time, peak RSS, ratios)
+bench-scale: setup
+	$(BIN)/python -m benchmarks scale
 
 # constrained decoding: compile time (cold/warm), decode speed and first token, constrained vs not
 bench-constrain: setup
