@@ -21,7 +21,7 @@ from medkit.errors import ConvertError
 GiB = 2**30
 UNLIMITED = 2**60  # a v1 cgroup's "no limit" is 2^63 rounded down to a page
 MARGIN = 0.85  # of the free memory a plan may use (the allocator's slack, other processes)
-MAX_GPTQ_BLOCKS = 2  # decoder blocks GPTQ rounds at once at most (more buys little time, costs memory)
+MAX_GPTQ_BLOCKS = 1  # decoder blocks GPTQ rounds at once at most: 2 peaked at 3.5 GiB on the TinyLlama shape
 SYS_CGROUP = Path("/sys/fs/cgroup")
 
 
