@@ -49,7 +49,7 @@ def supports(config: dict[str, Any]) -> bool:
 
 def _rows(reader: Any, name: str, ids: np.ndarray) -> np.ndarray:
     """Rows ``ids`` of the 2-D tensor ``name`` as float32, read from the memory map (not the whole table)."""
-    from medkit.convert.safetensors_io import DTYPES
+    from medkit.convert.safetensors_io import DTYPES, widen_bf16
 
     e = reader.entries.get(name)
     if e is None:
@@ -59,9 +59,7 @@ def _rows(reader: Any, name: str, ids: np.ndarray) -> np.ndarray:
     count = int(np.prod(e.shape, dtype=np.int64))
     raw = np.memmap(e.file, dtype=DTYPES[e.dtype], mode="r", offset=e.start, shape=(count,)).reshape(e.shape)
     got = np.asarray(raw[ids])
-    if e.dtype == "BF16":
-        return (got.astype(np.uint32) << 16).view(np.float32)
-    return got.astype(np.float32)
+    return widen_bf16(got) if e.dtype == "BF16" else got.astype(np.float32)
 
 
 def _load(module: Any, prefix: str, reader: Any, device: Any, dtype: Any) -> None:

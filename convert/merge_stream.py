@@ -20,11 +20,12 @@ from typing import Any
 
 import numpy as np
 
+from medkit.convert.safetensors_io import DTYPES
 from medkit.errors import ConvertError
 
 PREFIX = "base_model.model."
 ST_DTYPES = {"float32": "F32", "float16": "F16", "bfloat16": "BF16"}
-ITEMSIZE = {"F32": 4, "F16": 2, "BF16": 2}
+ITEMSIZE = {code: np.dtype(DTYPES[code]).itemsize for code in ("F32", "F16", "BF16")}
 FLOAT_TYPES = ("F32", "F16", "BF16", "F64")
 OUT_FILE = "model.safetensors"
 
@@ -114,7 +115,7 @@ def merge_streaming(base_dir: Path, adapter_dir: Path, out_dir: Path, dtype: str
             f"cannot stream tensor {unknown} of type {layout[unknown][0]}", where=str(base_dir)
         )
     head, sizes = _header(layout)
-    torch_dtype = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}[target]
+    torch_dtype = getattr(torch, dtype)  # "float32" | "float16" | "bfloat16", the keys of ST_DTYPES
     merged = 0
     with open(out_dir / OUT_FILE, "wb") as f:
         f.write(head)

@@ -66,6 +66,11 @@ def read_header(path: Path) -> dict[str, StTensor]:
     return out
 
 
+def widen_bf16(raw: np.ndarray) -> np.ndarray:
+    """bfloat16 bits (uint16) as float32, exactly: a bfloat16 is the top half of a float32."""
+    return (raw.astype(np.uint32) << 16).view(np.float32)
+
+
 def read_tensor(t: StTensor) -> np.ndarray:
     """The tensor, memory-mapped: float32, or float16 when stored so (a read-only view); bfloat16 is
     widened exactly to float32 (it is the top half of one), float64 narrowed to float32."""
@@ -74,7 +79,7 @@ def read_tensor(t: StTensor) -> np.ndarray:
         return np.zeros(t.shape, dtype=np.float32)
     raw: np.ndarray = np.memmap(t.file, dtype=DTYPES[t.dtype], mode="r", offset=t.start, shape=(count,))
     if t.dtype == "BF16":
-        return (raw.astype(np.uint32) << 16).view(np.float32).reshape(t.shape)
+        return widen_bf16(raw).reshape(t.shape)
     if t.dtype == "F64":
         return raw.astype(np.float32).reshape(t.shape)
     return raw.reshape(t.shape)

@@ -154,20 +154,32 @@ def test_full_disk_during_merge_is_one_line_and_leaves_nothing(run_dir, argv):
     assert "merge" not in json.loads((run_dir / "run.json").read_text())
 
 
-def test_safetensors_disk_full_is_a_disk_space_error(run_dir, monkeypatch):
-    """The same fault in-process, where no tmpfs can be mounted: safetensors raises its own error type."""
+@pytest.mark.parametrize("path", ["streamed", "peft"])
+def test_safetensors_disk_full_is_a_disk_space_error(run_dir, monkeypatch, path):
+    """The same fault in-process, where no tmpfs can be mounted: the streamed merge's own write raises
+    ENOSPC as an OSError; PEFT's path (4-bit bases, DoRA...) gets safetensors' own error type."""
+    import errno
+
     import transformers.modeling_utils as mu
     from safetensors import SafetensorError
 
+    import medkit.convert.merge_stream as ms
     from medkit.convert.merge import merge_run
     from medkit.errors import DiskSpaceError
 
-    def full(*_a, **_k):
+    def full_streamed(*_a, **_k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def full_peft(*_a, **_k):
         raise SafetensorError(
             'Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "No space left on device" })'
         )
 
-    monkeypatch.setattr(mu, "safe_save_file", full)
+    if path == "streamed":
+        monkeypatch.setattr(ms, "merge_streaming", full_streamed)
+    else:
+        monkeypatch.setattr(ms, "stream_reason", lambda *_a: "forced by the test")
+        monkeypatch.setattr(mu, "safe_save_file", full_peft)
     with pytest.raises(DiskSpaceError, match=r"need \d+ MiB, \d+ MiB free in .*export"):
         merge_run(run_dir)
     assert sorted(p.name for p in (run_dir / "export").iterdir()) == []
