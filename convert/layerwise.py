@@ -275,8 +275,9 @@ def calibrate(
         raise
     if store is not None:
         store.budget = blocks * max(store.block_bytes().values())
+    rounding = f"; GPTQ {blocks} block(s) at a time" if gptq else ""
     log(f"calibrated a decoder layer at a time: planned peak ~{plan.need(blocks) / 2**30:.1f} GiB "
-        f"({free / 2**30:.1f} GiB free, {why}); GPTQ {blocks} block(s) at a time")  # fmt: skip
+        f"({free / 2**30:.1f} GiB free, {why}){rounding}")  # fmt: skip
     return im
 
 
