@@ -42,7 +42,7 @@ LIBRARIES = (
 _LIBRARY_TEXT = re.compile(r"is_gradient_checkpointing|torch\.utils\.checkpoint|use_reentrant")
 
 _held: list[str] = []
-_state = {"verbose": True, "log": None, "failed": False}
+_state: dict[str, object] = {"verbose": True, "log": None, "failed": False}
 
 
 def is_verbose() -> bool:

@@ -15,7 +15,11 @@ from pathlib import Path
 from tests.reliability.conftest import assert_one_line_error, run_medkit
 
 HF_VARS = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE", "MEDKIT_OFFLINE", "MEDKIT_DEBUG")
-QUIET_VARS = ("TQDM_DISABLE", "HF_HUB_DISABLE_PROGRESS_BARS", "TRANSFORMERS_VERBOSITY")  # set by an in-process main()
+QUIET_VARS = (
+    "TQDM_DISABLE",
+    "HF_HUB_DISABLE_PROGRESS_BARS",
+    "TRANSFORMERS_VERBOSITY",
+)  # set by an in-process main()
 
 
 def _python(code: str, tmp_path: Path, **env: str) -> subprocess.CompletedProcess:

@@ -328,7 +328,7 @@ class Runtime:
             self.llm.set_seed(seed := self._seed if seed is None else seed)
             decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
             is_eog = self._lib.llama_vocab_is_eog
-            sampling = {"top_k": top_k, "top_p": top_p, "min_p": min_p, "temp": temperature}
+            sampling: dict[str, Any] = {"top_k": top_k, "top_p": top_p, "min_p": min_p, "temp": temperature}
             sampling["repeat_penalty"] = repeat_penalty
             fast = None if text is None else GrammarFirst(self.llm, text, seed=seed, **sampling)
             if fast is not None:  # the grammar judges the sampled token first (medkit.runtime.sampling)

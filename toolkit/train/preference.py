@@ -184,7 +184,8 @@ class PreferenceTrainer(Trainer):
             lengths = [p.length for p in self.data.val]
             shard = batching.eval_batches(lengths, max(1, self.t.batch_size))[self.rank :: self.world]
             return sorted({i for b in shard for i in b.indices()})
-        wanted, seen, epoch = self.total_steps * self.t.grad_accum, set(), 0
+        wanted, epoch = self.total_steps * self.t.grad_accum, 0
+        seen: set[int] = set()
         while wanted > 0:
             batches = self.epoch_batches(epoch)[:wanted]
             seen.update(i for b in batches for i in b.indices())

@@ -180,6 +180,7 @@ def train(
 
         rewards = resolve(dict(r.train.rewards), trust=r.train.trust_reward_code)
     tok = models.load_tokenizer(r.model.base)
+    prepared: Any
     if r.train.method in ("sft", "grpo"):  # grpo samples its answers to the SFT rows' prompts
         prepared = data_mod.prepare(r, tok)
     else:
