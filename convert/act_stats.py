@@ -158,7 +158,7 @@ def gguf_names(family: Any, config: dict[str, Any], module_names: Iterable[str])
 FORWARD_TOKENS = 1024  # padded tokens a calibration batch holds (sequences of like length batched)
 
 
-def _batches(seqs: list[list[int]], budget: int) -> list[list[list[int]]]:
+def calib_batches(seqs: list[list[int]], budget: int) -> list[list[list[int]]]:
     """``seqs`` sorted by length and cut into batches of at most ``budget`` padded tokens (one sequence
     alone when it is longer): one matmul of ~1000 rows instead of ten of ~100 (2.5x on CPU)."""
     out: list[list[list[int]]] = []
@@ -208,11 +208,11 @@ def forward_dtype(device: str) -> Any:
     return torch.bfloat16 if secs[torch.bfloat16] * 2 < secs[torch.float32] else torch.float32
 
 
-def _is_matmul(module: Any) -> bool:
+def is_matmul(module: Any) -> bool:
     import torch
 
     return isinstance(module, torch.nn.Linear) or type(module).__name__ == "Conv1D"
 
 
-def _in_features(module: Any) -> int:
+def in_features(module: Any) -> int:
     return int(module.in_features if hasattr(module, "in_features") else module.weight.shape[0])

@@ -75,6 +75,13 @@ class RefineResult:
     seconds: float
     kinds: dict[str, int]  # GGML type -> tensors refined
 
+    def add(self, other: RefineResult) -> None:
+        """Count ``other`` (a part of the same refinement) into this total."""
+        self.tensors += other.tensors
+        self.seconds += other.seconds
+        for k, v in other.kinds.items():
+            self.kinds[k] = self.kinds.get(k, 0) + v
+
 
 def gram_bytes(shapes: dict[str, int]) -> int:
     """Bytes the Gram matrices of {GGUF name: row length} take (float32: how collect sums them)."""
@@ -380,11 +387,7 @@ def refiner(
         total = RefineResult(0, 0.0, {})
         for part in cut:
             got = grams if grams is not None else collect(hf_dir, seqs, grams=part).grams or {}
-            res = refine(path, f16, got, part, factors if grams is not None else None)
-            total.tensors += res.tensors
-            total.seconds += res.seconds
-            for k, v in res.kinds.items():
-                total.kinds[k] = total.kinds.get(k, 0) + v
+            total.add(refine(path, f16, got, part, factors if grams is not None else None))
         return total
 
     return run

@@ -118,11 +118,7 @@ class GramStore:
         def run(path: Path) -> RefineResult:
             total = RefineResult(0, 0.0, {})
             for part in self.parts(budget, set(refinable_shapes(f16))):
-                res = refine(path, f16, self.load(part), part, {}, keep_weights=False)
-                total.tensors += res.tensors
-                total.seconds += res.seconds
-                for k, v in res.kinds.items():
-                    total.kinds[k] = total.kinds.get(k, 0) + v
+                total.add(refine(path, f16, self.load(part), part, {}, keep_weights=False))
             return total
 
         return run

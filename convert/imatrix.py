@@ -36,11 +36,11 @@ import numpy as np
 from medkit.convert.act_stats import (
     FORWARD_TOKENS,
     ActStats,
-    _batches,
-    _in_features,
-    _is_matmul,
+    calib_batches,
     forward_dtype,
     gguf_names,
+    in_features,
+    is_matmul,
     shared_prefix,
 )
 from medkit.convert.calib import DEFAULT_BUDGET, file_sequences, run_sequences
@@ -88,9 +88,9 @@ def collect(
     t0 = time.perf_counter()
     run_dtype = forward_dtype(device) if dtype == "auto" else getattr(torch, dtype)
     model = AutoModelForCausalLM.from_pretrained(str(hf_dir), dtype=run_dtype).to(device).eval()
-    layers = {n: m for n, m in model.named_modules() if _is_matmul(m)}
+    layers = {n: m for n, m in model.named_modules() if is_matmul(m)}
     names = gguf_names(family, config, layers)
-    widths = {g: _in_features(layers[m]) for m, g in names.items()}
+    widths = {g: in_features(layers[m]) for m, g in names.items()}
     want = _gram_names(grams, widths)
     stats = ActStats(widths, want, device)
     hook = stats.hook
@@ -124,7 +124,7 @@ def collect(
                 stats.weight = 1.0
                 if prefix_cache is None:  # its sums are in: the rows cannot run whole now
                     raise ConvertError("the model returned no key/value cache for the calibration prefix")
-            for batch in _batches([s[n_shared:] for s in seqs], FORWARD_TOKENS):
+            for batch in calib_batches([s[n_shared:] for s in seqs], FORWARD_TOKENS):
                 width = max(len(ids) for ids in batch)
                 ids = torch.zeros((len(batch), width), dtype=torch.long)
                 mask = torch.zeros((len(batch), width), dtype=torch.long)

@@ -27,11 +27,11 @@ import numpy as np
 from medkit.convert.act_stats import (
     FORWARD_TOKENS,
     ActStats,
-    _batches,
-    _in_features,
-    _is_matmul,
+    calib_batches,
     forward_dtype,
     gguf_names,
+    in_features,
+    is_matmul,
     shared_prefix,
 )
 from medkit.convert.imatrix_file import IMatrix
@@ -116,15 +116,15 @@ def collect_layerwise(
     with torch.device(device):
         rotary = type(model.base_model.rotary_emb)(hf_config)
     body, prefix = model.base_model, model.base_model_prefix
-    layers = {n: m for n, m in model.named_modules() if _is_matmul(m)}
+    layers = {n: m for n, m in model.named_modules() if is_matmul(m)}
     names = gguf_names(family, config, layers)
-    widths = {g: _in_features(layers[m]) for m, g in names.items()}
+    widths = {g: in_features(layers[m]) for m, g in names.items()}
     want = set(widths) if grams else set()  # every weight's (an export's GPTQ rounds them from the store)
     head = model.get_output_embeddings()
     head_name = next((names[m] for m, mod in layers.items() if mod is head and m in names), None)
 
     n_shared = shared_prefix(seqs)
-    batches = _batches([s[n_shared:] for s in seqs], FORWARD_TOKENS)
+    batches = calib_batches([s[n_shared:] for s in seqs], FORWARD_TOKENS)
     embed = f"{prefix}.embed_tokens.weight"
 
     def embedded(ids: list[int]) -> Any:
