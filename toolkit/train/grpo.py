@@ -187,11 +187,7 @@ class GRPOTrainer(Trainer):
             loss_sum += float(total.detach())
             self._note(scores, comps, float(kl.sum()), float(clipped.sum()), logps.numel())
             self.last_flops += self._flops(prompts, comps)
-        if t.max_grad_norm > 0:
-            self.acc.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], t.max_grad_norm)
-        self.optimizer.step()
-        self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        self.optimizer_step()
         return loss_sum, int(n_tok), int(n_in)
 
     def _note(self, scores: Any, comps: list[list[int]], kl: float, clipped: float, tokens: int) -> None:

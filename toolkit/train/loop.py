@@ -160,6 +160,16 @@ class Trainer:
         s.micro += len(out)
         return out
 
+    def optimizer_step(self) -> None:
+        """Clip the trained parameters' gradients (train.max_grad_norm), step, advance the schedule, clear."""
+        if self.t.max_grad_norm > 0:
+            self.acc.clip_grad_norm_(
+                [p for p in self.model.parameters() if p.requires_grad], self.t.max_grad_norm
+            )
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
     def _tensors(self, batch: batching.Batch, examples: list[Any]) -> dict[str, Any]:
         out = batching.collate(batch, examples, self.pad_id)
         return {k: (v.to(self.device) if v is not None else None) for k, v in out.items()}
@@ -188,13 +198,7 @@ class Trainer:
                 total, _ = self.module(**self._tensors(b, examples))
                 self.acc.backward(total * scale)
             loss_sum += float(total.detach())
-        if self.t.max_grad_norm > 0:
-            self.acc.clip_grad_norm_(
-                [p for p in self.model.parameters() if p.requires_grad], self.t.max_grad_norm
-            )
-        self.optimizer.step()
-        self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        self.optimizer_step()
         (loss_all,) = self._sum(loss_sum)
         return loss_all / max(global_tokens, 1.0), int(global_tokens), int(global_in)
 

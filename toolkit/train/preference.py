@@ -274,13 +274,7 @@ class PreferenceTrainer(Trainer):
             w[2] += float((cr > rr).sum())
             w[3] += float(pc.detach().sum())
             w[4] += float(pr.detach().sum())
-        if self.t.max_grad_norm > 0:
-            self.acc.clip_grad_norm_(
-                [p for p in self.model.parameters() if p.requires_grad], self.t.max_grad_norm
-            )
-        self.optimizer.step()
-        self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        self.optimizer_step()
         (loss_all,) = self._sum(loss_sum)
         # (step loss, trained tokens of both answers, input tokens): what the SFT loop counts and logs
         return loss_all, int(g_both), int(g_in)
