@@ -30,9 +30,9 @@ _CHILD = r"""
 import json, resource, sys, time
 from pathlib import Path
 t0 = time.perf_counter()
-from medkit.convert.gguf_writer import write_gguf
-from medkit.convert.quantize import quantize
-from medkit.convert.gguf_writer import WeightReader
+from medkit.convert.gguf.writer import write_gguf
+from medkit.convert.quant.quantize import quantize
+from medkit.convert.gguf.writer import WeightReader
 t_import = time.perf_counter() - t0
 rss = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 src, out = Path(sys.argv[1]), Path(sys.argv[2])
@@ -92,12 +92,12 @@ def quant_quality(hf: Path, out: Path, threads: int = 1) -> list[dict[str, Any]]
     calibrated with GPTQ codes, and auto at q4_0's plain size (llama.cpp's rounding and GPTQ)."""
     from transformers import AutoTokenizer
 
-    from medkit.convert import imatrix as imx
-    from medkit.convert.calib import sample
-    from medkit.convert.gguf_writer import write_gguf
-    from medkit.convert.gptq import refiner
-    from medkit.convert.quant_mix import KLMeter, measure, quantize_auto
-    from medkit.convert.quantize import parse_budget, quantize
+    from medkit.convert.gguf.writer import write_gguf
+    from medkit.convert.quant import imatrix as imx
+    from medkit.convert.quant.calib import sample
+    from medkit.convert.quant.gptq import refiner
+    from medkit.convert.quant.mix import KLMeter, measure, quantize_auto
+    from medkit.convert.quant.quantize import parse_budget, quantize
     from medkit.data.tokens import prepare
     from medkit.recipe import load_recipe
 

@@ -253,7 +253,7 @@ def table(shape: str, rows: dict[str, dict[str, Any]], note: str | None) -> Any:
 def main() -> None:
     from rich.console import Console
 
-    from medkit.convert import memplan
+    from medkit.convert.quant import memplan
     from medkit.models import cache_root
 
     root = cache_root() / "bench-scale"

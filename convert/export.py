@@ -6,7 +6,7 @@
     medkit export --adapter-only                    # GGUF LoRA adapter of the run -> export/adapter.gguf
     medkit export --gguf q4_0 --base                # the run's base as GGUF, once: runs/_bases/
 
-Float types are written by medkit.convert.gguf_writer; quantized ones by llama.cpp's quantizer from
+Float types are written by medkit.convert.gguf.writer; quantized ones by llama.cpp's quantizer from
 an f16 intermediate (the f16 output itself when asked for, else a temp file removed afterwards).
 
 A run's export/merged/ is reused only while it records the hash of the run's adapter/ (else it is merged
@@ -74,7 +74,7 @@ def resolve_source(spec: str | None, out: Path | None, log: Callable[[str], Any]
         )
     if not run.merged.is_dir() or merge_stale_reason(run.merged, run.adapter):
         try:
-            from medkit.convert.merge import merge_run
+            from medkit.convert.adapter.merge import merge_run
         except ImportError as exc:
             raise ConvertError(
                 f"run has no up-to-date merged model and merge is unavailable ({exc})", where=str(run.path)
@@ -98,10 +98,10 @@ def export(
     gptq: bool = False,
     twins: dict[str, Path] | None = None,
 ) -> tuple[dict[str, Path], dict[str, float]]:
-    """Write every asked type, quantized ones weighed by ``imatrix`` (medkit.convert.imatrix_file.IMatrix, or
+    """Write every asked type, quantized ones weighed by ``imatrix`` (medkit.convert.quant.imatrix_file.IMatrix, or
     a function computing it, called once the outputs, disk space, model and size budgets have been
     checked), their codes rounded by GPTQ when ``gptq`` and the imatrix holds its calibration data
-    (medkit.convert.gptq); returns ({type: path}, {stage: seconds}). ``twins``: a dict filled with the
+    (medkit.convert.quant.gptq); returns ({type: path}, {stage: seconds}). ``twins``: a dict filled with the
     plain quantization of each calibrated type (a temporary file the parity check holds it to)."""
     with export_session(source.out_dir, log):
         return _export(
@@ -123,8 +123,8 @@ def _export(
 ) -> tuple[dict[str, Path], dict[str, float]]:
     import numpy as np
 
-    from medkit.convert.gguf_writer import WeightReader, read_config, write_gguf
-    from medkit.convert.quantize import BY_NAME, FLOAT_TYPES, QUANT_SOURCES, is_auto, quantize
+    from medkit.convert.gguf.writer import WeightReader, read_config, write_gguf
+    from medkit.convert.quant.quantize import BY_NAME, FLOAT_TYPES, QUANT_SOURCES, is_auto, quantize
     from medkit.runs import check_free_space
 
     outputs = {t: source.out_dir / f"{source.name}-{t.replace(':', '-')}.gguf" for t in types}
@@ -161,7 +161,7 @@ def _export(
                 res = write_gguf(source.hf_dir, inter, "f16", trust_remote_code=trust_remote_code, **kw)
                 timings["f16 (intermediate)"] = res.seconds
             if any(is_auto(t) for t in quants):  # a budget too small: one line before any quant is written
-                from medkit.convert.quant_mix import check_budgets
+                from medkit.convert.quant.mix import check_budgets
 
                 check_budgets(inter, [t for t in quants if is_auto(t)])
             if callable(imatrix):  # computed only now: every cheap check above has passed
@@ -169,11 +169,11 @@ def _export(
                 if imatrix is not None:
                     timings["imatrix"] = imatrix.seconds
             if imatrix is not None:  # another model's: its recorded source, then its coverage (quantize)
-                from medkit.convert.imatrix_file import check_source
+                from medkit.convert.quant.imatrix_file import check_source
 
                 check_source(imatrix, source.hf_dir)
-            from medkit.convert.gptq import rounds
-            from medkit.convert.quant_mix import export_auto
+            from medkit.convert.quant.gptq import rounds
+            from medkit.convert.quant.mix import export_auto
 
             post = _refiner(source, imatrix, inter, log) if gptq and any(map(rounds, quants)) else None
             cache: dict[str, Any] = {"types": quants}  # auto:SIZE types share one measurement
@@ -228,7 +228,7 @@ def _export(
 
 def _refiner(source: Source, imatrix: Any, f16: Path, log: Any) -> Any:
     """The GPTQ pass for each quantized file, when the imatrix came with its calibration data."""
-    from medkit.convert.gptq import refiner
+    from medkit.convert.quant.gptq import refiner
 
     if imatrix is None or not imatrix.seqs:
         if imatrix is not None:

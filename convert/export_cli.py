@@ -18,7 +18,7 @@ from medkit.errors import ConvertError
 
 
 def _types_help() -> str:
-    from medkit.convert.quantize import EXPORT_TYPES
+    from medkit.convert.quant.quantize import EXPORT_TYPES
     from medkit.recipe import ExportSection
 
     default = ",".join(ExportSection().gguf)
@@ -92,12 +92,12 @@ def command(
 
     A run's recipe.toml ([export] gguf, verify, modelfile) gives the defaults; a flag given here wins.
     """
-    from medkit.convert import imatrix
-    from medkit.convert.quantize import parse_types
+    from medkit.convert.quant import imatrix
+    from medkit.convert.quant.quantize import parse_types
 
     flags = {"--gguf": types_spec, "--base": base or None, "--imatrix": imatrix_mode, "--calib": calib}
     if adapter_only:
-        from medkit.convert.shared_base import export_adapter
+        from medkit.convert.adapter.shared_base import export_adapter
 
         more = {
             "--gptq/--no-gptq": gptq,
@@ -124,7 +124,7 @@ def command(
         raise ConvertError(f"--calib does not apply with export.imatrix = {mode} in {recipe}",
                            hint="pass --imatrix auto with --calib")  # fmt: skip
     if base:  # a calibrated shared base: --calib FILE or --imatrix PATH (a bare base has no data of its own)
-        from medkit.convert.shared_base import export_base
+        from medkit.convert.adapter.shared_base import export_base
 
         imatrix.check_needed(types, mode, calib, is_run=False, gptq=gptq)
         use = defaults.gptq if gptq is None else gptq

@@ -291,7 +291,7 @@ def write_for_export(
     context from the HF folder ``hf_dir``, a run's ``recipe`` (when there is one) giving the chat defaults."""
     import json
 
-    from medkit.convert.vocab import chat_template, end_of_turn, load_vocab, token_text, tokenizer_config
+    from medkit.convert.gguf.vocab import chat_template, end_of_turn, load_vocab, token_text, tokenizer_config
 
     cfg = tokenizer_config(hf_dir)
     template = chat_template(hf_dir)

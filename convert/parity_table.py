@@ -55,7 +55,7 @@ def imatrix_cell(calibration: str | None) -> str:
     if calibration is None:
         return "—"
     mix = " (mix)" if calibration.endswith(" mix") else ""
-    from medkit.runtime.gguf_header import level
+    from medkit.formats.gguf_header import level
 
     return ("no", "yes", "yes+gptq")[level(calibration)] + mix  # one cell per gguf_header.LEVELS
 

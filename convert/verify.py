@@ -98,10 +98,10 @@ class Parity:
 def gguf_type(path: Path) -> str:
     """The file type recorded in a GGUF ('f16', 'q4_0', 'iq4_xs', ...), from general.file_type.
 
-    The header is checked first (medkit.runtime.gguf_header): a truncated, random or text file is one
+    The header is checked first (medkit.formats.gguf_header): a truncated, random or text file is one
     RuntimeLoadError line naming it."""
-    from medkit.convert.quantize import type_name
-    from medkit.runtime.gguf_header import read_gguf_info
+    from medkit.convert.quant.quantize import type_name
+    from medkit.formats.gguf_header import read_gguf_info
 
     info = read_gguf_info(path, what="GGUF")
     if info.kind == "adapter":
@@ -217,7 +217,7 @@ def check(
     step: Step | None = None,
 ) -> Parity:
     """Compare one GGUF against the HF reference."""
-    from medkit.runtime.gguf_header import calibration
+    from medkit.formats.gguf_header import calibration
 
     step = step or (lambda label: None)
     qtype = gguf_type(path)

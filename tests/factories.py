@@ -465,7 +465,7 @@ def build_llama32(out_dir: str | Path, seed: int = 0) -> Path:
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import AutoModelForCausalLM, LlamaConfig, PreTrainedTokenizerFast
 
-    from medkit.data.templates import TEMPLATES
+    from medkit.formats.chat_template import TEMPLATES
 
     out_dir = Path(out_dir)
     tk = Tokenizer(models.BPE())

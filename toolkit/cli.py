@@ -49,7 +49,7 @@ VERBS: dict[str, Verb] = {
         ("torch", "transformers", "peft", "datasets", "rouge_score", "sacrebleu"),
     ),
     "merge": Verb(
-        "medkit.convert.merge:command",
+        "medkit.convert.adapter.merge:command",
         "Merge a run's adapter into its 16-bit base (HF folder).",
         "train",
         ("torch", "transformers", "peft"),

@@ -10,7 +10,7 @@ One export or merge writes into a folder at a time (`export_session`: a lock fil
 starts by deleting the temp files that a killed export left there (``.<output>.XXXXXXXX.partial``, the f16
 intermediate, ``.merged.old-<pid>``): no live writer can own them, since it would hold the lock.
 
-Torch-free (chat imports this): the GGUF header is read by medkit.runtime.gguf_header.
+Torch-free (chat imports this): the GGUF header is read by medkit.formats.gguf_header.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from typing import Any
 from medkit.errors import ConvertError, MedkitError
 
 ADAPTER_KEY = "medkit.adapter.sha256"
-MERGE_RECORD = "medkit_merge.json"  # written by medkit.convert.merge into the merged folder
+MERGE_RECORD = "medkit_merge.json"  # written by medkit.convert.adapter.merge into the merged folder
 RECORD_FIELD = "adapter_sha256"
 _WEIGHT_GLOBS = ("adapter_model*.safetensors", "adapter_model*.bin")
 _CHUNK = 1 << 20
@@ -82,7 +82,7 @@ def merge_stale_reason(merged_dir: str | Path, adapter_dir: str | Path) -> str |
 
 def gguf_adapter_hash(gguf: str | Path) -> str | None:
     """The ``medkit.adapter.sha256`` a GGUF records, or None (no such key). RuntimeLoadError if unreadable."""
-    from medkit.runtime.gguf_header import read_gguf_info
+    from medkit.formats.gguf_header import read_gguf_info
 
     value = read_gguf_info(gguf, what="GGUF").meta.get(ADAPTER_KEY)  # magic, version, truncation checked
     return value if isinstance(value, str) and value else None

@@ -84,7 +84,7 @@ class RunDir:
     def ggufs(self) -> list[Path]:
         """The export's GGUF files, highest precision first (f32 ... q4_0), then by name. A dot-name is an
         export's temporary file (the f16 intermediate, a .partial): never offered as a model."""
-        from medkit.convert.quantize import precision_rank
+        from medkit.convert.quant.quantize import precision_rank
 
         def rank(p: Path) -> tuple[tuple[float, int], str]:
             return (precision_rank(p.stem.rsplit("-", 1)[-1]), p.name)
@@ -105,7 +105,7 @@ class RunDir:
 def gguf_kind(path: Path) -> str:
     """ "model", "adapter" or "imatrix": the GGUF header's general.type; a file whose header cannot be read is told by
     the name medkit writes (ADAPTER_GGUF), so the verb that loads it reports the damage in one line."""
-    from medkit.runtime.gguf_header import read_gguf_kind
+    from medkit.formats.gguf_header import read_gguf_kind
 
     kind = read_gguf_kind(path)
     if kind is None:

@@ -11,12 +11,12 @@ adds ``(alpha / r) * B @ A`` to ``T``. What this module takes care of:
   so the adapter-wide alpha is set from the most common (rank, scale) and any other factor is folded into B;
 * gpt2 Conv1D layers (fan_in_fan_out): PEFT's A and B are already in Linear orientation, like the base GGUF;
 * adapters llama.cpp cannot apply (embeddings, lm_head, modules_to_save, DoRA, LoRA bias) are refused;
-* the base's identity: ``medkit.adapter.base_id`` (medkit.convert.fingerprint.BASE_KEY), the fingerprint of
+* the base's identity: ``medkit.adapter.base_id`` (medkit.convert.gguf.fingerprint.BASE_KEY), the fingerprint of
   the base's HF weights (``st1:`` + sha256 over each safetensors tensor's name, dtype, shape and first and
   last 4 KiB), or what a base GGUF records under ``medkit.base.id``; every model GGUF medkit's writer makes
   records its own fingerprint there, so a loader compares the two strings.
 
-The base model's dimensions and the fit check live in medkit.convert.lora_base; the family facts
+The base model's dimensions and the fit check live in medkit.convert.adapter.lora_base; the family facts
 (Q/K permutation, tensor names) come from the registry, medkit.convert.arch.
 """
 
@@ -31,9 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from medkit.convert import arch
-from medkit.convert.arch.base import permute_rows
-from medkit.convert.fingerprint import BASE_KEY, base_fingerprint
-from medkit.convert.lora_base import (
+from medkit.convert.adapter.lora_base import (
     ADAPTER_WEIGHTS,
     LORA_KEY,
     BaseInfo,
@@ -43,6 +41,8 @@ from medkit.convert.lora_base import (
     read_adapter_config,
     read_safetensors,
 )
+from medkit.convert.arch.base import permute_rows
+from medkit.convert.gguf.fingerprint import BASE_KEY, base_fingerprint
 from medkit.errors import ConvertError, RuntimeLoadError
 from medkit.runs import atomic_path, check_free_space
 
@@ -262,7 +262,7 @@ def write_lora_gguf(
 
 def describe(path: str | Path) -> dict[str, Any]:
     """Alpha, tensor count and ranks of a GGUF LoRA adapter (for reports and tests), from its header."""
-    from medkit.runtime.gguf_header import read_gguf_info
+    from medkit.formats.gguf_header import read_gguf_info
 
     try:
         info = read_gguf_info(path, what="GGUF")

@@ -2,7 +2,7 @@
 and whether the adapter's tensors fit them, every differing dimension named in one line.
 
 Which families can be converted, their GGUF architecture, block path and LoRA module shapes come from
-the family registry (medkit.convert.arch); a GGUF base is read by medkit.runtime.gguf_header. Torch-free.
+the family registry (medkit.convert.arch); a GGUF base is read by medkit.formats.gguf_header. Torch-free.
 """
 
 from __future__ import annotations
@@ -98,8 +98,8 @@ def info_from_config(cfg: dict[str, Any], source: str, tok_size: int | None = No
 
 
 def info_from_gguf(path: Path) -> BaseInfo:
-    """BaseInfo of a model GGUF, from its header (medkit.runtime.gguf_header)."""
-    from medkit.runtime.gguf_header import read_gguf_info
+    """BaseInfo of a model GGUF, from its header (medkit.formats.gguf_header)."""
+    from medkit.formats.gguf_header import read_gguf_info
 
     try:
         info = read_gguf_info(path, what="GGUF")
@@ -148,11 +148,11 @@ def base_info(spec: str | Path) -> BaseInfo:
 
 
 def read_safetensors(path: Path, *, load: bool = True) -> dict[str, tuple[tuple[int, ...], Any]]:
-    """name -> (shape, float32 array or None) of a safetensors file (medkit.convert.safetensors_io, no
+    """name -> (shape, float32 array or None) of a safetensors file (medkit.convert.gguf.safetensors_io, no
     torch). A truncated or malformed file raises ConvertError."""
     import numpy as np
 
-    from medkit.convert.safetensors_io import read_header, read_tensor
+    from medkit.convert.gguf.safetensors_io import read_header, read_tensor
 
     return {
         name: (t.shape, np.array(read_tensor(t), dtype=np.float32) if load else None)

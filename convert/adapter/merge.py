@@ -217,7 +217,7 @@ def merge_adapter(
 ) -> Path:
     """Merge the PEFT adapter in ``adapter_dir`` into ``base_spec`` (hub id, HF folder or .gguf); write
     an HF folder at ``out_dir`` and return it. ConvertError if the adapter does not fit the base."""
-    from medkit.convert.lora import base_info, check_adapter_matches
+    from medkit.convert.adapter.lora import base_info, check_adapter_matches
     from medkit.models import loadable
     from medkit.provenance import adapter_hash
     from medkit.runs import check_free_space
@@ -237,11 +237,11 @@ def merge_adapter(
     sha = adapter_hash(adapter_dir)  # before loading: the merge is at most as new as this hash
     target = save_dtype(dtype, base_dir)
     t0 = time.perf_counter()
-    from medkit.convert.merge_stream import merge_streaming, stream_reason
+    from medkit.convert.adapter.merge_stream import merge_streaming, stream_reason
 
     why = "--from-4bit" if from_4bit else stream_reason(base_dir, adapter_dir)
     if why is None:  # tensor by tensor from the memory-mapped base: one tensor held, not the model
-        from medkit.convert.gguf_writer import WeightReader
+        from medkit.convert.gguf.writer import WeightReader
 
         n_params = sum(math.prod(e.shape) for e in WeightReader(base_dir).entries.values())
         needed = n_params * _torch_dtype(target).itemsize + (64 << 20)
@@ -369,6 +369,6 @@ def command(
     path = merge_run(rd, from_4bit=from_4bit, out=out, force=force, log=click.echo)
     click.echo(f"wrote {path}")
     if report:
-        from medkit.convert.merge_report import print_report, report_run
+        from medkit.convert.adapter.merge_report import print_report, report_run
 
         print_report(report_run(rd, merged_dir=path, from_4bit=from_4bit, max_examples=max_examples))

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from medkit.convert.merge import Quant, apply_adapter, load_4bit, load_base, run_settings
+from medkit.convert.adapter.merge import Quant, apply_adapter, load_4bit, load_base, run_settings
 from medkit.errors import ConvertError
 
 

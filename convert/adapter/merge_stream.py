@@ -7,7 +7,7 @@ safetensors, written straight into the merged safetensors file, so a 7B merge ho
 It streams a plain LoRA adapter (PEFT's LORA type: lora_A/lora_B per Linear or Conv1D weight, one rank and
 alpha for all, rsLoRA or not, fan_in_fan_out or not) into a local safetensors base, merged in float32 (as
 PEFT merges on a CPU) and stored in the target dtype. DoRA, per-module ranks, embedding LoRA, modules_to_save
-and pickle or 4-bit bases take PEFT's merge (medkit.convert.merge), which loads the model.
+and pickle or 4-bit bases take PEFT's merge (medkit.convert.adapter.merge), which loads the model.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from medkit.convert.safetensors_io import DTYPES
+from medkit.convert.gguf.safetensors_io import DTYPES
 from medkit.errors import ConvertError
 
 PREFIX = "base_model.model."
@@ -31,7 +31,7 @@ OUT_FILE = "model.safetensors"
 
 
 def _adapter_tensors(adapter_dir: Path) -> dict[str, Any]:
-    from medkit.convert.safetensors_io import read_header
+    from medkit.convert.gguf.safetensors_io import read_header
 
     path = adapter_dir / "adapter_model.safetensors"
     return read_header(path) if path.is_file() else {}
@@ -91,8 +91,8 @@ def merge_streaming(base_dir: Path, adapter_dir: Path, out_dir: Path, dtype: str
     ones in ``dtype``) and the base's config.json with that dtype; returns how many weights were merged."""
     import torch
 
-    from medkit.convert.gguf_writer import WeightReader
-    from medkit.convert.safetensors_io import read_tensor
+    from medkit.convert.gguf.safetensors_io import read_tensor
+    from medkit.convert.gguf.writer import WeightReader
 
     cfg = json.loads((adapter_dir / "adapter_config.json").read_text())
     r, alpha = int(cfg["r"]), float(cfg.get("lora_alpha", cfg["r"]))

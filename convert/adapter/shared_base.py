@@ -59,7 +59,7 @@ def export_base(
     types calibrated when ``calib`` (texts) or ``imatrix_mode`` (an imatrix GGUF of the base) gives data."""
     import functools
 
-    from medkit.convert.imatrix import for_export
+    from medkit.convert.quant.imatrix import for_export
     from medkit.runs import find_run, runs_root
 
     run = find_run(spec)
@@ -79,7 +79,7 @@ def export_base(
 
 
 def export_adapter(spec: str | None, out: Path | None, force: bool) -> None:
-    from medkit.convert.lora import write_lora_gguf
+    from medkit.convert.adapter.lora import write_lora_gguf
     from medkit.runs import find_run
 
     run = find_run(spec)

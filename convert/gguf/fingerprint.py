@@ -5,7 +5,7 @@
     medkit.adapter.base_id     in an adapter GGUF (`--adapter-only`): the base it was trained on
     medkit.imatrix.source      in imatrix.gguf: the model whose activations it summed
 
-The first two are the names the runtime compares (medkit.runtime.gguf_header: MODEL_ID_KEY and
+The first two are the names the runtime compares (medkit.formats.gguf_header: MODEL_ID_KEY and
 ADAPTER_BASE_ID_KEY); they are spelled again here because a convert module writes what the runtime
 reads and the ground must not import a stage.
 
@@ -32,7 +32,7 @@ _SAMPLE = 4096
 def model_fingerprint(hf_dir: str | Path) -> str | None:
     """The fingerprint of a HF model folder's safetensors weights; None when it holds none (a .bin model, a
     GGUF file): nothing is recorded and nothing compared."""
-    from medkit.convert.safetensors_io import read_header
+    from medkit.convert.gguf.safetensors_io import read_header
     from medkit.errors import ConvertError
 
     folder = Path(hf_dir)
@@ -57,7 +57,7 @@ def model_fingerprint(hf_dir: str | Path) -> str | None:
 
 def gguf_fingerprint(path: str | Path, key: str = MODEL_KEY) -> str | None:
     """The fingerprint a GGUF records under ``key`` (None: not recorded)."""
-    from medkit.runtime.gguf_header import read_gguf_info
+    from medkit.formats.gguf_header import read_gguf_info
 
     value = read_gguf_info(path, what="GGUF").meta.get(key)
     return value if isinstance(value, str) and value else None

@@ -19,7 +19,7 @@ import numpy as np
 
 from medkit.convert import arch
 from medkit.convert.arch.layout import add_hparams, computed_tensors, plan_tensor, tensor_name_map
-from medkit.convert.safetensors_io import StTensor, read_header, read_tensor
+from medkit.convert.gguf.safetensors_io import StTensor, read_header, read_tensor
 from medkit.errors import ConvertError
 
 FLOAT_TYPES = ("f32", "f16", "bf16")
@@ -190,7 +190,7 @@ def write_gguf(
     """Write ``folder`` (a HF causal-LM folder) as an f32/f16/bf16 GGUF at ``out`` (atomically)."""
     import gguf
 
-    from medkit.convert.vocab import add_vocab
+    from medkit.convert.gguf.vocab import add_vocab
     from medkit.provenance import ADAPTER_KEY, recorded_merge_hash
     from medkit.runs import atomic_path, check_free_space
 
@@ -201,7 +201,7 @@ def write_gguf(
     merged_from = recorded_merge_hash(folder)  # a `medkit merge` folder: the adapter its weights hold
     if merged_from and ADAPTER_KEY not in (metadata or {}):
         metadata = {**(metadata or {}), ADAPTER_KEY: merged_from}
-    from medkit.convert.fingerprint import MODEL_KEY, model_fingerprint
+    from medkit.convert.gguf.fingerprint import MODEL_KEY, model_fingerprint
 
     if MODEL_KEY not in (metadata or {}) and (found := model_fingerprint(folder)):
         metadata = {
@@ -216,7 +216,7 @@ def write_gguf(
     embd = next(p for p in plan if p.gguf_name == "token_embd.weight")
     n_vocab = int(embd.shape[0])
     check_free_space(out.parent, sum(p.nbytes for p in plan) + 16 * 2**20, what=out.name)
-    from medkit.convert.quantize import ftype_of  # the one table of GGUF types and their numbers
+    from medkit.convert.quant.quantize import ftype_of  # the one table of GGUF types and their numbers
 
     file_type = ftype_of(ftype)
     with atomic_path(out) as tmp:

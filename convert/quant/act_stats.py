@@ -7,8 +7,8 @@ and, for the weights GPTQ rounds, the Gram matrix X^T X (whose diagonal is that 
     ...; stats.end_batch()                           # after each forward
     sums, counts, grams = stats.finish()
 
-One home for the hooks both the whole-model pass (medkit.convert.imatrix.collect) and the layer-by-layer
-one (medkit.convert.layerwise) use, so the two sum alike. Weights fed the very same input tensor in one
+One home for the hooks both the whole-model pass (medkit.convert.quant.imatrix.collect) and the layer-by-layer
+one (medkit.convert.quant.layerwise) use, so the two sum alike. Weights fed the very same input tensor in one
 batch (q/k/v, gate/up) share its sums (an alias); the Gram sums are taken GRAM_TOKENS rows at a time in
 float32, the importance of a weight without one in float32 per batch and float64 in total.
 """

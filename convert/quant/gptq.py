@@ -5,7 +5,7 @@ nearest code on that grid. Nearest rounding minimises each weight's own error, n
 on the calibration inputs X, the error of W x is what the model feels. GPTQ (Frantar et al., 2022) rounds
 one input column at a time and moves what that column's rounding cost onto the columns not yet rounded,
 weighted by the inverse of the Gram matrix H = X^T X, which cancels much of it in the output. medkit keeps
-llama.cpp's file, types and scales as they are and rewrites only the integer codes (medkit.convert.qcodec),
+llama.cpp's file, types and scales as they are and rewrites only the integer codes (medkit.convert.quant.qcodec),
 so the result is a plain GGUF that any llama.cpp loads; only the choice of codes differs.
 
     grams = collect_grams(hf_dir, seqs)         # X^T X per GGUF weight, from the same pass as the imatrix
@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from medkit.convert import qcodec
+from medkit.convert.quant import qcodec
 from medkit.errors import ConvertError
 
 DAMP = 0.01  # ridge added to H, as a fraction of its mean diagonal (GPTQ's default): keeps H invertible
@@ -64,7 +64,7 @@ def rounds(quant: str) -> bool:
     """Whether a GGUF of quant type ``quant`` (a name: q4_k_m, auto:90MB, ...) holds tensors GPTQ refines:
     every type but q8_0, whose quantized tensors are all Q8_0 (the K mixes keep Q4_K-Q6_K tensors even at
     q2_k)."""
-    from medkit.convert.quantize import BY_NAME
+    from medkit.convert.quant.quantize import BY_NAME
 
     return not (quant in BY_NAME and BY_NAME[quant].ggml == "Q8_0")
 
@@ -270,7 +270,7 @@ def refine(
     import gguf
     import torch
 
-    from medkit.runtime.gguf_header import tensor_table
+    from medkit.formats.gguf_header import tensor_table
 
     t0 = time.perf_counter()
     src, dst = tensor_table(f16), tensor_table(path)
@@ -370,7 +370,7 @@ def refiner(
     ``grams``: the Gram matrices the imatrix pass already summed (they fit GRAM_BUDGET), or the store the
     layer-by-layer pass wrote them to (read back whole blocks at a time, ``budget`` bytes of them); without
     them, one calibration pass over ``seqs`` per part of the model that fits, for every file."""
-    from medkit.convert.imatrix import collect
+    from medkit.convert.quant.imatrix import collect
 
     if hasattr(grams, "parts"):  # a gram_store.GramStore: its matrices read back a few blocks at a time
         return grams.refiner(f16, budget or grams.budget or GRAM_BUDGET)
@@ -395,7 +395,7 @@ def refiner(
 
 def refinable_shapes(f16: Path) -> dict[str, int]:
     """{GGUF name: row length} of the float GGUF's 2-D weights GPTQ may refine (any quant type)."""
-    from medkit.runtime.gguf_header import tensor_table
+    from medkit.formats.gguf_header import tensor_table
 
     return {
         name: t.shape[0]

@@ -111,9 +111,9 @@ class GramStore:
         shutil.rmtree(self.folder, ignore_errors=True)
 
     def refiner(self, f16: Path, budget: int) -> Any:
-        """medkit.convert.gptq.refiner's function for a store: each quantized file's codes rounded a run of
+        """medkit.convert.quant.gptq.refiner's function for a store: each quantized file's codes rounded a run of
         whole blocks at a time (``budget`` bytes of their Gram matrices read back, then freed)."""
-        from medkit.convert.gptq import RefineResult, refinable_shapes, refine
+        from medkit.convert.quant.gptq import RefineResult, refinable_shapes, refine
 
         def run(path: Path) -> RefineResult:
             total = RefineResult(0, 0.0, {})

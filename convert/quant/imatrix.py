@@ -1,7 +1,7 @@
 """Importance matrices (llama.cpp's imatrix) from the run's own data: the calibration pass, and what
 `medkit export` asks of it.
 
-    seqs, what = run_sequences(run, hf_dir)          # medkit.convert.calib: the run's conversations, sampled
+    seqs, what = run_sequences(run, hf_dir)          # medkit.convert.quant.calib: the run's conversations, sampled
     im = collect(hf_dir, seqs, datasets=[what])      # mean x^2 per input column of every weight matrix
     im = for_export(source, types, "auto")           # the above, written once as export/imatrix.gguf
 
@@ -17,7 +17,7 @@ matrices: ~8 s on 2 cores, was 28.5 s one float32 sequence at a time.) Weights f
 (q/k/v, gate/up) share its sums. HF module names map to
 GGUF tensor names through the model-family registry (medkit.convert.arch). The Q/K permutation of the
 Llama family reorders output rows only, so input columns, and their importance, stay where they are.
-The file and the quantizer's side: medkit.convert.imatrix_file.
+The file and the quantizer's side: medkit.convert.quant.imatrix_file.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from medkit.convert.act_stats import (
+from medkit.convert.quant.act_stats import (
     FORWARD_TOKENS,
     ActStats,
     calib_batches,
@@ -43,8 +43,8 @@ from medkit.convert.act_stats import (
     is_matmul,
     shared_prefix,
 )
-from medkit.convert.calib import DEFAULT_BUDGET, file_sequences, run_sequences
-from medkit.convert.imatrix_file import (
+from medkit.convert.quant.calib import DEFAULT_BUDGET, file_sequences, run_sequences
+from medkit.convert.quant.imatrix_file import (
     IMATRIX_FILE,
     IMatrix,
     read_imatrix,
@@ -71,14 +71,14 @@ def collect(
     dtype: str = "auto",
 ) -> IMatrix:
     """Run ``seqs`` through the HF model at ``hf_dir`` and sum x^2 per input column of each weight.
-    ``grams``: also sum X^T X (medkit.convert.gptq) for these GGUF weights (True: all of them, when they
+    ``grams``: also sum X^T X (medkit.convert.quant.gptq) for these GGUF weights (True: all of them, when they
     fit gptq.GRAM_BUDGET; else ``im.grams`` stays None). Weights fed the same input share one matrix.
     ``dtype``: the forward pass's (auto: forward_dtype(device)); the sums are float32/float64 either way."""
     import torch
     from transformers import AutoModelForCausalLM
 
     from medkit.convert import arch
-    from medkit.convert.gguf_writer import read_config
+    from medkit.convert.gguf.writer import read_config
 
     if not seqs:
         raise ConvertError("the calibration set is empty")
@@ -166,7 +166,7 @@ def collect(
 
 def _gram_names(grams: bool | Iterable[str], rows: dict[str, int]) -> set[str]:
     """The GGUF weights whose Gram matrices collect() sums: the named ones, or all when they fit."""
-    from medkit.convert import gptq
+    from medkit.convert.quant import gptq
 
     if grams is False:
         return set()
@@ -184,7 +184,7 @@ def check_needed(
 ) -> None:
     """A type that needs an importance matrix, and none to be had, or ``--gptq`` asked for without the
     calibration data it rounds on: one line, before anything is written."""
-    from medkit.convert.quantize import BY_NAME, FLOAT_TYPES
+    from medkit.convert.quant.quantize import BY_NAME, FLOAT_TYPES
 
     data = mode == "auto" and (is_run or calib is not None)
     if gptq is True and not data and any(t not in FLOAT_TYPES for t in types):
@@ -219,14 +219,14 @@ def for_export(
     written once as export/imatrix.gguf; a HF folder: ``calib`` or none), none, or an imatrix GGUF path.
     A run's run.json records it (imatrix: file, datasets, tokens, the calibrated types). ``gptq``: the
     same pass sums the Gram matrices GPTQ rounds with (a file on disk has none: computed again)."""
-    from medkit.convert.quantize import BY_NAME, FLOAT_TYPES
+    from medkit.convert.quant.quantize import BY_NAME, FLOAT_TYPES
 
     quants = [t for t in types if t not in FLOAT_TYPES]
     needed = any(t in BY_NAME and BY_NAME[t].imatrix for t in quants)
     im, path = _imatrix(source, mode, calib, force, budget, log, needed, gptq) if quants else (None, None)
     if source.run is not None and quants:
         record = {"file": str(path), "datasets": im.datasets, "tokens": im.tokens} if im else {"file": None}
-        from medkit.convert.gptq import rounds
+        from medkit.convert.quant.gptq import rounds
 
         gptq_types = [t for t in quants if rounds(t)] if im is not None and im.seqs and gptq else []
         record_in_run(
@@ -235,7 +235,7 @@ def for_export(
     return im
 
 
-LAYERWISE = True  # a family medkit.convert.layerwise runs is calibrated a decoder layer at a time
+LAYERWISE = True  # a family medkit.convert.quant.layerwise runs is calibrated a decoder layer at a time
 
 
 def _imatrix(
@@ -268,8 +268,8 @@ def _imatrix(
             raise
         log(f"note: quantizing without an importance matrix ({exc.message})")  # the data moved since training
         return None, None
-    from medkit.convert import layerwise
-    from medkit.convert.gguf_writer import read_config
+    from medkit.convert.gguf.writer import read_config
+    from medkit.convert.quant import layerwise
 
     if LAYERWISE and layerwise.supports(read_config(Path(source.hf_dir))):
         im = layerwise.calibrate(source, seqs, what, gptq, log, progress_bar)

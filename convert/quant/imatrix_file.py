@@ -147,7 +147,7 @@ def check_fits(im: IMatrix, model_gguf: Path, where: str | None = None) -> None:
     """Every imatrix entry names a weight of ``model_gguf`` and has its row length, and every weight the
     quantizer weighs by it (the 2-D blk.* and output weights) has an entry; else one ConvertError naming
     the imatrix file."""
-    from medkit.runtime.gguf_header import tensor_table
+    from medkit.formats.gguf_header import tensor_table
 
     where = where or im.path
     shapes = {name: t.shape for name, t in tensor_table(model_gguf).items()}  # no 5-s vocabulary parse
@@ -172,7 +172,7 @@ def check_fits(im: IMatrix, model_gguf: Path, where: str | None = None) -> None:
 
 def source_record(hf_dir: Path) -> dict[str, str]:
     """The medkit.imatrix.source key of an imatrix summed on ``hf_dir`` (none for a model without safetensors)."""
-    from medkit.convert.fingerprint import IMATRIX_SOURCE_KEY, model_fingerprint
+    from medkit.convert.gguf.fingerprint import IMATRIX_SOURCE_KEY, model_fingerprint
 
     found = model_fingerprint(hf_dir)
     return {IMATRIX_SOURCE_KEY: found} if found else {}
@@ -180,7 +180,7 @@ def source_record(hf_dir: Path) -> dict[str, str]:
 
 def check_source(im: IMatrix, hf_dir: Path) -> None:
     """The model an imatrix was summed on (medkit.imatrix.source, when recorded) is ``hf_dir``."""
-    from medkit.convert.fingerprint import IMATRIX_SOURCE_KEY, model_fingerprint
+    from medkit.convert.gguf.fingerprint import IMATRIX_SOURCE_KEY, model_fingerprint
 
     recorded = im.metadata.get(IMATRIX_SOURCE_KEY)
     current = model_fingerprint(hf_dir) if recorded else None

@@ -4,12 +4,12 @@
 
 The calibration rows are embedded (the embedding rows they use read from the memory-mapped safetensors,
 never the whole table), then carried through the decoder a layer at a time: each layer's weights are read
-from the safetensors when its turn comes (medkit.convert.gguf_writer.WeightReader, memory-mapped), its
+from the safetensors when its turn comes (medkit.convert.gguf.writer.WeightReader, memory-mapped), its
 inputs' importance sums and Gram matrices taken by the same hooks as the whole-model pass
-(medkit.convert.act_stats), the Gram matrices handed to ``store`` (written to disk, read back a few layers
-at a time by GPTQ: medkit.convert.gram_store), and the layer freed before the next. Each layer sees the
+(medkit.convert.quant.act_stats), the Gram matrices handed to ``store`` (written to disk, read back a few layers
+at a time by GPTQ: medkit.convert.quant.gram_store), and the layer freed before the next. Each layer sees the
 previous layer's full-precision outputs, as the whole-model pass does, so the sums equal its sums (to float
-rounding; tests/convert/test_layerwise.py). The tokens every row starts with run once per layer, their keys
+rounding; tests/convert/quant/test_layerwise.py). The tokens every row starts with run once per layer, their keys
 and values reused by every batch, as in the whole-model pass. The loop is device-agnostic (``device``).
 """
 
@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from medkit.convert.act_stats import (
+from medkit.convert.quant.act_stats import (
     FORWARD_TOKENS,
     ActStats,
     calib_batches,
@@ -34,12 +34,12 @@ from medkit.convert.act_stats import (
     is_matmul,
     shared_prefix,
 )
-from medkit.convert.imatrix_file import IMatrix
+from medkit.convert.quant.imatrix_file import IMatrix
 from medkit.errors import ConvertError
 
 # model types whose body is embed_tokens -> layers -> norm, with rotary position embeddings computed
 # once by the body and no scaling of the embeddings: the layer loop runs them; any other family takes
-# the whole-model pass (medkit.convert.imatrix.collect)
+# the whole-model pass (medkit.convert.quant.imatrix.collect)
 LAYERWISE_TYPES = ("llama", "mistral", "qwen2", "qwen3")
 
 
@@ -49,7 +49,7 @@ def supports(config: dict[str, Any]) -> bool:
 
 def _rows(reader: Any, name: str, ids: np.ndarray) -> np.ndarray:
     """Rows ``ids`` of the 2-D tensor ``name`` as float32, read from the memory map (not the whole table)."""
-    from medkit.convert.safetensors_io import DTYPES, widen_bf16
+    from medkit.convert.gguf.safetensors_io import DTYPES, widen_bf16
 
     e = reader.entries.get(name)
     if e is None:
@@ -90,14 +90,14 @@ def collect_layerwise(
     dtype: str = "auto",
     store: Any = None,
 ) -> IMatrix:
-    """medkit.convert.imatrix.collect, a decoder layer at a time (same arguments and result). ``store``
+    """medkit.convert.quant.imatrix.collect, a decoder layer at a time (same arguments and result). ``store``
     (gram_store.GramStore) takes each layer's Gram matrices as soon as they are summed (``im.grams`` is
     then the store); without one they stay in memory (``im.grams`` a dict, as collect's)."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
     from medkit.convert import arch
-    from medkit.convert.gguf_writer import WeightReader, read_config
+    from medkit.convert.gguf.writer import WeightReader, read_config
 
     if not seqs:
         raise ConvertError("the calibration set is empty")
@@ -240,16 +240,16 @@ def collect_layerwise(
 def calibrate(
     source: Any, seqs: list[list[int]], what: str, gptq: bool, log: Callable[[str], Any], progress_bar: Any
 ) -> IMatrix:
-    """An export's calibration pass (medkit.convert.imatrix._imatrix), a decoder layer at a time: its memory
+    """An export's calibration pass (medkit.convert.quant.imatrix._imatrix), a decoder layer at a time: its memory
     planned first (one line when it cannot fit), the Gram matrices written to a hidden folder of the export
     (``im.grams``, the store) that GPTQ reads back and export removes. ``progress_bar``: imatrix's."""
     import tempfile
 
     import torch
 
-    from medkit.convert import memplan
-    from medkit.convert.gguf_writer import read_config
-    from medkit.convert.gram_store import GramStore
+    from medkit.convert.gguf.writer import read_config
+    from medkit.convert.quant import memplan
+    from medkit.convert.quant.gram_store import GramStore
 
     config = read_config(Path(source.hf_dir))
 

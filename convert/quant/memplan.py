@@ -116,7 +116,7 @@ class CalibPlan:
 def plan_calibration(config: dict[str, Any], tokens: int, forward_bytes: int = 4) -> CalibPlan:
     """Peak bytes of the layer-by-layer pass and of GPTQ from a llama-layout ``config`` and the number of
     calibration ``tokens`` (activations in ``forward_bytes``: 4 float32, 2 bfloat16)."""
-    from medkit.convert.act_stats import FORWARD_TOKENS
+    from medkit.convert.quant.act_stats import FORWARD_TOKENS
 
     h, f = int(config["hidden_size"]), int(config["intermediate_size"])
     heads = int(config["num_attention_heads"])

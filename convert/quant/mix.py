@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from medkit.convert.quantize import BY_NAME, QUANT_TYPES, SizeBudget, quantize
+from medkit.convert.quant.quantize import BY_NAME, QUANT_TYPES, SizeBudget, quantize
 from medkit.errors import ConvertError
 
 LADDER_K = ("Q3_K", "IQ4_XS", "Q4_K", "Q5_K", "Q6_K", "Q8_0")  # rows a multiple of 256
@@ -279,7 +279,7 @@ def _check_budget(budget: SizeBudget, tensors: list[Tensor], fixed: int) -> int:
 
 def check_budgets(src: Path, specs: list[str]) -> None:
     """Every auto:SIZE in ``specs`` fits float GGUF ``src``'s smallest possible file; else one ConvertError."""
-    from medkit.convert.quantize import parse_budget
+    from medkit.convert.quant.quantize import parse_budget
 
     tensors, fixed = plan(Path(src))
     for spec in specs:
@@ -370,9 +370,9 @@ def record(res: MixResult) -> dict[str, Any]:
 
 
 def export_auto(run: Any, inter: Path, dst: Path, spec: str, cache: dict[str, Any], **kw: Any) -> float:
-    """`--gguf auto:SIZE`: the mix medkit.convert.quant_mix measures (once per export) and chooses;
+    """`--gguf auto:SIZE`: the mix medkit.convert.quant.mix measures (once per export) and chooses;
     run.json records it (quant_mix: {spec: types, KL, size})."""
-    from medkit.convert.quantize import is_auto, parse_budget
+    from medkit.convert.quant.quantize import is_auto, parse_budget
     from medkit.convert.verify import held_out_texts
 
     if "measured" not in cache:  # every budget is checked before the (minutes-long) measurement

@@ -1,4 +1,4 @@
-"""The integer codes inside llama.cpp's block formats, read and written in place (for medkit.convert.gptq).
+"""The integer codes inside llama.cpp's block formats, read and written in place (for medkit.convert.quant.gptq).
 
 A block-quantized weight is value = a * g(k) + b per element, where k is a small integer packed into the
 block's bits, a and b come from the block's scales (fixed once llama.cpp has chosen them), and g is the

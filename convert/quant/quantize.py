@@ -94,7 +94,7 @@ QUANT_TYPES: tuple[QuantType, ...] = (
 BY_NAME = {t.name: t for t in QUANT_TYPES}
 BY_FTYPE = {t.ftype: t for t in QUANT_TYPES}
 EXPORT_TYPES = tuple(t.name for t in QUANT_TYPES if t.exported)  # what `medkit export --gguf` writes
-FLOAT_TYPES = tuple(t for t in EXPORT_TYPES if BY_NAME[t].is_float)  # written by medkit.convert.gguf_writer
+FLOAT_TYPES = tuple(t for t in EXPORT_TYPES if BY_NAME[t].is_float)  # written by medkit.convert.gguf.writer
 QUANT_SOURCES = ("f16", "f32")  # float outputs the quantizer reads, in order of preference (else a temp f16)
 
 
@@ -123,7 +123,7 @@ def ftype_of(name: str) -> int:
 
 def parse_types(spec: str | list[str] | tuple[str, ...]) -> list[str]:
     """'q4_0,f16' (or ['q4_0', 'f16']) -> ['q4_0', 'f16']; unknown names raise a ConvertError listing the
-    valid ones. 'auto:90MB' / 'auto:4.5bpw' (a mix chosen under a size, medkit.convert.quant_mix) stays
+    valid ones. 'auto:90MB' / 'auto:4.5bpw' (a mix chosen under a size, medkit.convert.quant.mix) stays
     as its normalized spec."""
     items = spec.split(",") if isinstance(spec, str) else list(spec)
     types = [t.strip().lower() for t in items if t.strip()]
@@ -188,7 +188,7 @@ class QuantResult:
     seconds: float
     fallbacks: int  # tensors llama.cpp wrote in another type (row length not a multiple of the block)
     n_tensors: int
-    refined: Any = None  # what ``post`` returned (medkit.convert.gptq.RefineResult)
+    refined: Any = None  # what ``post`` returned (medkit.convert.quant.gptq.RefineResult)
 
 
 def quantize(
@@ -204,14 +204,14 @@ def quantize(
     post: Callable[[Path], Any] | None = None,
 ) -> QuantResult:
     """Quantize float GGUF ``src`` into ``dst`` (written under a temp name, renamed on success), weighing
-    columns by ``imatrix`` (medkit.convert.imatrix_file.IMatrix), with per-tensor ``overrides`` ({regex: GGML
+    columns by ``imatrix`` (medkit.convert.quant.imatrix_file.IMatrix), with per-tensor ``overrides`` ({regex: GGML
     type}) and ``metadata`` added to the file's keys. ``copy``: keep ``src``'s tensors as they are (a
     quantized ``src`` too; llama.cpp's only_copy) and only rewrite the keys, file type ``qtype``.
     ``post(tmp)`` runs on the written file before it is renamed into place (GPTQ codes)."""
     import llama_cpp
     import llama_cpp._logger as lc_log
 
-    from medkit.convert.imatrix_file import attach, check_fits
+    from medkit.convert.quant.imatrix_file import attach, check_fits
     from medkit.runs import atomic_path
 
     if lookup(qtype).is_float:
@@ -263,7 +263,7 @@ def quantize(
 
 def estimate_bytes(src: Path, qtype: str) -> int:
     """About how large quantizing float GGUF ``src`` to ``qtype`` comes out (src size x bytes-per-weight ratio)."""
-    from medkit.runtime.gguf_header import read_gguf_info
+    from medkit.formats.gguf_header import read_gguf_info
 
     try:
         ftype = read_gguf_info(src).file_type

@@ -29,7 +29,7 @@ def load_llama(path: Path, n_ctx: int = 256, logits_all: bool = False):
 @pytest.fixture(scope="session")
 def tiny_gguf(tiny_model_dir, tmp_path_factory) -> Callable[[str, str], Path]:
     """tiny_gguf(arch, ftype) -> Path of the tiny ``arch`` model exported as ``ftype`` (f32/f16/bf16)."""
-    from medkit.convert.gguf_writer import write_gguf
+    from medkit.convert.gguf.writer import write_gguf
 
     cache: dict[tuple[str, str], Path] = {}
 
@@ -45,7 +45,7 @@ def tiny_gguf(tiny_model_dir, tmp_path_factory) -> Callable[[str, str], Path]:
 @pytest.fixture(scope="session")
 def smollm2_f16(smollm2_hf, tmp_path_factory) -> Path:
     """SmolLM2 (the dequantized HF folder) exported once as f16 GGUF."""
-    from medkit.convert.gguf_writer import write_gguf
+    from medkit.convert.gguf.writer import write_gguf
 
     out = tmp_path_factory.mktemp("smollm2-gguf") / "smollm2-f16.gguf"
     return write_gguf(smollm2_hf, out, "f16", metadata={"medkit.base_model": "SmolLM2-135M-Instruct"}).path
@@ -54,7 +54,7 @@ def smollm2_f16(smollm2_hf, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def smollm2_quants(smollm2_f16) -> dict[str, Path]:
     """Every quant type, each made once from the shared f16 export by llama.cpp's quantizer."""
-    from medkit.convert.quantize import quantize
+    from medkit.convert.quant.quantize import quantize
 
     out = {}
     for q in QUANTS:

@@ -141,7 +141,7 @@ def test_every_tensor_of_the_tiny_model_has_a_gguf_name(tiny_model_dir, name):
     import json
 
     from medkit.convert.arch.layout import plan_tensor, tensor_name_map
-    from medkit.convert.gguf_writer import WeightReader
+    from medkit.convert.gguf.writer import WeightReader
 
     folder = tiny_model_dir(name)
     config = json.loads((folder / "config.json").read_text())

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from medkit.convert.gguf_writer import write_gguf
-from medkit.convert.quantize import parse_types
+from medkit.convert.gguf.writer import write_gguf
+from medkit.convert.quant.quantize import parse_types
 from medkit.errors import ConvertError, DiskSpaceError
 
 
@@ -73,7 +73,7 @@ def test_corrupt_safetensors_header(model, tmp_path):
 
 
 def test_failure_mid_write_leaves_no_partial_file(model, tmp_path, monkeypatch):
-    from medkit.convert import gguf_writer
+    from medkit.convert.gguf import writer as gguf_writer
 
     real_get = gguf_writer.WeightReader.get
     calls = []

@@ -24,7 +24,7 @@ from tests.factories import PHI3_LONGROPE, build_llama32
 
 @pytest.fixture(scope="module")
 def llama32(tmp_path_factory) -> dict[str, Path]:
-    from medkit.convert.gguf_writer import write_gguf
+    from medkit.convert.gguf.writer import write_gguf
 
     root = tmp_path_factory.mktemp("llama32")
     hf = build_llama32(root / "hf")
@@ -137,7 +137,7 @@ REFUSED = [
 def test_config_features_a_family_does_not_handle_are_refused(
     tiny_model_dir, tmp_path, family, changes, words
 ):
-    from medkit.convert.gguf_writer import write_gguf
+    from medkit.convert.gguf.writer import write_gguf
 
     folder = _copy_with_config(tiny_model_dir(family), tmp_path / "m", **changes)
     out = tmp_path / "out.gguf"
@@ -155,7 +155,7 @@ def test_gemma3_multimodal_checkpoint_exports_the_text_model_vision_tower_not_ex
     The vision tower itself is not exercised: its tensors here are stand-ins, skipped by name."""
     from safetensors.numpy import load_file, save_file
 
-    from medkit.convert.gguf_writer import write_gguf
+    from medkit.convert.gguf.writer import write_gguf
 
     src = tiny_model_dir("gemma3")
     mm = tmp_path / "medgemma"
@@ -211,8 +211,8 @@ def test_gemma2_soft_caps_reach_llama_cpp(tiny_model_dir, tmp_path):
     import torch
     from transformers import AutoModelForCausalLM
 
-    from medkit.convert.gguf_writer import write_gguf
-    from tests.convert.test_lora_gguf import hf_logits, llama_logits, token_ids
+    from medkit.convert.gguf.writer import write_gguf
+    from tests.convert.adapter.test_lora_gguf import hf_logits, llama_logits, token_ids
 
     caps = {"attn_logit_softcapping": 0.05, "final_logit_softcapping": 0.5}
     folder = _copy_with_config(tiny_model_dir("gemma2"), tmp_path / "m", **caps)
@@ -298,7 +298,7 @@ def test_phi3_variants_parity(tmp_path, name, changes, min_tokens, ftype):
     import gguf
     from transformers import AutoTokenizer
 
-    from medkit.convert.gguf_writer import write_gguf
+    from medkit.convert.gguf.writer import write_gguf
     from medkit.convert.verify import held_out_texts, verify
     from tests.factories import build_tiny_model
 
@@ -335,7 +335,7 @@ def test_gemma2_system_prompt_folds_into_the_first_user_turn_in_training_and_the
     user turn (as Gemma 3's template does itself), and the runtime renders the very same text."""
     from transformers import AutoTokenizer
 
-    from medkit.data.templates import render
+    from medkit.formats.chat_template import render
     from medkit.runtime.engine import Runtime
 
     msgs = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Fever?"}]
@@ -368,14 +368,14 @@ def test_runtime_enable_thinking_decides_the_empty_think_block(tiny_gguf):
 @pytest.mark.parametrize("family", ["qwen3", "gemma3", "gemma2", "phi3"])
 def test_one_training_step_merges_and_exports(family, tiny_model_dir, tmp_path):
     from medkit.convert import arch
-    from medkit.convert.gguf_writer import write_gguf
-    from medkit.convert.lora import write_lora_gguf
-    from medkit.convert.merge import merge_run
+    from medkit.convert.adapter.lora import write_lora_gguf
+    from medkit.convert.adapter.merge import merge_run
+    from medkit.convert.gguf.writer import write_gguf
     from medkit.convert.verify import held_out_texts, verify
     from medkit.recipe import recipe_from_dict
     from medkit.runs import RunDir
     from medkit.train.verb import train
-    from tests.convert.test_lora_gguf import llama_logits, token_ids
+    from tests.convert.adapter.test_lora_gguf import llama_logits, token_ids
     from tests.train.conftest import qa_rows
 
     src = tmp_path / "qa.jsonl"
@@ -460,7 +460,7 @@ O200K_SPLIT = "|".join(
 def test_phi4_mini_o200k_pre_tokenizer_is_llama_cpps_gpt4o_not_yet_a_tiny_model():
     """Phi-4-mini's real tokenizer splits like GPT-4o (o200k); llama.cpp calls that pre-tokenizer `gpt-4o`.
     A regex one character off is refused in one line rather than mapped to a wrong pre-tokenizer."""
-    from medkit.convert.vocab import detect_pre
+    from medkit.convert.gguf.vocab import detect_pre
     from medkit.errors import ConvertError
 
     def tokenizer_json(pattern: str) -> dict:

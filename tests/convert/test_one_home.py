@@ -23,8 +23,8 @@ SOURCES = ("toolkit", "convert", "tui")
 ONE_HOME = [
     ("BitsAndBytesConfig builder", r"BitsAndBytesConfig\(", {"toolkit/train/plan.py"}),
     ("label NLL (cross-entropy over labels)", r"\bcross_entropy\(", {"toolkit/train/loss.py"}),
-    ("safetensors dtype table", r"[\"']BF16[\"']\s*:", {"convert/safetensors_io.py"}),
-    ("bfloat16 widening", r"uint32\)\s*<<\s*16", {"convert/safetensors_io.py"}),
+    ("safetensors dtype table", r"[\"']BF16[\"']\s*:", {"convert/gguf/safetensors_io.py"}),
+    ("bfloat16 widening", r"uint32\)\s*<<\s*16", {"convert/gguf/safetensors_io.py"}),
     ("--set option", r"option\(\s*[\"']--set[\"']", {"toolkit/validate.py"}),
     ("chat/serve runtime options", r"option\(\s*[\"']--(gpu-layers|ctx|adapter)[\"']", {"tui/helpers.py"}),
     ("tokenizer loader", r"def load_tokenizer\(", {"toolkit/models.py"}),
@@ -111,7 +111,7 @@ def test_chat_and_serve_get_the_adapters_from_run_dir(run_dir):
 
 
 def test_read_gguf_kind_stops_early_and_never_raises(tmp_path):
-    from medkit.runtime.gguf_header import read_gguf_kind
+    from medkit.formats.gguf_header import read_gguf_kind
 
     assert read_gguf_kind(_gguf(tmp_path / "a.gguf", "adapter")) == "adapter"
     assert read_gguf_kind(_gguf(tmp_path / "m.gguf", None)) == "model"
@@ -144,8 +144,8 @@ def _safetensors(path: Path, dtype: str, data: bytes, shape=(2, 3)) -> Path:
 
 @pytest.mark.parametrize("dtype,data,want", ST_DTYPES, ids=[row[0] for row in ST_DTYPES])
 def test_model_and_adapter_weights_read_alike(tmp_path, dtype, data, want):
-    from medkit.convert.gguf_writer import WeightReader
-    from medkit.convert.lora_base import read_safetensors
+    from medkit.convert.adapter.lora_base import read_safetensors
+    from medkit.convert.gguf.writer import WeightReader
 
     st = _safetensors(tmp_path / "model.safetensors", dtype, data)
     model = np.asarray(WeightReader(tmp_path).get("w"), dtype=np.float32)
@@ -167,8 +167,8 @@ def test_model_and_adapter_weights_read_alike(tmp_path, dtype, data, want):
     ids=["cut-header", "garbage", "cut-data"],
 )
 def test_a_damaged_file_is_one_error_for_both_readers(tmp_path, damage, needles):
-    from medkit.convert.gguf_writer import WeightReader
-    from medkit.convert.lora_base import read_safetensors
+    from medkit.convert.adapter.lora_base import read_safetensors
+    from medkit.convert.gguf.writer import WeightReader
 
     st = _safetensors(tmp_path / "model.safetensors", "F32", VALUES.tobytes())
     st.write_bytes(damage(st.read_bytes()))

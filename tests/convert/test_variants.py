@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from medkit.convert.gguf_writer import write_gguf
+from medkit.convert.gguf.writer import write_gguf
 from medkit.convert.verify import MIXED_TEXT, verify
 from tests.convert.conftest import THREADS, load_llama
 

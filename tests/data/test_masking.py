@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from medkit.data.templates import TEMPLATES, end_of_turn_token
 from medkit.data.tokens import IGNORE, prepare
 from medkit.errors import DataError
+from medkit.formats.chat_template import TEMPLATES, end_of_turn_token
 from tests.data.helpers import assert_exact_masking, make_recipe, qa_rows, trained_ids, write_jsonl
 
 # (tokenizer family, recipe chat_template, expected end-of-turn token)

@@ -67,7 +67,7 @@ def train_adapter(run: Path, base: Path, steps: int = 30) -> None:
 @pytest.fixture(scope="session")
 def eval_assets(tmp_path_factory) -> dict[str, Path]:
     """Built once per session: base model, data, a trained run with an f32 GGUF, an unrelated GGUF."""
-    from medkit.convert.gguf_writer import write_gguf
+    from medkit.convert.gguf.writer import write_gguf
     from tests.factories import build_tiny_model
 
     root = tmp_path_factory.mktemp("eval")

@@ -156,7 +156,7 @@ def test_run_ggufs_highest_precision_first(tmp_path):
 def test_stale_gguf_is_a_yellow_note_not_an_error(tiny_run, eval_assets, capsys):
     """A GGUF that records another adapter than the run's adapter/ is still scored, with one note line."""
     from medkit.cli import main
-    from medkit.convert.gguf_writer import write_gguf
+    from medkit.convert.gguf.writer import write_gguf
     from medkit.provenance import ADAPTER_KEY, adapter_hash
 
     gguf = tiny_run / "export" / "tiny-f16.gguf"
@@ -266,7 +266,7 @@ def test_rich_table_has_the_calibration_row():
 
 def test_eval_plain_and_calibrated_gguf_of_one_type(tiny_run):
     """`medkit eval RUN --gguf export/x-q8_0.gguf --gguf export-plain/x-q8_0.gguf`: two columns, told apart."""
-    from medkit.convert.quantize import quantize
+    from medkit.convert.quant.quantize import quantize
 
     f32 = tiny_run / "export" / "tiny-f32.gguf"
     calibrated, plain = tiny_run / "export" / "tiny-q8_0.gguf", tiny_run / "export-plain" / "tiny-q8_0.gguf"

@@ -23,7 +23,7 @@ TEXT = "Patient: fièvre 38.5°C, naïve café 😷 — HbA1c 7%"
 
 @pytest.fixture(scope="module")
 def tiny_gguf(tiny_model_dir, tmp_path_factory):
-    writer = pytest.importorskip("medkit.convert.gguf_writer")
+    writer = pytest.importorskip("medkit.convert.gguf.writer")
     made: dict[str, Path] = {}
 
     def make(arch: str) -> Path:

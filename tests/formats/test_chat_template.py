@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from medkit.data.templates import TEMPLATES, apply_template, end_of_turn_id, end_of_turn_token
 from medkit.errors import DataError
+from medkit.formats.chat_template import TEMPLATES, apply_template, end_of_turn_id, end_of_turn_token
 from tests.data.helpers import make_recipe
 
 

@@ -1,4 +1,4 @@
-"""One GGUF header reader (medkit.runtime.gguf_header): every other module that reads a header asks it.
+"""One GGUF header reader (medkit.formats.gguf_header): every other module that reads a header asks it.
 
 The thin readers elsewhere (LoRA base dimensions and adapter description, eval's shape check, verify's
 file type) must give what the gguf package's own GGUFReader reads, without using it, and turn a bad
@@ -46,8 +46,8 @@ def _reference(path: Path) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def adapter_gguf(tiny_model_dir, tmp_path_factory) -> Path:
-    from medkit.convert.lora import write_lora_gguf
-    from tests.convert.test_lora_gguf import make_adapter
+    from medkit.convert.adapter.lora import write_lora_gguf
+    from tests.convert.adapter.test_lora_gguf import make_adapter
 
     root = tmp_path_factory.mktemp("header-adapter")
     adapter = make_adapter(tiny_model_dir("qwen2"), root / "adapter", r=4, lora_alpha=8)
@@ -60,14 +60,14 @@ def no_gguf_reader(monkeypatch):
     import gguf
 
     def refuse(*args, **kwargs):
-        raise AssertionError("GGUFReader used outside medkit.runtime.gguf_header")
+        raise AssertionError("GGUFReader used outside medkit.formats.gguf_header")
 
     monkeypatch.setattr(gguf, "GGUFReader", refuse)
 
 
 @pytest.mark.parametrize("name", ARCHS)
 def test_thin_readers_agree_with_the_gguf_package(tiny_gguf, name, request):
-    from medkit.convert.lora_base import info_from_gguf
+    from medkit.convert.adapter.lora_base import info_from_gguf
     from medkit.convert.verify import gguf_type
     from medkit.eval.verb import gguf_shape
 
@@ -90,7 +90,7 @@ def test_thin_readers_agree_with_the_gguf_package(tiny_gguf, name, request):
 
 
 def test_adapter_description_agrees_with_the_gguf_package(adapter_gguf, request):
-    from medkit.convert.lora import describe
+    from medkit.convert.adapter.lora import describe
 
     ref = _reference(adapter_gguf)
     request.getfixturevalue("no_gguf_reader")
@@ -115,13 +115,13 @@ def _same(src: Path, _dest: Path) -> Path:
 
 
 def _lora_info(p: Path) -> Any:
-    from medkit.convert.lora_base import info_from_gguf
+    from medkit.convert.adapter.lora_base import info_from_gguf
 
     return info_from_gguf(p)
 
 
 def _describe(p: Path) -> Any:
-    from medkit.convert.lora import describe
+    from medkit.convert.adapter.lora import describe
 
     return describe(p)
 
@@ -168,8 +168,8 @@ def test_bad_headers_are_one_typed_line(
 
 # Modules that may use the gguf package's full reader, and why (it loads tensor data, not just the header).
 FULL_READERS = {
-    "convert/imatrix_file.py": "reads the importance sums (tensor data) of an imatrix GGUF",
-    "convert/quant_mix.py": "dequantizes each tensor (tensor data) of the f16 and trial GGUFs for its error proxy",
+    "convert/quant/imatrix_file.py": "reads the importance sums (tensor data) of an imatrix GGUF",
+    "convert/quant/mix.py": "dequantizes each tensor (tensor data) of the f16 and trial GGUFs for its error proxy",
 }
 
 
@@ -230,7 +230,7 @@ CALIBRATIONS = [
 
 @pytest.mark.parametrize("file_type, keys, expected", CALIBRATIONS)
 def test_calibration_from_each_key_family(tmp_path, file_type, keys, expected):
-    from medkit.runtime.gguf_header import calibration, read_gguf_info
+    from medkit.formats.gguf_header import calibration, read_gguf_info
 
     path = _header_only(tmp_path / "m.gguf", file_type, keys)
     assert calibration(path) == expected
@@ -240,7 +240,7 @@ def test_calibration_from_each_key_family(tmp_path, file_type, keys, expected):
 @pytest.fixture(scope="module")
 def tiny_quants(tiny_gguf, tmp_path_factory) -> dict[str, Path]:
     """The tiny qwen2 f16 and two q8_0 made from it by llama.cpp, with the key medkit export writes."""
-    from medkit.convert.quantize import quantize
+    from medkit.convert.quant.quantize import quantize
 
     f16 = tiny_gguf("qwen2", "f16")
     root = tmp_path_factory.mktemp("calibration")
@@ -254,7 +254,7 @@ def tiny_quants(tiny_gguf, tmp_path_factory) -> dict[str, Path]:
 
 def test_calibration_of_llama_cpp_quantized_files(tiny_quants):
     """The bool medkit passes to llama.cpp's quantizer (kv_overrides) is read back from the written file."""
-    from medkit.runtime.gguf_header import calibration
+    from medkit.formats.gguf_header import calibration
 
     assert {k: calibration(p) for k, p in tiny_quants.items()} == {
         "f16": None,

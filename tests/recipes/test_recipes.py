@@ -11,9 +11,9 @@ import pytest
 from click.testing import CliRunner
 
 from medkit.cli import cli
-from medkit.data.templates import TEMPLATES
 from medkit.data.tokens import prepare
 from medkit.errors import RecipeError
+from medkit.formats.chat_template import TEMPLATES
 from medkit.recipe import load_recipe, tomllib  # tomllib, or tomli on 3.10
 from tests.data.helpers import assert_exact_masking, trained_ids
 

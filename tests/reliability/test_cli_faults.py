@@ -74,7 +74,7 @@ def test_a_utf8_bom_is_accepted(tmp_path):
     assert read_recipe_text(tmp_path / "bom.toml") == 'name = "x"\n'
 
 
-# ---- verify: the GGUF header is checked (medkit.runtime.gguf_header) before any model loads -------------------
+# ---- verify: the GGUF header is checked (medkit.formats.gguf_header) before any model loads -------------------
 def _tiny_gguf(path: Path, file_type: int = 1) -> Path:
     """A small, valid GGUF (one f32 tensor) whose general.file_type says ``file_type``."""
     import gguf
@@ -163,11 +163,11 @@ def test_verify_names_every_llama_cpp_type(ftype, name, tmp_path):
 
 
 def test_quant_type_table_matches_llama_cpp_and_gguf():
-    """One table (medkit.convert.quantize.QUANT_TYPES); its numbers are llama.cpp's and the gguf package's."""
+    """One table (medkit.convert.quant.quantize.QUANT_TYPES); its numbers are llama.cpp's and the gguf package's."""
     import gguf
     import llama_cpp
 
-    from medkit.convert.quantize import BY_FTYPE, QUANT_TYPES
+    from medkit.convert.quant.quantize import BY_FTYPE, QUANT_TYPES
 
     assert len(BY_FTYPE) == len(QUANT_TYPES)
     for t in QUANT_TYPES:
@@ -349,7 +349,7 @@ def test_os_errors_reaching_the_cli_name_the_users_path(code, needle, tmp_path):
 
 def test_full_disk_during_quantize_is_a_disk_space_error(tiny_model_dir, tmp_path):
     """llama.cpp says only 'iostream error'; medkit sees the disk filled and says where and how much."""
-    from medkit.convert.gguf_writer import write_gguf
+    from medkit.convert.gguf.writer import write_gguf
 
     src = write_gguf(tiny_model_dir("llama"), tmp_path / "tiny-f16.gguf", "f16").path
     full = tmp_path / "full"
@@ -357,7 +357,7 @@ def test_full_disk_during_quantize_is_a_disk_space_error(tiny_model_dir, tmp_pat
     prefix = _on_tmpfs(full, f"size={size_k}k")
     script = (
         "import sys\n"
-        "from medkit.convert.quantize import quantize\n"
+        "from medkit.convert.quant.quantize import quantize\n"
         "from medkit.errors import DiskSpaceError\n"
         "try:\n"
         f"    quantize({str(src)!r}, {str(full / 'tiny-q8_0.gguf')!r}, 'q8_0', threads=1)\n"

@@ -3,7 +3,7 @@ export, two exports at once. Each fault runs the real CLI (`run_medkit`) and che
 
 Add a kill point: a row in KILL_POINTS (the function to die in). Add a full-disk case: a row in
 DISK_FULL_RUNS. The run directory is the quickest one with a real adapter: a tiny random Llama base and a
-PEFT adapter with random weights (tests/convert/test_lora_gguf.make_adapter), no training.
+PEFT adapter with random weights (tests/convert/adapter/test_lora_gguf.make_adapter), no training.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from medkit.provenance import ADAPTER_KEY, adapter_hash, gguf_adapter_hash, stale_reason
-from tests.convert.test_lora_gguf import make_adapter
+from tests.convert.adapter.test_lora_gguf import make_adapter
 from tests.reliability.conftest import REPO, Outcome, assert_one_line_error, run_medkit
 
 DEMO_DATA = REPO / "recipes" / "data" / "medqa_demo.jsonl"
@@ -65,7 +65,7 @@ def _leftovers(folder: Path) -> list[str]:
 def test_retrained_adapter_rebuilds_the_merge_and_is_recorded(run_dir, tiny_model_dir, tmp_path):
     """Defect 1: after the adapter changes, export reused the stale export/merged/ (md5 differed from a
     fresh merge) and wrote a GGUF of the old weights under new provenance."""
-    from medkit.convert.merge import merge_adapter
+    from medkit.convert.adapter.merge import merge_adapter
 
     adapter, merged, gguf = (
         run_dir / "adapter",
@@ -104,7 +104,7 @@ def test_adapter_gguf_records_its_adapter(run_dir):
 
 
 def test_gguf_without_a_hash_is_stale_only_if_older_than_the_adapter(run_dir, tiny_model_dir):
-    from medkit.convert.gguf_writer import write_gguf
+    from medkit.convert.gguf.writer import write_gguf
 
     gguf = write_gguf(tiny_model_dir("llama"), run_dir / "export" / "legacy-f16.gguf", "f16").path
     assert gguf_adapter_hash(gguf) is None and stale_reason(gguf) is None  # exported after the adapter
@@ -163,8 +163,8 @@ def test_safetensors_disk_full_is_a_disk_space_error(run_dir, monkeypatch, path)
     import transformers.modeling_utils as mu
     from safetensors import SafetensorError
 
-    import medkit.convert.merge_stream as ms
-    from medkit.convert.merge import merge_run
+    import medkit.convert.adapter.merge_stream as ms
+    from medkit.convert.adapter.merge import merge_run
     from medkit.errors import DiskSpaceError
 
     def full_streamed(*_a, **_k):
@@ -189,10 +189,10 @@ def test_safetensors_disk_full_is_a_disk_space_error(run_dir, monkeypatch, path)
 
 # (id, module, function): the export process SIGKILLs itself the first time it enters that function
 KILL_POINTS = [
-    ("gguf-tensors", "medkit.convert.gguf_writer", "_tensors"),  # the f16 GGUF half written
+    ("gguf-tensors", "medkit.convert.gguf.writer", "_tensors"),  # the f16 GGUF half written
     (
         "merge-tokenizer",
-        "medkit.convert.merge",
+        "medkit.convert.adapter.merge",
         "copy_tokenizer",
     ),  # merged weights saved, folder not yet whole
 ]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.convert.test_lora_gguf import make_adapter
+from tests.convert.adapter.test_lora_gguf import make_adapter
 from tests.reliability.conftest import REPO, Outcome, assert_one_line_error, run_medkit
 
 DEMO_DATA = REPO / "recipes" / "data" / "medqa_demo.jsonl"
@@ -98,7 +98,7 @@ def _destroyed_imatrix(own: Path, dst: Path, how: str) -> Path:
     """The run's own imatrix with its importances replaced: all zero, or all weight on one column."""
     import numpy as np
 
-    from medkit.convert.imatrix_file import read_imatrix, write_imatrix
+    from medkit.convert.quant.imatrix_file import read_imatrix, write_imatrix
 
     im = read_imatrix(own)
     for name, s in im.sums.items():
@@ -143,8 +143,8 @@ def test_row7_imatrix_of_another_model_is_refused(run_dir, tiny_model_dir, tmp_p
     """Row 7: another model's imatrix whose names and row lengths fit (14 of 210 weights covered) was
     accepted and the file labelled calibrated. Now coverage is checked, and imatrix.gguf records the model
     it was summed on (medkit.imatrix.source), compared with the model being quantized."""
-    from medkit.convert.fingerprint import IMATRIX_SOURCE_KEY, model_fingerprint
-    from medkit.convert.imatrix_file import read_imatrix, write_imatrix
+    from medkit.convert.gguf.fingerprint import IMATRIX_SOURCE_KEY, model_fingerprint
+    from medkit.convert.quant.imatrix_file import read_imatrix, write_imatrix
 
     base = tmp_path / "base"
     shutil.copytree(tiny_model_dir("llama"), base)
@@ -174,7 +174,7 @@ def test_row7_imatrix_of_another_model_is_refused(run_dir, tiny_model_dir, tmp_p
 def test_row14_q8_0_is_not_labelled_calibrated(run_dir):
     """Row 14: the parity table showed "imatrix yes" for q8_0, which llama.cpp quantizes without it."""
     from medkit.convert.verify import imatrix_cell
-    from medkit.runtime.gguf_header import calibration
+    from medkit.formats.gguf_header import calibration
 
     _ok(run_medkit("export", str(run_dir), "--gguf", "q8_0,q4_0", "--no-gptq", *QUIET))
     export = run_dir / "export"
@@ -185,7 +185,7 @@ def test_row14_q8_0_is_not_labelled_calibrated(run_dir):
 
 def test_row14_quantizer_failure_names_the_output_not_the_deleted_temp(tiny_model_dir, tmp_path, monkeypatch):
     """Row 14: an iq2_xs failure named the temporary f16, already deleted when the line was read."""
-    import medkit.convert.quantize as quantize_mod
+    import medkit.convert.quant.quantize as quantize_mod
     from medkit.convert.export import Source, export
     from medkit.errors import ConvertError
 

@@ -44,7 +44,7 @@ def test_row11_calib_with_imatrix_none_or_path_is_refused(tmp_path, mode):
 
 def test_row11_shared_base_is_calibrated_with_calib(run_dir, tmp_path):
     """`--base` ignored --imatrix/--calib/--gptq (the shared base was always plain). Chosen: it works."""
-    from medkit.runtime.gguf_header import calibration
+    from medkit.formats.gguf_header import calibration
 
     calib = tmp_path / "calib.txt"
     calib.write_text("Hypertension is persistently elevated blood pressure. " * 40)
@@ -74,7 +74,7 @@ def base(tiny_model_dir) -> Path:
 
 
 def _seqs(base: Path, path: Path, content: str | bytes):
-    from medkit.convert.calib import file_sequences
+    from medkit.convert.quant.calib import file_sequences
 
     path.write_bytes(content if isinstance(content, bytes) else content.encode())
     return file_sequences(path, base)
@@ -104,7 +104,7 @@ def test_row12_upper_case_jsonl_and_json_arrays_are_rows(base, tmp_path):
 
 
 def test_row12_long_jsonl_rows_are_windowed_like_plain_text(base, tmp_path):
-    from medkit.convert.calib import MAX_SEQ
+    from medkit.convert.quant.calib import MAX_SEQ
 
     long = "The patient reports fever, cough and fatigue for several days. " * 200
     seqs, _ = _seqs(base, tmp_path / "c.jsonl", json.dumps({"text": long}) + "\n")
@@ -139,7 +139,7 @@ def test_row12_messages_for_a_model_without_chat_template(base, tmp_path):
     (bare / "chat_template.jinja").unlink(missing_ok=True)
     path = tmp_path / "c.jsonl"
     path.write_text(json.dumps({"messages": [{"role": "user", "content": "Hi, I have a fever."}]}) + "\n")
-    from medkit.convert.calib import file_sequences
+    from medkit.convert.quant.calib import file_sequences
 
     with pytest.raises(ConvertError, match="has 'messages' but the model has no chat template"):
         file_sequences(path, bare)

@@ -18,7 +18,7 @@ from tests.reliability.conftest import run_medkit
 
 
 def _imatrix_file(path: Path) -> Path:
-    from medkit.convert.imatrix_file import IMatrix, write_imatrix
+    from medkit.convert.quant.imatrix_file import IMatrix, write_imatrix
 
     im = IMatrix({"blk.0.attn_q.weight": np.ones(8)}, {"blk.0.attn_q.weight": 4.0}, ["t"], 1, 4, "llama")
     return write_imatrix(im, path)
@@ -63,8 +63,8 @@ def test_bad_line_snippet_escapes_control_characters():
 
 def test_imatrix_mismatch_names_the_file(tmp_path, tiny_model_dir):
     """Before: "the importance of blk.0.attn_q.weight has 8 values ..." named no file."""
-    from medkit.convert.gguf_writer import write_gguf
-    from medkit.convert.imatrix_file import check_fits, read_imatrix
+    from medkit.convert.gguf.writer import write_gguf
+    from medkit.convert.quant.imatrix_file import check_fits, read_imatrix
     from medkit.errors import ConvertError
 
     model = tmp_path / "m-f16.gguf"
@@ -79,10 +79,10 @@ def test_adapter_gguf_records_its_base_identity(tmp_path, tiny_model_dir):
     """Row 14: an adapter for another base with equal shapes was accepted silently. The adapter GGUF
     records medkit.adapter.base_id; every model GGUF medkit writes records its own under medkit.base.id
     (the runtime compares the two); a base of equal shapes and other weights has another fingerprint."""
-    from medkit.convert.fingerprint import BASE_KEY, MODEL_KEY, gguf_fingerprint, model_fingerprint
-    from medkit.convert.gguf_writer import write_gguf
-    from medkit.convert.lora import write_lora_gguf
-    from tests.convert.test_lora_gguf import make_adapter
+    from medkit.convert.adapter.lora import write_lora_gguf
+    from medkit.convert.gguf.fingerprint import BASE_KEY, MODEL_KEY, gguf_fingerprint, model_fingerprint
+    from medkit.convert.gguf.writer import write_gguf
+    from tests.convert.adapter.test_lora_gguf import make_adapter
     from tests.factories import build_tiny_model
 
     assert (MODEL_KEY, BASE_KEY) == ("medkit.base.id", "medkit.adapter.base_id")  # the runtime's names

@@ -207,7 +207,7 @@ def test_bad_chat_input_is_one_medkit_error(runtime, messages, params, needle):
 
 
 def test_adapter_recorded_for_another_base_is_refused(smollm2_gguf):
-    from medkit.runtime.gguf_header import (
+    from medkit.formats.gguf_header import (
         ADAPTER_BASE_ID_KEY,
         MODEL_ID_KEY,
         GGUFInfo,

@@ -1,4 +1,4 @@
-"""Test helper: write a small random GGUF LoRA adapter for a GGUF base (until medkit.convert.lora lands).
+"""Test helper: write a small random GGUF LoRA adapter for a GGUF base (until medkit.convert.adapter.lora lands).
 
 Layout as llama.cpp reads it (ggml ne order): for a base weight of ne [n_in, n_out], ``lora_a`` is
 [n_in, r] and ``lora_b`` is [r, n_out]; in numpy order (what GGUFWriter takes) that is (r, n_in) and

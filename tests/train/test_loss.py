@@ -96,7 +96,7 @@ def test_no_trained_token_gives_zero_loss_with_a_graph():
 
 def test_label_nll_is_the_one_label_loss_of_eval_and_merge(tiny_model_dir, monkeypatch):
     """label_nll (eval's scores, merge's --report) equals training's reference loss whatever the batching."""
-    from medkit.convert import merge_report
+    from medkit.convert.adapter import merge_report
     from medkit.eval import score as eval_score
     from medkit.train import loss
 

@@ -49,7 +49,7 @@ class PreparedPairs:
 
 def prepare_pairs(recipe: Recipe, tokenizer: Any, rows: tuple[Any, RowReport] | None = None) -> PreparedPairs:
     """Load (or take ``rows``, from `load_rows`) the recipe's pair rows and tokenize both sides of each."""
-    from medkit.data.templates import apply_template, end_of_turn_token, template_name
+    from medkit.formats.chat_template import apply_template, end_of_turn_token, template_name
 
     splits, report = rows or load_rows(recipe)
     if report.layout != "preference":

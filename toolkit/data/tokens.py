@@ -102,7 +102,7 @@ class Prepared:
 
 def prepare(recipe: Recipe, tokenizer: Any, rows: tuple[Any, RowReport] | None = None) -> Prepared:
     """Load (or take ``rows``, from `load_rows`), clean, split, render and tokenize the recipe's data."""
-    from medkit.data.templates import apply_template, end_of_turn_token, template_name
+    from medkit.formats.chat_template import apply_template, end_of_turn_token, template_name
 
     splits, report = rows or load_rows(recipe)
     text_only = report.layout == "text"
@@ -165,7 +165,7 @@ class Encoder:
         return out
 
     def texts(self, row: dict[str, Any], where: str) -> tuple[str, str]:
-        from medkit.data.templates import render
+        from medkit.formats.chat_template import render
 
         if self.text_only:
             return "", row["answer"] + self.stats.eot_token
@@ -254,7 +254,7 @@ def data_fingerprint(recipe: Recipe, tokenizer: Any, out: dict[str, list[Example
 def run_tokenizer(recipe: Recipe, saved: Path | None = None) -> Any:
     """The tokenizer a run trained with: the one saved in ``saved`` (a run's adapter/) when it holds one,
     else the base's (medkit.models.load_tokenizer), with the recipe's chat template applied."""
-    from medkit.data.templates import apply_template
+    from medkit.formats.chat_template import apply_template
     from medkit.models import load_tokenizer
 
     if saved is not None and (saved / "tokenizer_config.json").is_file():

@@ -70,7 +70,7 @@ def _interval_note(report: dict[str, Any]) -> str:
 
 
 def _calibration(report: dict[str, Any], name: str) -> str | None:
-    """How model ``name`` was quantized ("imatrix", "plain", ...; medkit.runtime.gguf_header.calibration);
+    """How model ``name`` was quantized ("imatrix", "plain", ...; medkit.formats.gguf_header.calibration);
     None for base, tuned and a float GGUF."""
     return (report.get("models", {}).get(name) or {}).get("calibration")
 

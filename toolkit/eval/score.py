@@ -101,7 +101,7 @@ def _score_hf(model, tokenizer, evset: EvalSet, device: str) -> dict[str, Any]:
 
 
 def _stop_ids(tokenizer) -> list[int]:
-    from medkit.data.templates import end_of_turn_token
+    from medkit.formats.chat_template import end_of_turn_token
 
     ids = set()
     eot = end_of_turn_token(tokenizer)
@@ -163,7 +163,7 @@ def _hf_generate(model, tokenizer, conversations: list[list[dict]], evset: EvalS
 def _prompt_ids(tokenizer, messages: list[dict], enable_thinking: bool = False) -> list[int]:
     """The prompt exactly as training saw it (medkit.data.tokens): template text with the recipe's thinking
     setting, the tokenizer's BOS once."""
-    from medkit.data.templates import render
+    from medkit.formats.chat_template import render
 
     text = render(tokenizer, messages, generation_prompt=True, enable_thinking=enable_thinking)
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]

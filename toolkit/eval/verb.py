@@ -50,9 +50,9 @@ def evaluate_run(
     With ``write`` the table goes to eval.md / eval.json / eval.png in the run directory. ``warn`` gets one
     line for each GGUF made from another adapter than the run's adapter/ (it is still scored).
     """
+    from medkit.formats.gguf_header import calibration
     from medkit.provenance import stale_reason
     from medkit.recipe import load_recipe
-    from medkit.runtime.gguf_header import calibration
 
     say = progress or (lambda msg: None)
     warn = warn or say
@@ -185,9 +185,9 @@ def _check_ggufs(base: str, tokenizer: Any, paths: Sequence[Path]) -> None:
 
 
 def gguf_shape(path: Path) -> dict[str, Any]:
-    """arch, n_embd, n_layer and vocab size of a model GGUF, from its header (medkit.runtime.gguf_header)."""
+    """arch, n_embd, n_layer and vocab size of a model GGUF, from its header (medkit.formats.gguf_header)."""
     from medkit.errors import RuntimeLoadError
-    from medkit.runtime.gguf_header import read_gguf_info
+    from medkit.formats.gguf_header import read_gguf_info
 
     try:
         info = read_gguf_info(path, what="GGUF")
@@ -208,7 +208,7 @@ def _gguf_names(run: RunDir, paths: Sequence[Path], calibrations: Sequence[str |
     """Column names: each file's stem without the run's name ('q4_0'). Where GGUFs quantized differently
     share a name, the most calibrated keeps it and the others are '<name>-plain' / '<name>-imatrix'
     (gguf_header.LEVELS); a number is added only to what still collides."""
-    from medkit.runtime.gguf_header import level
+    from medkit.formats.gguf_header import level
 
     stems = [_stem_name(run, path) for path in paths]
     best: dict[str, int] = {}

@@ -43,7 +43,9 @@ class GGUFInfo:
     n_vocab: int | None = None
     chat_template: str | None = None
     lora_alpha: float | None = None
-    file_type: int | None = None  # general.file_type: llama.cpp's ftype (names: medkit.convert.quantize)
+    file_type: int | None = (
+        None  # general.file_type: llama.cpp's ftype (names: medkit.convert.quant.quantize)
+    )
     tensors: dict[str, tuple[int, ...]] = field(default_factory=dict)  # name -> shape (GGUF ne order)
     meta: dict[str, Any] = field(default_factory=dict, repr=False)  # every key; arrays as GGUFArray(n)
 
@@ -232,8 +234,8 @@ LLAMA_IMATRIX_KEYS = (
     "quantize.imatrix.entries_count",
     "quantize.imatrix.chunks_count",
 )
-MIX_KEY = "medkit.quant.mix"  # an `auto:SIZE` per-tensor mix (convert/quant_mix.py)
-GPTQ_KEY = "medkit.gptq"  # bool: the codes were chosen by GPTQ (convert/gptq.py)
+MIX_KEY = "medkit.quant.mix"  # an `auto:SIZE` per-tensor mix (convert/quant/mix.py)
+GPTQ_KEY = "medkit.gptq"  # bool: the codes were chosen by GPTQ (convert/quant/gptq.py)
 # the calibration labels, least to most: a twin of a file below the best of its name gets "-<label>"
 LEVELS = ("plain", "imatrix", "imatrix+gptq")
 
@@ -242,7 +244,7 @@ def calibration(source: GGUFInfo | str | os.PathLike[str]) -> str | None:
     """How a model GGUF was quantized: "imatrix" (with an importance matrix), "imatrix+gptq" (its codes
     chosen by GPTQ as well), "plain" (neither), each followed by " mix" for an `auto:SIZE` mix; None for
     a float file (f32/f16/bf16) and for one with neither a file type nor a calibration key."""
-    from medkit.convert.quantize import BY_FTYPE
+    from medkit.convert.quant.quantize import BY_FTYPE
 
     info = source if isinstance(source, GGUFInfo) else read_gguf_info(source, what="GGUF")
     qtype = BY_FTYPE.get(info.file_type) if info.file_type is not None else None

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from medkit import network
-from medkit.convert.quantize import is_auto, parse_budget
+from medkit.convert.quant.quantize import is_auto, parse_budget
 from medkit.errors import ConvertError, RecipeError
 from medkit.recipe.schema import (
     DATA_SUFFIXES,

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from medkit.convert.quantize import EXPORT_TYPES
+from medkit.convert.quant.quantize import EXPORT_TYPES
 from medkit.eval.metrics import TASKS as EVAL_TASKS
 from medkit.eval.metrics import task_help
 
@@ -57,7 +57,7 @@ SYNONYMS = {
     "base_model": "base",
     "template": "chat_template",
 }
-GGUF_TYPES = EXPORT_TYPES  # medkit.convert.quantize holds the one table of GGUF types
+GGUF_TYPES = EXPORT_TYPES  # medkit.convert.quant.quantize holds the one table of GGUF types
 
 
 def opt(default: Any = dataclasses.MISSING, help: str = "", *, choices=None, lo=None, hi=None, factory=None):

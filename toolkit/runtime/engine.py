@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from medkit.errors import MedkitError, RuntimeLoadError
+from medkit.formats.gguf_header import GGUFInfo, check_adapter_base, check_adapter_fits, read_gguf_info
 from medkit.runtime.answer import (
     DEFAULT,
     FALLBACK_TEMPLATE,
@@ -39,7 +40,6 @@ from medkit.runtime.answer import (
     ensure_single_bos,
 )
 from medkit.runtime.constrain import check_spelling, parse_spec
-from medkit.runtime.gguf_header import GGUFInfo, check_adapter_base, check_adapter_fits, read_gguf_info
 from medkit.runtime.sampling import GrammarFirst
 from medkit.runtime.structured import grammar_for
 
@@ -225,7 +225,7 @@ class Runtime:
     def render(self, messages: Sequence[Message], add_generation_prompt: bool = True) -> str:
         """The chat template applied to ``messages`` (text, BOS as the template writes it)."""
 
-        from medkit.data.templates import fold_system, has_system
+        from medkit.formats.chat_template import fold_system, has_system
 
         def raise_exception(msg: str) -> None:
             raise MedkitError(f"chat template: {msg}")

@@ -86,8 +86,8 @@ def token_ids(folder: Path) -> list[int]:
 @pytest.fixture(scope="module")
 def adapted(tiny_model_dir, tiny_gguf, tmp_path_factory):
     """adapted(arch) -> dict of paths: base HF, base f16/f32 GGUF, adapter, its GGUF, merged HF, merged GGUFs."""
-    from medkit.convert.gguf_writer import write_gguf
-    from medkit.convert.lora import write_lora_gguf
+    from medkit.convert.adapter.lora import write_lora_gguf
+    from medkit.convert.gguf.writer import write_gguf
 
     cache: dict[str, dict[str, Path]] = {}
 
@@ -144,7 +144,7 @@ def test_adapter_over_quantized_base(adapted, arch, tmp_path):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from medkit.convert.quantize import quantize
+    from medkit.convert.quant.quantize import quantize
 
     p = adapted(arch)
     ids = token_ids(p["base"])
@@ -181,7 +181,7 @@ def test_q_k_rows_are_permuted_for_llama_only(adapted):
     """Without the rotary row permutation of lora_b, llama's adapter would not match: check the tensors."""
     import gguf
 
-    from medkit.convert.lora import load_lora_pairs, permute_rows_for_rope
+    from medkit.convert.adapter.lora import load_lora_pairs, permute_rows_for_rope
 
     for arch, permuted in (("llama", True), ("qwen2", False)):
         p = adapted(arch)
@@ -200,7 +200,7 @@ def test_q_k_rows_are_permuted_for_llama_only(adapted):
 
 
 def test_metadata_names_and_gpt2_layout(adapted):
-    from medkit.convert.lora import describe
+    from medkit.convert.adapter.lora import describe
 
     d = describe(adapted("gpt2")["adapter_gguf"])
     assert (d["type"], d["adapter_type"], d["architecture"], d["alpha"]) == ("adapter", "lora", "gpt2", 16.0)
@@ -211,7 +211,7 @@ def test_metadata_names_and_gpt2_layout(adapted):
 
 
 def test_base_given_as_gguf_gives_the_same_file(adapted, tmp_path):
-    from medkit.convert.lora import write_lora_gguf
+    from medkit.convert.adapter.lora import write_lora_gguf
 
     p = adapted("llama")
     out = write_lora_gguf(p["adapter"], tmp_path / "a.gguf", base_dir=p["base_f16"])
@@ -219,8 +219,8 @@ def test_base_given_as_gguf_gives_the_same_file(adapted, tmp_path):
 
 
 def test_rslora_alpha_is_converted(tiny_model_dir, tiny_gguf, tmp_path):
-    from medkit.convert.gguf_writer import write_gguf
-    from medkit.convert.lora import describe, write_lora_gguf
+    from medkit.convert.adapter.lora import describe, write_lora_gguf
+    from medkit.convert.gguf.writer import write_gguf
 
     base = tiny_model_dir("llama")
     adapter = make_adapter(
@@ -236,8 +236,8 @@ def test_rslora_alpha_is_converted(tiny_model_dir, tiny_gguf, tmp_path):
 
 
 def test_rank_and_alpha_patterns_are_folded_into_b(tiny_model_dir, tiny_gguf, tmp_path):
-    from medkit.convert.gguf_writer import write_gguf
-    from medkit.convert.lora import describe, write_lora_gguf
+    from medkit.convert.adapter.lora import describe, write_lora_gguf
+    from medkit.convert.gguf.writer import write_gguf
 
     base = tiny_model_dir("qwen2")
     adapter = make_adapter(
@@ -266,7 +266,7 @@ def test_rank_and_alpha_patterns_are_folded_into_b(tiny_model_dir, tiny_gguf, tm
     ],
 )
 def test_adapters_llama_cpp_cannot_apply_are_refused(tiny_model_dir, tmp_path, kwargs, words):
-    from medkit.convert.lora import write_lora_gguf
+    from medkit.convert.adapter.lora import write_lora_gguf
 
     base = tiny_model_dir("llama")
     adapter = make_adapter(base, tmp_path / "ad", **kwargs)
@@ -287,7 +287,7 @@ def _edited_base(src: Path, dest: Path, **changes) -> Path:
 
 
 def test_adapter_for_another_base_is_refused(adapted, tiny_model_dir, tmp_path):
-    from medkit.convert.lora import write_lora_gguf
+    from medkit.convert.adapter.lora import write_lora_gguf
 
     p = adapted("llama")
     cases = [
@@ -310,7 +310,7 @@ def test_adapter_for_another_base_is_refused(adapted, tiny_model_dir, tmp_path):
 
 
 def test_no_overwrite_without_force(adapted, tmp_path):
-    from medkit.convert.lora import write_lora_gguf
+    from medkit.convert.adapter.lora import write_lora_gguf
 
     p = adapted("qwen2")
     out = tmp_path / "adapter.gguf"
@@ -323,7 +323,7 @@ def test_no_overwrite_without_force(adapted, tmp_path):
 
 
 def test_bad_adapter_folders(tmp_path, tiny_model_dir):
-    from medkit.convert.lora import write_lora_gguf
+    from medkit.convert.adapter.lora import write_lora_gguf
 
     base = tiny_model_dir("qwen2")
     with pytest.raises(ConvertError, match="adapter_config.json"):

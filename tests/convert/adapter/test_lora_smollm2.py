@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from tests.convert.adapter.test_lora_gguf import hf_logits, llama_logits, make_adapter
 from tests.convert.conftest import THREADS
-from tests.convert.test_lora_gguf import hf_logits, llama_logits, make_adapter
 
 pytestmark = pytest.mark.slow
 PROMPT = "<|im_start|>user\nWhat are the symptoms of asthma?<|im_end|>\n<|im_start|>assistant\n"
@@ -36,10 +36,10 @@ def greedy(model, ids: list[int], n: int, lora=None) -> list[int]:
 def smol(smollm2_hf, smollm2_gguf, smollm2_f16, tmp_path_factory):
     from transformers import AutoTokenizer
 
-    from medkit.convert.gguf_writer import write_gguf
-    from medkit.convert.lora import write_lora_gguf
-    from medkit.convert.merge import merge_adapter
-    from medkit.convert.quantize import quantize
+    from medkit.convert.adapter.lora import write_lora_gguf
+    from medkit.convert.adapter.merge import merge_adapter
+    from medkit.convert.gguf.writer import write_gguf
+    from medkit.convert.quant.quantize import quantize
 
     root = tmp_path_factory.mktemp("smol-lora")
     adapter = make_adapter(smollm2_hf, root / "adapter", b_std=0.004)

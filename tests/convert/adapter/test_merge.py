@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from medkit.errors import ConvertError
-from tests.convert.test_lora_gguf import _edited_base, hf_logits, make_adapter, token_ids
+from tests.convert.adapter.test_lora_gguf import _edited_base, hf_logits, make_adapter, token_ids
 
-DEMO_DATA = Path(__file__).resolve().parents[2] / "recipes" / "data" / "medqa_demo.jsonl"
+DEMO_DATA = Path(__file__).resolve().parents[3] / "recipes" / "data" / "medqa_demo.jsonl"
 
 
 def _load(folder: Path):
@@ -47,7 +47,7 @@ def run_dir(tiny_model_dir, tmp_path_factory):
 
 @pytest.mark.parametrize("arch", ["llama", "gpt2"])
 def test_merged_model_matches_base_plus_adapter(tiny_model_dir, tmp_path, arch):
-    from medkit.convert.merge import merge_adapter
+    from medkit.convert.adapter.merge import merge_adapter
 
     base = tiny_model_dir(arch)
     adapter = make_adapter(base, tmp_path / "adapter")
@@ -66,7 +66,7 @@ def test_merged_model_matches_base_plus_adapter(tiny_model_dir, tmp_path, arch):
 
 
 def test_tokenizer_and_chat_template_are_carried(run_dir, tmp_path):
-    from medkit.convert.merge import merge_run
+    from medkit.convert.adapter.merge import merge_run
 
     out = merge_run(run_dir, out=tmp_path / "merged")
     for name in ("tokenizer.json", "tokenizer.model"):
@@ -85,7 +85,7 @@ def test_tokenizer_and_chat_template_are_carried(run_dir, tmp_path):
 
 
 def test_no_overwrite_without_force_and_atomic_replace(tiny_model_dir, tmp_path):
-    from medkit.convert.merge import merge_adapter
+    from medkit.convert.adapter.merge import merge_adapter
 
     base = tiny_model_dir("qwen2")
     adapter = make_adapter(base, tmp_path / "adapter", target_modules=["q_proj", "v_proj"])
@@ -101,7 +101,7 @@ def test_no_overwrite_without_force_and_atomic_replace(tiny_model_dir, tmp_path)
 
 
 def test_adapter_of_another_base_is_refused(tiny_model_dir, tmp_path):
-    from medkit.convert.merge import merge_adapter
+    from medkit.convert.adapter.merge import merge_adapter
 
     base = tiny_model_dir("llama")
     adapter = make_adapter(base, tmp_path / "adapter", target_modules=["q_proj", "down_proj"])
@@ -123,7 +123,7 @@ def test_from_4bit_merges_into_the_nf4_rounded_weights(tiny_model_dir, tmp_path)
     import torch
     from safetensors.torch import load_file
 
-    from medkit.convert.merge import Quant, merge_adapter
+    from medkit.convert.adapter.merge import Quant, merge_adapter
 
     base = tiny_model_dir("llama")
     adapter = make_adapter(base, tmp_path / "adapter", target_modules=["q_proj", "down_proj"])
@@ -199,8 +199,8 @@ def test_a_plain_lora_merges_tensor_by_tensor_into_peft_s_weights(
     import torch
     from safetensors.torch import load_file
 
-    from medkit.convert import merge
-    from medkit.convert.merge_stream import stream_reason
+    from medkit.convert.adapter import merge
+    from medkit.convert.adapter.merge_stream import stream_reason
 
     base = tiny_model_dir(arch)
     adapter = make_adapter(base, tmp_path / "adapter", merged=tmp_path / "peft", use_rslora=True)

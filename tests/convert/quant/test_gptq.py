@@ -1,4 +1,4 @@
-"""GPTQ codes (medkit.convert.gptq) in llama.cpp's own block formats (medkit.convert.qcodec).
+"""GPTQ codes (medkit.convert.quant.gptq) in llama.cpp's own block formats (medkit.convert.quant.qcodec).
 
 Every codec is checked against gguf.quants.dequantize (the gguf package's reader) on a file llama.cpp's
 quantizer wrote with one tensor per type; GPTQ must lower each layer's output error on the calibration
@@ -15,7 +15,7 @@ import pytest
 
 from medkit.errors import ConvertError
 from tests.convert.conftest import THREADS
-from tests.convert.test_imatrix import K_WIDE, _seqs
+from tests.convert.quant.test_imatrix import K_WIDE, _seqs
 from tests.factories import CORPUS
 
 pytest.importorskip("torch")
@@ -33,9 +33,9 @@ MIX = {
 @pytest.fixture(scope="module")
 def tiny(tiny_model_dir, tmp_path_factory):
     """(model dir, f16 GGUF, IMatrix with Gram matrices, the one-tensor-per-type GGUF)."""
-    from medkit.convert.gguf_writer import write_gguf
-    from medkit.convert.imatrix import collect
-    from medkit.convert.quantize import quantize
+    from medkit.convert.gguf.writer import write_gguf
+    from medkit.convert.quant.imatrix import collect
+    from medkit.convert.quant.quantize import quantize
 
     model = tiny_model_dir("llama", **K_WIDE)
     out = tmp_path_factory.mktemp("gptq")
@@ -58,7 +58,7 @@ def _raw(t) -> np.ndarray:
 
 @pytest.mark.parametrize("name", list(MIX), ids=list(MIX.values()))
 def test_each_codec_reads_what_gguf_reads_and_writes_codes_back(tiny, name):
-    from medkit.convert import qcodec
+    from medkit.convert.quant import qcodec
 
     t = _tensors(tiny[3])[name]
     kind = t.tensor_type.name
@@ -108,7 +108,7 @@ def test_a_wide_input_s_gram_from_panels_above_the_diagonal_is_all_of_x_t_x(monk
     products); mirror fills the rest: the whole X^T X, every entry (widths that split evenly and not)."""
     import torch
 
-    from medkit.convert import act_stats
+    from medkit.convert.quant import act_stats
 
     monkeypatch.setattr(act_stats, "SYM_WIDTH", 8)
     x1, x2 = torch.randn(50, n), torch.randn(30, n)
@@ -139,7 +139,7 @@ def _output_error(path: Path, f16: Path, grams: dict) -> dict[str, float]:
 def test_gptq_codes_lower_every_layer_s_output_error(tiny, tmp_path):
     import shutil
 
-    from medkit.convert import gptq
+    from medkit.convert.quant import gptq
 
     _, f16, im, mixed = tiny
     mine = tmp_path / "gptq.gguf"
@@ -167,7 +167,7 @@ def test_a_gram_matrix_of_another_model_is_one_line(tiny, tmp_path):
 
     import torch
 
-    from medkit.convert import gptq
+    from medkit.convert.quant import gptq
 
     _, f16, im, mixed = tiny
     mine = tmp_path / "gptq.gguf"
@@ -179,7 +179,7 @@ def test_a_gram_matrix_of_another_model_is_one_line(tiny, tmp_path):
 
 
 def test_parts_keep_each_pass_within_the_gram_budget():
-    from medkit.convert.gptq import gram_bytes, parts
+    from medkit.convert.quant.gptq import gram_bytes, parts
 
     shapes = {f"blk.{i}.{w}.weight": n for i in range(4) for w, n in (("attn_q", 64), ("ffn_down", 128))}
     assert parts(shapes, budget=10**9) == [list(shapes)]
@@ -219,8 +219,8 @@ def test_one_column_loop_for_a_batch_gives_each_weight_its_own_codes(book):
     chooses for each weight alone, with its own Gram matrix, act order, grid and dead inputs."""
     import torch
 
-    from medkit.convert import qcodec
-    from medkit.convert.gptq import inverse_factor, round_batch, round_codes
+    from medkit.convert.quant import qcodec
+    from medkit.convert.quant.gptq import inverse_factor, round_batch, round_codes
 
     rng = np.random.default_rng(0)
     rows, n = 48, 96
@@ -246,8 +246,8 @@ def test_one_column_loop_for_a_batch_gives_each_weight_its_own_codes(book):
 
 
 def test_the_codebook_table_is_searchsorted_on_every_half_integer_and_between():
-    from medkit.convert import qcodec
-    from medkit.convert.gptq import _nearest_table
+    from medkit.convert.quant import qcodec
+    from medkit.convert.quant.gptq import _nearest_table
 
     book = qcodec.IQ4NL_VALUES
     mids = (book[1:] + book[:-1]) / 2
@@ -261,7 +261,7 @@ def test_the_codebook_table_is_searchsorted_on_every_half_integer_and_between():
 
 def test_a_q8_0_file_beside_a_gptq_one_is_not_labelled_gptq(tiny_model_dir, tmp_path):
     """q8_0's tensors are all Q8_0, which GPTQ leaves as llama.cpp wrote them: no `medkit.gptq` there."""
-    from medkit.convert.gptq import rounds
+    from medkit.convert.quant.gptq import rounds
     from tests.reliability.conftest import run_medkit
 
     assert not rounds("q8_0") and rounds("q4_0") and rounds("q2_k") and rounds("auto:90MB")
@@ -284,8 +284,8 @@ def test_the_blocked_loop_matches_plain_column_by_column_gptq(group):
     textbook loop: round column j, spread its error over every later column at once (float64)."""
     import torch
 
-    from medkit.convert import qcodec
-    from medkit.convert.gptq import OUTER, inverse_factor, round_batch
+    from medkit.convert.quant import qcodec
+    from medkit.convert.quant.gptq import OUTER, inverse_factor, round_batch
 
     rng = np.random.default_rng(3)
     rows, n = 8, OUTER + 64  # two OUTER blocks, the second one short

@@ -1,4 +1,4 @@
-"""Importance matrices (medkit.convert.imatrix): what they hold, the file llama.cpp reads, bad ones refused.
+"""Importance matrices (medkit.convert.quant.imatrix): what they hold, the file llama.cpp reads, bad ones refused.
 
 Add a bad-imatrix fault: one row in BAD_IMATRIX (a function that spoils a good IMatrix or file, and the
 words the one-line error must contain).
@@ -31,9 +31,9 @@ def _seqs(model_dir: Path) -> list[list[int]]:
 @pytest.fixture(scope="module")
 def tiny_imatrix(tiny_model_dir, tmp_path_factory):
     """(model dir, f16 GGUF, IMatrix, imatrix.gguf) for the K-quant friendly tiny llama."""
-    from medkit.convert.gguf_writer import write_gguf
-    from medkit.convert.imatrix import collect
-    from medkit.convert.imatrix_file import write_imatrix
+    from medkit.convert.gguf.writer import write_gguf
+    from medkit.convert.quant.imatrix import collect
+    from medkit.convert.quant.imatrix_file import write_imatrix
 
     model = tiny_model_dir("llama", **K_WIDE)
     out = tmp_path_factory.mktemp("imatrix")
@@ -73,7 +73,7 @@ def test_a_bfloat16_forward_gives_the_float32_importance_within_a_percent(tiny_i
     importance and Gram sums must still be float32's, to the rounding of the activations."""
     import torch
 
-    from medkit.convert.imatrix import collect, forward_dtype
+    from medkit.convert.quant.imatrix import collect, forward_dtype
 
     assert forward_dtype("cpu") in (torch.float32, torch.bfloat16) and forward_dtype("mps") is torch.float32
     model_dir, _, im32, _ = tiny_imatrix
@@ -103,7 +103,7 @@ def test_qk_permutation_leaves_input_columns_in_place(tiny_imatrix):
 
 
 def test_the_file_is_llama_cpp_s_imatrix_layout(tiny_imatrix):
-    from medkit.convert.imatrix_file import check_fits, read_imatrix
+    from medkit.convert.quant.imatrix_file import check_fits, read_imatrix
 
     _, f16, im, path = tiny_imatrix
     reader = gguf.GGUFReader(str(path))
@@ -124,8 +124,8 @@ def test_the_file_is_llama_cpp_s_imatrix_layout(tiny_imatrix):
 
 
 def test_gpt2_conv1d_layers_map_to_its_gguf_tensors(tiny_model_dir, tiny_gguf):
-    from medkit.convert.imatrix import collect
-    from medkit.convert.imatrix_file import check_fits
+    from medkit.convert.quant.imatrix import collect
+    from medkit.convert.quant.imatrix_file import check_fits
 
     model = tiny_model_dir("gpt2")
     im = collect(model, _seqs(model)[:4], device="cpu")
@@ -141,7 +141,7 @@ def test_a_prefix_every_row_shares_runs_once_and_sums_as_many_times(tiny_model_d
     """The tokens every calibration row starts with (a system prompt) go through the model once and count
     once per row, the rows then run on from their cached keys and values: every sum, count and Gram
     matrix (deep layers too, which read the prefix through attention) equals a plain pass over the rows."""
-    from medkit.convert import imatrix
+    from medkit.convert.quant import imatrix
 
     model = tiny_model_dir(arch)
     rows = _seqs(model)[:6]
@@ -160,7 +160,7 @@ def test_a_prefix_every_row_shares_runs_once_and_sums_as_many_times(tiny_model_d
 
 
 def test_the_shared_prefix_leaves_every_row_a_token_of_its_own():
-    from medkit.convert.act_stats import MIN_SHARED, shared_prefix
+    from medkit.convert.quant.act_stats import MIN_SHARED, shared_prefix
 
     p = list(range(100, 100 + MIN_SHARED))
     assert shared_prefix([p + [1, 2], p + [1, 3]]) == MIN_SHARED + 1
@@ -170,7 +170,7 @@ def test_the_shared_prefix_leaves_every_row_a_token_of_its_own():
 
 
 def test_sampling_respects_the_budget_and_the_seed():
-    from medkit.convert.calib import sample
+    from medkit.convert.quant.calib import sample
 
     seqs = [list(range(n)) for n in (5, 40, 7, 30, 9, 1)]
     got = sample(seqs, budget=50, seed=3)
@@ -216,7 +216,7 @@ BAD_IMATRIX = [  # (spoil, words the one-line error holds)
 def test_a_bad_imatrix_is_one_line_and_nothing_is_quantized(tiny_imatrix, tmp_path, spoil, needles):
     import copy
 
-    from medkit.convert.imatrix_file import read_imatrix, write_imatrix
+    from medkit.convert.quant.imatrix_file import read_imatrix, write_imatrix
 
     _, f16, im, _ = tiny_imatrix
     im = copy.deepcopy(im)
@@ -226,7 +226,7 @@ def test_a_bad_imatrix_is_one_line_and_nothing_is_quantized(tiny_imatrix, tmp_pa
         write_imatrix(im, path)
     elif given != path:
         path = given
-    from medkit.convert.quantize import quantize
+    from medkit.convert.quant.quantize import quantize
 
     dst = tmp_path / "out" / "q.gguf"
     with pytest.raises(ConvertError) as exc:
@@ -239,7 +239,7 @@ def test_a_bad_imatrix_is_one_line_and_nothing_is_quantized(tiny_imatrix, tmp_pa
 def _quantize(f16: Path, dst: Path, ftype: int, im=None, overrides=None, kv=None) -> int:
     import llama_cpp
 
-    from medkit.convert.imatrix_file import attach
+    from medkit.convert.quant.imatrix_file import attach
 
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype, params.nthread = ftype, THREADS
@@ -253,8 +253,8 @@ def test_the_quantizer_takes_the_imatrix_overrides_and_metadata(tiny_imatrix, tm
     """iq2_xs: llama.cpp refuses it without an imatrix and writes it with ours; tt_overrides and
     kv_overrides reach the file."""
     pytest.importorskip("llama_cpp")
-    from medkit.convert.imatrix_file import read_imatrix
-    from medkit.convert.quantize import BY_NAME
+    from medkit.convert.quant.imatrix_file import read_imatrix
+    from medkit.convert.quant.quantize import BY_NAME
 
     _, f16, _, path = tiny_imatrix
     iq2 = BY_NAME["iq2_xs"].ftype
@@ -272,7 +272,7 @@ def test_the_quantizer_takes_the_imatrix_overrides_and_metadata(tiny_imatrix, tm
 def test_a_hf_folder_is_calibrated_on_calib_file_and_the_file_is_written_once(tiny_model_dir, tmp_path):
     from types import SimpleNamespace
 
-    from medkit.convert.imatrix import for_export
+    from medkit.convert.quant.imatrix import for_export
 
     model = tiny_model_dir("llama", **K_WIDE)
     calib = tmp_path / "calib.jsonl"
@@ -304,7 +304,7 @@ def test_a_bad_calibration_file_is_one_line_and_writes_nothing(
 ):
     from types import SimpleNamespace
 
-    from medkit.convert.imatrix import for_export
+    from medkit.convert.quant.imatrix import for_export
 
     calib = tmp_path / name
     calib.write_bytes(content if isinstance(content, bytes) else content.encode())

@@ -1,4 +1,4 @@
-"""The layer-by-layer calibration pass (medkit.convert.layerwise) and its Gram store: the same importance
+"""The layer-by-layer calibration pass (medkit.convert.quant.layerwise) and its Gram store: the same importance
 sums, Gram matrices and GPTQ codes as the whole-model pass, each layer seeing full-precision inputs."""
 
 from __future__ import annotations
@@ -33,9 +33,9 @@ def test_layer_by_layer_sums_and_grams_equal_the_whole_model_pass(tiny_model_dir
     per layer from its cached keys and values, and without), held in memory or written to the store."""
     import torch
 
-    from medkit.convert.gram_store import GramStore
-    from medkit.convert.imatrix import collect
-    from medkit.convert.layerwise import collect_layerwise
+    from medkit.convert.quant.gram_store import GramStore
+    from medkit.convert.quant.imatrix import collect
+    from medkit.convert.quant.layerwise import collect_layerwise
 
     model = tiny_model_dir(arch, **K_WIDE)
     seqs = _seqs(model, prefix)
@@ -63,11 +63,11 @@ def test_layer_by_layer_sums_and_grams_equal_the_whole_model_pass(tiny_model_dir
 def test_gptq_codes_from_the_store_equal_those_from_the_whole_model_grams(tiny_model_dir, tmp_path):
     """The q4_k_m file GPTQ rewrites block by block from the stored Gram matrices is byte for byte the one
     it rewrites from the whole-model pass's matrices (all blocks at once), when the sums agree."""
-    from medkit.convert.gguf_writer import write_gguf
-    from medkit.convert.gptq import refiner
-    from medkit.convert.gram_store import GramStore
-    from medkit.convert.layerwise import collect_layerwise
-    from medkit.convert.quantize import quantize
+    from medkit.convert.gguf.writer import write_gguf
+    from medkit.convert.quant.gptq import refiner
+    from medkit.convert.quant.gram_store import GramStore
+    from medkit.convert.quant.layerwise import collect_layerwise
+    from medkit.convert.quant.quantize import quantize
 
     model = tiny_model_dir("llama", **K_WIDE)
     seqs = _seqs(model, SHARED)
@@ -89,7 +89,7 @@ def test_gptq_codes_from_the_store_equal_those_from_the_whole_model_grams(tiny_m
 def test_store_parts_are_whole_blocks_within_the_budget(tmp_path):
     import torch
 
-    from medkit.convert.gram_store import GramStore
+    from medkit.convert.quant.gram_store import GramStore
 
     store = GramStore(tmp_path / "g")
     for b in range(3):

@@ -1,4 +1,4 @@
-"""The calibrated export's memory plan (medkit.convert.memplan): the cgroup's room read like the kernel
+"""The calibrated export's memory plan (medkit.convert.quant.memplan): the cgroup's room read like the kernel
 keeps it (v1 and v2), a plan that fits picks how many blocks GPTQ rounds at once, one that does not stops
 in one line with what it needs and what is free."""
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from medkit.convert import memplan
+from medkit.convert.quant import memplan
 from medkit.errors import ConvertError
 
 GiB = 2**30

@@ -1,4 +1,4 @@
-"""`--gguf auto:SIZE` (medkit.convert.quant_mix): a per-tensor mix chosen by measurement under a size.
+"""`--gguf auto:SIZE` (medkit.convert.quant.mix): a per-tensor mix chosen by measurement under a size.
 
 One measurement of the K-quant friendly tiny llama is shared by the module; each budget is then cheap.
 Add a size spec: one row in SPECS (or BAD_SPECS with the words its one-line error must contain).
@@ -36,7 +36,7 @@ BAD_SPECS = [
 
 @pytest.mark.parametrize("spec,norm,nbytes,bpw", SPECS)
 def test_size_specs_parse_with_the_type_table(spec, norm, nbytes, bpw):
-    from medkit.convert.quantize import parse_budget, parse_types
+    from medkit.convert.quant.quantize import parse_budget, parse_types
 
     b = parse_budget(spec)
     assert (b.spec, b.bytes, b.bpw) == (norm, nbytes, bpw)
@@ -46,7 +46,7 @@ def test_size_specs_parse_with_the_type_table(spec, norm, nbytes, bpw):
 
 @pytest.mark.parametrize("spec,needle", BAD_SPECS)
 def test_bad_size_specs_are_one_line(spec, needle):
-    from medkit.convert.quantize import parse_types
+    from medkit.convert.quant.quantize import parse_types
 
     with pytest.raises(ConvertError) as err:
         parse_types(spec)
@@ -57,9 +57,9 @@ def test_bad_size_specs_are_one_line(spec, needle):
 def measured(tiny_model_dir, tmp_path_factory):
     from transformers import AutoTokenizer
 
-    from medkit.convert.gguf_writer import write_gguf
-    from medkit.convert.imatrix import collect
-    from medkit.convert.quant_mix import measure
+    from medkit.convert.gguf.writer import write_gguf
+    from medkit.convert.quant.imatrix import collect
+    from medkit.convert.quant.mix import measure
 
     model = tiny_model_dir("llama", **K_WIDE)
     tok = AutoTokenizer.from_pretrained(str(model))
@@ -71,8 +71,8 @@ def measured(tiny_model_dir, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def mixes(measured):
-    from medkit.convert.quant_mix import quantize_auto
-    from medkit.convert.quantize import parse_budget
+    from medkit.convert.quant.mix import quantize_auto
+    from medkit.convert.quant.quantize import parse_budget
 
     out = {}
     for spec in BUDGETS:
@@ -84,7 +84,7 @@ def mixes(measured):
 
 
 def test_every_mix_fits_its_budget_and_more_room_never_costs_kl(mixes):
-    from medkit.convert.quantize import parse_budget
+    from medkit.convert.quant.quantize import parse_budget
 
     kls = []
     for spec, res in mixes.items():
@@ -97,7 +97,7 @@ def test_every_mix_fits_its_budget_and_more_room_never_costs_kl(mixes):
 
 def test_the_mix_and_its_kl_are_in_the_gguf(mixes, measured):
     from medkit.convert.verify import gguf_type
-    from medkit.runtime.gguf_header import read_gguf_info
+    from medkit.formats.gguf_header import read_gguf_info
 
     res = mixes["auto:1MB"]
     reader = gguf.GGUFReader(str(res.path))
@@ -111,8 +111,8 @@ def test_the_mix_and_its_kl_are_in_the_gguf(mixes, measured):
 
 
 def test_a_budget_below_the_smallest_file_is_one_line_and_writes_nothing(measured, tmp_path):
-    from medkit.convert.quant_mix import quantize_auto
-    from medkit.convert.quantize import parse_budget
+    from medkit.convert.quant.mix import quantize_auto
+    from medkit.convert.quant.quantize import parse_budget
 
     dst = tmp_path / "x.gguf"
     with pytest.raises(ConvertError) as err:
@@ -130,8 +130,8 @@ def test_the_proxy_ranks_types_like_the_kl(measured, tmp_path):
     Across tensor kinds it does not (on the random tiny model every kind's relative error is about the
     same while attn_q/k and token_embd cost far more KL): that is why each group's KL is measured and
     the proxy only spreads it over the group's tensors and types."""
-    from medkit.convert.quant_mix import LADDER_K, _overrides
-    from medkit.convert.quantize import quantize
+    from medkit.convert.quant.mix import LADDER_K, _overrides
+    from medkit.convert.quant.quantize import quantize
 
     proxy, kl = [], []
     for ggml in LADDER_K[:-1]:
@@ -152,7 +152,7 @@ def test_the_proxy_ranks_types_like_the_kl(measured, tmp_path):
 def test_export_records_the_mix_in_run_json(tiny_model_dir, tmp_path, monkeypatch):
     from medkit.convert import export as export_mod
     from medkit.convert import verify
-    from medkit.convert.quantize import parse_types
+    from medkit.convert.quant.quantize import parse_types
     from medkit.runs import RunDir
 
     monkeypatch.setattr(verify, "held_out_texts", lambda run_path=None: TEXTS)

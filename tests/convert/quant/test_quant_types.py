@@ -1,4 +1,4 @@
-"""One home per quant type: medkit.convert.quantize.QUANT_TYPES, and every user of a type name asks it.
+"""One home per quant type: medkit.convert.quant.quantize.QUANT_TYPES, and every user of a type name asks it.
 
 Add a type medkit exports: one row in QUANT_TYPES (exported=True); these tests then cover it in the
 recipe schema, `medkit export --gguf` (help and parsing), the quantizer's checks and the file order.
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from medkit.convert.quantize import (
+from medkit.convert.quant.quantize import (
     BY_NAME,
     EXPORT_TYPES,
     FLOAT_TYPES,
@@ -26,7 +26,7 @@ from medkit.convert.quantize import (
 )
 from medkit.errors import ConvertError, RecipeError
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 # A quantized type name may be written outside the table only as one of these choices (a choice, not a list
 # of types): the recipe schema's default export and the offline demo's exports. Everything else asks the table.
 ALLOWED_LITERALS = {
@@ -85,7 +85,7 @@ def test_parse_types_refuses_with_the_table_s_list(spec, message):
 
 def test_quantizer_refuses_a_float_type(tmp_path):
     pytest.importorskip("llama_cpp")
-    from medkit.convert.quantize import quantize
+    from medkit.convert.quant.quantize import quantize
 
     with pytest.raises(ConvertError, match="'f16' is a float type, not a quant type"):
         quantize(tmp_path / "in.gguf", tmp_path / "out.gguf", "f16")
@@ -145,7 +145,7 @@ def test_no_quant_type_list_outside_the_table():
     for folder in ("toolkit", "convert", "tui"):
         for path in sorted((REPO / folder).rglob("*.py")):
             rel = str(path.relative_to(REPO))
-            if rel == "convert/quantize.py":
+            if rel == "convert/quant/quantize.py":
                 continue
             tree = ast.parse(path.read_text(encoding="utf-8"))
             found |= {
