@@ -162,7 +162,7 @@ def test_every_family_field_is_read_somewhere():
     """No Family field is declared for show: each is read as `<family>.<field>` by medkit's code."""
     import dataclasses
 
-    users = "".join(p.read_text() for p in (*ARCH_DIR.parent.glob("*.py"), *ARCH_DIR.glob("*.py")))
+    users = "".join(p.read_text() for p in ARCH_DIR.parent.rglob("*.py"))
     users += (ARCH_DIR.parents[1] / "toolkit" / "train" / "plan.py").read_text()
     for f in dataclasses.fields(Family):
         assert f".{f.name}" in users, f.name
