@@ -97,8 +97,9 @@ def quant_quality(hf: Path, out: Path, threads: int = 1) -> list[dict[str, Any]]
     from medkit.convert.quant.calib import sample
     from medkit.convert.quant.gptq import refiner
     from medkit.convert.quant.mix import KLMeter, measure, quantize_auto
-    from medkit.convert.quant.quantize import parse_budget, quantize
+    from medkit.convert.quant.quantize import quantize
     from medkit.data.tokens import prepare
+    from medkit.formats.gguf_types import parse_budget
     from medkit.recipe import load_recipe
 
     recipe = load_recipe(Path(__file__).resolve().parents[1] / "recipes" / "smollm2_demo.toml")

@@ -124,8 +124,9 @@ def _export(
     import numpy as np
 
     from medkit.convert.gguf.writer import WeightReader, read_config, write_gguf
-    from medkit.convert.quant.quantize import BY_NAME, FLOAT_TYPES, QUANT_SOURCES, is_auto, quantize
-    from medkit.runs import check_free_space
+    from medkit.convert.quant.quantize import quantize
+    from medkit.formats.files import check_free_space
+    from medkit.formats.gguf_types import BY_NAME, FLOAT_TYPES, QUANT_SOURCES, is_auto
 
     outputs = {t: source.out_dir / f"{source.name}-{t.replace(':', '-')}.gguf" for t in types}
     existing = [p for p in outputs.values() if p.exists()]

@@ -18,7 +18,7 @@ from medkit.errors import ConvertError
 
 
 def _types_help() -> str:
-    from medkit.convert.quant.quantize import EXPORT_TYPES
+    from medkit.formats.gguf_types import EXPORT_TYPES
     from medkit.recipe import ExportSection
 
     default = ",".join(ExportSection().gguf)
@@ -93,7 +93,7 @@ def command(
     A run's recipe.toml ([export] gguf, verify, modelfile) gives the defaults; a flag given here wins.
     """
     from medkit.convert.quant import imatrix
-    from medkit.convert.quant.quantize import parse_types
+    from medkit.formats.gguf_types import parse_types
 
     flags = {"--gguf": types_spec, "--base": base or None, "--imatrix": imatrix_mode, "--calib": calib}
     if adapter_only:

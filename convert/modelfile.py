@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from medkit.errors import ConvertError
-from medkit.runs import atomic_write_text
+from medkit.formats.files import atomic_write_text
 
 
 @dataclass(frozen=True)

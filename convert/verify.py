@@ -100,8 +100,8 @@ def gguf_type(path: Path) -> str:
 
     The header is checked first (medkit.formats.gguf_header): a truncated, random or text file is one
     RuntimeLoadError line naming it."""
-    from medkit.convert.quant.quantize import type_name
     from medkit.formats.gguf_header import read_gguf_info
+    from medkit.formats.gguf_types import type_name
 
     info = read_gguf_info(path, what="GGUF")
     if info.kind == "adapter":

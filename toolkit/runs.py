@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from medkit.errors import DiskSpaceError, RunNotFoundError, WriteError, write_error
+from medkit.errors import RunNotFoundError
+from medkit.formats.files import atomic_write_text
+from medkit.formats.gguf_types import precision_rank
 
 RUNS_ROOT_ENV = "MEDKIT_RUNS"
 ADAPTER_GGUF = "adapter.gguf"  # the LoRA GGUF `medkit export --adapter-only` writes into export/
@@ -84,7 +82,6 @@ class RunDir:
     def ggufs(self) -> list[Path]:
         """The export's GGUF files, highest precision first (f32 ... q4_0), then by name. A dot-name is an
         export's temporary file (the f16 intermediate, a .partial): never offered as a model."""
-        from medkit.convert.quant.quantize import precision_rank
 
         def rank(p: Path) -> tuple[tuple[float, int], str]:
             return (precision_rank(p.stem.rsplit("-", 1)[-1]), p.name)
@@ -167,69 +164,3 @@ def _mtime(p: Path) -> float:
         return p.stat().st_mtime
     except OSError:
         return 0.0
-
-
-def check_free_space(directory: Path, needed_bytes: int, *, what: str = "output") -> None:
-    """Raise DiskSpaceError when ``directory`` has less than ``needed_bytes`` free, WriteError when it is
-    read-only or not writable (checked first: a read-only mount often reports 0 bytes free)."""
-    directory = Path(directory)
-    make_dirs(directory)
-    check_writable(directory)
-    free = shutil.disk_usage(directory).free
-    if free < needed_bytes:
-        raise DiskSpaceError(
-            f"not enough disk for {what}: need {fmt_bytes(needed_bytes)}, {fmt_bytes(free)} free in {directory}"
-        )
-
-
-def fmt_bytes(n: float) -> str:
-    """1536 -> '1.5 KiB', 3 * 2**30 -> '3.0 GiB'."""
-    for unit in ("bytes", "KiB", "MiB", "GiB"):
-        if abs(n) < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"  # pragma: no cover
-
-
-def make_dirs(directory: Path) -> None:
-    """mkdir -p; a read-only or forbidden parent is a WriteError naming the folder."""
-    try:
-        Path(directory).mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise (write_error(exc, directory) or exc) from None
-
-
-def check_writable(directory: Path) -> None:
-    """WriteError when files cannot be created in ``directory`` (read-only mount, no permission)."""
-    if hasattr(os, "statvfs") and os.statvfs(directory).f_flag & os.ST_RDONLY:
-        raise WriteError("read-only file system, cannot write here", where=str(directory))
-    if not os.access(directory, os.W_OK | os.X_OK):
-        raise WriteError("permission denied, cannot write here", where=str(directory))
-
-
-@contextmanager
-def atomic_path(final: Path) -> Iterator[Path]:
-    """Yield a temporary path next to ``final``; rename it into place only on success."""
-    final = Path(final)
-    make_dirs(final.parent)
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent)
-    except OSError as exc:
-        raise (write_error(exc, final) or exc) from None
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        yield tmp_path
-        if tmp_path.exists():  # mkstemp makes 0600; give the file the mode a plain open() would
-            umask = os.umask(0)
-            os.umask(umask)
-            tmp_path.chmod(0o666 & ~umask)
-        os.replace(tmp_path, final)
-    except BaseException:
-        tmp_path.unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(final: Path, text: str) -> None:
-    with atomic_path(final) as tmp:
-        tmp.write_text(text)

@@ -44,7 +44,7 @@ from medkit.convert.adapter.lora_base import (
 from medkit.convert.arch.base import permute_rows
 from medkit.convert.gguf.fingerprint import BASE_KEY, base_fingerprint
 from medkit.errors import ConvertError, RuntimeLoadError
-from medkit.runs import atomic_path, check_free_space
+from medkit.formats.files import atomic_path, check_free_space
 
 __all__ = [  # the base-side names are re-exported: callers (merge, tests) import them from here
     "BaseInfo",

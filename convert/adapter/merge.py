@@ -218,9 +218,9 @@ def merge_adapter(
     """Merge the PEFT adapter in ``adapter_dir`` into ``base_spec`` (hub id, HF folder or .gguf); write
     an HF folder at ``out_dir`` and return it. ConvertError if the adapter does not fit the base."""
     from medkit.convert.adapter.lora import base_info, check_adapter_matches
+    from medkit.formats.files import check_free_space
     from medkit.models import loadable
     from medkit.provenance import adapter_hash
-    from medkit.runs import check_free_space
 
     log = log or (lambda _msg: None)
     adapter_dir, out = Path(adapter_dir), Path(out_dir)

@@ -191,8 +191,8 @@ def write_gguf(
     import gguf
 
     from medkit.convert.gguf.vocab import add_vocab
+    from medkit.formats.files import atomic_path, check_free_space
     from medkit.provenance import ADAPTER_KEY, recorded_merge_hash
-    from medkit.runs import atomic_path, check_free_space
 
     if ftype not in FLOAT_TYPES:
         raise ConvertError(f"write_gguf writes {', '.join(FLOAT_TYPES)}, not '{ftype}'")
@@ -216,7 +216,7 @@ def write_gguf(
     embd = next(p for p in plan if p.gguf_name == "token_embd.weight")
     n_vocab = int(embd.shape[0])
     check_free_space(out.parent, sum(p.nbytes for p in plan) + 16 * 2**20, what=out.name)
-    from medkit.convert.quant.quantize import ftype_of  # the one table of GGUF types and their numbers
+    from medkit.formats.gguf_types import ftype_of  # the one table of GGUF types and their numbers
 
     file_type = ftype_of(ftype)
     with atomic_path(out) as tmp:

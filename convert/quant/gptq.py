@@ -64,7 +64,7 @@ def rounds(quant: str) -> bool:
     """Whether a GGUF of quant type ``quant`` (a name: q4_k_m, auto:90MB, ...) holds tensors GPTQ refines:
     every type but q8_0, whose quantized tensors are all Q8_0 (the K mixes keep Q4_K-Q6_K tensors even at
     q2_k)."""
-    from medkit.convert.quant.quantize import BY_NAME
+    from medkit.formats.gguf_types import BY_NAME
 
     return not (quant in BY_NAME and BY_NAME[quant].ggml == "Q8_0")
 

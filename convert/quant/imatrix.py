@@ -184,7 +184,7 @@ def check_needed(
 ) -> None:
     """A type that needs an importance matrix, and none to be had, or ``--gptq`` asked for without the
     calibration data it rounds on: one line, before anything is written."""
-    from medkit.convert.quant.quantize import BY_NAME, FLOAT_TYPES
+    from medkit.formats.gguf_types import BY_NAME, FLOAT_TYPES
 
     data = mode == "auto" and (is_run or calib is not None)
     if gptq is True and not data and any(t not in FLOAT_TYPES for t in types):
@@ -219,7 +219,7 @@ def for_export(
     written once as export/imatrix.gguf; a HF folder: ``calib`` or none), none, or an imatrix GGUF path.
     A run's run.json records it (imatrix: file, datasets, tokens, the calibrated types). ``gptq``: the
     same pass sums the Gram matrices GPTQ rounds with (a file on disk has none: computed again)."""
-    from medkit.convert.quant.quantize import BY_NAME, FLOAT_TYPES
+    from medkit.formats.gguf_types import BY_NAME, FLOAT_TYPES
 
     quants = [t for t in types if t not in FLOAT_TYPES]
     needed = any(t in BY_NAME and BY_NAME[t].imatrix for t in quants)

@@ -71,7 +71,7 @@ def write_imatrix(im: IMatrix, path: Path) -> Path:
     """Write ``im`` as llama.cpp's imatrix GGUF at ``path`` (under a temp name, renamed when complete)."""
     import gguf
 
-    from medkit.runs import atomic_path
+    from medkit.formats.files import atomic_path
 
     if not im.sums:
         raise ConvertError("the importance matrix has no tensors", where=str(path))

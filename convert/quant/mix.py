@@ -30,8 +30,9 @@ from typing import Any
 
 import numpy as np
 
-from medkit.convert.quant.quantize import BY_NAME, QUANT_TYPES, SizeBudget, quantize
+from medkit.convert.quant.quantize import quantize
 from medkit.errors import ConvertError
+from medkit.formats.gguf_types import BY_NAME, QUANT_TYPES, SizeBudget
 
 LADDER_K = ("Q3_K", "IQ4_XS", "Q4_K", "Q5_K", "Q6_K", "Q8_0")  # rows a multiple of 256
 LADDER_32 = ("Q4_0", "IQ4_NL", "Q5_0", "Q5_1", "Q8_0")  # other rows (multiples of 32)
@@ -265,7 +266,7 @@ class Measured:
 
 
 def _check_budget(budget: SizeBudget, tensors: list[Tensor], fixed: int) -> int:
-    from medkit.runs import fmt_bytes
+    from medkit.formats.files import fmt_bytes
 
     limit, floor = budget_bytes(budget, tensors, fixed), smallest(tensors, fixed)
     if limit < floor:
@@ -279,7 +280,7 @@ def _check_budget(budget: SizeBudget, tensors: list[Tensor], fixed: int) -> int:
 
 def check_budgets(src: Path, specs: list[str]) -> None:
     """Every auto:SIZE in ``specs`` fits float GGUF ``src``'s smallest possible file; else one ConvertError."""
-    from medkit.convert.quant.quantize import parse_budget
+    from medkit.formats.gguf_types import parse_budget
 
     tensors, fixed = plan(Path(src))
     for spec in specs:
@@ -328,7 +329,7 @@ def quantize_auto(
     """Quantize float GGUF ``src`` into ``dst`` with the per-tensor mix that costs the least KL within
     ``budget``; ConvertError (nothing written) when the budget is below the smallest possible file.
     ``post`` rewrites the mix's codes (GPTQ) before its KL is measured."""
-    from medkit.runs import fmt_bytes
+    from medkit.formats.files import fmt_bytes
 
     t0 = time.perf_counter()
     if measured is None:
@@ -372,8 +373,8 @@ def record(res: MixResult) -> dict[str, Any]:
 def export_auto(run: Any, inter: Path, dst: Path, spec: str, cache: dict[str, Any], **kw: Any) -> float:
     """`--gguf auto:SIZE`: the mix medkit.convert.quant.mix measures (once per export) and chooses;
     run.json records it (quant_mix: {spec: types, KL, size})."""
-    from medkit.convert.quant.quantize import is_auto, parse_budget
     from medkit.convert.verify import held_out_texts
+    from medkit.formats.gguf_types import is_auto, parse_budget
 
     if "measured" not in cache:  # every budget is checked before the (minutes-long) measurement
         budgets = tuple(parse_budget(t) for t in cache["types"] if is_auto(t))

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from medkit.convert.gguf.writer import write_gguf
-from medkit.convert.quant.quantize import parse_types
 from medkit.errors import ConvertError, DiskSpaceError
+from medkit.formats.gguf_types import parse_types
 
 
 @pytest.fixture
@@ -92,10 +92,10 @@ def test_failure_mid_write_leaves_no_partial_file(model, tmp_path, monkeypatch):
 
 
 def test_not_enough_disk(model, tmp_path, monkeypatch):
-    import medkit.runs
+    import medkit.formats.files
 
     monkeypatch.setattr(
-        medkit.runs.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**9, 10**9, 1000)
+        medkit.formats.files.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**9, 10**9, 1000)
     )
     out = tmp_path / "o" / "m.gguf"
     with pytest.raises(DiskSpaceError, match="not enough disk"):

@@ -78,7 +78,7 @@ def test_shipped_tinyllama_recipe_exports_q4_k_m(runs, tiny_model_dir):
     import gguf
 
     from medkit.convert.export import recipe_defaults
-    from medkit.convert.quant.quantize import ftype_of
+    from medkit.formats.gguf_types import ftype_of
 
     text = (REPO / "recipes" / "tinyllama_medquad.toml").read_text()
     run = _make_run(runs, tiny_model_dir("qwen2"), text, name="tinyllama_medquad")

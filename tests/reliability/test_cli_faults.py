@@ -163,11 +163,11 @@ def test_verify_names_every_llama_cpp_type(ftype, name, tmp_path):
 
 
 def test_quant_type_table_matches_llama_cpp_and_gguf():
-    """One table (medkit.convert.quant.quantize.QUANT_TYPES); its numbers are llama.cpp's and the gguf package's."""
+    """One table (medkit.formats.gguf_types.QUANT_TYPES); its numbers are llama.cpp's and the gguf package's."""
     import gguf
     import llama_cpp
 
-    from medkit.convert.quant.quantize import BY_FTYPE, QUANT_TYPES
+    from medkit.formats.gguf_types import BY_FTYPE, QUANT_TYPES
 
     assert len(BY_FTYPE) == len(QUANT_TYPES)
     for t in QUANT_TYPES:

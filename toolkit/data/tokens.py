@@ -380,7 +380,7 @@ def write_histogram(stats: DataStats, path: Path, max_seq_len: int) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from medkit.runs import atomic_path
+    from medkit.formats.files import atomic_path
 
     fig, ax = plt.subplots(figsize=(7, 3.5))
     top = max([max_seq_len] + [n for lens in stats.lengths.values() for n in lens])

@@ -13,7 +13,8 @@ from typing import Any
 from medkit.eval.gain import DRAWS, LEVEL, MEDIAN, gain_intervals, gain_kept, median_kept
 from medkit.eval.metrics import metric
 from medkit.eval.score import EvalSet, scored_of
-from medkit.runs import RunDir, atomic_path
+from medkit.formats.files import atomic_path
+from medkit.runs import RunDir
 
 CALIBRATION_ROW = "calibration"  # the table row under the header: how each GGUF was quantized
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from medkit.errors import RuntimeLoadError
+from medkit.formats.gguf_types import BY_FTYPE
 
 __all__ = [
     "GGUFArray",
@@ -244,8 +245,6 @@ def calibration(source: GGUFInfo | str | os.PathLike[str]) -> str | None:
     """How a model GGUF was quantized: "imatrix" (with an importance matrix), "imatrix+gptq" (its codes
     chosen by GPTQ as well), "plain" (neither), each followed by " mix" for an `auto:SIZE` mix; None for
     a float file (f32/f16/bf16) and for one with neither a file type nor a calibration key."""
-    from medkit.convert.quant.quantize import BY_FTYPE
-
     info = source if isinstance(source, GGUFInfo) else read_gguf_info(source, what="GGUF")
     qtype = BY_FTYPE.get(info.file_type) if info.file_type is not None else None
     if qtype is not None and qtype.is_float:

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from medkit import network
-from medkit.convert.quant.quantize import is_auto, parse_budget
 from medkit.errors import ConvertError, RecipeError
+from medkit.formats.gguf_types import is_auto, parse_budget
 from medkit.recipe.schema import (
     DATA_SUFFIXES,
     GGUF_TYPES,

@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from medkit.convert.quant.quantize import EXPORT_TYPES
 from medkit.eval.metrics import TASKS as EVAL_TASKS
 from medkit.eval.metrics import task_help
+from medkit.formats.gguf_types import EXPORT_TYPES
 
 DATA_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet", ".txt", ".arrow")
 TEMPLATES = ("auto", "chatml", "zephyr", "mistral", "llama3", "alpaca", "dialogpt")

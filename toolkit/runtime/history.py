@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from medkit.errors import MedkitError
-from medkit.runs import atomic_path
+from medkit.formats.files import atomic_path
 
 HOME_ENV = "MEDKIT_HOME"
 DB_NAME = "chats.sqlite3"

@@ -325,7 +325,7 @@ def is_disk_full(exc: BaseException) -> bool:
 
 
 def disk_full_error(final: Path, needed: int) -> DiskSpaceError:
-    from medkit.runs import fmt_bytes
+    from medkit.formats.files import fmt_bytes
 
     where = final.parent
     while not where.exists() and where != where.parent:

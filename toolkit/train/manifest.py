@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from medkit.runs import atomic_path, atomic_write_text
+from medkit.formats.files import atomic_path, atomic_write_text
 
 
 class MetricsLog:

@@ -237,7 +237,7 @@ class PreferenceTrainer(Trainer):
         inner.train()
         self.reference[split] = out
         if split == "train":
-            from medkit.runs import atomic_write_text
+            from medkit.formats.files import atomic_write_text
 
             self.ref_path.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_text(self.ref_path, json.dumps(self.reference))

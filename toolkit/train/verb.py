@@ -157,8 +157,9 @@ def train(
 
     from medkit import models
     from medkit.data import tokens as data_mod
+    from medkit.formats.files import atomic_write_text
     from medkit.recipe import load_recipe
-    from medkit.runs import RunDir, atomic_write_text
+    from medkit.runs import RunDir
     from medkit.train import checkpoint
     from medkit.train import plan as lora
 

@@ -254,7 +254,7 @@ def test_the_quantizer_takes_the_imatrix_overrides_and_metadata(tiny_imatrix, tm
     kv_overrides reach the file."""
     pytest.importorskip("llama_cpp")
     from medkit.convert.quant.imatrix_file import read_imatrix
-    from medkit.convert.quant.quantize import BY_NAME
+    from medkit.formats.gguf_types import BY_NAME
 
     _, f16, _, path = tiny_imatrix
     iq2 = BY_NAME["iq2_xs"].ftype

@@ -36,7 +36,7 @@ BAD_SPECS = [
 
 @pytest.mark.parametrize("spec,norm,nbytes,bpw", SPECS)
 def test_size_specs_parse_with_the_type_table(spec, norm, nbytes, bpw):
-    from medkit.convert.quant.quantize import parse_budget, parse_types
+    from medkit.formats.gguf_types import parse_budget, parse_types
 
     b = parse_budget(spec)
     assert (b.spec, b.bytes, b.bpw) == (norm, nbytes, bpw)
@@ -46,7 +46,7 @@ def test_size_specs_parse_with_the_type_table(spec, norm, nbytes, bpw):
 
 @pytest.mark.parametrize("spec,needle", BAD_SPECS)
 def test_bad_size_specs_are_one_line(spec, needle):
-    from medkit.convert.quant.quantize import parse_types
+    from medkit.formats.gguf_types import parse_types
 
     with pytest.raises(ConvertError) as err:
         parse_types(spec)
@@ -72,7 +72,7 @@ def measured(tiny_model_dir, tmp_path_factory):
 @pytest.fixture(scope="module")
 def mixes(measured):
     from medkit.convert.quant.mix import quantize_auto
-    from medkit.convert.quant.quantize import parse_budget
+    from medkit.formats.gguf_types import parse_budget
 
     out = {}
     for spec in BUDGETS:
@@ -84,7 +84,7 @@ def mixes(measured):
 
 
 def test_every_mix_fits_its_budget_and_more_room_never_costs_kl(mixes):
-    from medkit.convert.quant.quantize import parse_budget
+    from medkit.formats.gguf_types import parse_budget
 
     kls = []
     for spec, res in mixes.items():
@@ -112,7 +112,7 @@ def test_the_mix_and_its_kl_are_in_the_gguf(mixes, measured):
 
 def test_a_budget_below_the_smallest_file_is_one_line_and_writes_nothing(measured, tmp_path):
     from medkit.convert.quant.mix import quantize_auto
-    from medkit.convert.quant.quantize import parse_budget
+    from medkit.formats.gguf_types import parse_budget
 
     dst = tmp_path / "x.gguf"
     with pytest.raises(ConvertError) as err:
@@ -152,7 +152,7 @@ def test_the_proxy_ranks_types_like_the_kl(measured, tmp_path):
 def test_export_records_the_mix_in_run_json(tiny_model_dir, tmp_path, monkeypatch):
     from medkit.convert import export as export_mod
     from medkit.convert import verify
-    from medkit.convert.quant.quantize import parse_types
+    from medkit.formats.gguf_types import parse_types
     from medkit.runs import RunDir
 
     monkeypatch.setattr(verify, "held_out_texts", lambda run_path=None: TEXTS)

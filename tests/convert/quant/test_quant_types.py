@@ -1,4 +1,4 @@
-"""One home per quant type: medkit.convert.quant.quantize.QUANT_TYPES, and every user of a type name asks it.
+"""One home per quant type: medkit.formats.gguf_types.QUANT_TYPES, and every user of a type name asks it.
 
 Add a type medkit exports: one row in QUANT_TYPES (exported=True); these tests then cover it in the
 recipe schema, `medkit export --gguf` (help and parsing), the quantizer's checks and the file order.
@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from medkit.convert.quant.quantize import (
+from medkit.errors import ConvertError, RecipeError
+from medkit.formats.gguf_types import (
     BY_NAME,
     EXPORT_TYPES,
     FLOAT_TYPES,
@@ -24,7 +25,6 @@ from medkit.convert.quant.quantize import (
     precision_rank,
     type_name,
 )
-from medkit.errors import ConvertError, RecipeError
 
 REPO = Path(__file__).resolve().parents[3]
 # A quantized type name may be written outside the table only as one of these choices (a choice, not a list
@@ -139,13 +139,13 @@ def test_run_ggufs_sort_by_precision_from_the_table(tmp_path):
 
 def test_no_quant_type_list_outside_the_table():
     """A quantized type's name is a value (a string constant) in toolkit/, convert/ and tui/ only in
-    quantize.py and the choices above; docstrings and messages may mention names."""
+    formats/gguf_types.py and the choices above; docstrings and messages may mention names."""
     quantized = {t.name for t in QUANT_TYPES if not t.is_float}
     found = set()
     for folder in ("toolkit", "convert", "tui"):
         for path in sorted((REPO / folder).rglob("*.py")):
             rel = str(path.relative_to(REPO))
-            if rel == "convert/quant/quantize.py":
+            if rel == "toolkit/formats/gguf_types.py":
                 continue
             tree = ast.parse(path.read_text(encoding="utf-8"))
             found |= {
