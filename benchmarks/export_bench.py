@@ -95,7 +95,7 @@ def quant_quality(hf: Path, out: Path, threads: int = 1) -> list[dict[str, Any]]
     from medkit.convert.gguf.writer import write_gguf
     from medkit.convert.quant import imatrix as imx
     from medkit.convert.quant.calib import sample
-    from medkit.convert.quant.gptq import refiner
+    from medkit.convert.quant.calibrate import refiner
     from medkit.convert.quant.mix import KLMeter, measure, quantize_auto
     from medkit.convert.quant.quantize import quantize
     from medkit.data.tokens import prepare

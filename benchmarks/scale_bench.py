@@ -254,7 +254,7 @@ def main() -> None:
     from rich.console import Console
 
     from medkit.convert.quant import memplan
-    from medkit.models import cache_root
+    from medkit.formats.files import cache_root
 
     root = cache_root() / "bench-scale"
     root.mkdir(parents=True, exist_ok=True)

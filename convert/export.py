@@ -229,7 +229,7 @@ def _export(
 
 def _refiner(source: Source, imatrix: Any, f16: Path, log: Any) -> Any:
     """The GPTQ pass for each quantized file, when the imatrix came with its calibration data."""
-    from medkit.convert.quant.gptq import refiner
+    from medkit.convert.quant.calibrate import refiner
 
     if imatrix is None or not imatrix.seqs:
         if imatrix is not None:

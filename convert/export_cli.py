@@ -92,7 +92,7 @@ def command(
 
     A run's recipe.toml ([export] gguf, verify, modelfile) gives the defaults; a flag given here wins.
     """
-    from medkit.convert.quant import imatrix
+    from medkit.convert.quant import calibrate
     from medkit.formats.gguf_types import parse_types
 
     flags = {"--gguf": types_spec, "--base": base or None, "--imatrix": imatrix_mode, "--calib": calib}
@@ -126,18 +126,18 @@ def command(
     if base:  # a calibrated shared base: --calib FILE or --imatrix PATH (a bare base has no data of its own)
         from medkit.convert.adapter.shared_base import export_base
 
-        imatrix.check_needed(types, mode, calib, is_run=False, gptq=gptq)
+        calibrate.check_needed(types, mode, calib, is_run=False, gptq=gptq)
         use = defaults.gptq if gptq is None else gptq
         export_base(source, out, types, force, threads, imatrix_mode=mode, calib=calib, gptq=use)
         return
-    imatrix.check_needed(types, mode, calib, is_run=not is_hf_folder(source), gptq=gptq)
+    calibrate.check_needed(types, mode, calib, is_run=not is_hf_folder(source), gptq=gptq)
     src = resolve_source(source, out, log=click.echo)
     t0 = time.perf_counter()
     use_gptq = defaults.gptq if gptq is None else gptq
     # a given file (or none) is read now, so a bad one fails before anything is written; one computed from
     # the data waits until export has checked what is cheap to check (existing outputs, space, budgets)
     im: Any = functools.partial(
-        imatrix.for_export, src, types, mode, calib, force=force, log=click.echo, gptq=use_gptq
+        calibrate.for_export, src, types, mode, calib, force=force, log=click.echo, gptq=use_gptq
     )
     im = im if mode == "auto" else im()
     do_verify = defaults.verify if verify is None else verify

@@ -20,7 +20,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import click
 import numpy as np
 
 from medkit.convert.parity_table import imatrix_cell, progress_bar, table  # noqa: F401 (shown here)
@@ -306,46 +305,6 @@ def report(results: list[Parity]) -> list[dict[str, Any]]:
         r = failed[0]
         raise ConvertError(f"parity failed for {r.type}: {r.why_failed()}", where=r.gguf)
     return [asdict(r) for r in results]
-
-
-@click.command(name="verify")
-@click.argument("ggufs", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--against", "hf_dir", required=True, type=click.Path(path_type=Path), help="HF model folder.")
-@click.option("--texts", "texts_file", type=click.Path(path_type=Path), help="Extra texts, one per line.")
-@click.option(
-    "--threshold", default=0.99, show_default=True, help="Top-1 agreement required for f32/f16/bf16."
-)
-@click.option("--threads", default=2, show_default=True)
-@click.option("--trust-remote-code", is_flag=True, help="Allow the HF model's own code to run.")
-def command(
-    ggufs: tuple[Path, ...],
-    hf_dir: Path,
-    texts_file: Path | None,
-    threshold: float,
-    threads: int,
-    trust_remote_code: bool,
-) -> None:
-    """Check GGUF files against their HF model: next-token agreement, logits, perplexity, tokenization."""
-    for g in ggufs:
-        if not g.exists():
-            raise ConvertError("no such GGUF file", where=str(g))
-        gguf_type(g)  # a truncated, random or text file fails here, in one line, before any model loads
-    if not (hf_dir / "config.json").is_file():
-        raise ConvertError("not a Hugging Face model folder (no config.json)", where=str(hf_dir))
-    texts = held_out_texts()
-    if texts_file is not None:
-        texts += read_texts(texts_file)
-    with progress_bar() as progress:
-        results = verify(
-            list(ggufs),
-            hf_dir,
-            texts=texts,
-            threshold=threshold,
-            trust_remote_code=trust_remote_code,
-            threads=threads,
-            progress=progress,
-        )
-    report(results)
 
 
 def read_texts(path: Path) -> list[str]:

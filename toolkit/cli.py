@@ -31,7 +31,7 @@ class Verb:
 VERBS: dict[str, Verb] = {
     "validate": Verb("medkit.validate:command", "Check a recipe and report every problem at once."),
     "data": Verb(
-        "medkit.data.tokens:command",
+        "medkit.data.verb:command",
         "Show rendered, masked training examples and dataset stats.",
         "train",
         ("datasets", "transformers"),
@@ -49,7 +49,7 @@ VERBS: dict[str, Verb] = {
         ("torch", "transformers", "peft", "datasets", "rouge_score", "sacrebleu"),
     ),
     "merge": Verb(
-        "medkit.convert.adapter.merge:command",
+        "medkit.convert.adapter.merge_cli:command",
         "Merge a run's adapter into its 16-bit base (HF folder).",
         "train",
         ("torch", "transformers", "peft"),
@@ -61,7 +61,7 @@ VERBS: dict[str, Verb] = {
         ("gguf", "numpy", "llama_cpp", "jinja2"),
     ),
     "verify": Verb(
-        "medkit.convert.verify:command",
+        "medkit.convert.verify_cli:command",
         "Check a GGUF against its HF model: next-token agreement, perplexity.",
         "convert",
         ("gguf", "numpy", "llama_cpp", "torch", "transformers"),

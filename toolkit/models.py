@@ -20,10 +20,10 @@ from typing import Any, Literal
 
 from medkit import network
 from medkit.errors import ModelError
+from medkit.formats.files import cache_root
 
 network.block_hub_code()  # bitsandbytes and transformers look for hub kernels: never here (MEDKIT_HUB_KERNELS=1)
 
-CACHE_ENV = "MEDKIT_CACHE"
 DONE_MARKER = "medkit-dequantized.json"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
@@ -45,10 +45,6 @@ class BaseSpec:
     @property
     def is_local(self) -> bool:
         return self.kind in ("local", "gguf")
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "medkit").expanduser()
 
 
 def resolve_base(spec: str | os.PathLike[str]) -> BaseSpec:

@@ -27,6 +27,7 @@ from textual.widgets import Footer, Header, Input, Static
 
 from medkit.errors import MedkitError
 from medkit.runtime.history import HistoryError
+from medkit.runtime.options import constrain_option, open_runtime, runtime_options
 from medkit.tui.constrain import ConstrainToggle
 from medkit.tui.helpers import (
     COMMANDS,
@@ -34,10 +35,7 @@ from medkit.tui.helpers import (
     ChatRef,
     Recorder,
     TokenBuffer,
-    constrain_option,
-    open_runtime,
     open_store,
-    runtime_options,
     stats_dict,
 )
 from medkit.tui.screens import (

@@ -1,4 +1,5 @@
-"""`medkit merge`: a run's LoRA adapter merged into its base, saved as an HF folder (safetensors).
+"""A run's LoRA adapter merged into its base, saved as an HF folder (safetensors); `medkit merge` is
+medkit.convert.adapter.merge_cli.
 
     medkit merge                         # latest run -> runs/<name>/export/merged/
     medkit merge runs/x --report         # + val perplexity of each merge choice, stored in run.json
@@ -23,8 +24,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import click
 
 from medkit.errors import ConvertError, DiskSpaceError, MedkitError
 
@@ -333,42 +332,3 @@ def merge_run(
         )  # fmt: skip
     run.update_manifest(merge={"path": str(path), "from_4bit": from_4bit, "base": recipe.model.base})
     return path
-
-
-@click.command(name="merge")
-@click.argument("run", required=False)
-@click.option(
-    "--from-4bit",
-    "from_4bit",
-    is_flag=True,
-    help="Merge into the NF4-dequantized base (what QLoRA trained on).",
-)
-@click.option(
-    "--out",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Output folder (default: RUN/export/merged/).",
-)
-@click.option("--force", is_flag=True, help="Replace an existing output folder.")
-@click.option(
-    "--report", is_flag=True, help="Also measure val perplexity of each merge choice (stored in run.json)."
-)
-@click.option(
-    "--max-examples",
-    type=click.IntRange(min=1),
-    default=64,
-    show_default=True,
-    help="Val examples for --report.",
-)
-def command(
-    run: str | None, from_4bit: bool, out: Path | None, force: bool, report: bool, max_examples: int
-) -> None:
-    """Merge a run's LoRA adapter into its base (default: the latest run) and save an HF folder."""
-    from medkit.runs import find_run
-
-    rd = find_run(run)
-    path = merge_run(rd, from_4bit=from_4bit, out=out, force=force, log=click.echo)
-    click.echo(f"wrote {path}")
-    if report:
-        from medkit.convert.adapter.merge_report import print_report, report_run
-
-        print_report(report_run(rd, merged_dir=path, from_4bit=from_4bit, max_examples=max_examples))

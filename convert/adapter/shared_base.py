@@ -59,7 +59,7 @@ def export_base(
     types calibrated when ``calib`` (texts) or ``imatrix_mode`` (an imatrix GGUF of the base) gives data."""
     import functools
 
-    from medkit.convert.quant.imatrix import for_export
+    from medkit.convert.quant.calibrate import for_export
     from medkit.runs import find_run, runs_root
 
     run = find_run(spec)

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -356,41 +356,6 @@ def refine(
     finally:
         del mm, fmm
     return RefineResult(sum(kinds.values()), time.perf_counter() - t0, kinds)
-
-
-def refiner(
-    hf_dir: Path,
-    seqs: list[list[int]],
-    f16: Path,
-    grams: Any = None,
-    log: Callable[[str], Any] = print,
-    budget: int | None = None,
-) -> Callable[[Path], RefineResult]:
-    """What `medkit export` runs on each freshly quantized file (before it is renamed into place).
-    ``grams``: the Gram matrices the imatrix pass already summed (they fit GRAM_BUDGET), or the store the
-    layer-by-layer pass wrote them to (read back whole blocks at a time, ``budget`` bytes of them); without
-    them, one calibration pass over ``seqs`` per part of the model that fits, for every file."""
-    from medkit.convert.quant.imatrix import collect
-
-    if hasattr(grams, "parts"):  # a gram_store.GramStore: its matrices read back a few blocks at a time
-        return grams.refiner(f16, budget or grams.budget or GRAM_BUDGET)
-    shapes = refinable_shapes(f16)
-    cut = [list(shapes)] if grams is not None else parts(shapes)
-    if len(cut) > 1:
-        log(
-            f"GPTQ: the Gram matrices take {gram_bytes(shapes) / 2**30:.1f} GiB: {len(cut)} calibration passes"
-        )
-
-    factors: dict[Any, Any] = {}  # one Cholesky factor per input (and their stacks), for every file
-
-    def run(path: Path) -> RefineResult:
-        total = RefineResult(0, 0.0, {})
-        for part in cut:
-            got = grams if grams is not None else collect(hf_dir, seqs, grams=part).grams or {}
-            total.add(refine(path, f16, got, part, factors if grams is not None else None))
-        return total
-
-    return run
 
 
 def refinable_shapes(f16: Path) -> dict[str, int]:

@@ -111,7 +111,7 @@ class GramStore:
         shutil.rmtree(self.folder, ignore_errors=True)
 
     def refiner(self, f16: Path, budget: int) -> Any:
-        """medkit.convert.quant.gptq.refiner's function for a store: each quantized file's codes rounded a run of
+        """medkit.convert.quant.calibrate.refiner's function for a store: each quantized file's codes rounded a run of
         whole blocks at a time (``budget`` bytes of their Gram matrices read back, then freed)."""
         from medkit.convert.quant.gptq import RefineResult, refinable_shapes, refine
 

@@ -1,9 +1,7 @@
-"""Importance matrices (llama.cpp's imatrix) from the run's own data: the calibration pass, and what
-`medkit export` asks of it.
+"""Importance matrices (llama.cpp's imatrix) from the run's own data: the calibration pass.
 
     seqs, what = run_sequences(run, hf_dir)          # medkit.convert.quant.calib: the run's conversations, sampled
     im = collect(hf_dir, seqs, datasets=[what])      # mean x^2 per input column of every weight matrix
-    im = for_export(source, types, "auto")           # the above, written once as export/imatrix.gguf
 
 The importance of input column j of a weight W (out x in, GGUF row length = in) is E[x_j^2] over the
 calibration tokens, read with forward hooks on the HF model's Linear/Conv1D layers. The pass batches
@@ -17,7 +15,8 @@ matrices: ~8 s on 2 cores, was 28.5 s one float32 sequence at a time.) Weights f
 (q/k/v, gate/up) share its sums. HF module names map to
 GGUF tensor names through the model-family registry (medkit.convert.arch). The Q/K permutation of the
 Llama family reorders output rows only, so input columns, and their importance, stay where they are.
-The file and the quantizer's side: medkit.convert.quant.imatrix_file.
+The file and the quantizer's side: medkit.convert.quant.imatrix_file; what `medkit export` asks of the
+pass (written once as export/imatrix.gguf, GPTQ's refiner): medkit.convert.quant.calibrate.
 """
 
 from __future__ import annotations
@@ -26,13 +25,13 @@ import copy
 import inspect
 import math
 import time
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from medkit.convert.quant import gptq
 from medkit.convert.quant.act_stats import (
     FORWARD_TOKENS,
     ActStats,
@@ -43,14 +42,8 @@ from medkit.convert.quant.act_stats import (
     is_matmul,
     shared_prefix,
 )
-from medkit.convert.quant.calib import DEFAULT_BUDGET, file_sequences, run_sequences
 from medkit.convert.quant.imatrix_file import (
-    IMATRIX_FILE,
     IMatrix,
-    read_imatrix,
-    record_in_run,
-    source_record,
-    write_imatrix,
 )
 from medkit.errors import ConvertError
 
@@ -166,145 +159,9 @@ def collect(
 
 def _gram_names(grams: bool | Iterable[str], rows: dict[str, int]) -> set[str]:
     """The GGUF weights whose Gram matrices collect() sums: the named ones, or all when they fit."""
-    from medkit.convert.quant import gptq
-
     if grams is False:
         return set()
     if grams is True:
         rows = {g: n for g, n in rows.items() if g not in gptq.SKIP}
         return set(rows) if gptq.gram_bytes(rows) <= gptq.GRAM_BUDGET else set()
     return set(grams) & set(rows)
-
-
-# ---- what `medkit export` asks -------------------------------------------------------------------
-
-
-def check_needed(
-    types: list[str], mode: str, calib: Path | None, is_run: bool, gptq: bool | None = None
-) -> None:
-    """A type that needs an importance matrix, and none to be had, or ``--gptq`` asked for without the
-    calibration data it rounds on: one line, before anything is written."""
-    from medkit.formats.gguf_types import BY_NAME, FLOAT_TYPES
-
-    data = mode == "auto" and (is_run or calib is not None)
-    if gptq is True and not data and any(t not in FLOAT_TYPES for t in types):
-        why = f"--imatrix {mode}" if mode != "auto" else "a HF folder without --calib"
-        raise ConvertError(
-            f"--gptq rounds on the calibration texts themselves and {why} gives none",
-            hint="drop --gptq (llama.cpp's rounding), or use --imatrix auto with a run or --calib FILE",
-        )
-
-    needs = [t for t in types if t in BY_NAME and BY_NAME[t].imatrix]
-    if needs and (mode == "none" or (mode == "auto" and not is_run and calib is None)):
-        why = "--imatrix none" if mode == "none" else "a HF folder without --calib"
-        raise ConvertError(
-            f"{needs[0]} needs an importance matrix and {why} gives none: llama.cpp's i-quants below "
-            "4 bits are unusable without one",
-            hint="drop --imatrix none for a run, or give --calib FILE or --imatrix PATH",
-        )
-
-
-def for_export(
-    source: Any,
-    types: list[str],
-    mode: str,
-    calib: Path | None = None,
-    *,
-    force: bool = False,
-    budget: int = DEFAULT_BUDGET,
-    log: Callable[[str], Any] = print,
-    gptq: bool = False,
-) -> IMatrix | None:
-    """The importance matrix an export quantizes ``types`` with. ``mode`` auto (a run: its train split,
-    written once as export/imatrix.gguf; a HF folder: ``calib`` or none), none, or an imatrix GGUF path.
-    A run's run.json records it (imatrix: file, datasets, tokens, the calibrated types). ``gptq``: the
-    same pass sums the Gram matrices GPTQ rounds with (a file on disk has none: computed again)."""
-    from medkit.formats.gguf_types import BY_NAME, FLOAT_TYPES
-
-    quants = [t for t in types if t not in FLOAT_TYPES]
-    needed = any(t in BY_NAME and BY_NAME[t].imatrix for t in quants)
-    im, path = _imatrix(source, mode, calib, force, budget, log, needed, gptq) if quants else (None, None)
-    if source.run is not None and quants:
-        record = {"file": str(path), "datasets": im.datasets, "tokens": im.tokens} if im else {"file": None}
-        from medkit.convert.quant.gptq import rounds
-
-        gptq_types = [t for t in quants if rounds(t)] if im is not None and im.seqs and gptq else []
-        record_in_run(
-            source, {**record, "calibrated": quants if im else [], "mode": mode, "gptq": gptq_types}
-        )
-    return im
-
-
-LAYERWISE = True  # a family medkit.convert.quant.layerwise runs is calibrated a decoder layer at a time
-
-
-def _imatrix(
-    source: Any,
-    mode: str,
-    calib: Path | None,
-    force: bool,
-    budget: int,
-    log: Callable[[str], Any],
-    needed: bool,
-    gptq: bool = False,
-) -> tuple[IMatrix | None, Path | None]:
-    if mode == "none" or (mode == "auto" and source.run is None and calib is None):
-        return None, None
-    if mode != "auto":
-        return read_imatrix(Path(mode)), Path(mode)
-    from medkit.provenance import ADAPTER_KEY, recorded_merge_hash, stale_reason
-
-    path = Path(source.out_dir) / IMATRIX_FILE
-    if path.is_file() and not force and calib is None and stale_reason(path) is None and not gptq:
-        log(f"importance matrix: {path} (reused; --force computes it again)")
-        return read_imatrix(path), path
-    try:
-        if calib is not None:
-            seqs, what = file_sequences(calib, source.hf_dir, budget)
-        else:
-            seqs, what = run_sequences(source.run, source.hf_dir, budget)
-    except ConvertError as exc:
-        if calib is not None or needed:
-            raise
-        log(f"note: quantizing without an importance matrix ({exc.message})")  # the data moved since training
-        return None, None
-    from medkit.convert.gguf.writer import read_config
-    from medkit.convert.quant import layerwise
-
-    if LAYERWISE and layerwise.supports(read_config(Path(source.hf_dir))):
-        im = layerwise.calibrate(source, seqs, what, gptq, log, progress_bar)
-    else:
-        with progress_bar() as bar:
-            im = collect(source.hf_dir, seqs, datasets=[what], progress=bar, grams=gptq)
-    im.seqs = seqs
-    sha = recorded_merge_hash(source.hf_dir)
-    im.metadata = {**({ADAPTER_KEY: sha} if sha else {}), "medkit.imatrix.tokens": str(im.tokens)}
-    im.metadata.update(source_record(source.hf_dir))
-    write_imatrix(im, path)
-    log(f"wrote {path} ({what}, {im.tokens} tokens, {len(im.sums)} tensors) in {im.seconds:.1f}s")
-    return im, path
-
-
-@contextmanager
-def progress_bar(console: Any = None) -> Iterator[Callable[[int], Callable[[int], None]]]:
-    """Rows and tokens/s on stderr while the importance matrix is read (shown on a terminal only)."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    console = console or Console(stderr=True)
-    cols = (TextColumn("importance matrix"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.fields[tps]}"), TimeRemainingColumn())  # fmt: skip
-    with Progress(*cols, console=console, transient=True, disable=not console.is_terminal) as bar:
-        t0, seen = time.perf_counter(), [0]
-
-        def start(total: int) -> Callable[[int], None]:
-            task = bar.add_task("rows", total=total, tps="")
-
-            def step(tokens: int) -> None:
-                seen[0] += tokens
-                tps = f"{seen[0] / max(1e-9, time.perf_counter() - t0):,.0f} tokens/s"
-                bar.update(task, advance=1, tps=tps, refresh=True)
-
-            return step
-
-        yield start

@@ -240,7 +240,7 @@ def collect_layerwise(
 def calibrate(
     source: Any, seqs: list[list[int]], what: str, gptq: bool, log: Callable[[str], Any], progress_bar: Any
 ) -> IMatrix:
-    """An export's calibration pass (medkit.convert.quant.imatrix._imatrix), a decoder layer at a time: its memory
+    """An export's calibration pass (medkit.convert.quant.calibrate._imatrix), a decoder layer at a time: its memory
     planned first (one line when it cannot fit), the Gram matrices written to a hidden folder of the export
     (``im.grams``, the store) that GPTQ reads back and export removes. ``progress_bar``: imatrix's."""
     import tempfile

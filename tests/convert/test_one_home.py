@@ -26,7 +26,11 @@ ONE_HOME = [
     ("safetensors dtype table", r"[\"']BF16[\"']\s*:", {"convert/gguf/safetensors_io.py"}),
     ("bfloat16 widening", r"uint32\)\s*<<\s*16", {"convert/gguf/safetensors_io.py"}),
     ("--set option", r"option\(\s*[\"']--set[\"']", {"toolkit/validate.py"}),
-    ("chat/serve runtime options", r"option\(\s*[\"']--(gpu-layers|ctx|adapter)[\"']", {"tui/helpers.py"}),
+    (
+        "chat/serve runtime options",
+        r"option\(\s*[\"']--(gpu-layers|ctx|adapter)[\"']",
+        {"toolkit/runtime/options.py"},
+    ),
     ("tokenizer loader", r"def load_tokenizer\(", {"toolkit/models.py"}),
     ("adapter told from model by its name", r"[\"']adapter[\"'] (not )?in \w+\.(name|stem)", set()),
     ("private import across modules", r"from medkit[\w.]* import [^\n]*\b_[a-z]", set()),
@@ -99,7 +103,7 @@ def test_run_dir_sorts_ggufs_by_their_header(run_dir):
 
 def test_chat_and_serve_get_the_adapters_from_run_dir(run_dir):
     from medkit.runs import latest_export
-    from medkit.tui.helpers import resolve_model
+    from medkit.runtime.options import resolve_model
 
     model, adapters = resolve_model("demo")
     assert model.name in {n for n, _, k in GGUF_KINDS if k == "model"}

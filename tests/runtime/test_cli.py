@@ -44,7 +44,7 @@ def test_bad_adapter_spec(smollm2_gguf):
 
 
 def test_run_directory_resolves_to_its_model_and_adapters(tmp_path, monkeypatch):
-    from medkit.tui.helpers import resolve_model
+    from medkit.runtime.options import resolve_model
 
     run = tmp_path / "runs" / "demo"
     (run / "export").mkdir(parents=True)

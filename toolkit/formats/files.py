@@ -15,6 +15,13 @@ from pathlib import Path
 
 from medkit.errors import DiskSpaceError, WriteError, write_error
 
+CACHE_ENV = "MEDKIT_CACHE"
+
+
+def cache_root() -> Path:
+    """medkit's cache (dequantized bases, tokenizers, compiled grammars): $MEDKIT_CACHE or ~/.cache/medkit."""
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "medkit").expanduser()
+
 
 def check_free_space(directory: Path, needed_bytes: int, *, what: str = "output") -> None:
     """Raise DiskSpaceError when ``directory`` has less than ``needed_bytes`` free, WriteError when it is

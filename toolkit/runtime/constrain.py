@@ -26,6 +26,7 @@ from pathlib import Path
 
 from medkit import icd10
 from medkit.errors import MedkitError
+from medkit.formats.files import cache_root
 
 FORMAT = 1  # bump when the grammar text changes for the same codes
 RULE = "icd10"  # rule-name prefix of the code grammar (unique inside a JSON-schema grammar)
@@ -208,8 +209,6 @@ def to_gbnf(auto: Automaton, name: str = RULE) -> str:
 
 
 def cache_dir() -> Path:
-    from medkit.models import cache_root
-
     return cache_root() / "constrain"
 
 

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from medkit.runtime.jobs import END, BadBias, Job
-from medkit.tui.helpers import constrain_option, open_runtime, runtime_options
+from medkit.runtime.options import constrain_option, open_runtime, runtime_options
 
 if TYPE_CHECKING:  # pragma: no cover
     from medkit.runtime.engine import Runtime

@@ -272,7 +272,7 @@ def test_the_quantizer_takes_the_imatrix_overrides_and_metadata(tiny_imatrix, tm
 def test_a_hf_folder_is_calibrated_on_calib_file_and_the_file_is_written_once(tiny_model_dir, tmp_path):
     from types import SimpleNamespace
 
-    from medkit.convert.quant.imatrix import for_export
+    from medkit.convert.quant.calibrate import for_export
 
     model = tiny_model_dir("llama", **K_WIDE)
     calib = tmp_path / "calib.jsonl"
@@ -304,7 +304,7 @@ def test_a_bad_calibration_file_is_one_line_and_writes_nothing(
 ):
     from types import SimpleNamespace
 
-    from medkit.convert.quant.imatrix import for_export
+    from medkit.convert.quant.calibrate import for_export
 
     calib = tmp_path / name
     calib.write_bytes(content if isinstance(content, bytes) else content.encode())

@@ -64,7 +64,7 @@ def test_gptq_codes_from_the_store_equal_those_from_the_whole_model_grams(tiny_m
     """The q4_k_m file GPTQ rewrites block by block from the stored Gram matrices is byte for byte the one
     it rewrites from the whole-model pass's matrices (all blocks at once), when the sums agree."""
     from medkit.convert.gguf.writer import write_gguf
-    from medkit.convert.quant.gptq import refiner
+    from medkit.convert.quant.calibrate import refiner
     from medkit.convert.quant.gram_store import GramStore
     from medkit.convert.quant.layerwise import collect_layerwise
     from medkit.convert.quant.quantize import quantize
