@@ -239,7 +239,12 @@ def summary() -> str:
     n_edges = sum(len(t) for t in edges.values())
     inner = sum(1 for t in edges.values() for f in t.values() if f)
     floor = sorted(m for m in edges if _under(m, FLOOR))
-    convert_flat = sorted(m for m in edges if m.count(".") == 2 and m.startswith("medkit.convert."))
+    files = modules()
+    convert_flat = sorted(
+        m
+        for m in edges
+        if m.count(".") == 2 and m.startswith("medkit.convert.") and files[m].stem != "__init__"
+    )
     lines = [
         f"modules {len(edges)}, internal imports {n_edges} ({inner} only inside functions), cycles {len(cycles(edges))}",
         f"floor ({len(floor)}): {', '.join(floor)}",
