@@ -1,7 +1,8 @@
-"""Tiny offline models for tests: real tokenizers trained here, small random Llama/Mistral/Qwen2/GPT-2.
+"""Tiny offline models for tests: real tokenizers trained here, a small random model of every family in
+TINY (llama, mistral, qwen2, gpt2, qwen3, gemma3, gemma2, phi3).
 
-    build_tokenizer(kind, out_dir)          -> saved tokenizer (SentencePiece for llama/mistral,
-                                               byte-level BPE for qwen2/gpt2), chat template included
+    build_tokenizer(kind, out_dir)          -> saved tokenizer (SentencePiece or byte-level BPE, as the
+                                               family's own), chat template included
     build_tiny_model(arch, out_dir, seed=0) -> HF folder: safetensors + config + tokenizer + template
 
 Nothing is downloaded: the tokenizers are trained on CORPUS, a few KB of medical-style text below.

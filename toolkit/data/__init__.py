@@ -1,1 +1,2 @@
-"""Stage 1, data: rows from a source (rows, files), chat templates, token ids + labels (tokens), batches."""
+"""Stage 1, data: rows from a source (rows, files, checks), token ids + labels (tokens), preference pairs, batches;
+`medkit data` (verb). Chat templates: medkit.formats.chat_template."""

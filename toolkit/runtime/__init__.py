@@ -1,1 +1,2 @@
-"""Stage 5, runtime: Runtime over llama.cpp, the GGUF header reader, the server, chat history (no torch)."""
+"""Runtime: Runtime over llama.cpp, sampling and constraints, the options chat and serve share, the server, chat
+history. No torch and no TUI: it imports the floor (medkit.formats, errors) and medkit.runs only (tests/test_layers.py)."""

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from medkit.data import batching
 from medkit.errors import TrainError
 from medkit.train import checkpoint, flops
+from medkit.train.callbacks import ProgressDisplay, Report, TrainingCallback, Window, running
 from medkit.train.manifest import MetricsLog
 
 if TYPE_CHECKING:  # the schema, for annotations only (no import cycle at run time)
@@ -71,6 +72,7 @@ class Trainer:
         pad_id: int,
         console: Any = None,
         interrupt_at: int | None = None,
+        callback: TrainingCallback | None = None,
     ):
         import torch
 
@@ -78,6 +80,7 @@ class Trainer:
 
         self.recipe, self.t, self.data, self.acc, self.plan = recipe, recipe.train, data, accelerator, plan
         self.model, self.pad_id, self.console, self.interrupt_at = model, pad_id, console, interrupt_at
+        self.callback = callback  # what shows the loop's reports (None: ProgressDisplay on the console)
         self.world, self.rank = accelerator.num_processes, accelerator.process_index
         self.main = accelerator.is_main_process
         self.ckpt_root = run_dir / "checkpoints"
@@ -301,50 +304,25 @@ class Trainer:
         if s.step == 0 and s.initial_val is None:
             self._after_eval(self.evaluate(self.data.val))
         old_handlers = self._install_signals()
-        progress = self._progress()
         self.peak = self.peak or self.measure_peak()
-        window = [0.0, 0, 0, 0.0, 0.0]  # loss*tokens, tokens, input tokens, seconds in train steps, FLOPs
+        callback = self.callback or ProgressDisplay(self.console, self._shows_progress(), self._log)
+        window = Window()
         try:
-            with progress:
-                task = progress.add_task(
-                    "train", total=self.total_steps, completed=s.step, loss="-", lr="-", tps="-", mfu="-"
-                )
+            with running(callback, s.step, self.total_steps):
                 while s.step < self.total_steps and not s.stopped_early:
                     t0 = time.perf_counter()
                     loss, n_tok, n_in = self.train_step()
                     took = time.perf_counter() - t0
                     s.train_seconds += took
-                    window[3] += took  # steps only: an eval or a checkpoint between logs is not training time
                     s.step += 1
                     s.tokens += n_tok
                     s.input_tokens += n_in
                     s.flops += self.last_flops
-                    window[4] += self.last_flops
-                    window[0] += loss * n_tok
-                    window[1] += n_tok
-                    window[2] += n_in
+                    window.add(loss, n_tok, n_in, took, self.last_flops)
                     if s.step % t.log_every == 0 or s.step == self.total_steps:
-                        dt = max(window[3], 1e-9)
-                        mean = window[0] / max(window[1], 1)
-                        lr = self.scheduler.get_last_lr()[0]
-                        util = flops.mfu(window[4], dt, self.peak)
-                        if util is not None and util > 1:  # the peak was taken while the cores were busy
-                            self.peak = flops.faster(self.peak, self.measure_peak())
-                            util = flops.mfu(window[4], dt, self.peak)
-                        self.metrics.write(
-                            step=s.step, epoch=round(s.step / self.steps_per_epoch, 4), loss=round(mean, 6),
-                            lr=lr, tokens=s.tokens, tokens_per_s=round(window[2] / dt, 1),
-                            **({"mfu": round(util, 4)} if util is not None else {}), **self.log_extras(),
-                        )  # fmt: skip
-                        shown = f"{util:.1%}" if util is not None else "-"
-                        progress.update(
-                            task, loss=f"{mean:.4f}", lr=f"{lr:.2e}", tps=f"{window[2] / dt:,.0f}", mfu=shown
-                        )
-                        if not progress.live.is_started:  # no terminal: one line per log step instead
-                            self._log(f"step {s.step}/{self.total_steps}  loss {mean:.4f}  lr {lr:.2e}  "
-                                      f"{window[2] / dt:,.0f} tok/s  MFU {shown}")  # fmt: skip
-                        window = [0.0, 0, 0, 0.0, 0.0]
-                    progress.update(task, completed=s.step)
+                        callback.on_train_loss_report(self._report(window))
+                        window = Window()
+                    callback.on_step_end(s.step)
                     if t.eval_every and s.step % t.eval_every == 0 and s.step < self.total_steps:
                         self._after_eval(self.evaluate(self.data.val))
                     if self._should_stop():
@@ -369,6 +347,22 @@ class Trainer:
         self._clock()
         self.peak = flops.faster(self.peak, self.measure_peak())  # run.json's: the faster of the two
         return s
+
+    def _report(self, window: Window) -> Report:
+        """A log step: the window's mean loss, tokens/s and MFU, written to metrics.jsonl."""
+        s = self.state
+        dt = max(window.seconds, 1e-9)
+        lr = self.scheduler.get_last_lr()[0]
+        util = flops.mfu(window.flops, dt, self.peak)
+        if util is not None and util > 1:  # the peak was taken while the cores were busy
+            self.peak = flops.faster(self.peak, self.measure_peak())
+            util = flops.mfu(window.flops, dt, self.peak)
+        self.metrics.write(
+            step=s.step, epoch=round(s.step / self.steps_per_epoch, 4), loss=round(window.mean_loss, 6),
+            lr=lr, tokens=s.tokens, tokens_per_s=round(window.tokens_per_s, 1),
+            **({"mfu": round(util, 4)} if util is not None else {}), **self.log_extras(),
+        )  # fmt: skip
+        return Report(s.step, self.total_steps, window.mean_loss, lr, window.tokens_per_s, util)
 
     def restore_best(self) -> dict[str, Any] | None:
         """Put the best-val adapter weights back into the model (every process reads the same file)."""
@@ -426,17 +420,8 @@ class Trainer:
         if self.main and self.console is not None:
             self.console.print(text, highlight=False)
 
-    def _progress(self) -> Any:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        show = self.main and self.console is not None and self.console.is_terminal
-        return Progress(
-            TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
-            TextColumn(
-                "loss {task.fields[loss]}  lr {task.fields[lr]}  {task.fields[tps]} tok/s  MFU {task.fields[mfu]}"
-            ),
-            TimeRemainingColumn(), console=self.console, disable=not show, transient=False,
-        )  # fmt: skip
+    def _shows_progress(self) -> bool:
+        return self.main and self.console is not None and self.console.is_terminal
 
 
 def _flop_model(model: Any) -> flops.ModelFlops | None:

@@ -148,8 +148,10 @@ def train(
     dry_run: bool = False,
     console: Any = None,
     interrupt_at: int | None = None,
+    callback: Any = None,
 ) -> TrainResult:
-    """Train `recipe` (a path or a Recipe). `interrupt_at` behaves like Ctrl-C after that step (tests)."""
+    """Train `recipe` (a path or a Recipe). `interrupt_at` behaves like Ctrl-C after that step (tests);
+    `callback` (medkit.train.callbacks.TrainingCallback) shows the loop's reports instead of the progress bar."""
     import torch
     from accelerate import Accelerator
     from accelerate.utils import set_seed
@@ -212,7 +214,9 @@ def train(
         f"{' (4-bit ' + r.quant.mode.upper() + ')' if plan.quantize else ''}: {len(prepared.train)} examples, "
         f"{trainable:,} trainable of {total:,} params -> {run.path}"
     )
-    trainer = _make_trainer(r, model, prepared, acc, plan, run.path, tok, console, interrupt_at, init)
+    trainer = _make_trainer(
+        r, model, prepared, acc, plan, run.path, tok, console, interrupt_at, init, callback
+    )
     if trainer.compiled:
         say(f"compiling the decoder layers ({trainer.compile_reason}): the first steps include it")
     base_info = {
@@ -267,13 +271,15 @@ def train(
     return TrainResult(run.path, summary)
 
 
-def _make_trainer(r, model, prepared, acc, plan, run_dir, tok, console, interrupt_at, init=None):
+def _make_trainer(
+    r, model, prepared, acc, plan, run_dir, tok, console, interrupt_at, init=None, callback=None
+):
     from medkit.train.loop import Trainer
 
     pad = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
     common = dict(
         recipe=r, model=model, data=prepared, accelerator=acc, plan=plan, run_dir=run_dir,
-        pad_id=pad, console=console, interrupt_at=interrupt_at,
+        pad_id=pad, console=console, interrupt_at=interrupt_at, callback=callback,
     )  # fmt: skip
     if r.train.method == "grpo":
         from medkit.train.grpo import GRPOTrainer
