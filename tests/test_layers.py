@@ -15,6 +15,7 @@ count, `if TYPE_CHECKING:` blocks do not) and the rules README's Layout states.
 from __future__ import annotations
 
 import ast
+import re
 import sys
 from pathlib import Path
 
@@ -232,6 +233,40 @@ def test_faces_are_imported_by_no_stage(edges):
         if t in faces
     }
     assert wrong == set(), f"a stage imports a verb or the app: {sorted(wrong)}"
+
+
+def readme_map() -> dict[str, tuple[str, str]]:
+    """README's Layout table: import -> (folder, the row's text)."""
+    text = (ROOT / "README.md").read_text().split("## Layout", 1)[1].lstrip("\n").split("\n\n", 1)[0]
+    rows: dict[str, tuple[str, str]] = {}
+    current = None
+    for line in text.splitlines()[1:]:
+        found = re.match(r"    (\S+/)\s+(medkit[\w.]*)\s+(.*)", line)
+        if found:
+            current = found.group(2)
+            rows[current] = (found.group(1), found.group(3))
+        elif current is not None and line.startswith("    ") and not re.match(r"    \S", line):
+            rows[current] = (rows[current][0], rows[current][1] + " " + line.strip())
+        else:
+            current = None
+    return rows
+
+
+def test_the_readme_layout_map_is_the_disk():
+    """Each package in pyproject has its row, in the folder pyproject maps it to, and the row names each of
+    its modules (model families aside)."""
+    tool = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    rows = readme_map()
+    assert set(rows) == set(tool["packages"])
+    files = modules()
+    for pkg, (folder, text) in rows.items():
+        assert (ROOT / folder / "__init__.py") == files[pkg], pkg
+        words = set(re.findall(r"\w+", text))
+        unnamed = [m for m in files if m.startswith(pkg + ".") and m.count(".") == pkg.count(".") + 1]
+        unnamed = [m for m in unnamed if files[m].stem != "__init__" and m.rsplit(".", 1)[1] not in words]
+        # a model family's module (FAMILY = Family(...)) is the registry's to list, not the map's
+        unnamed = [m for m in unnamed if not re.search(r"^FAMIL(Y|IES)\b", files[m].read_text(), re.M)]
+        assert unnamed == [], f"README's Layout row of {pkg} does not name {unnamed}"
 
 
 def summary() -> str:
