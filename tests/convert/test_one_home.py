@@ -203,7 +203,7 @@ def test_chat_and_serve_share_their_runtime_options():
 
 
 @pytest.mark.parametrize(
-    "verb", ["medkit.eval.verb", "medkit.data.tokens", "medkit.train.verb", "medkit.validate"]
+    "verb", ["medkit.eval.verb", "medkit.data.verb", "medkit.train.verb", "medkit.validate"]
 )
 def test_every_verb_takes_the_same_set_option(verb):
     import importlib
