@@ -84,6 +84,8 @@ class Family:
     hparams: Callable[[Any, Mapping[str, Any]], None] | None = None  # (GGUFWriter, text config) extra keys
     # text config -> [(GGUF name, float32 array)] tensors computed from the config (Phi-3 LongRoPE factors)
     extra_tensors: Callable[[Mapping[str, Any]], list[tuple[str, Any]]] | None = None
+    # (GGUFWriter, HF folder, n_vocab) -> GGUFVocab: a family's own tokenizer model (Gemma 4's `gemma4`)
+    vocab: Callable[[Any, Any, int], Any] | None = None
 
     @property
     def exports(self) -> bool:
