@@ -429,7 +429,7 @@ def _gemma4_config(tok, overrides: dict[str, Any]):
         hidden_size_per_layer_input=8, vocab_size_per_layer_input=len(tok), num_kv_shared_layers=2,
         use_double_wide_mlp=True, tie_word_embeddings=True, bos_token_id=tok.bos_token_id,
         eos_token_id=tok.convert_tokens_to_ids("<turn|>"), pad_token_id=tok.pad_token_id,
-        final_logit_softcapping=30.0,
+        final_logit_softcapping=None, initializer_range=0.1,
     )  # fmt: skip
     return Gemma4TextConfig(**{**kw, **overrides})
 
