@@ -365,7 +365,7 @@ def test_runtime_enable_thinking_decides_the_empty_think_block(tiny_gguf):
 # ---- one training step -> merge -> f16 GGUF -> GGUF LoRA, per new family ---------------------------------
 
 
-@pytest.mark.parametrize("family", ["qwen3", "gemma3", "gemma2", "phi3"])
+@pytest.mark.parametrize("family", ["qwen3", "gemma3", "gemma2", "phi3", "gemma4"])
 def test_one_training_step_merges_and_exports(family, tiny_model_dir, tmp_path):
     from medkit.convert import arch
     from medkit.convert.gguf_writer import write_gguf
