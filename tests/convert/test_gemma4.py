@@ -38,17 +38,29 @@ def test_export_is_identical_to_llama_cpps_converter(tiny_model_dir, tiny_gguf, 
     assert meta["tokenizer.ggml.model"] == "gemma4"
     assert "blk.4.attn_k.weight" not in tensors and "blk.3.attn_k.weight" in tensors
     freqs = tensors["rope_freqs.weight"][2]
-    assert freqs.tolist() == [1.0] * 4 + [1e30] * 12  # a quarter of the 32-wide full heads turns
+    np.testing.assert_array_equal(freqs, np.float32([1.0] * 4 + [1e30] * 12))  # a quarter of the 32-wide heads turns
 
 
 def test_quantized_export_keeps_transformers_next_tokens(tiny_model_dir, tiny_gguf, tmp_path):
+    """q8_0 (llama.cpp's quantizer; the 8-wide per-layer tensors stay f16, rows under one block): the same
+    greedy continuation as transformers up to a near-tie, and a KL that only quantization explains. The
+    tiny random model's distribution is near-uniform (perplexity about its vocabulary size), so agreement
+    over all positions is not the measure here (0.83 at a KL of 2e-3; f16: 0.995)."""
     from medkit.convert.quantize import quantize
     from medkit.convert.verify import held_out_texts, verify
+    from tests.convert.test_tiny_export import PROMPT, _gguf_greedy, _hf, _hf_greedy, _llama
 
     q8 = tmp_path / "gemma4-q8_0.gguf"
     quantize(tiny_gguf("gemma4", "f16"), q8, "q8_0", threads=THREADS)
+    tok, model = _hf(tiny_model_dir("gemma4"))
+    prompt = tok(PROMPT)["input_ids"]
+    want, logits = _hf_greedy(model, prompt, 24)
+    got = _gguf_greedy(_llama(q8), prompt, 24)
+    if got != want:
+        i = next(k for k, (a, b) in enumerate(zip(got, want, strict=True)) if a != b)
+        assert i > len(prompt) + 8 and float(logits[i - len(prompt)][want[i]] - logits[i - len(prompt)][got[i]]) < 0.05
     (res,) = verify([q8], tiny_model_dir("gemma4"), texts=held_out_texts(), threads=THREADS)
-    assert res.tokenization_ok and res.agreement >= 0.98 and res.kl_vs_hf < 1e-3, res
+    assert res.tokenization_ok and res.kl_vs_hf < 5e-3 and abs(res.ppl / res.ppl_hf - 1) < 0.01, res
 
 
 def _multimodal(src: Path, dest: Path) -> Path:
