@@ -50,7 +50,11 @@ def text_config(config: Mapping[str, Any]) -> dict[str, Any]:
     out.update(config.get("text_config") or {})
     params = out.pop("rope_parameters", None) or {
         "sliding_attention": {"rope_type": "default", "rope_theta": 10_000.0},
-        "full_attention": {"rope_type": "proportional", "partial_rotary_factor": 0.25, "rope_theta": 1_000_000.0},
+        "full_attention": {
+            "rope_type": "proportional",
+            "partial_rotary_factor": 0.25,
+            "rope_theta": 1_000_000.0,
+        },
     }  # Gemma4TextConfig's defaults
     out["_rope"] = params
     out["rope_theta"] = float((params.get("full_attention") or {}).get("rope_theta", 1_000_000.0))
@@ -60,7 +64,9 @@ def text_config(config: Mapping[str, Any]) -> dict[str, Any]:
 
 def layer_types(c: Mapping[str, Any]) -> list[str]:
     n = int(c["num_hidden_layers"])
-    types = list(c.get("layer_types") or ["sliding_attention" if (i + 1) % 6 else "full_attention" for i in range(n)])
+    types = list(
+        c.get("layer_types") or ["sliding_attention" if (i + 1) % 6 else "full_attention" for i in range(n)]
+    )
     if types:
         types[-1] = "full_attention"  # Gemma4TextConfig forces it
     return types
@@ -109,7 +115,9 @@ def _check(c: Mapping[str, Any], n_layer: int) -> None:
         raise _refuse(f"layer_types {types}")
     shared = int(c.get("num_kv_shared_layers") or 0)
     first = n_layer - shared
-    if shared and (first < 2 or types[first - 1] != "full_attention" or types[first - 2] != "sliding_attention"):
+    if shared and (
+        first < 2 or types[first - 1] != "full_attention" or types[first - 2] != "sliding_attention"
+    ):
         raise _refuse(
             f"num_kv_shared_layers {shared} with layer_types {types}: llama.cpp's shared layers read layer "
             f"{first - 1} (must be full) and layer {first - 2} (must be sliding)"
@@ -117,7 +125,12 @@ def _check(c: Mapping[str, Any], n_layer: int) -> None:
 
 
 def gemma4_dims(config: Mapping[str, Any]) -> Dims:
-    c = {"head_dim": 256, "num_attention_heads": 8, "num_key_value_heads": 4, **config}  # config-class defaults
+    c = {
+        "head_dim": 256,
+        "num_attention_heads": 8,
+        "num_key_value_heads": 4,
+        **config,
+    }  # config-class defaults
     d = decoder_dims(c)
     _check(c, d.n_layer)
     return Dims(d.n_layer, d.n_embd, d.n_head, d.n_head_kv, full_head_dim(c), d.n_ff, d.n_ctx, d.n_vocab)
@@ -186,7 +199,9 @@ def gemma4_vocab(writer: Any, folder: Any, n_vocab: int) -> Any:
     try:
         hf = gguf.LlamaHfVocab(folder)
     except (OSError, TypeError, ValueError) as exc:
-        raise ConvertError(f"Gemma 4 needs its tokenizer.json (BPE with byte fallback): {exc}", where=str(folder))
+        raise ConvertError(
+            f"Gemma 4 needs its tokenizer.json (BPE with byte fallback): {exc}", where=str(folder)
+        ) from exc
     vocab = GGUFVocab(model="gemma4", tokens=[], types=[], scores=[])
     assert vocab.scores is not None
     for text, score, ttype in hf.all_tokens():
@@ -196,7 +211,8 @@ def gemma4_vocab(writer: Any, folder: Any, n_vocab: int) -> Any:
         vocab.types.append(int(gguf.TokenType.USER_DEFINED if piece in VISIBLE else ttype))
     if len(vocab.tokens) > n_vocab:
         raise ConvertError(
-            f"tokenizer has {len(vocab.tokens)} tokens but the model's embedding has {n_vocab} rows", where=str(folder)
+            f"tokenizer has {len(vocab.tokens)} tokens but the model's embedding has {n_vocab} rows",
+            where=str(folder),
         )
     for i in range(len(vocab.tokens), n_vocab):
         vocab.tokens.append(f"[PAD{i}]")

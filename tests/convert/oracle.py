@@ -58,8 +58,14 @@ def gguf_contents(path: Path) -> tuple[dict[str, Any], dict[str, tuple[int, tupl
 
     reader = gguf.GGUFReader(str(path))
     meta = {k: _value(f) for k, f in reader.fields.items() if not k.startswith("GGUF.")}
-    tensors = {t.name: (int(t.tensor_type), tuple(int(x) for x in t.shape), np.array(t.data)) for t in reader.tensors}
+    tensors = {
+        t.name: (int(t.tensor_type), tuple(int(x) for x in t.shape), np.array(t.data)) for t in reader.tensors
+    }
     return meta, tensors
+
+
+def _show(v: Any) -> Any:
+    return f"{v[:8]}... ({len(v)})" if isinstance(v, list) and len(v) > 8 else v
 
 
 def differences(ours: Path, theirs: Path, arch: str) -> list[str]:
@@ -75,8 +81,7 @@ def differences(ours: Path, theirs: Path, arch: str) -> list[str]:
             continue
         a, b = meta_a.get(key, "<absent>"), meta_b.get(key, "<absent>")
         if a != b and not (isinstance(a, float) and isinstance(b, float) and np.isclose(a, b, rtol=1e-6)):
-            show = (lambda v: f"{v[:8]}... ({len(v)})" if isinstance(v, list) and len(v) > 8 else v)
-            out.append(f"metadata {key}: medkit {show(a)} vs llama.cpp {show(b)}")
+            out.append(f"metadata {key}: medkit {_show(a)} vs llama.cpp {_show(b)}")
     for name in sorted(set(ten_a) | set(ten_b)):
         if name not in ten_a or name not in ten_b:
             out.append(f"tensor {name}: only in {'medkit' if name in ten_a else 'llama.cpp'}")
@@ -85,5 +90,7 @@ def differences(ours: Path, theirs: Path, arch: str) -> list[str]:
         if (ta, sa) != (tb, sb):
             out.append(f"tensor {name}: type/shape {ta} {sa} vs {tb} {sb}")
         elif not np.array_equal(da, db):
-            out.append(f"tensor {name}: values differ (max {float(np.abs(da.astype(np.float64) - db).max()):.3g})")
+            out.append(
+                f"tensor {name}: values differ (max {float(np.abs(da.astype(np.float64) - db).max()):.3g})"
+            )
     return out

@@ -34,11 +34,16 @@ def test_export_is_identical_to_llama_cpps_converter(tiny_model_dir, tiny_gguf, 
     assert meta["gemma4.attention.sliding_window_pattern"] == [True] * 3 + [False, True, False]
     assert meta["gemma4.feed_forward_length"] == [128] * 4 + [256] * 2  # double-wide kv-shared layers
     assert (meta["gemma4.attention.key_length"], meta["gemma4.attention.key_length_swa"]) == (32, 16)
-    assert meta["gemma4.attention.shared_kv_layers"] == 2 and meta["gemma4.embedding_length_per_layer_input"] == 8
+    assert (
+        meta["gemma4.attention.shared_kv_layers"] == 2
+        and meta["gemma4.embedding_length_per_layer_input"] == 8
+    )
     assert meta["tokenizer.ggml.model"] == "gemma4"
     assert "blk.4.attn_k.weight" not in tensors and "blk.3.attn_k.weight" in tensors
     freqs = tensors["rope_freqs.weight"][2]
-    np.testing.assert_array_equal(freqs, np.float32([1.0] * 4 + [1e30] * 12))  # a quarter of the 32-wide heads turns
+    np.testing.assert_array_equal(
+        freqs, np.float32([1.0] * 4 + [1e30] * 12)
+    )  # a quarter of the 32-wide heads turns
 
 
 def test_quantized_export_keeps_transformers_next_tokens(tiny_model_dir, tiny_gguf, tmp_path):
@@ -58,7 +63,10 @@ def test_quantized_export_keeps_transformers_next_tokens(tiny_model_dir, tiny_gg
     got = _gguf_greedy(_llama(q8), prompt, 24)
     if got != want:
         i = next(k for k, (a, b) in enumerate(zip(got, want, strict=True)) if a != b)
-        assert i > len(prompt) + 8 and float(logits[i - len(prompt)][want[i]] - logits[i - len(prompt)][got[i]]) < 0.05
+        assert (
+            i > len(prompt) + 8
+            and float(logits[i - len(prompt)][want[i]] - logits[i - len(prompt)][got[i]]) < 0.05
+        )
     (res,) = verify([q8], tiny_model_dir("gemma4"), texts=held_out_texts(), threads=THREADS)
     assert res.tokenization_ok and res.kl_vs_hf < 5e-3 and abs(res.ppl / res.ppl_hf - 1) < 0.01, res
 
@@ -76,16 +84,21 @@ def _multimodal(src: Path, dest: Path) -> Path:
     (dest / "config.json").write_text(json.dumps(cfg))
     weights = load_file(str(src / "model.safetensors"))
     renamed = {k.replace("model.", "model.language_model.", 1): v for k, v in weights.items()}
-    for name in ("model.vision_tower.encoder.layers.0.self_attn.q_proj.linear.weight",
-                 "model.audio_tower.layers.0.self_attn.q_proj.linear.weight",
-                 "model.embed_vision.embedding_projection.weight", "model.embed_audio.embedding_projection.weight"):
+    for name in (
+        "model.vision_tower.encoder.layers.0.self_attn.q_proj.linear.weight",
+        "model.audio_tower.layers.0.self_attn.q_proj.linear.weight",
+        "model.embed_vision.embedding_projection.weight",
+        "model.embed_audio.embedding_projection.weight",
+    ):
         renamed[name] = np.ones((8, 8), np.float32)  # fmt: skip
     (dest / "model.safetensors").unlink()
     save_file(renamed, str(dest / "model.safetensors"))
     return dest
 
 
-def test_conditional_generation_exports_the_text_model_and_says_the_towers_were_left_out(tiny_model_dir, tmp_path):
+def test_conditional_generation_exports_the_text_model_and_says_the_towers_were_left_out(
+    tiny_model_dir, tmp_path
+):
     import gguf
 
     from medkit.convert.gguf_writer import write_gguf
@@ -126,7 +139,9 @@ REFUSED = [
 
 
 @pytest.mark.parametrize("changes, words", REFUSED, ids=[w for _, w in REFUSED])
-def test_configs_llama_cpp_would_run_differently_are_refused_in_one_line(tiny_model_dir, tmp_path, changes, words):
+def test_configs_llama_cpp_would_run_differently_are_refused_in_one_line(
+    tiny_model_dir, tmp_path, changes, words
+):
     from medkit.convert.gguf_writer import write_gguf
 
     folder = _with_config(tiny_model_dir("gemma4"), tmp_path / "m", **changes)

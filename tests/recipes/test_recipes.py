@@ -202,7 +202,9 @@ def test_hub_recipe_mapping_fits_its_dataset_columns(name, tmp_path, load_tok):
     if name == "gemma4_e4b_icd10":  # a system turn of its own; the answer after the empty thought channel
         ex = prepared.train[0]
         masked = tok.decode(ex.input_ids[: len(ex.input_ids) - len(trained_ids(ex))])
-        assert masked.startswith("<bos><|turn>system\n" + recipe.data.system_prompt + "<turn|>\n<|turn>user\n")
+        assert masked.startswith(
+            "<bos><|turn>system\n" + recipe.data.system_prompt + "<turn|>\n<|turn>user\n"
+        )
         assert masked.endswith("<|turn>model\n<|channel>thought\n<channel|>")
     if name.endswith("medical_o1"):
         assert all(
