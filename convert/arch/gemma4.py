@@ -243,6 +243,12 @@ FAMILY = Family(
     model_types=("gemma4_text", "gemma4"),
     lora_targets=LLAMA_TARGETS,
     gguf_arch="gemma4",
+    # attention widths differ on sliding and full layers, MLP widths on the kv-shared ones: the hidden side
+    # is checked, the per-layer side is not
+    lora_shapes={"q_proj": ("hidden", "per_layer"), "k_proj": ("hidden", "per_layer"),
+                 "v_proj": ("hidden", "per_layer"), "o_proj": ("per_layer", "hidden"),
+                 "gate_proj": ("hidden", "per_layer"), "up_proj": ("hidden", "per_layer"),
+                 "down_proj": ("per_layer", "hidden")},
     lora_gguf=True,
     dims=gemma4_dims,
     tied_embeddings=True,
