@@ -151,7 +151,9 @@ def _export(
         timings[t] = res.seconds
         log(f"wrote {outputs[t]} ({res.arch}, {res.n_tensors} tensors) in {res.seconds:.1f}s")
         if res.not_exported:
-            log(f"note: the text model only: {res.not_exported} vision-tower tensors are not exported")
+            log(
+                f"note: the text model only: {res.not_exported} tensors of the vision/audio towers are not exported"
+            )
     quants = [t for t in types if t not in FLOAT_TYPES]
     if quants:
         # quantize from the f16 (or f32) output when one is asked for, else from a temporary f16

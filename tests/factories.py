@@ -146,6 +146,29 @@ GEMMA2_TEMPLATE = (
     "{%- endfor -%}"
     "{%- if add_generation_prompt -%}{{ '<start_of_turn>model\\n' }}{%- endif -%}"
 )
+# Gemma 4 / MedGemma 2: a native system turn, <|turn>role ... <turn|> turns, `model` turns whose thinking
+# channel is stripped from history, and (thinking off) an empty thought channel after the generation prompt.
+GEMMA4_TEMPLATE = (
+    "{%- macro visible(text) -%}{%- set ns = namespace(out='') -%}"
+    "{%- for part in text.split('<channel|>') -%}"
+    "{%- set ns.out = ns.out + (part.split('<|channel>')[0] if '<|channel>' in part else part) -%}"
+    "{%- endfor -%}{{- ns.out | trim -}}{%- endmacro -%}"
+    "{{- bos_token -}}{%- set loop_messages = messages -%}"
+    "{%- set thinking = enable_thinking is defined and enable_thinking -%}"
+    "{%- if thinking or messages[0]['role'] in ['system', 'developer'] -%}{{- '<|turn>system\\n' -}}"
+    "{%- if thinking -%}{{- '<|think|>\\n' -}}{%- endif -%}"
+    "{%- if messages[0]['role'] in ['system', 'developer'] -%}{{- messages[0]['content'] | trim -}}"
+    "{%- set loop_messages = messages[1:] -%}{%- endif -%}{{- '<turn|>\\n' -}}{%- endif -%}"
+    "{%- for message in loop_messages -%}"
+    "{%- set role = 'model' if message['role'] == 'assistant' else message['role'] -%}"
+    "{{- '<|turn>' + role + '\\n' -}}"
+    "{%- if role == 'model' -%}{{- visible(message['content']) -}}{%- else -%}{{- message['content'] | trim -}}"
+    "{%- endif -%}{{- '<turn|>\\n' -}}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{- '<|turn>model\\n' -}}"
+    "{%- if not thinking -%}{{- '<|channel>thought\\n<channel|>' -}}{%- endif -%}{%- endif -%}"
+)
+GEMMA4_SPECIALS = ["<|turn>", "<turn|>", "<|think|>", "<|channel>", "<channel|>"]
 DIALOGPT_TEMPLATE = "{% for message in messages %}{{ message['content'] + eos_token }}{% endfor %}"
 # Phi-3.5-mini / Phi-4-mini: <|role|> headers, turns closed by <|end|>, the eos after a finished conversation.
 PHI3_TEMPLATE = (
@@ -227,6 +250,16 @@ def _gemma_tokenizer(out_dir: Path):
 def _gemma2_tokenizer(out_dir: Path):
     tok = _gemma_tokenizer(out_dir)
     tok.chat_template = GEMMA2_TEMPLATE
+    return tok
+
+
+def _gemma4_tokenizer(out_dir: Path):
+    """Gemma 4's layout: tokenizer.json only (BPE over SentencePiece pieces, byte fallback, spaces as ▁),
+    <pad> <eos> <bos> <unk> <mask> ids 0-4, its turn and channel markers special, Gemma 4's template."""
+    tok = _gemma_tokenizer(out_dir)
+    (out_dir / "tokenizer.model").unlink()  # Gemma 4 ships tokenizer.json alone
+    tok.add_special_tokens({"additional_special_tokens": GEMMA4_SPECIALS})
+    tok.chat_template = GEMMA4_TEMPLATE
     return tok
 
 
@@ -385,6 +418,23 @@ def _gemma2_config(tok, overrides: dict[str, Any]):
     return Gemma2Config(**{**kw, **overrides})
 
 
+def _gemma4_config(tok, overrides: dict[str, Any]):
+    """Gemma-4-E2B's shape scaled down: per-layer input embeddings (8 wide), 4 sliding + 2 full layers with
+    head sizes 16 / 32, window 16 (shorter than the test texts), proportional rope (a quarter of the full
+    heads turns), the last 2 layers reading the k/v of layers 2 and 3 with double-wide MLPs, tied."""
+    from transformers import Gemma4TextConfig
+
+    kw = _common(
+        vocab_size=len(tok), num_hidden_layers=6, head_dim=16, global_head_dim=32, sliding_window=16,
+        layer_types=["sliding_attention"] * 3 + ["full_attention", "sliding_attention", "full_attention"],
+        hidden_size_per_layer_input=8, vocab_size_per_layer_input=len(tok), num_kv_shared_layers=2,
+        use_double_wide_mlp=True, tie_word_embeddings=True, bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.convert_tokens_to_ids("<turn|>"), pad_token_id=tok.pad_token_id,
+        final_logit_softcapping=None, initializer_range=0.1,
+    )  # fmt: skip
+    return Gemma4TextConfig(**{**kw, **overrides})
+
+
 PHI3_LONGROPE = {"rope_type": "longrope", "rope_theta": 10000.0, "partial_rotary_factor": 0.75,
                  "short_factor": [1.0, 1.02, 1.05, 1.1, 1.2, 1.4], "long_factor": [1.0, 1.5, 2.5, 4.0, 6.5, 9.0],
                  "original_max_position_embeddings": 4096}  # fmt: skip
@@ -441,6 +491,7 @@ TINY: dict[str, Tiny] = {
     "gemma3": Tiny(_gemma_tokenizer, _gemma3_config, "<end_of_turn>"),
     "gemma2": Tiny(_gemma2_tokenizer, _gemma2_config, "<end_of_turn>"),
     "phi3": Tiny(_phi3_tokenizer, _phi3_config, "<|end|>"),
+    "gemma4": Tiny(_gemma4_tokenizer, _gemma4_config, "<turn|>"),
 }
 ARCHS = tuple(TINY)
 

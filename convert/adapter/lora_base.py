@@ -225,9 +225,9 @@ def check_adapter_matches(adapter_dir: str | Path, info: BaseInfo) -> None:
             if exp is None or "A" not in ab or "B" not in ab:
                 continue
             (in_name, n_in), (out_name, n_out) = exp
-            if ab["A"][-1] != n_in:
+            if n_in and ab["A"][-1] != n_in:
                 diffs.setdefault(in_name, (ab["A"][-1], n_in))
-            if ab["B"][0] != n_out:
+            if n_out and ab["B"][0] != n_out:
                 diffs.setdefault(out_name, (ab["B"][0], n_out))
     tok = tokenizer_size(adapter_dir)
     if tok is not None and "vocab" not in diffs:

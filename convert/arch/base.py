@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     Transform = Callable[[np.ndarray], np.ndarray]
 
 # Dimension names a family's `lora_shapes` may use: (what the error message says, Dims attribute or formula)
-SHAPE_NAMES = ("hidden", "attn", "kv", "ff", "qkv", "ff2")
+SHAPE_NAMES = ("hidden", "attn", "kv", "ff", "qkv", "ff2", "per_layer")
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,7 @@ class Dims:
             # fused Q, K, V rows (GPT-2: 3 x hidden; Phi-3: grouped K/V heads) and fused gate + up rows
             "qkv": ("qkv width", (self.n_head + 2 * self.n_head_kv) * self.head_dim),
             "ff2": ("gate+up width", 2 * self.n_ff),
+            "per_layer": ("per-layer width", 0),  # differs by layer (Gemma 4): not checked (0)
         }
         return table[what]
 
@@ -84,6 +85,8 @@ class Family:
     hparams: Callable[[Any, Mapping[str, Any]], None] | None = None  # (GGUFWriter, text config) extra keys
     # text config -> [(GGUF name, float32 array)] tensors computed from the config (Phi-3 LongRoPE factors)
     extra_tensors: Callable[[Mapping[str, Any]], list[tuple[str, Any]]] | None = None
+    # (GGUFWriter, HF folder, n_vocab) -> GGUFVocab: a family's own tokenizer model (Gemma 4's `gemma4`)
+    vocab: Callable[[Any, Any, int], Any] | None = None
 
     @property
     def exports(self) -> bool:

@@ -40,10 +40,14 @@ def rope_settings(config: Mapping[str, Any]) -> tuple[float, dict[str, Any] | No
 
 def add_hparams(writer: Any, family: Family, config: Mapping[str, Any], n_vocab: int) -> None:
     """Write the architecture hyperparameters of ``config`` (a ``family`` checkpoint) to a GGUFWriter."""
+    _add_generic(writer, family, config, n_vocab)
+    if family.hparams is not None:  # after the generic keys: a family's per-layer arrays replace scalars
+        family.hparams(writer, family.view(config))
+
+
+def _add_generic(writer: Any, family: Family, config: Mapping[str, Any], n_vocab: int) -> None:
     d = family.read_dims(config)
     config = family.view(config)
-    if family.hparams is not None:
-        family.hparams(writer, config)
     writer.add_context_length(d.n_ctx)
     writer.add_embedding_length(d.n_embd)
     writer.add_block_count(d.n_layer)
@@ -158,6 +162,8 @@ def plan_tensor(
     gguf_name = name_map.get_name(key, try_suffixes=(".weight", ".bias"))
     if gguf_name is None:
         raise ConvertError(f"tensor '{hf_name}' has no GGUF name for {family.name}")
+    if not gguf_name.endswith((".weight", ".bias")):
+        gguf_name += ".weight"  # a bare parameter (Gemma 4's layer_scalar): llama.cpp names it a weight
     transform: Transform | None = None
     d = family.read_dims(config)
     if family.permute_qk and ".self_attn.q_proj." in hf_name:

@@ -226,7 +226,7 @@ def write_gguf(
             writer.add_file_type(int(file_type))
             writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
             add_hparams(writer, family, config, n_vocab)
-            vocab = add_vocab(writer, folder, n_vocab)
+            vocab = (family.vocab or add_vocab)(writer, folder, n_vocab)
             for key, value in (metadata or {}).items():
                 if isinstance(value, bool) or not isinstance(value, (int, float)):
                     writer.add_string(key, str(value))

@@ -114,9 +114,9 @@ def test_metadata_vocab_and_end_of_turn(arch, tiny_model_dir, tiny_gguf):
     names = {t.name for t in reader.tensors}
     tied = config.get("tie_word_embeddings", arch == "gpt2")
     assert ("output.weight" in names) is (not tied)
-    assert _field(reader, "tokenizer.ggml.model") == (
-        "llama" if arch in ("llama", "mistral", "gemma3", "gemma2", "phi3") else "gpt2"
-    )
+    spm = ("llama", "mistral", "gemma3", "gemma2", "phi3")
+    want_model = "llama" if arch in spm else "gemma4" if arch == "gemma4" else "gpt2"
+    assert _field(reader, "tokenizer.ggml.model") == want_model
     if arch in ("qwen2", "gpt2", "qwen3"):
         assert (
             _field(reader, "tokenizer.ggml.pre")

@@ -26,6 +26,7 @@ CASES = [
     ("gpt2", "mistral", "<|endoftext|>"),
     ("qwen3", "auto", "<|im_end|>"),  # Qwen3's template: the empty think block is part of the prompt
     ("gemma3", "auto", "<end_of_turn>"),  # Gemma 3: system folded into the first user turn, one BOS
+    ("gemma4", "auto", "<turn|>"),  # Gemma 4: answer after the generation prompt's empty thought channel
     ("phi3", "auto", "<|end|>"),  # Phi-3.5: <|role|> headers, <|end|> closes turns, then eos; no BOS added
 ]
 

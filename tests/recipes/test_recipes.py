@@ -25,6 +25,7 @@ EXPECTED = {
     "smollm2_demo", "smollm2_icd10_demo", "smollm2_numeric_demo",
     "medgemma4b_icd10", "qwen3_1p7b_medquad", "phi4mini_medical_o1", "llama31_8b_medquad",  # issue 16
     "gemma2_2b_medquad",
+    "gemma4_e4b_icd10",  # issue 35
 }  # fmt: skip
 
 
@@ -167,6 +168,7 @@ STAND_INS = {
     "phi4mini_medical_o1": ("phi3", [{"Question": f"Chest pain {i}?", "Complex_CoT": f"Consider ACS {i}.", "Response": f"Get an ECG {i}."} for i in range(30)]),
     "llama31_8b_medquad": ("qwen2", [_medquad(i) for i in range(60)]),
     "gemma2_2b_medquad": ("gemma2", [_medquad(i) for i in range(60)]),
+    "gemma4_e4b_icd10": ("gemma4", [{"ID": i, " Note": "SOAP", "Dialogue": f"Doctor: Hi.\nPatient: Cough {i}.", "ICD10": f"J20{i % 10}", "ICD10_desc": "Acute bronchitis"} for i in range(30)]),
     "dialogpt_elara_student": ("gpt2", [{"Description": "Q", "Patient": f"Hi doctor, my knee hurts after running {i} km.", "Doctor": f"Rest, ice and see a physiotherapist if it lasts ({i})."} for i in range(30)]),
 }  # fmt: skip
 
@@ -197,6 +199,13 @@ def test_hub_recipe_mapping_fits_its_dataset_columns(name, tmp_path, load_tok):
             tok.decode(prepared.train[0].input_ids).count("<start_of_turn>user\n" + recipe.data.system_prompt)
             == 1
         )
+    if name == "gemma4_e4b_icd10":  # a system turn of its own; the answer after the empty thought channel
+        ex = prepared.train[0]
+        masked = tok.decode(ex.input_ids[: len(ex.input_ids) - len(trained_ids(ex))])
+        assert masked.startswith(
+            "<bos><|turn>system\n" + recipe.data.system_prompt + "<turn|>\n<|turn>user\n"
+        )
+        assert masked.endswith("<|turn>model\n<|channel>thought\n<channel|>")
     if name.endswith("medical_o1"):
         assert all(
             a.startswith("## Thinking\n\nConsider ACS") and "## Final Response\n\nGet an ECG" in a

@@ -175,9 +175,30 @@ class Encoder:
             enable_thinking=think,
         )
         if not full.startswith(prompt):
+            full = self._after_generation_prompt(msgs, prompt, full, where, think)
+        if not full.startswith(prompt):
             raise DataError(f"template {self.stats.template!r}: the prompt rendered with add_generation_prompt is not "
                             "a prefix of the full conversation, so the answer cannot be isolated", where=where)  # fmt: skip
         return prompt, full
+
+    def _after_generation_prompt(
+        self, msgs: list[Any], prompt: str, full: str, where: str, think: bool
+    ) -> str:
+        """Gemma 4: the generation prompt opens the model turn with more than a past turn shows (an empty
+        thought channel, thinking off). The answer is trained after the whole generation prompt, as the
+        runtime prompts it: the turn's opening line, shared by both, is replaced by the prompt's."""
+        from medkit.formats.chat_template import render
+
+        base = render(self.tok, msgs, generation_prompt=False, where=where, enable_thinking=think)
+        if not (prompt.startswith(base) and full.startswith(base)):
+            return full
+        opening, turn = prompt[len(base) :], full[len(base) :]
+        k = next(
+            (i for i, (a, b) in enumerate(zip(opening, turn, strict=False)) if a != b),
+            min(len(opening), len(turn)),
+        )
+        k = opening.rfind("\n", 0, k) + 1  # whole lines only: never a piece of the answer
+        return prompt + turn[k:] if k else full
 
     def encode(self, rows: list[dict[str, Any]], split: str) -> tuple[list[Example], list[dict[str, Any]]]:
         d, report = self.recipe.data, self.stats.rows

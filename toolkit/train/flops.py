@@ -65,7 +65,7 @@ class ModelFlops:
         hidden = _first(cfg, "hidden_size", "n_embd", "d_model")
         heads = _first(cfg, "num_attention_heads", "n_head")
         layers = _first(cfg, "num_hidden_layers", "n_layer")
-        head_dim = getattr(cfg, "head_dim", None) or hidden // heads
+        head_dim = _head_dim(cfg, hidden, heads)
         inter = _first(cfg, "intermediate_size", "n_inner", "ffn_dim", default=0) or 4 * hidden
         window = getattr(cfg, "sliding_window", None) if getattr(cfg, "use_sliding_window", True) else None
         return cls(
@@ -250,3 +250,12 @@ def _first(cfg: Any, *names: str, default: Any = None) -> Any:
     if default is not None:
         return default
     raise AttributeError(f"{type(cfg).__name__} has none of {', '.join(names)}")
+
+
+def _head_dim(cfg: Any, hidden: int, heads: int) -> int:
+    """Attention head size; a per-layer one (Gemma 4: sliding and full layers differ) as its mean over layers."""
+    try:
+        return getattr(cfg, "head_dim", None) or hidden // heads
+    except RuntimeError:  # transformers refuses the global read of a per-layer attribute
+        sizes = [layer.head_dim for layer in cfg.per_layer_config]
+        return round(sum(sizes) / len(sizes))
