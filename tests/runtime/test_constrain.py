@@ -301,3 +301,23 @@ def test_serve_logit_bias_still_applies_under_the_constraint(icd_server, smollm2
     )
     text = again.choices[0].message.content
     assert icd10.is_billable(text) and text[0] != code[0], (code, text)
+
+
+def test_a_sentencepiece_model_spells_codes_with_its_bare_pieces(tmp_path):
+    """A SentencePiece tokenizer puts its space marker before a lone character ('▁J'), yet has the bare
+    pieces (and byte tokens) llama.cpp's grammar spells a code with: the constraint works on it."""
+    from medkit.convert.gguf_writer import write_gguf
+    from medkit.runtime.engine import Runtime
+    from tests.factories import build_tiny_model
+
+    gguf = tmp_path / "spm.gguf"
+    write_gguf(build_tiny_model("llama", tmp_path / "hf"), gguf, "f32")
+    with Runtime(gguf, ctx=256, threads=1, gpu_layers=0, constrain="icd10") as rt:
+        alone = [rt.llm.detokenize([i]).decode() for i in rt.llm.tokenize(b"J", add_bos=False, special=False)]
+        assert alone != ["J"]  # what a check by tokenizing each character alone refused
+        for seed in range(3):
+            rt.reset()
+            answer = rt.chat(
+                [{"role": "user", "content": "Code?"}], temperature=1.0, seed=seed, max_tokens=12
+            )
+            assert icd10.is_billable(answer.text) and answer.stats.stop_reason == "eos", answer.text
