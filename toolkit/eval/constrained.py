@@ -100,12 +100,15 @@ def processors(tokenizer: Any, evset: Any, prompt_width: int, stops: list[int]) 
 
 
 def score_constrained(score_hf, score_gguf, *, run, recipe, tokenizer, evset, spec, want_base, want_tuned,
-                      ggufs, say) -> dict[str, dict[str, Any]]:  # fmt: skip
+                      ggufs, say, free=None) -> dict[str, dict[str, Any]]:  # fmt: skip
     """Each model of the table again, constrained to ``spec``: columns '<name>+icd10'. ``ggufs`` is
-    [(column name, path)]; ``score_hf`` / ``score_gguf`` are medkit.eval.score's scorers."""
+    [(column name, path)]; ``score_hf`` / ``score_gguf`` are medkit.eval.score's scorers; ``free`` the
+    unconstrained results already scored, whose likelihood rows are reused (the same references)."""
     # a constrained answer is at most the longest code and its end token: a smaller budget would only cut codes
     budget = max(evset.max_new_tokens, max(len(c) for c in code_set(spec).codes) + 1)
-    constrained = dataclasses.replace(evset, constrain=spec, max_new_tokens=budget)
+    known = {name: list(zip(r["rows"]["nll"], r["rows"]["tokens"], strict=True))
+             for name, r in (free or {}).items() if "rows" in r}  # fmt: skip
+    constrained = dataclasses.replace(evset, constrain=spec, max_new_tokens=budget, likelihoods=known)
     out: dict[str, dict[str, Any]] = {}
     if want_base or want_tuned:
         for name, result in score_hf(run, recipe, tokenizer, constrained, want_base, want_tuned, say).items():
@@ -116,6 +119,6 @@ def score_constrained(score_hf, score_gguf, *, run, recipe, tokenizer, evset, sp
             "kind": "gguf",
             "source": str(path),
             "constrain": spec,
-            **score_gguf(path, constrained),
+            **score_gguf(path, constrained, name),
         }
     return out

@@ -94,7 +94,7 @@ def evaluate_run(
         names = list(zip(_gguf_names(run, gguf_paths, calibrations), gguf_paths, strict=True))
         results.update(score_constrained(score_hf_models, score_gguf, run=run, recipe=recipe, tokenizer=tokenizer,
                                          evset=evset, spec=spec, want_base=against == "base", want_tuned=tuned,
-                                         ggufs=names, say=say))  # fmt: skip
+                                         ggufs=names, say=say, free=dict(results)))  # fmt: skip
     report = build_report(run, recipe, split or recipe.eval.split, evset, results)
     if write:
         write_outputs(run, report, Path(out) if out is not None else None)
