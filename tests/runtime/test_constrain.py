@@ -265,6 +265,11 @@ def test_cli_refuses_a_bad_constraint_in_one_line(smollm2_gguf, tmp_path, verb):
     assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
     assert errors == [f"error: {codes}:2: 'R69.X' is not a billable ICD-10-CM code ({icd10.release()}) "
                       "(nearest: R69)"]  # fmt: skip
+    empty = tmp_path / "empty.txt"
+    empty.write_text("# no codes yet\n")
+    out = _medkit(verb, str(smollm2_gguf), "--constrain", f"icd10:{empty}", *db)
+    errors = [line for line in out.stderr.splitlines() if line.startswith("error:")]
+    assert out.returncode == 1 and errors == [f"error: {empty}: the code file lists no codes"], out.stderr
 
 
 @pytest.mark.parametrize("spec", ["icd10", "icd10:E"])
@@ -321,3 +326,26 @@ def test_a_sentencepiece_model_spells_codes_with_its_bare_pieces(tmp_path):
                 [{"role": "user", "content": "Code?"}], temperature=1.0, seed=seed, max_tokens=12
             )
             assert icd10.is_billable(answer.text) and answer.stats.stop_reason == "eos", answer.text
+
+
+@pytest.mark.parametrize(
+    "content,needle",
+    [
+        pytest.param("J45.909\nZ99.999\n", "'Z99.999' is not a billable ICD-10-CM code", id="unknown-code"),
+        pytest.param("# nothing here\n\n", "the code file lists no codes", id="empty-file"),
+    ],
+)
+def test_serve_refuses_a_bad_code_file_per_request(icd_server, tmp_path, content, needle):
+    """A request's constrain naming a bad code file: 422 naming the file (and line), the server still serves."""
+    openai = pytest.importorskip("openai")
+    client = _client(icd_server)
+    codes = tmp_path / "codes.txt"
+    codes.write_text(content)
+    with pytest.raises(openai.UnprocessableEntityError) as info:
+        client.chat.completions.create(
+            model="base", messages=ASK, max_tokens=8, extra_body={"constrain": f"icd10:{codes}"}
+        )
+    assert info.value.body["param"] == "constrain" and needle in info.value.body["message"]
+    assert str(codes) in info.value.body["message"] and "\n" not in info.value.body["message"]
+    reply = client.chat.completions.create(model="base", messages=ASK, max_tokens=16)
+    assert icd10.is_billable(reply.choices[0].message.content)
