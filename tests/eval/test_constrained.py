@@ -65,3 +65,26 @@ def test_a_bad_eval_constrain_stops_before_scoring(tiny_run, setting, needle):
         evaluate_run(tiny_run, overrides=[f"eval.constrain={setting}"], write=False)
     assert needle in info.value.one_line()
     assert not (tiny_run / "eval.json").exists()
+
+
+def test_a_tokenizer_that_cannot_spell_a_code_stops_before_scoring(tiny_run, monkeypatch):
+    from medkit.eval import verb
+
+    load = verb._tokenizer
+
+    def no_dot(run, recipe):  # the run's tokenizer, its '.' read as ' .'
+        tok = load(run, recipe)
+        pieces = tok.convert_ids_to_tokens
+        monkeypatch.setattr(
+            tok, "convert_ids_to_tokens", lambda ids: ["Ġ." if t == "." else t for t in pieces(ids)]
+        )
+        return tok
+
+    monkeypatch.setattr(verb, "_tokenizer", no_dot)
+    with pytest.raises(EvalError) as info:
+        evaluate_run(tiny_run, overrides=["eval.constrain=auto"])
+    assert (
+        "eval.constrain: this model's tokenizer cannot spell ICD-10 codes: no token for '.'"
+        in info.value.one_line()
+    )
+    assert not (tiny_run / "eval.json").exists()

@@ -28,14 +28,17 @@ from medkit.runtime.constrain import (
 SUFFIX = "+icd10"
 
 
-def constrained_spec(setting: str, task: str) -> str | None:
+def constrained_spec(setting: str, task: str, tokenizer: Any = None) -> str | None:
     """The recipe's ``eval.constrain`` for this task: 'auto' is icd10 for icd10 tasks (else off),
-    'none' is off, anything else a constraint spec (icd10, icd10:J, icd10:FILE)."""
+    'none' is off, anything else a constraint spec (icd10, icd10:J, icd10:FILE). The code set, and
+    whether ``tokenizer`` can spell its codes, are checked before any model is scored (EvalError)."""
     spec = ("icd10" if task == "icd10" else None) if setting == "auto" else setting
     try:
         spec = parse_spec(spec)
         if spec is not None:
-            automaton(spec)  # the code set checked (and built) before any model is scored
+            automaton(spec)  # the code set checked (and built)
+            if tokenizer is not None:
+                IcdLogits(tokenizer, spec, 0, [])
     except ConstraintError as exc:
         raise EvalError(f"eval.constrain: {exc.message}", where=exc.where, hint=exc.hint) from None
     return spec

@@ -71,7 +71,9 @@ def evaluate_run(
         recipe, tokenizer, split or recipe.eval.split, recipe.eval.n if n is None else n, metrics
     )
     _check_ggufs(recipe.model.base, tokenizer, gguf_paths)
-    spec = constrained_spec(recipe.eval.constrain, evset.task)  # icd10 tasks: every model constrained too
+    spec = constrained_spec(
+        recipe.eval.constrain, evset.task, tokenizer
+    )  # icd10 tasks: every model constrained too
     stale = {path: reason for path in gguf_paths if (reason := stale_reason(path))}
     for reason in stale.values():
         warn(reason)
