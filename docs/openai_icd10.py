@@ -17,7 +17,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from pprint import pformat
 
 import openai
 
@@ -93,13 +92,13 @@ def transcript(client: openai.OpenAI, model: Path) -> list[str]:
         "",
     ]
     call = (
-        f"messages = {pformat(ask, width=110, sort_dicts=False)}\n"
-        f"response_format = {pformat(fmt, width=110, sort_dicts=False)}\n"
         "reply = client.chat.completions.create(\n"
-        "    model='base', messages=messages, temperature=1.0, seed=seed, max_tokens=60,\n"
+        '    model="base",\n    messages=messages,\n    temperature=1.0,\n    seed=seed,\n    max_tokens=60,\n'
         "    response_format=response_format,\n)\n"
         "content = reply.choices[0].message.content"
     )
+    lines += ["`messages`:", ""] + block("json", json.dumps(ask, indent=2))
+    lines += ["`response_format`:", ""] + block("json", json.dumps(fmt, indent=2))
     lines += block("python", call)
     for seed in (1, 2, 3):
         reply = client.chat.completions.create(
