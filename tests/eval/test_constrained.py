@@ -37,6 +37,14 @@ def test_constrained_columns_only_hold_billable_codes_when_sampling(tiny_run):
         "## Unconstrained vs constrained to `icd10`" in md
         and "| valid_rate free | valid_rate +icd10 | valid_rate difference |" in md
     )
+    # the README's table (docs/icd10_table.py) reads the same block: one row per model and report
+    import runpy
+    from pathlib import Path
+
+    table = runpy.run_path(str(Path(__file__).parents[2] / "docs" / "icd10_table.py"))["table"]
+    rows = table([report])
+    assert len(rows) == 2 + 3 and rows[2].startswith("| base | T=1 (seed 0) | ")
+    assert rows[3].split(" | ")[3] == "1.000 (1.000-1.000)"  # tuned, valid code +icd10
     # the constraint changes answers, not the likelihood of the references
     assert report["table"]["tuned+icd10"]["loss"] == pytest.approx(report["table"]["tuned"]["loss"], rel=1e-6)
 
