@@ -349,3 +349,17 @@ def test_serve_refuses_a_bad_code_file_per_request(icd_server, tmp_path, content
     assert str(codes) in info.value.body["message"] and "\n" not in info.value.body["message"]
     reply = client.chat.completions.create(model="base", messages=ASK, max_tokens=16)
     assert icd10.is_billable(reply.choices[0].message.content)
+
+
+def test_the_constraint_holds_across_a_live_adapter_switch(smollm2_gguf, patient_lora):
+    from medkit.runtime.engine import Runtime
+
+    with Runtime(smollm2_gguf, adapters={"patient": patient_lora}, ctx=512, threads=1, gpu_layers=0,
+                 constrain="icd10") as rt:  # fmt: skip
+        answers = {}
+        for adapter in (None, "patient", None):
+            rt.use_adapter(adapter)
+            rt.reset()
+            answers[adapter] = rt.chat(ASK, temperature=1.0, seed=3, max_tokens=16).text
+            assert icd10.is_billable(answers[adapter]), (adapter, answers[adapter])
+        assert rt.constrain == "icd10"
