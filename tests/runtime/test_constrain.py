@@ -357,9 +357,9 @@ def test_the_constraint_holds_across_a_live_adapter_switch(smollm2_gguf, patient
     with Runtime(smollm2_gguf, adapters={"patient": patient_lora}, ctx=512, threads=1, gpu_layers=0,
                  constrain="icd10") as rt:  # fmt: skip
         answers = {}
-        for adapter in (None, "patient", None):
+        for adapter in (None, "patient", None):  # greedy: a refused step checks pieces until one is allowed
             rt.use_adapter(adapter)
             rt.reset()
-            answers[adapter] = rt.chat(ASK, temperature=1.0, seed=3, max_tokens=16).text
+            answers[adapter] = rt.chat(ASK, temperature=0.0, max_tokens=16).text
             assert icd10.is_billable(answers[adapter]), (adapter, answers[adapter])
         assert rt.constrain == "icd10"
