@@ -59,3 +59,21 @@ def test_no_interval_without_base_tuned_and_an_export():
     assert gain_intervals({"tuned": models["tuned"], "half": models["half"]}, METRICS) == {}
     one = {k: s.take([0]) for k, s in models.items()}
     assert gain_intervals(one, METRICS) == {}  # a single example has nothing to resample
+
+
+def test_paired_rates_compare_two_ways_of_answering_on_the_same_draws():
+    from medkit.eval.gain import paired_rates
+
+    refs = ["J45.909", "E11.9", "I10", "N39.0"] * 10
+    free = Scored(["J45.909", "The code is E11.9", "I10", "no idea"] * 10, refs)  # prose is not a valid code
+    held = Scored(["J45.909", "E11.9", "I10", "N39.9"] * 10, refs)  # one billable code each
+    got = paired_rates({"m": free, "m+icd10": held, "other": held}, [("m", "m+icd10"), ("x", "x+icd10")],
+                       ("loss", "exact", "chapter_match", "valid_rate", "stop_rate"), draws=300)  # fmt: skip
+    assert list(got) == ["m"] and list(got["m"]) == ["exact", "chapter_match", "valid_rate"]
+    valid = got["m"]["valid_rate"]
+    assert valid["free"][0] == pytest.approx(0.5) and valid["other"] == [1.0, 1.0, 1.0]
+    assert valid["free"][1] < 0.5 < valid["free"][2]
+    assert valid["difference"][0] == pytest.approx(0.5) and 0 < valid["difference"][1] <= 0.5
+    exact = got["m"]["exact"]  # 0.50 -> 0.75: E11.9 said bare; N39.9 still wrong
+    assert exact["difference"][0] == pytest.approx(0.25) and exact["difference"][1] > 0
+    assert got["m"]["chapter_match"]["difference"][:1] == [pytest.approx(0.25)]

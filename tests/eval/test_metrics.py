@@ -43,14 +43,15 @@ def test_icd_hierarchy():
 
 
 def test_icd_metrics_by_hand():
-    preds = ["E11.9", "e11.9", "E11.65", "E66.9", "I10", "no idea", "E11.99"]
-    refs = ["E11.9"] * 7
+    preds = ["E11.9", "e11.9", "E11.65", "E66.9", "I10", "no idea", "E11.99", "E11.9 (diabetes)", "E11"]
+    refs = ["E11.9"] * 9
     got = M.icd_metrics(preds, refs)
-    assert got["exact"] == pytest.approx(1 / 7)  # only the verbatim answer
-    assert got["code_match"] == pytest.approx(2 / 7)  # case/dot insensitive
-    assert got["category_match"] == pytest.approx(4 / 7)  # E11.* (E11.99 is still category E11)
-    assert got["chapter_match"] == pytest.approx(4 / 7)  # E11.9, e11.9, E11.65, E66.9; E11.99 is invalid
-    assert got["valid_rate"] == pytest.approx(5 / 7)  # all but "no idea" and E11.99
+    assert got["exact"] == pytest.approx(1 / 9)  # only the verbatim answer
+    assert got["code_match"] == pytest.approx(3 / 9)  # case/dot insensitive, the first code of the text
+    assert got["category_match"] == pytest.approx(6 / 9)  # E11.* (E11.99 is still category E11), E11
+    assert got["chapter_match"] == pytest.approx(6 / 9)  # E11.99 is invalid; E11 a real category
+    # one billable code and nothing else: not prose, not E11.99, not trailing text, not the category E11
+    assert got["valid_rate"] == pytest.approx(5 / 9)
 
 
 def test_parse_number():

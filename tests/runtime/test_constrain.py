@@ -265,6 +265,11 @@ def test_cli_refuses_a_bad_constraint_in_one_line(smollm2_gguf, tmp_path, verb):
     assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
     assert errors == [f"error: {codes}:2: 'R69.X' is not a billable ICD-10-CM code ({icd10.release()}) "
                       "(nearest: R69)"]  # fmt: skip
+    empty = tmp_path / "empty.txt"
+    empty.write_text("# no codes yet\n")
+    out = _medkit(verb, str(smollm2_gguf), "--constrain", f"icd10:{empty}", *db)
+    errors = [line for line in out.stderr.splitlines() if line.startswith("error:")]
+    assert out.returncode == 1 and errors == [f"error: {empty}: the code file lists no codes"], out.stderr
 
 
 @pytest.mark.parametrize("spec", ["icd10", "icd10:E"])
@@ -301,3 +306,60 @@ def test_serve_logit_bias_still_applies_under_the_constraint(icd_server, smollm2
     )
     text = again.choices[0].message.content
     assert icd10.is_billable(text) and text[0] != code[0], (code, text)
+
+
+def test_a_sentencepiece_model_spells_codes_with_its_bare_pieces(tmp_path):
+    """A SentencePiece tokenizer puts its space marker before a lone character ('▁J'), yet has the bare
+    pieces (and byte tokens) llama.cpp's grammar spells a code with: the constraint works on it."""
+    from medkit.convert.gguf.writer import write_gguf
+    from medkit.runtime.engine import Runtime
+    from tests.factories import build_tiny_model
+
+    gguf = tmp_path / "spm.gguf"
+    write_gguf(build_tiny_model("llama", tmp_path / "hf"), gguf, "f32")
+    with Runtime(gguf, ctx=256, threads=1, gpu_layers=0, constrain="icd10") as rt:
+        alone = [rt.llm.detokenize([i]).decode() for i in rt.llm.tokenize(b"J", add_bos=False, special=False)]
+        assert alone != ["J"]  # what a check by tokenizing each character alone refused
+        for seed in range(3):
+            rt.reset()
+            answer = rt.chat(
+                [{"role": "user", "content": "Code?"}], temperature=1.0, seed=seed, max_tokens=12
+            )
+            assert icd10.is_billable(answer.text) and answer.stats.stop_reason == "eos", answer.text
+
+
+@pytest.mark.parametrize(
+    "content,needle",
+    [
+        pytest.param("J45.909\nZ99.999\n", "'Z99.999' is not a billable ICD-10-CM code", id="unknown-code"),
+        pytest.param("# nothing here\n\n", "the code file lists no codes", id="empty-file"),
+    ],
+)
+def test_serve_refuses_a_bad_code_file_per_request(icd_server, tmp_path, content, needle):
+    """A request's constrain naming a bad code file: 422 naming the file (and line), the server still serves."""
+    openai = pytest.importorskip("openai")
+    client = _client(icd_server)
+    codes = tmp_path / "codes.txt"
+    codes.write_text(content)
+    with pytest.raises(openai.UnprocessableEntityError) as info:
+        client.chat.completions.create(
+            model="base", messages=ASK, max_tokens=8, extra_body={"constrain": f"icd10:{codes}"}
+        )
+    assert info.value.body["param"] == "constrain" and needle in info.value.body["message"]
+    assert str(codes) in info.value.body["message"] and "\n" not in info.value.body["message"]
+    reply = client.chat.completions.create(model="base", messages=ASK, max_tokens=16)
+    assert icd10.is_billable(reply.choices[0].message.content)
+
+
+def test_the_constraint_holds_across_a_live_adapter_switch(smollm2_gguf, patient_lora):
+    from medkit.runtime.engine import Runtime
+
+    with Runtime(smollm2_gguf, adapters={"patient": patient_lora}, ctx=512, threads=1, gpu_layers=0,
+                 constrain="icd10") as rt:  # fmt: skip
+        answers = {}
+        for adapter in (None, "patient", None):  # greedy: a refused step checks pieces until one is allowed
+            rt.use_adapter(adapter)
+            rt.reset()
+            answers[adapter] = rt.chat(ASK, temperature=0.0, max_tokens=16).text
+            assert icd10.is_billable(answers[adapter]), (adapter, answers[adapter])
+        assert rt.constrain == "icd10"

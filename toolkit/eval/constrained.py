@@ -28,14 +28,17 @@ from medkit.runtime.constrain import (
 SUFFIX = "+icd10"
 
 
-def constrained_spec(setting: str, task: str) -> str | None:
+def constrained_spec(setting: str, task: str, tokenizer: Any = None) -> str | None:
     """The recipe's ``eval.constrain`` for this task: 'auto' is icd10 for icd10 tasks (else off),
-    'none' is off, anything else a constraint spec (icd10, icd10:J, icd10:FILE)."""
+    'none' is off, anything else a constraint spec (icd10, icd10:J, icd10:FILE). The code set, and
+    whether ``tokenizer`` can spell its codes, are checked before any model is scored (EvalError)."""
     spec = ("icd10" if task == "icd10" else None) if setting == "auto" else setting
     try:
         spec = parse_spec(spec)
         if spec is not None:
-            automaton(spec)  # the code set checked (and built) before any model is scored
+            automaton(spec)  # the code set checked (and built)
+            if tokenizer is not None:
+                IcdLogits(tokenizer, spec, 0, [])
     except ConstraintError as exc:
         raise EvalError(f"eval.constrain: {exc.message}", where=exc.where, hint=exc.hint) from None
     return spec
@@ -100,12 +103,15 @@ def processors(tokenizer: Any, evset: Any, prompt_width: int, stops: list[int]) 
 
 
 def score_constrained(score_hf, score_gguf, *, run, recipe, tokenizer, evset, spec, want_base, want_tuned,
-                      ggufs, say) -> dict[str, dict[str, Any]]:  # fmt: skip
+                      ggufs, say, free=None) -> dict[str, dict[str, Any]]:  # fmt: skip
     """Each model of the table again, constrained to ``spec``: columns '<name>+icd10'. ``ggufs`` is
-    [(column name, path)]; ``score_hf`` / ``score_gguf`` are medkit.eval.score's scorers."""
+    [(column name, path)]; ``score_hf`` / ``score_gguf`` are medkit.eval.score's scorers; ``free`` the
+    unconstrained results already scored, whose likelihood rows are reused (the same references)."""
     # a constrained answer is at most the longest code and its end token: a smaller budget would only cut codes
     budget = max(evset.max_new_tokens, max(len(c) for c in code_set(spec).codes) + 1)
-    constrained = dataclasses.replace(evset, constrain=spec, max_new_tokens=budget)
+    known = {name: list(zip(r["rows"]["nll"], r["rows"]["tokens"], strict=True))
+             for name, r in (free or {}).items() if "rows" in r}  # fmt: skip
+    constrained = dataclasses.replace(evset, constrain=spec, max_new_tokens=budget, likelihoods=known)
     out: dict[str, dict[str, Any]] = {}
     if want_base or want_tuned:
         for name, result in score_hf(run, recipe, tokenizer, constrained, want_base, want_tuned, say).items():
@@ -116,6 +122,6 @@ def score_constrained(score_hf, score_gguf, *, run, recipe, tokenizer, evset, sp
             "kind": "gguf",
             "source": str(path),
             "constrain": spec,
-            **score_gguf(path, constrained),
+            **score_gguf(path, constrained, name),
         }
     return out

@@ -93,3 +93,53 @@ def gain_intervals(
         for model, per in got.items()
         if per
     }
+
+
+def paired_rates(
+    scored: dict[str, Scored],
+    pairs: Sequence[tuple[str, str]],
+    metrics: Sequence[str],
+    *,
+    draws: int = DRAWS,
+    level: float = LEVEL,
+    seed: int = SEED,
+) -> dict[str, dict[str, dict[str, list[float]]]]:
+    """Two ways of answering compared on the same examples (e.g. a model unconstrained and constrained):
+    for each (free, other) pair of ``scored`` names and each rate metric of ``metrics`` (a share of the
+    answers, medkit.eval.metrics' ``rate`` rows; the likelihood and stop rate are left out),
+    {free: {metric: {"free": [value, lo, hi], "other": [...], "difference": [other - free, lo, hi]}}}.
+    One paired bootstrap over the answers (the same draw for both sides, as gain_intervals), so what the
+    two share cancels in the difference. Each rate is a mean over the answers of that answer's own
+    score, computed once per answer; the draws only average them."""
+    import numpy as np
+
+    rates = [m for m in metrics if metric(m).rate and m != "stop_rate"]
+    pairs = [(a, b) for a, b in pairs if a in scored and b in scored]
+    if not rates or not pairs:
+        return {}
+    n = len(scored[pairs[0][0]].predictions)
+    if n < 2 or any(len(scored[k].predictions) != n for pair in pairs for k in pair):
+        return {}
+
+    def per_answer(s: Scored) -> dict[str, Any]:
+        rows = [compute(rates, Scored([s.predictions[i]], [s.references[i]])) for i in range(n)]
+        return {m: np.array([float(r[m] or 0.0) for r in rows]) for m in rates}
+
+    rng = np.random.default_rng(seed)
+    at = rng.integers(0, n, (draws, n))
+    tail = (1 - level) / 2
+
+    def span(values: Any) -> list[float]:
+        means = values[at].mean(axis=1)
+        return [
+            round(float(values.mean()), 3),
+            *(round(float(np.quantile(means, q)), 3) for q in (tail, 1 - tail)),
+        ]
+
+    out: dict[str, dict[str, dict[str, list[float]]]] = {}
+    for free, other in pairs:
+        a, b = per_answer(scored[free]), per_answer(scored[other])
+        out[free] = {
+            m: {"free": span(a[m]), "other": span(b[m]), "difference": span(b[m] - a[m])} for m in rates
+        }
+    return out

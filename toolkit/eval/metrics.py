@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from medkit.errors import EvalError
 from medkit.eval.overlap import bleu, rouge, same_length
+from medkit.icd10 import is_billable
 
 TASKS = ("qa", "icd10", "numeric", "text")  # eval.task values (the recipe adds 'auto')
 
@@ -78,7 +79,8 @@ def is_valid_icd(code: str | None) -> bool:
 def icd_metrics(predictions: Sequence[str], references: Sequence[str]) -> dict[str, float]:
     """exact: answer text equals the reference (trimmed); code_match: first code equals the reference
     code ignoring case, dots and spaces; category_match: same 3-character category; chapter_match: same
-    ICD-10-CM chapter; valid_rate: share of answers whose first code is a real ICD-10-CM code."""
+    ICD-10-CM chapter; valid_rate: share of answers that are one billable code of the pinned release and
+    nothing else (medkit.icd10; case and dot ignored): no prose, no trailing text, no non-billable category."""
     same_length(predictions, references)
     n = len(predictions)
     if n == 0:
@@ -86,12 +88,12 @@ def icd_metrics(predictions: Sequence[str], references: Sequence[str]) -> dict[s
     exact = code = cat = chap = valid = 0
     for pred, ref in zip(predictions, references, strict=True):
         exact += pred.strip() == ref.strip()
+        valid += is_billable(pred.strip())
         got, want = extract_icd(pred), extract_icd(ref) or normalize_icd(ref)
         if got is None:
             continue
         code += got == want
         cat += got[:3] == want[:3]
-        valid += is_valid_icd(got)
         got_ch = icd_chapter(got)
         chap += got_ch is not None and got_ch == icd_chapter(want)
     return {
@@ -298,7 +300,7 @@ METRICS: dict[str, Metric] = {
         Metric("code_match", _icd, _ICD10, True, True, ".3f", "same ICD-10 code"),
         Metric("category_match", _icd, _ICD10, True, True, ".3f", "same 3-character category"),
         Metric("chapter_match", _icd, _ICD10, True, True, ".3f", "same ICD-10-CM chapter"),
-        Metric("valid_rate", _icd, _ICD10, True, True, ".3f", "first code is a real ICD-10-CM code"),
+        Metric("valid_rate", _icd, _ICD10, True, True, ".3f", "answer is one billable ICD-10-CM code"),
         Metric("mae", _numeric, _NUM, False, False, ".2f", "mean absolute error"),
         Metric("rmse", _numeric, _NUM, False, False, ".2f", "root mean squared error"),
         Metric("r2", _numeric, _NUM, True, False, ".3f", "coefficient of determination"),

@@ -8,9 +8,11 @@ from __future__ import annotations
 import io
 import json
 import math
+from pathlib import Path
 from typing import Any
 
-from medkit.eval.gain import DRAWS, LEVEL, MEDIAN, gain_intervals, gain_kept, median_kept
+from medkit.eval.constrained import SUFFIX
+from medkit.eval.gain import DRAWS, LEVEL, MEDIAN, gain_intervals, gain_kept, median_kept, paired_rates
 from medkit.eval.metrics import metric
 from medkit.eval.score import EvalSet, scored_of
 from medkit.formats.files import atomic_path
@@ -40,6 +42,16 @@ def build_report(run: RunDir, recipe, split: str, evset: EvalSet, results: dict)
         "table": table,
         "gain_kept": gain_kept(table),
         "gain_interval": {"draws": DRAWS, "level": LEVEL, "models": gain_intervals(scored, evset.metrics)},
+        # each model unconstrained ("free") and under the constraint ("other": its '+icd10' column)
+        "constrained": {
+            "spec": evset.constrain
+            or next((r.get("constrain") for r in results.values() if r.get("constrain")), None),
+            "draws": DRAWS,
+            "level": LEVEL,
+            "models": paired_rates(
+                scored, [(k, k + SUFFIX) for k in results if not k.endswith(SUFFIX)], evset.metrics
+            ),
+        },
         "models": results,
     }
 
@@ -124,6 +136,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         lines += ["", "Share of the base -> tuned gain kept by each export:", ""] + [f"- {g}" for g in gains]
         if (report.get("gain_interval") or {}).get("models"):
             lines += ["", _interval_note(report)]
+    lines += _constrained_lines(report)
     stale = [f"- `{name}`: {res['stale']}" for name, res in report["models"].items() if res.get("stale")]
     if stale:
         lines += ["", "Exports made from another adapter than the run's (stale):", ""] + stale
@@ -151,6 +164,40 @@ def render_markdown(report: dict[str, Any]) -> str:
                 f"| {domain} | {_one(prompt)} | " + " | ".join(_one(answers.get(k, "")) for k in names) + " |"
             )
     return "\n".join(lines) + "\n"
+
+
+def _constrained_lines(report: dict[str, Any]) -> list[str]:
+    """eval.md's comparison of each model unconstrained and constrained: each rate with its interval, and
+    the paired interval of the difference (constrained - unconstrained)."""
+    block = report.get("constrained") or {}
+    models = block.get("models") or {}
+    if not models:
+        return []
+    rates = list(next(iter(models.values())))
+    head = ["model"] + [f"{m} {side}" for m in rates for side in ("free", f"+{block['spec']}", "difference")]
+    lines = ["", f"## Unconstrained vs constrained to `{block['spec']}`", ""]
+    lines += ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+    for name, per in models.items():
+        cells = [
+            _span(per[m][side], signed=side == "difference")
+            for m in rates
+            for side in ("free", "other", "difference")
+        ]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        f"Each cell: the share over the {report['n']} answers and its {block['level']:.0%} interval (a paired "
+        f"bootstrap, {block['draws']} draws, the same draw for both sides); difference: constrained - free.",
+    ]
+    return lines
+
+
+def _span(cell: list[float], signed: bool = False) -> str:
+    """[value, lo, hi] -> '0.833 (0.722-0.926)'; signed: '+0.019 (-0.019 to +0.056)'."""
+    value, lo, hi = cell
+    if signed:
+        return f"{value:+.3f} ({lo:+.3f} to {hi:+.3f})"
+    return f"{value:.3f} ({lo:.3f}-{hi:.3f})"
 
 
 def _one(text: str, limit: int = 300) -> str:
@@ -237,16 +284,21 @@ def print_table(report: dict[str, Any], console: Any = None) -> None:
         console.print(q)
 
 
-def write_outputs(run: RunDir, report: dict[str, Any]) -> None:
-    """Render everything first, then move each file into place atomically."""
+def write_outputs(run: RunDir, report: dict[str, Any], folder: Path | None = None) -> None:
+    """Render everything first, then move each file into place atomically: into the run directory (and
+    its manifest), or into ``folder`` alone."""
     payload = {
         "eval.json": (json.dumps(report, indent=2, default=str) + "\n").encode(),
         "eval.md": render_markdown(report).encode(),
         "eval.png": render_png(report),
     }
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
     for name, data in payload.items():
-        with atomic_path(run.path / name) as tmp:
+        with atomic_path((folder or run.path) / name) as tmp:
             tmp.write_bytes(data)
+    if folder is not None:
+        return
     run.update_manifest(
         eval={"split": report["split"], "n": report["n"], "task": report["task"], "table": report["table"]}
     )

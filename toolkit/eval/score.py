@@ -7,7 +7,7 @@ qualitative answers. Torch, transformers, peft and llama.cpp are imported inside
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,9 @@ class EvalSet:
         False  # the recipe's model.enable_thinking: prompts rendered as training rendered them
     )
     constrain: str | None = None  # answers held to an ICD-10 code set (medkit.eval.constrained)
+    # model -> per example (summed NLL, tokens) already scored: a constrained pass reuses its free pass's
+    # (the constraint changes the answers, not the likelihood of the references)
+    likelihoods: dict[str, list[tuple[float, int]]] = field(default_factory=dict)
 
     @property
     def references(self) -> list[str]:
@@ -75,26 +78,28 @@ def score_hf_models(run, recipe, tokenizer, evset: EvalSet, want_base: bool, wan
         say(f"scoring base ({Path(recipe.model.base).name}) on {len(evset.examples)} examples")
         if want_tuned:
             with model.disable_adapter():
-                out["base"] = _score_hf(model, tokenizer, evset, device)
+                out["base"] = _score_hf(model, tokenizer, evset, device, "base")
         else:
-            out["base"] = _score_hf(model, tokenizer, evset, device)
+            out["base"] = _score_hf(model, tokenizer, evset, device, "base")
         out["base"] = {"kind": "hf", "source": recipe.model.base, **out["base"]}
     if want_tuned:
         say(f"scoring tuned (adapter/) on {len(evset.examples)} examples")
         out["tuned"] = {
             "kind": "hf+lora",
             "source": str(run.adapter),
-            **_score_hf(model, tokenizer, evset, device),
+            **_score_hf(model, tokenizer, evset, device, "tuned"),
         }
     return out
 
 
-def _score_hf(model, tokenizer, evset: EvalSet, device: str) -> dict[str, Any]:
+def _score_hf(model, tokenizer, evset: EvalSet, device: str, name: str) -> dict[str, Any]:
     t0 = time.perf_counter()
     from medkit.train.loss import label_nll_rows
 
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    rows = label_nll_rows(model, evset.examples, batch_size=evset.batch_size, pad_id=pad, device=device)
+    rows = evset.likelihoods.get(name) or label_nll_rows(
+        model, evset.examples, batch_size=evset.batch_size, pad_id=pad, device=device
+    )
     messages = [c.messages for c in evset.conversations] + [m for _, _, m in evset.qualitative_messages()]
     gens = _hf_generate(model, tokenizer, messages, evset, device)
     return _finish(evset, rows, gens, time.perf_counter() - t0)
@@ -177,9 +182,10 @@ def _prompt_ids(tokenizer, messages: list[dict], enable_thinking: bool = False) 
 # ---- scoring: llama.cpp -----------------------------------------------------------------------------
 
 
-def score_gguf(path: Path, evset: EvalSet) -> dict[str, Any]:
+def score_gguf(path: Path, evset: EvalSet, name: str | None = None) -> dict[str, Any]:
+    """``name``: the model's column, whose likelihood rows ``evset.likelihoods`` may already hold."""
     t0 = time.perf_counter()
-    rows = _gguf_nll(path, evset.examples)
+    rows = evset.likelihoods.get(name or "") or _gguf_nll(path, evset.examples)
     from medkit.runtime.engine import Runtime
 
     n_ctx = max(2048, max(len(e.input_ids) for e in evset.examples) + evset.max_new_tokens + 16)

@@ -41,13 +41,16 @@ def evaluate_run(
     metrics: Sequence[str] | None = None,
     overrides: Sequence[str] = (),
     write: bool = True,
+    out: str | Path | None = None,
     progress: Any = None,
     warn: Any = None,
 ) -> dict[str, Any]:
     """Score base (``against='base'``), the tuned adapter and each GGUF; return the table as a dict.
 
     ``ggufs=None`` means every model GGUF in the run's export/; ``split=None`` the recipe's eval split.
-    With ``write`` the table goes to eval.md / eval.json / eval.png in the run directory. ``warn`` gets one
+    With ``write`` the table goes to eval.md / eval.json / eval.png in the run directory (in folder ``out``
+    instead when given, e.g. a second table sampled at another temperature, and the run's manifest keeps
+    its own eval). ``warn`` gets one
     line for each GGUF made from another adapter than the run's adapter/ (it is still scored).
     """
     from medkit.formats.gguf_header import calibration
@@ -68,7 +71,9 @@ def evaluate_run(
         recipe, tokenizer, split or recipe.eval.split, recipe.eval.n if n is None else n, metrics
     )
     _check_ggufs(recipe.model.base, tokenizer, gguf_paths)
-    spec = constrained_spec(recipe.eval.constrain, evset.task)  # icd10 tasks: every model constrained too
+    spec = constrained_spec(
+        recipe.eval.constrain, evset.task, tokenizer
+    )  # icd10 tasks: every model constrained too
     stale = {path: reason for path in gguf_paths if (reason := stale_reason(path))}
     for reason in stale.values():
         warn(reason)
@@ -91,10 +96,10 @@ def evaluate_run(
         names = list(zip(_gguf_names(run, gguf_paths, calibrations), gguf_paths, strict=True))
         results.update(score_constrained(score_hf_models, score_gguf, run=run, recipe=recipe, tokenizer=tokenizer,
                                          evset=evset, spec=spec, want_base=against == "base", want_tuned=tuned,
-                                         ggufs=names, say=say))  # fmt: skip
+                                         ggufs=names, say=say, free=dict(results)))  # fmt: skip
     report = build_report(run, recipe, split or recipe.eval.split, evset, results)
     if write:
-        write_outputs(run, report)
+        write_outputs(run, report, Path(out) if out is not None else None)
     return report
 
 
@@ -266,8 +271,15 @@ def _stem_name(run: RunDir, path: Path) -> str:
 )
 @click.option("--no-tuned", is_flag=True, help="Skip the fine-tuned (adapter) model.")
 @click.option("--metric", "metrics", multiple=True, help="Only these metrics (must fit the task).")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Write eval.md/json/png into this folder instead of the run's (e.g. a second table at "
+    "--set eval.temperature=1.0); the run's manifest keeps its eval.",
+)
 @set_option
-def command(target, split, n, ggufs, no_gguf, against, no_tuned, metrics, overrides) -> None:
+def command(target, split, n, ggufs, no_gguf, against, no_tuned, metrics, out, overrides) -> None:
     """Score base vs fine-tuned vs GGUF exports on held-out data.
 
     TARGET is a run directory or name (default: the latest run), or a .gguf file inside a run's
@@ -299,8 +311,9 @@ def command(target, split, n, ggufs, no_gguf, against, no_tuned, metrics, overri
         tuned=not no_tuned,
         metrics=metrics or None,
         overrides=overrides,
+        out=out,
         progress=lambda msg: console.print(f"[dim]{escape(msg)}[/]"),
         warn=lambda msg: console.print(f"[yellow]note: {escape(msg)}[/]", soft_wrap=True),
     )
     print_table(report, console)
-    console.print(f"wrote {Path(report['run']) / 'eval.md'}, eval.json, eval.png")
+    console.print(f"wrote {Path(out or report['run']) / 'eval.md'}, eval.json, eval.png")

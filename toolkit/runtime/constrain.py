@@ -259,10 +259,19 @@ def answer_grammar(spec: str) -> str:
 # ---- the model's side ------------------------------------------------------------------------------
 
 
-def check_spelling(piece_of: Callable[[str], list[str]], where: str | None = None) -> None:
-    """Every character a code uses must be one token on its own (``piece_of(ch)`` -> the pieces of its
-    tokenization), or llama.cpp could never finish a code: ConstraintError naming the characters."""
-    missing = sorted(ch for ch in ALPHABET if piece_of(ch) != [ch])
+def check_spelling(
+    piece_of: Callable[[str], list[str]],
+    where: str | None = None,
+    vocab: Callable[[], Iterable[str]] | None = None,
+) -> None:
+    """Every character a code uses must be one token on its own, or llama.cpp could never finish a code:
+    ConstraintError naming the characters. ``piece_of(ch)``: the pieces of ``ch`` tokenized alone;
+    ``vocab()``: every token's text, asked only for what that misses (a SentencePiece model puts its space
+    marker before a lone character, '▁A', yet has the bare piece 'A' or the byte token <0x41>)."""
+    missing = [ch for ch in sorted(ALPHABET) if piece_of(ch) != [ch]]
+    if missing and vocab is not None:
+        singles = {piece for piece in vocab() if len(piece) == 1}
+        missing = [ch for ch in missing if ch not in singles]
     if missing:
         raise ConstraintError(
             f"this model's tokenizer cannot spell ICD-10 codes: no token for {' '.join(missing)!r}",

@@ -139,8 +139,9 @@ class Runtime:
     def _grammar_text(self, spec: str | None, response_format: Any, grammar: str | None) -> str | None:
         if spec is not None and not self._spelled:  # each code character a token of its own
             ids = lambda ch: self.llm.tokenize(ch.encode(), add_bos=False, special=False)  # noqa: E731
+            pieces = lambda: (self._piece_bytes(i).decode("latin-1") for i in range(self.llm.n_vocab()))  # noqa: E731
             check_spelling(
-                lambda ch: [self.llm.detokenize([i]).decode() for i in ids(ch)], str(self.model_path)
+                lambda ch: [self.llm.detokenize([i]).decode() for i in ids(ch)], str(self.model_path), pieces
             )
             self._spelled = True
         return grammar_for(self._vocab, response_format=response_format, grammar=grammar, constrain_spec=spec)

@@ -94,8 +94,13 @@ class GrammarFirst:
         need = self.need if self.need > 0 else self.n_vocab
         kept: list[np.ndarray] = []
         found, chunk = 0, CHUNK if need < self.n_vocab else self.n_vocab
+        order: np.ndarray | None = None  # the whole ranking, sorted once when the first chunk is not enough
         for start in range(0, self.n_vocab, chunk):
-            ids = _best(logits, start, chunk)
+            if start == 0:
+                ids = _best(logits, 0, chunk)
+            else:
+                order = _best(logits, 0, self.n_vocab) if order is None else order
+                ids = order[start : start + chunk]
             data = self._data[: len(ids)]
             data["id"], data["logit"], data["p"] = ids, logits[ids], 0.0
             arr = self._array(data.ctypes.data_as(self._lib.llama_token_data_p), len(ids))
@@ -116,7 +121,8 @@ class GrammarFirst:
 
 def _best(logits: np.ndarray, start: int, n: int) -> np.ndarray:
     """Token ids ranked ``start`` to ``start + n`` by logit, best first (ties: the lower id first, as
-    llama.cpp's greedy picks); the first chunk without sorting the whole vocabulary."""
+    llama.cpp's greedy picks); the first chunk without sorting the whole vocabulary. A caller walking
+    past the first chunk asks for the whole ranking once (each later call sorts all of it)."""
     if start == 0 and n < len(logits):
         top = np.argpartition(-logits, n)[:n]
         return top[np.lexsort((top, -logits[top]))]
