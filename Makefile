@@ -52,17 +52,18 @@ demo: setup
 demo-icd10: setup
 	$(BIN)/python -m medkit.demo recipes/smollm2_icd10_demo.toml
 
-# preference and reward tuning from the ICD-10 demo's SFT run (trained first if missing), then eval
+# preference and reward tuning from the ICD-10 demo's SFT run (trained first if missing), then eval against
+# that SFT run (its adapter scored beside, with the paired bootstrap interval of the difference)
 SFT_ICD := runs/smollm2_icd10_demo/adapter/adapter_config.json
 demo-dpo: setup
 	test -f $(SFT_ICD) || $(BIN)/python -m medkit train recipes/smollm2_icd10_demo.toml
 	$(BIN)/python -m medkit train recipes/smollm2_icd10_dpo_demo.toml --force
-	$(BIN)/python -m medkit eval runs/smollm2_icd10_dpo_demo
+	$(BIN)/python -m medkit eval runs/smollm2_icd10_dpo_demo --against runs/smollm2_icd10_demo
 
 demo-grpo: setup
 	test -f $(SFT_ICD) || $(BIN)/python -m medkit train recipes/smollm2_icd10_demo.toml
 	$(BIN)/python -m medkit train recipes/smollm2_icd10_grpo_demo.toml --force
-	$(BIN)/python -m medkit eval runs/smollm2_icd10_grpo_demo
+	$(BIN)/python -m medkit eval runs/smollm2_icd10_grpo_demo --against runs/smollm2_icd10_demo
 
 test: setup
 	$(PYTEST) -q
