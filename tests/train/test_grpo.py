@@ -94,6 +94,9 @@ def test_grpo_loss_equals_trl_on_fixed_completions(tiny_model_dir, qa_file, tmp_
     }  # fmt: skip
     oracle.current_gradient_accumulation_steps = 1  # set by TRL's training_step; one micro-batch here
     want = oracle._compute_loss(oracle.model, inputs)
+    print(
+        f"TRL cross-check: GRPO loss medkit {float(ours):.8f} TRL {float(want):.8f}"
+    )  # -s: the README's figures
     assert abs(float(ours) - float(want)) < 1e-5
     assert float(kl.sum() / logps.numel()) > 0
 
