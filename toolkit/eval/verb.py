@@ -123,10 +123,11 @@ def _against_run(run: RunDir, recipe: Recipe, against: str, tuned: bool) -> list
         raise EvalError("--against RUN compares the tuned adapter with that run's: drop --no-tuned")
     if not (other.adapter / "adapter_config.json").is_file():
         raise EvalError(f"--against: no PEFT adapter in {other.adapter}", hint="train that run first")
+    from medkit.models import same_base
     from medkit.recipe import load_recipe
 
     base = load_recipe(other.recipe).model.base if other.recipe.is_file() else None
-    if base != recipe.model.base:
+    if not same_base(base, recipe.model.base):
         raise EvalError(
             f"--against: {other.path} was trained on base {base!r}, this run on {recipe.model.base!r}"
         )
