@@ -119,7 +119,12 @@ def difference_intervals(
         if n_ans < 2 or len(sb.predictions) != n_ans or len(sb.row_nll) != n_ex:
             continue
         whole_a, whole_b = compute(metrics, sa), compute(metrics, sb)
-        names = [m for m in metrics if whole_a.get(m) is not None and whole_b.get(m) is not None]
+        whole = {
+            m: x - y
+            for m in metrics
+            if (x := whole_a.get(m)) is not None and (y := whole_b.get(m)) is not None
+        }
+        names = list(whole)
         rng = np.random.default_rng(seed)
         diffs: dict[str, list[float]] = {m: [] for m in names}
         for _ in range(draws):
@@ -127,12 +132,13 @@ def difference_intervals(
             examples = answers if n_ex == n_ans else rng.integers(0, n_ex, n_ex).tolist()
             va, vb = compute(names, sa.take(answers, examples)), compute(names, sb.take(answers, examples))
             for m in names:
-                if va.get(m) is not None and vb.get(m) is not None and math.isfinite(va[m] - vb[m]):
-                    diffs[m].append(va[m] - vb[m])
+                x, y = va.get(m), vb.get(m)
+                if x is not None and y is not None and math.isfinite(x - y):
+                    diffs[m].append(x - y)
         tail = (1 - level) / 2
         out[f"{a} - {b}"] = {
             m: {
-                "value": round(whole_a[m] - whole_b[m], 4),
+                "value": round(whole[m], 4),
                 "interval": [round(float(np.quantile(d, q)), 4) for q in (tail, 1 - tail)],
             }
             for m, d in diffs.items()
