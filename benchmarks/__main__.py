@@ -1,5 +1,5 @@
 """Run every benchmark part in turn: `python -m benchmarks [train] [export] [runtime]`; `profile`,
-`constrain` and `scale` on request."""
+`constrain`, `scale` and `pref` on request."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ EXTRA = (
     "profile",
     "constrain",
     "scale",
+    "pref",
 )  # a training step's time (profile_bench.py); ICD-10 decoding (constrain_bench.py); exports at real sizes
-# (scale_bench.py)
+# (scale_bench.py); DPO's tokens/s over SFT's (pref_bench.py)
 
 
 def main(argv: list[str]) -> int:

@@ -232,14 +232,41 @@ def file_sha256(path: Path, chunk: int = 1 << 22) -> str:
 _SHA_MEMO: dict[tuple[str, int, int], str] = {}
 
 
-def dequantized_dir(gguf_path: str | os.PathLike[str]) -> Path:
-    """Where the dequantized HF folder of this GGUF lives in the cache (keyed by the file's sha256)."""
-    path = Path(gguf_path).resolve()
+def _memo_sha(path: Path) -> str:
     stat = path.stat()
     key = (str(path), stat.st_size, stat.st_mtime_ns)
     if key not in _SHA_MEMO:
         _SHA_MEMO[key] = file_sha256(path)
-    return cache_root() / "dequantized" / _SHA_MEMO[key][:24]
+    return _SHA_MEMO[key]
+
+
+def same_base(a: str | None, b: str | None) -> bool:
+    """Whether two recorded base models are one model: the same spec (a hub id, a path), or two local copies
+    of it, as a `package:` base resolves to a file inside each environment's site-packages: files with the
+    same sha256, HF folders with the same config.json and the same weight files (names and sizes)."""
+    if a is None or b is None:
+        return False
+    if a == b:
+        return True
+    pa, pb = Path(a).expanduser(), Path(b).expanduser()
+    if pa.is_file() and pb.is_file():
+        return pa.stat().st_size == pb.stat().st_size and _memo_sha(pa.resolve()) == _memo_sha(pb.resolve())
+    if pa.is_dir() and pb.is_dir():
+
+        def shape(d: Path) -> tuple[bytes, list[tuple[str, int]]]:
+            config = d / "config.json"
+            weights = sorted(
+                (f.name, f.stat().st_size) for f in d.iterdir() if f.suffix in (".safetensors", ".bin")
+            )
+            return (config.read_bytes() if config.is_file() else b""), weights
+
+        return shape(pa) == shape(pb) and bool(shape(pa)[1])
+    return False
+
+
+def dequantized_dir(gguf_path: str | os.PathLike[str]) -> Path:
+    """Where the dequantized HF folder of this GGUF lives in the cache (keyed by the file's sha256)."""
+    return cache_root() / "dequantized" / _memo_sha(Path(gguf_path).resolve())[:24]
 
 
 def ensure_dequantized(gguf_path: str | os.PathLike[str]) -> Path:

@@ -8,6 +8,7 @@ import pytest
 
 from medkit.errors import EvalError
 from medkit.eval.verb import evaluate_run
+from tests.eval.conftest import train_adapter, write_recipe
 
 OUTPUTS = ("eval.md", "eval.json", "eval.png")
 
@@ -283,3 +284,40 @@ def test_eval_plain_and_calibrated_gguf_of_one_type(tiny_run):
     md = (tiny_run / "eval.md").read_text()
     assert "| calibration | — | — | plain | imatrix |" in md
     assert "q8_0 (imatrix) keeps" in md and "q8_0-plain (plain) keeps" in md
+
+
+def test_against_another_run_scores_its_adapter_with_the_paired_difference(tiny_run, eval_assets, tmp_path):
+    import shutil
+
+    # the run this one "started from": the same base and data, a shorter training (a different adapter)
+    start = tmp_path / "runs" / "start"
+    write_recipe(start, eval_assets["base"], eval_assets["data"])
+    train_adapter(start, eval_assets["base"], steps=3)
+    report = evaluate_run(tiny_run, against=str(start), ggufs=[])
+    assert list(report["table"]) == ["tuned", "start"]  # no base column: the comparison is run vs run
+    assert report["models"]["start"]["source"] == str(start / "adapter")
+    assert report["table"]["start"]["loss"] != pytest.approx(report["table"]["tuned"]["loss"], rel=1e-3)
+    diff = report["difference"]["pairs"]["tuned - start"]
+    for name in ("loss", "exact"):
+        d = diff[name]
+        assert d["value"] == pytest.approx(
+            report["table"]["tuned"][name] - report["table"]["start"][name], abs=1e-4
+        )
+        assert d["interval"][0] <= d["value"] <= d["interval"][1]
+    # the tuned column is the run's own adapter still: the same as without --against
+    alone = evaluate_run(tiny_run, against="none", ggufs=[], write=False)
+    assert alone["table"]["tuned"] == report["table"]["tuned"]
+    md = (tiny_run / "eval.md").read_text()
+    assert "| metric | tuned | start |" in md and "tuned - start: " in md and "95% interval" in md
+    # a run of another base, the run itself, a missing run: one error each, nothing written
+    shutil.rmtree(start / "adapter")
+    for against, match in ((str(start), "no PEFT adapter"), (str(tiny_run), "the run being evaluated"),
+                           (str(tmp_path / "nope"), "--against: no run directory")):  # fmt: skip
+        with pytest.raises(EvalError, match=match):
+            evaluate_run(tiny_run, against=against, ggufs=[])
+    other = tmp_path / "runs" / "other"
+    write_recipe(other, eval_assets["root"] / "other", eval_assets["data"])
+    (other / "adapter").mkdir()
+    (other / "adapter" / "adapter_config.json").write_text("{}")
+    with pytest.raises(EvalError, match="was trained on base"):
+        evaluate_run(tiny_run, against=str(other), ggufs=[])

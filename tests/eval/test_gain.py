@@ -77,3 +77,26 @@ def test_paired_rates_compare_two_ways_of_answering_on_the_same_draws():
     exact = got["m"]["exact"]  # 0.50 -> 0.75: E11.9 said bare; N39.9 still wrong
     assert exact["difference"][0] == pytest.approx(0.25) and exact["difference"][1] > 0
     assert got["m"]["chapter_match"]["difference"][:1] == [pytest.approx(0.25)]
+
+
+def test_difference_interval_is_paired_and_brackets_the_difference():
+    from medkit.eval.gain import difference_intervals
+
+    models = _models()
+    got = difference_intervals(models, [("tuned", "as_tuned"), ("tuned", "half"), ("x", "tuned")], METRICS,
+                               draws=300)  # fmt: skip
+    assert set(got) == {"tuned - as_tuned", "tuned - half"}  # a pair with an unscored model is left out
+    # the same answers on the same draws: the difference is exactly 0 in every one of them
+    for name in ("loss", "rouge1", "bleu"):
+        assert got["tuned - as_tuned"][name] == {"value": 0.0, "interval": [0.0, 0.0]}
+    # half the answers differ: the difference of the whole set lies inside an interval of real width
+    whole = compute(METRICS, models["tuned"]), compute(METRICS, models["half"])
+    for name in ("rouge1", "loss"):
+        d = got["tuned - half"][name]
+        assert d["value"] == pytest.approx(whole[0][name] - whole[1][name], abs=1e-4)
+        lo, hi = d["interval"]
+        assert lo < d["value"] < hi and hi - lo > 0.01, (name, d)
+    assert got["tuned - half"]["rouge1"]["interval"][0] > 0  # tuned is surely better in rouge1 here
+    assert difference_intervals(models, [("tuned", "half")], METRICS, draws=300) == {
+        "tuned - half": got["tuned - half"]
+    }  # seeded

@@ -231,3 +231,31 @@ def test_dequantized_gguf_loads_in_4bit(smollm2_gguf):
     ids = torch.tensor([[1, 4093, 198, 26843, 2, 198]], device="cuda")
     with torch.no_grad():
         assert torch.isfinite(model(input_ids=ids).logits).all()
+
+
+def test_same_base_knows_copies_of_one_model(tmp_path):
+    """A `package:` base resolves into each environment's site-packages: two copies are one base (init_from,
+    eval --against), a different file or folder is not."""
+    import json
+    import shutil
+
+    from medkit.models import same_base
+
+    one, two, other = tmp_path / "venv1" / "m.gguf", tmp_path / "venv2" / "m.gguf", tmp_path / "o.gguf"
+    for path, data in ((one, b"GGUF" + bytes(range(256)) * 40), (two, None), (other, b"GGUF" + bytes(10240))):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if data is None:
+            shutil.copy(one, path)
+        else:
+            path.write_bytes(data)
+    assert same_base(str(one), str(two)) and same_base("org/model", "org/model")
+    assert not same_base(str(one), str(other)) and not same_base(str(one), None)
+    assert not same_base("org/model", "org/other") and not same_base(str(one), "org/model")
+    folders = []
+    for name, width in (("a", 8), ("b", 8), ("c", 16)):
+        d = tmp_path / name
+        d.mkdir()
+        (d / "config.json").write_text(json.dumps({"hidden_size": width}))
+        (d / "model.safetensors").write_bytes(bytes(width))
+        folders.append(str(d))
+    assert same_base(folders[0], folders[1]) and not same_base(folders[0], folders[2])

@@ -94,6 +94,9 @@ def test_grpo_loss_equals_trl_on_fixed_completions(tiny_model_dir, qa_file, tmp_
     }  # fmt: skip
     oracle.current_gradient_accumulation_steps = 1  # set by TRL's training_step; one micro-batch here
     want = oracle._compute_loss(oracle.model, inputs)
+    print(
+        f"TRL cross-check: GRPO loss medkit {float(ours):.8f} TRL {float(want):.8f}"
+    )  # -s: the README's figures
     assert abs(float(ours) - float(want)) < 1e-5
     assert float(kl.sum() / logps.numel()) > 0
 
@@ -160,3 +163,37 @@ def test_grpo_trains_end_to_end_with_kl(tiny_model_dir, qa_file, tmp_path):
         assert -1 <= x["reward_length"] < 0 and x["kl"] >= 0 and x["clip_fraction"] == 0
     assert any("val_loss" in x for x in recs)
     assert (result.run_dir / "adapter" / "adapter_model.safetensors").is_file()
+
+
+@pytest.mark.slow  # ~2 min on 2 loaded cores: three tiny runs and one with a val every step
+def test_grpo_resume_repeats_the_uninterrupted_run_and_early_stops(tiny_model_dir, qa_file, tmp_path):
+    """Resume (the sampler's RNG state is in the checkpoint: the same completions, the same losses) and
+    early stopping work for GRPO as for SFT; the progress line's fields (tokens/s, MFU) are logged."""
+    from medkit.train.loop import Interrupted
+
+    keys = dict(max_steps=4, rewards={"format": 1.0, "length": 0.5})
+    whole = train(grpo_recipe(tiny_model_dir, qa_file, tmp_path / "whole", **keys)).run_dir
+    r = grpo_recipe(tiny_model_dir, qa_file, tmp_path / "cut", save_every=2, **keys)
+    with pytest.raises(Interrupted):
+        train(r, interrupt_at=2)
+    assert (tmp_path / "cut" / "checkpoints").is_dir()
+    cut = train(r, resume=True).run_dir
+
+    def steps(run):
+        return {
+            x["step"]: x
+            for x in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())
+            if "loss" in x
+        }
+
+    a, b = steps(whole), steps(cut)
+    assert a.keys() == b.keys() == {1, 2, 3, 4}
+    for k in a:
+        assert a[k]["loss"] == pytest.approx(b[k]["loss"], abs=1e-5)
+        assert a[k]["completion_length"] == b[k]["completion_length"]
+        assert a[k]["tokens_per_s"] > 0 and "mfu" in a[k]
+    # early stopping: with val after every step and patience 1, a run stops at the first val that does not improve
+    stop = train(grpo_recipe(tiny_model_dir, qa_file, tmp_path / "stop", max_steps=12, eval_every=1,
+                             early_stopping_patience=1, lr=5e-2, rewards={"format": 1.0, "length": 0.5}))  # fmt: skip
+    info = json.loads((stop.run_dir / "run.json").read_text())["train"]
+    assert info["stopped_early"] and info["steps"] < 12

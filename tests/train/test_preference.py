@@ -156,3 +156,25 @@ def test_dpo_resume_repeats_the_uninterrupted_run(tiny_model_dir, pair_file, tmp
     (tmp_path / "cut2" / "reference" / "rank0.json").unlink()
     with pytest.raises(TrainError, match="reference log-probs of this run"):
         train(r2, resume=True)
+
+
+@pytest.mark.slow  # two tiny runs, an eval and an export
+def test_a_dpo_run_evaluates_and_exports_like_any_run(tiny_model_dir, pair_file, tmp_path, monkeypatch):
+    """Its result is a LoRA adapter: `medkit eval` scores it (the chosen answer is the reference, against
+    the run it started from), and `medkit export` merges it into a GGUF."""
+    from click.testing import CliRunner
+
+    from medkit.cli import cli
+    from medkit.eval.verb import evaluate_run
+
+    start = train(pair_recipe(tiny_model_dir, pair_file, tmp_path / "runs" / "start", method="orpo")).run_dir
+    r = pair_recipe(tiny_model_dir, pair_file, tmp_path / "runs" / "dpo", init_from=str(start), max_steps=2)
+    run = train(r).run_dir
+    report = evaluate_run(run, split="val", n=4, against=str(start), ggufs=[])
+    assert list(report["table"]) == ["tuned", "start"] and report["task"] == "qa"
+    assert report["models"]["tuned"]["samples"][0]["reference"].endswith(".")  # a chosen answer
+    assert set(report["difference"]["pairs"]["tuned - start"]) >= {"loss", "rougeL"}
+    monkeypatch.setenv("MEDKIT_RUNS", str(tmp_path / "runs"))
+    res = CliRunner().invoke(cli, ["export", str(run), "--gguf", "f16", "--no-verify", "--threads", "1"])
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    assert (run / "export" / "dpo-f16.gguf").read_bytes()[:4] == b"GGUF"

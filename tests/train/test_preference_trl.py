@@ -79,6 +79,9 @@ def test_dpo_loss_equals_trl(tiny_model_dir, tmp_path):
     }  # fmt: skip
     with torch.no_grad():
         want = oracle._compute_loss(oracle.model, inputs, False)
+    print(
+        f"TRL cross-check: DPO loss medkit {float(loss.mean()):.8f} TRL {float(want):.8f}"
+    )  # -s: the README's figures
     assert abs(float(loss.mean()) - float(want)) < 1e-5
     assert abs(float(loss.mean()) - math.log(2)) > 1e-3  # not the trivial start: the policy moved
     logged = {k: v[-1] for k, v in oracle._metrics["train"].items()}
@@ -121,4 +124,5 @@ def test_orpo_loss_equals_trl(tiny_model_dir, tmp_path):
     assert all(v.shape[1] == width for v in inputs.values())
     with torch.no_grad():
         want, _ = oracle.get_batch_loss_metrics(oracle.model, inputs)
+    print(f"TRL cross-check: ORPO loss medkit {float(loss):.8f} TRL {float(want):.8f}")
     assert abs(float(loss) - float(want)) < 1e-5

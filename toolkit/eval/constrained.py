@@ -103,10 +103,11 @@ def processors(tokenizer: Any, evset: Any, prompt_width: int, stops: list[int]) 
 
 
 def score_constrained(score_hf, score_gguf, *, run, recipe, tokenizer, evset, spec, want_base, want_tuned,
-                      ggufs, say, free=None) -> dict[str, dict[str, Any]]:  # fmt: skip
+                      ggufs, say, free=None, others=()) -> dict[str, dict[str, Any]]:  # fmt: skip
     """Each model of the table again, constrained to ``spec``: columns '<name>+icd10'. ``ggufs`` is
-    [(column name, path)]; ``score_hf`` / ``score_gguf`` are medkit.eval.score's scorers; ``free`` the
-    unconstrained results already scored, whose likelihood rows are reused (the same references)."""
+    [(column name, path)], ``others`` other runs' adapters [(column name, folder)]; ``score_hf`` /
+    ``score_gguf`` are medkit.eval.score's scorers; ``free`` the unconstrained results already scored,
+    whose likelihood rows are reused (the same references)."""
     # a constrained answer is at most the longest code and its end token: a smaller budget would only cut codes
     budget = max(evset.max_new_tokens, max(len(c) for c in code_set(spec).codes) + 1)
     known = {name: list(zip(r["rows"]["nll"], r["rows"]["tokens"], strict=True))
@@ -114,7 +115,9 @@ def score_constrained(score_hf, score_gguf, *, run, recipe, tokenizer, evset, sp
     constrained = dataclasses.replace(evset, constrain=spec, max_new_tokens=budget, likelihoods=known)
     out: dict[str, dict[str, Any]] = {}
     if want_base or want_tuned:
-        for name, result in score_hf(run, recipe, tokenizer, constrained, want_base, want_tuned, say).items():
+        for name, result in score_hf(
+            run, recipe, tokenizer, constrained, want_base, want_tuned, say, others
+        ).items():
             out[name + SUFFIX] = {**result, "constrain": spec}
     for name, path in ggufs:
         say(f"scoring {name}{SUFFIX} ({path.name}, constrained to {spec}) on {len(evset.examples)} examples")

@@ -143,3 +143,55 @@ def paired_rates(
             m: {"free": span(a[m]), "other": span(b[m]), "difference": span(b[m] - a[m])} for m in rates
         }
     return out
+
+
+def difference_intervals(
+    scored: dict[str, Scored],
+    pairs: Sequence[tuple[str, str]],
+    metrics: Sequence[str],
+    *,
+    draws: int = DRAWS,
+    level: float = LEVEL,
+    seed: int = SEED,
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """{"a - b": {metric: {"value": a - b, "interval": [lo, hi]}}} for each (a, b) of ``pairs``: the paired
+    bootstrap of a metric's difference between two models scored on the same examples (one draw of the
+    examples for both, so what they share cancels). A pair missing from ``scored``, a metric that is None
+    for either, or fewer than two examples is left out."""
+    import numpy as np
+
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for a, b in pairs:
+        if a not in scored or b not in scored:
+            continue
+        sa, sb = scored[a], scored[b]
+        n_ans, n_ex = len(sa.predictions), len(sa.row_nll)
+        if n_ans < 2 or len(sb.predictions) != n_ans or len(sb.row_nll) != n_ex:
+            continue
+        whole_a, whole_b = compute(metrics, sa), compute(metrics, sb)
+        whole = {
+            m: x - y
+            for m in metrics
+            if (x := whole_a.get(m)) is not None and (y := whole_b.get(m)) is not None
+        }
+        names = list(whole)
+        rng = np.random.default_rng(seed)
+        diffs: dict[str, list[float]] = {m: [] for m in names}
+        for _ in range(draws):
+            answers = rng.integers(0, n_ans, n_ans).tolist()
+            examples = answers if n_ex == n_ans else rng.integers(0, n_ex, n_ex).tolist()
+            va, vb = compute(names, sa.take(answers, examples)), compute(names, sb.take(answers, examples))
+            for m in names:
+                x, y = va.get(m), vb.get(m)
+                if x is not None and y is not None and math.isfinite(x - y):
+                    diffs[m].append(x - y)
+        tail = (1 - level) / 2
+        out[f"{a} - {b}"] = {
+            m: {
+                "value": round(whole[m], 4),
+                "interval": [round(float(np.quantile(d, q)), 4) for q in (tail, 1 - tail)],
+            }
+            for m, d in diffs.items()
+            if d
+        }
+    return out

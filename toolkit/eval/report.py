@@ -11,8 +11,16 @@ import math
 from pathlib import Path
 from typing import Any
 
-from medkit.eval.constrained import SUFFIX
-from medkit.eval.gain import DRAWS, LEVEL, MEDIAN, gain_intervals, gain_kept, median_kept, paired_rates
+from medkit.eval.gain import (
+    DRAWS,
+    LEVEL,
+    MEDIAN,
+    difference_intervals,
+    gain_intervals,
+    gain_kept,
+    median_kept,
+    paired_rates,
+)
 from medkit.eval.metrics import metric
 from medkit.eval.score import EvalSet, scored_of
 from medkit.formats.files import atomic_path
@@ -21,9 +29,16 @@ from medkit.runs import RunDir
 CALIBRATION_ROW = "calibration"  # the table row under the header: how each GGUF was quantized
 
 
-def build_report(run: RunDir, recipe, split: str, evset: EvalSet, results: dict) -> dict[str, Any]:
+def build_report(
+    run: RunDir, recipe, split: str, evset: EvalSet, results: dict, against: list[str] | tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """The report dict; ``against`` names the columns of other runs (`--against RUN`): each gets the paired
+    bootstrap interval of tuned minus it (and of the constrained columns' difference, where scored)."""
+    from medkit.eval.constrained import SUFFIX
+
     table = {name: r["metrics"] for name, r in results.items()}
     scored = {name: scored_of(evset, r["rows"]) for name, r in results.items() if "rows" in r}
+    pairs = [p for name in against for p in (("tuned", name), ("tuned" + SUFFIX, name + SUFFIX))]
     return {
         "run": str(run.path),
         "recipe": recipe.name,
@@ -52,6 +67,11 @@ def build_report(run: RunDir, recipe, split: str, evset: EvalSet, results: dict)
                 scored, [(k, k + SUFFIX) for k in results if not k.endswith(SUFFIX)], evset.metrics
             ),
         },
+        "difference": {
+            "draws": DRAWS,
+            "level": LEVEL,
+            "pairs": difference_intervals(scored, pairs, evset.metrics) if pairs else {},
+        },
         "models": results,
     }
 
@@ -71,6 +91,21 @@ def _gain_lines(report: dict[str, Any]) -> list[str]:
             span = (iv.get("models") or {}).get(name, {}).get(MEDIAN)
             sure = f", {iv.get('level', 0):.0%} interval {span[0]:.0%} to {span[1]:.0%}" if span else ""
             lines.append(f"{label} keeps {median:.0%} of the fine-tuning gain (median{sure}; {parts})")
+    return lines
+
+
+def _difference_lines(report: dict[str, Any]) -> list[str]:
+    """'tuned - smollm2_icd10_demo: exact +0.037 (95% interval -0.019 to +0.093), ...' per compared pair."""
+    diff = report.get("difference") or {}
+    lines = []
+    for pair, per in (diff.get("pairs") or {}).items():
+        parts = [
+            f"{m} {d['value']:+.3f} ({diff['level']:.0%} interval {d['interval'][0]:+.3f} to {d['interval'][1]:+.3f})"
+            for m, d in per.items()
+            if m != "ppl"  # exp(loss): the loss says the same on a linear scale
+        ]
+        if parts:
+            lines.append(f"{pair}: " + ", ".join(parts))
     return lines
 
 
@@ -137,6 +172,10 @@ def render_markdown(report: dict[str, Any]) -> str:
         if (report.get("gain_interval") or {}).get("models"):
             lines += ["", _interval_note(report)]
     lines += _constrained_lines(report)
+    diffs = _difference_lines(report)
+    if diffs:
+        lines += ["", "Difference from the compared run (paired bootstrap over the same examples):", ""]
+        lines += [f"- {d}" for d in diffs] + ["", _interval_note(report)]
     stale = [f"- `{name}`: {res['stale']}" for name, res in report["models"].items() if res.get("stale")]
     if stale:
         lines += ["", "Exports made from another adapter than the run's (stale):", ""] + stale
@@ -269,7 +308,7 @@ def print_table(report: dict[str, Any], console: Any = None) -> None:
         ]
         t.add_row(metric(m).label, *cells)
     console.print(t)
-    for line in _gain_lines(report):
+    for line in _gain_lines(report) + _difference_lines(report):
         console.print(line)
     qual = _qualitative(report)
     if qual:

@@ -55,8 +55,12 @@ class EvalSet:
 # ---- scoring: transformers --------------------------------------------------------------------------
 
 
-def score_hf_models(run, recipe, tokenizer, evset: EvalSet, want_base: bool, want_tuned: bool, say) -> dict:
-    """Load the base once; with the adapter on top, score 'base' with the adapter disabled."""
+def score_hf_models(
+    run, recipe, tokenizer, evset: EvalSet, want_base: bool, want_tuned: bool, say, others=()
+) -> dict:
+    """Load the base once; with the adapter on top, score 'base' with the adapter disabled. ``others`` is
+    [(column name, adapter folder)]: other runs' adapters on the same base (`--against RUN`), loaded beside
+    the run's as further PEFT adapters (no second copy of the base) and scored on the same examples."""
     import torch
 
     from medkit.models import load_model
@@ -89,6 +93,22 @@ def score_hf_models(run, recipe, tokenizer, evset: EvalSet, want_base: bool, wan
             "source": str(run.adapter),
             **_score_hf(model, tokenizer, evset, device, "tuned"),
         }
+    for k, (name, adapter) in enumerate(others):
+        try:
+            model.load_adapter(str(adapter), adapter_name=f"against{k}")
+        except (ValueError, KeyError, RuntimeError, OSError) as exc:
+            raise EvalError(
+                f"cannot load the adapter ({str(exc).splitlines()[0]})", where=str(adapter)
+            ) from None
+        model.set_adapter(f"against{k}")
+        say(f"scoring {name} ({adapter}) on {len(evset.examples)} examples")
+        out[name] = {
+            "kind": "hf+lora",
+            "source": str(adapter),
+            **_score_hf(model.eval(), tokenizer, evset, device),
+        }
+    if others:
+        model.set_adapter("default")
     return out
 
 

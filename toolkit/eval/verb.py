@@ -3,6 +3,7 @@
     medkit eval                                  # latest run: base, tuned, every GGUF in export/
     medkit eval runs/smollm2_demo --n 50 --gguf runs/smollm2_demo/export/model-q4_0.gguf
     medkit eval --against none --set eval.max_new_tokens=64
+    medkit eval runs/smollm2_icd10_grpo_demo --against runs/smollm2_icd10_demo   # vs the run it started from
 
 Writes eval.md, eval.json and eval.png into the run directory (atomically, and only when everything
 ran). Torch, transformers, peft and llama.cpp are imported inside the functions that need them.
@@ -46,6 +47,9 @@ def evaluate_run(
     warn: Any = None,
 ) -> dict[str, Any]:
     """Score base (``against='base'``), the tuned adapter and each GGUF; return the table as a dict.
+    ``against`` may instead name another run on the same base (its directory or name, e.g. the run this
+    one started from, `train.init_from`): its adapter is scored as a column named after it, and the report
+    gets the paired bootstrap interval of each metric's difference, tuned minus it.
 
     ``ggufs=None`` means every model GGUF in the run's export/; ``split=None`` the recipe's eval split.
     With ``write`` the table goes to eval.md / eval.json / eval.png in the run directory (in folder ``out``
@@ -60,9 +64,8 @@ def evaluate_run(
     say = progress or (lambda msg: None)
     warn = warn or say
     run = run_dir if isinstance(run_dir, RunDir) else (find_run(run_dir) if run_dir else latest_run())
-    if against not in ("base", "none"):
-        raise EvalError(f"--against must be 'base' or 'none', not '{against}'")
     recipe = load_recipe(run.recipe, list(overrides))
+    others = _against_run(run, recipe, against, tuned)
     gguf_paths = _gguf_list(run, ggufs)
     if tuned and not (run.adapter / "adapter_config.json").is_file():
         raise EvalError(f"no PEFT adapter in {run.adapter}", hint="train first, or pass --no-tuned")
@@ -83,7 +86,7 @@ def evaluate_run(
     calibrations = [calibration(path) for path in gguf_paths]
     results: dict[str, dict[str, Any]] = {}
     if against == "base" or tuned:
-        results.update(score_hf_models(run, recipe, tokenizer, evset, against == "base", tuned, say))
+        results.update(score_hf_models(run, recipe, tokenizer, evset, against == "base", tuned, say, others))
     for path, cal, name in zip(
         gguf_paths, calibrations, _gguf_names(run, gguf_paths, calibrations), strict=True
     ):
@@ -96,14 +99,45 @@ def evaluate_run(
         names = list(zip(_gguf_names(run, gguf_paths, calibrations), gguf_paths, strict=True))
         results.update(score_constrained(score_hf_models, score_gguf, run=run, recipe=recipe, tokenizer=tokenizer,
                                          evset=evset, spec=spec, want_base=against == "base", want_tuned=tuned,
-                                         ggufs=names, say=say, free=dict(results)))  # fmt: skip
-    report = build_report(run, recipe, split or recipe.eval.split, evset, results)
+                                         ggufs=names, say=say, free=dict(results), others=others))  # fmt: skip
+    report = build_report(
+        run, recipe, split or recipe.eval.split, evset, results, against=[n for n, _ in others]
+    )
     if write:
         write_outputs(run, report, Path(out) if out is not None else None)
     return report
 
 
 # ---- inputs -------------------------------------------------------------------------------------------
+
+
+def _against_run(run: RunDir, recipe: Recipe, against: str, tuned: bool) -> list[tuple[str, Path]]:
+    """[(column name, adapter folder)] of the run named by ``against`` (none for 'base' / 'none'); EvalError
+    when it is this run, has no adapter, was trained on another base, or the tuned model is not scored."""
+    from medkit.errors import RunNotFoundError
+
+    if against in ("base", "none"):
+        return []
+    try:
+        other = find_run(against)
+    except RunNotFoundError as exc:
+        raise EvalError(f"--against: {exc.message}", hint="'base', 'none' or a run directory") from None
+    if other.path.resolve() == run.path.resolve():
+        raise EvalError(f"--against {against}: that is the run being evaluated")
+    if not tuned:
+        raise EvalError("--against RUN compares the tuned adapter with that run's: drop --no-tuned")
+    if not (other.adapter / "adapter_config.json").is_file():
+        raise EvalError(f"--against: no PEFT adapter in {other.adapter}", hint="train that run first")
+    from medkit.models import same_base
+    from medkit.recipe import load_recipe
+
+    base = load_recipe(other.recipe).model.base if other.recipe.is_file() else None
+    if not same_base(base, recipe.model.base):
+        raise EvalError(
+            f"--against: {other.path} was trained on base {base!r}, this run on {recipe.model.base!r}"
+        )
+    name = other.name if other.name not in RESERVED_NAMES else f"{other.name}-run"
+    return [(name, other.adapter)]
 
 
 def _gguf_list(run: RunDir, ggufs: Sequence[str | Path] | None) -> list[Path]:
@@ -264,10 +298,10 @@ def _stem_name(run: RunDir, path: Path) -> str:
 @click.option("--no-gguf", is_flag=True, help="Compare base and tuned only.")
 @click.option(
     "--against",
-    type=click.Choice(["base", "none"]),
     default="base",
     show_default=True,
-    help="Also score the base model.",
+    help="Also score the base model ('base'), nothing else ('none'), or another run's adapter on the same "
+    "base (its directory or name), with the paired bootstrap interval of the difference.",
 )
 @click.option("--no-tuned", is_flag=True, help="Skip the fine-tuned (adapter) model.")
 @click.option("--metric", "metrics", multiple=True, help="Only these metrics (must fit the task).")

@@ -191,7 +191,9 @@ def init_run(recipe: Recipe) -> Path | None:
         base = json.loads(run.manifest.read_text()).get("base_model")
     except (OSError, ValueError):
         base = None
-    if base != recipe.model.base:
+    from medkit.models import same_base
+
+    if not same_base(base, recipe.model.base):
         raise TrainError(
             f"{run.path} was trained on base {base!r}, not this recipe's {recipe.model.base!r}",
             where="train.init_from",
