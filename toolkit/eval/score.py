@@ -105,7 +105,7 @@ def score_hf_models(
         out[name] = {
             "kind": "hf+lora",
             "source": str(adapter),
-            **_score_hf(model.eval(), tokenizer, evset, device),
+            **_score_hf(model.eval(), tokenizer, evset, device, name),
         }
     if others:
         model.set_adapter("default")
