@@ -136,16 +136,18 @@ _TIMED = (
 )
 
 
-def timed(cmd: list[str]) -> dict[str, Any]:
+def timed(cmd: list[str], env: dict[str, str] | None = None) -> dict[str, Any]:
     """Run ``cmd`` in a child of a fresh child: its wall seconds, peak RSS (bytes), exit code, output."""
-    proc = subprocess.run([sys.executable, "-c", _TIMED, *cmd], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-c", _TIMED, *cmd], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})})  # fmt: skip
     if proc.returncode != 0 or not proc.stdout.strip():
         return {"wall": 0.0, "peak": 0, "rc": proc.returncode, "out": "", "err": proc.stderr[-2000:]}
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def medkit_rows(model: Path, calib: Path, out: Path) -> dict[str, dict[str, Any]]:
-    """medkit f16, plain q4_k_m and calibrated q4_k_m of ``model``, each a fresh `medkit export`."""
+def medkit_rows(model: Path, calib: Path, out: Path, trace: Path) -> dict[str, dict[str, Any]]:
+    """medkit f16, plain q4_k_m and calibrated q4_k_m of ``model``, each a fresh `medkit export`; the
+    calibrated one's memory trace (medkit.convert.memtrace) written to ``trace``."""
     cli = [sys.executable, "-m", "medkit.cli"] if not _medkit_bin() else [_medkit_bin()]
     common = ["--no-verify", "--no-modelfile", "--force"]
     runs = {
@@ -155,8 +157,9 @@ def medkit_rows(model: Path, calib: Path, out: Path) -> dict[str, dict[str, Any]
     }
     rows = {}
     for label, args in runs.items():
+        env = {"MEDKIT_MEMTRACE": str(trace)} if label.endswith("calibrated") else None
         rows[label] = timed(
-            [*cli, "export", str(model), *args, "--out", str(out / label.split()[-1]), *common]
+            [*cli, "export", str(model), *args, "--out", str(out / label.split()[-1]), *common], env
         )
         r = rows[label]
         print(f"  {label}: {r['wall']:.1f}s, peak RSS {r['peak'] / 2**30:.2f} GiB, rc {r['rc']}", flush=True)
@@ -272,7 +275,8 @@ def main() -> None:
         model = build(shape, root)
         with tempfile.TemporaryDirectory(prefix=f"bench-scale-{shape}-", dir=root) as out:
             console.print(f"{shape}: medkit export", style="bold")
-            rows = medkit_rows(model, calib, Path(out))
+            trace = root / "traces" / f"{shape}-calibrated.tsv"
+            rows = medkit_rows(model, calib, Path(out), trace)
             ref = llama_cpp_rows(model, Path(out), root)
         note = None
         if isinstance(ref, str):
@@ -280,6 +284,28 @@ def main() -> None:
         else:
             rows.update(ref)
         console.print(table(shape, rows, note))
+        if trace.is_file():
+            console.print(trace_table(shape, trace))
+
+
+def trace_table(shape: str, path: Path) -> Any:
+    """The calibrated export's memory trace by phase (layers and blocks of one kind together)."""
+    from rich.table import Table
+
+    from medkit.convert.memtrace import rows
+
+    phases, high = rows(path)
+    kinds: dict[str, list[float]] = {}  # kind -> [start, end, peak GiB, count]
+    for name, start, end, peak in phases:
+        k = kinds.setdefault(name.split(":")[0], [start, end, 0.0, 0])
+        k[1], k[2], k[3] = end, max(k[2], peak), k[3] + 1
+    t = Table(title=f"memory trace: {shape} calibrated q4_k_m, RSS by phase ({path})")
+    for col in ("phase", "from s", "to s", "parts", "peak RSS GiB"):
+        t.add_column(col, justify="left" if col == "phase" else "right")
+    for name, (start, end, peak, count) in kinds.items():
+        t.add_row(name, f"{start:.0f}", f"{end:.0f}", str(int(count)), f"{peak:.2f}")
+    t.caption = f"high-water mark (ru_maxrss) {high:.2f} GiB"
+    return t
 
 
 def _free_disk(path: Path) -> int:

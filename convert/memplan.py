@@ -96,6 +96,7 @@ class CalibPlan:
     layer_loop: int  # one decoder layer, the carried activations, one layer's Gram matrices
     gptq_block: int  # GPTQ's memory per decoder block rounded at once
     n_blocks: int
+    store: int = 0  # disk: every layer's Gram matrices, kept until GPTQ rounds with them (gram_store)
 
     def need(self, blocks: int) -> int:
         return self.base + max(self.layer_loop, self.gptq_block * blocks)
@@ -133,7 +134,8 @@ def plan_calibration(config: dict[str, Any], tokens: int, forward_bytes: int = 4
     # GPTQ per block: the Gram matrices, their factors and the factors stacked; the float weights in act
     # order, their grids (two float32 arrays) and the codes
     gptq_block = 3 * grams + 4 * 4 * layer + 2 * layer
-    return CalibPlan(_rss(), layer_loop, gptq_block, int(config["num_hidden_layers"]))
+    n = int(config["num_hidden_layers"])
+    return CalibPlan(_rss(), layer_loop, gptq_block, n, store=n * grams + 4 * h * h)  # and the head's input
 
 
 def _rss() -> int:
