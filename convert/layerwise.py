@@ -47,6 +47,24 @@ def supports(config: dict[str, Any]) -> bool:
     return config.get("model_type") in LAYERWISE_TYPES
 
 
+DEVICE_ENV = "MEDKIT_CALIB_DEVICE"  # cpu or cuda[:N]: where the layer loop runs (default: CUDA when present)
+
+
+def calib_device() -> str:
+    """The device the calibration's layer loop runs on: MEDKIT_CALIB_DEVICE, else CUDA when torch sees a
+    GPU, else the CPU (GPTQ's rounding stays on the CPU either way)."""
+    import os
+
+    import torch
+
+    asked = os.environ.get(DEVICE_ENV, "").strip()
+    if asked:
+        if asked.startswith("cuda") and not torch.cuda.is_available():
+            raise ConvertError(f"{DEVICE_ENV}={asked} but torch sees no CUDA device")
+        return asked
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def _rows(reader: Any, name: str, ids: np.ndarray) -> np.ndarray:
     """Rows ``ids`` of the 2-D tensor ``name`` as float32, read from the memory map (not the whole table)."""
     from medkit.convert.safetensors_io import DTYPES, widen_bf16
@@ -106,7 +124,7 @@ def collect_layerwise(
     if not supports(config):
         raise ConvertError(f"the layer-by-layer pass does not run {config.get('model_type')} models")
     family = arch.detect(config, where=str(hf_dir / "config.json"))
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = device or calib_device()
     t0 = time.perf_counter()
     run_dtype = forward_dtype(device) if dtype == "auto" else getattr(torch, dtype)
     reader = WeightReader(hf_dir)
@@ -273,10 +291,12 @@ def calibrate(
 
     config = read_config(Path(source.hf_dir))
 
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = calib_device()
     width = 2 if forward_dtype(device) == torch.bfloat16 else 4
     plan = memplan.plan_calibration(config, sum(map(len, seqs)) * 5 // 4, width)
-    free, why = memplan.available() if device == "cpu" else (_device_free(device), "free GPU memory")
+    if device != "cpu":
+        plan = plan.on_gpu(device_free(device))
+    free, why = memplan.available()
     blocks = plan.fit(free, why)
     store = None
     if gptq:
@@ -302,7 +322,7 @@ def calibrate(
     return im
 
 
-def _device_free(device: str) -> int:
+def device_free(device: str) -> int:
     import torch
 
     return int(torch.cuda.mem_get_info(torch.device(device))[0])

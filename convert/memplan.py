@@ -113,6 +113,17 @@ class CalibPlan:
             )
         return max(fits)
 
+    def on_gpu(self, gpu_free: int) -> CalibPlan:
+        """The plan with its layer loop on a GPU with ``gpu_free`` bytes free (one line if it does not fit
+        there): what stays in this process's memory is GPTQ's rounding, a block at a time."""
+        if self.layer_loop > gpu_free * MARGIN:
+            raise ConvertError(
+                f"the calibration's layer loop needs ~{self.layer_loop / GiB:.1f} GiB of GPU memory and "
+                f"{gpu_free / GiB:.1f} GiB is free",
+                hint="free GPU memory, or run it on the CPU: MEDKIT_CALIB_DEVICE=cpu",
+            )
+        return CalibPlan(self.base, 0, self.gptq_block, self.n_blocks, self.store)
+
 
 def plan_calibration(config: dict[str, Any], tokens: int, forward_bytes: int = 4) -> CalibPlan:
     """Peak bytes of the layer-by-layer pass and of GPTQ from a llama-layout ``config`` and the number of
