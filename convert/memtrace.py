@@ -5,7 +5,8 @@
 
 A thread samples the RSS every INTERVAL seconds and at every change of phase; the file (seconds, RSS in
 MiB, phase), written when the trace ends, opens with one comment line per phase: its start, its end and
-its peak. The process's own high-water mark (ru_maxrss, which a sample may miss) closes it. The export's
+its peak; it is rewritten at every change of phase, so a run that is killed leaves its trace so far. The
+process's own high-water mark (ru_maxrss, which a sample may miss) closes it. The export's
 phases are named where they run (export, layerwise, gram_store); rows() reads the file back.
 """
 
@@ -52,6 +53,7 @@ class Trace:
         with self._lock:
             self.label = name
         self._sample()
+        self.write()  # so far: a run killed (or still running) leaves its trace up to this phase
 
     def __enter__(self) -> Trace:
         global _current
@@ -82,6 +84,8 @@ class Trace:
     def write(self) -> None:
         import resource
 
+        with self._lock:
+            samples = list(self.samples)
         lines = [
             f"# {name}\t{start:.1f}\t{end:.1f}\t{peak / 2**20:.0f}"
             for name, start, end, peak in self.phases()
@@ -89,7 +93,7 @@ class Trace:
         high = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # kilobytes on Linux
         lines.append(f"# ru_maxrss\t\t\t{high / 2**20:.0f}")
         lines.append("seconds\trss_mib\tphase")
-        lines += [f"{t:.2f}\t{rss / 2**20:.0f}\t{label}" for t, rss, label in self.samples]
+        lines += [f"{t:.2f}\t{rss / 2**20:.0f}\t{label}" for t, rss, label in samples]
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(f".{self.path.name}.partial")
         tmp.write_text("\n".join(lines) + "\n")
