@@ -11,7 +11,10 @@ as soon as it ends, so a call cut short still leaves a valid report:
   2. pytest   `pytest -m gpu` over the test files that hold gpu tests;
   3. bench    the TinyLlama-1.1B-shape training bench: seed recipe, medkit defaults, medkit at the seed's
               settings, tokens/s, peak memory and MFU for each (benchmarks/train_bench.py);
-  4. bench    the Mistral-7B shape, when the time left is enough.
+  4. calib    the calibrated q4_k_m export of the TinyLlama-1.1B shape (benchmarks/scale_bench.py: the layer
+              loop on the GPU, GPTQ on the CPU), its wall time, peak RSS, memory trace and the pass's MFU,
+              when the time left is enough (the shape's tokenizer from WHEELS/tokenizer, `make gpu-wheels`);
+  5. bench    the Mistral-7B shape, when the time left is enough.
 Every child runs with WHEELS/site first on PYTHONPATH.
 """
 
@@ -32,6 +35,9 @@ ROOT = Path(__file__).resolve().parent.parent
 GPU_TESTS = ("tests/train/test_train.py", "tests/train/test_lora.py", "tests/fixtures_tests/test_models.py")
 # (name, MEDKIT_BENCH_SHAPE, timed steps, seconds it must have left to start, cap on its own seconds)
 BENCHES = [("bench_tinyllama", "tinyllama", 6, 120, 300), ("bench_mistral7b", "mistral7b", 3, 240, 330)]
+# (name, seconds it must have left to start, cap on its own seconds): the calibrated export on the GPU
+CALIB = ("calib_tinyllama", 150, 240)
+CALIB_ROWS = "pass,calibrated"  # scale_bench rows: the layer loop alone, then the whole calibrated export
 TARGETS = {"speed_vs_seed": 2.0, "memory_vs_seed": 2.0, "tokens_per_s_h100_class": 40_000}
 IMPORT_CHECK = """
 import json, torch, bitsandbytes as bnb, datasets, medkit, medkit.train.flops, medkit.train.verb, medkit.train.loop
@@ -102,7 +108,19 @@ def plan(args: argparse.Namespace) -> list[dict[str, Any]]:
     for name, shape, n, need, cap in BENCHES:
         steps.append({"step": name, "what": f"MEDKIT_BENCH_SHAPE={shape} MEDKIT_BENCH_STEPS={n} MEDKIT_BENCH_EXTRA=0 "
                       "python -m benchmarks train", "needs_left_s": need, "cap_s": cap})  # fmt: skip
+        if shape == "tinyllama":
+            steps.append({"step": CALIB[0], "what": " ".join(f"{k}={v}" for k, v in calib_env(args).items())
+                          + " python -m benchmarks scale", "needs_left_s": CALIB[1], "cap_s": CALIB[2]})  # fmt: skip
     return steps
+
+
+def calib_env(args: argparse.Namespace) -> dict[str, str]:
+    """The environment of the calibrated-export step: the TinyLlama shape, its rows, the tokenizer folder."""
+    from benchmarks import scale_bench
+
+    env = {"MEDKIT_BENCH_SCALE": "tinyllama", scale_bench.ROWS_ENV: CALIB_ROWS}
+    tok = args.wheels / "tokenizer"
+    return {**env, scale_bench.TOKENIZER_ENV: str(tok)} if (tok / "tokenizer.json").is_file() else env
 
 
 def gpu_test_files() -> list[str]:
@@ -195,9 +213,25 @@ def main(argv: list[str] | None = None) -> int:
         check.record(name, result=summary)
         if summary and shape == "tinyllama":
             check.report["targets"] = check_targets(summary)
+        if shape == "tinyllama":
+            calibrated(check, py)
     check.record("done", ok=True)
     print(f"report: {args.out}")
     return 0
+
+
+def calibrated(check: Check, py: str) -> None:
+    """Step 4: the TinyLlama shape's calibrated export, the layer loop on the GPU (scale_bench's rows)."""
+    name, need, cap = CALIB
+    if check.left() < need:
+        check.record(name, skipped=f"{check.left():.0f}s left, needs {need}s")
+        return
+    res = check.run(
+        name, [py, "-m", "benchmarks", "scale"], cap=cap, env={**check.env(), **calib_env(check.args)}
+    )
+    lines = [x.strip() for x in res["out"].splitlines()]
+    check.record(name, mfu=next((x for x in lines if x.startswith("calibration pass on")), None),
+                 rows=[x for x in lines if x.startswith("medkit ")])  # fmt: skip
 
 
 def dry_run(check: Check, py: str) -> int:
@@ -205,7 +239,8 @@ def dry_run(check: Check, py: str) -> int:
     from benchmarks import train_bench
     from benchmarks.gpu_wheels import NEEDED
 
-    files = ["benchmarks/__main__.py", "benchmarks/train_bench.py", "benchmarks/gpu_wheels.py", *GPU_TESTS]
+    files = ["benchmarks/__main__.py", "benchmarks/train_bench.py", "benchmarks/gpu_wheels.py",
+             "benchmarks/scale_bench.py", *GPU_TESTS]  # fmt: skip
     absent = [f for f in files if not (ROOT / f).is_file()]
     shapes = [shape for _, shape, *_ in BENCHES]
     problems = [f"missing file {f}" for f in absent]
@@ -238,11 +273,23 @@ def dry_run(check: Check, py: str) -> int:
             planned=f"MEDKIT_BENCH_SHAPE={shape} MEDKIT_BENCH_STEPS={n} MEDKIT_BENCH_EXTRA=0",
             result=None,
         )
+    env = calib_env(check.args)
+    check.record(CALIB[0], planned=" ".join(f"{k}={v}" for k, v in env.items()), result=None,
+                 device=_calib_device(py, env))  # fmt: skip
     check.report["targets"] = {k: {"want": v, "got": None} for k, v in TARGETS.items()}
     check.record("done", ok=not problems, problems=problems)
     print(json.dumps(check.report, indent=2, default=str))
     print(f"dry run {'ok' if not problems else 'FAILED: ' + '; '.join(problems)}; report: {check.args.out}")
     return 0 if not problems else 1
+
+
+def _calib_device(py: str, env: dict[str, str]) -> str:
+    """Where the calibrated export's layer loop would run here (cpu on a machine without CUDA)."""
+    code = "from medkit.convert.quant.layerwise import calib_device; print(calib_device())"
+    res = subprocess.run(
+        [py, "-c", code], cwd=ROOT, capture_output=True, text=True, env={**os.environ, **env}
+    )
+    return res.stdout.strip() or res.stderr.strip()[-200:]
 
 
 def _text(data: Any) -> str:

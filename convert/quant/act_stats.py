@@ -70,6 +70,7 @@ class ActStats:
         self.pending: dict[str, list[Any]] = {}  # inputs not yet in their Gram sum
         self.keep: Any = None  # the current batch's non-padding row indices (None: no padding)
         self.weight = 1.0  # how many sequences these rows stand for (a shared prefix: all of them)
+        self.gram_flops = 0  # the Gram sums' useful work: rows x width^2 per distinct input (symmetric)
 
     def hook(self, gname: str) -> Callable[..., None]:
         def fn(module: Any, args: tuple[Any, ...], output: Any) -> None:
@@ -95,6 +96,7 @@ class ActStats:
             x = raw.float()
             self.sums[gname] += (x * x).sum(0).double() * w  # a batch's sum in float32, the total float64
             return
+        self.gram_flops += int(raw.shape[0]) * int(raw.shape[1]) ** 2
         if gname not in self.acc:  # fp32: one fused multiply-add per input (GPTQ damps H by 1% anyway)
             n = raw.shape[1]
             self.acc[gname] = torch.zeros((n, n), dtype=torch.float32, device=self.device)

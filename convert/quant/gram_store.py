@@ -113,11 +113,13 @@ class GramStore:
     def refiner(self, f16: Path, budget: int) -> Any:
         """medkit.convert.quant.calibrate.refiner's function for a store: each quantized file's codes rounded a run of
         whole blocks at a time (``budget`` bytes of their Gram matrices read back, then freed)."""
+        from medkit.convert import memtrace
         from medkit.convert.quant.gptq import RefineResult, refinable_shapes, refine
 
         def run(path: Path) -> RefineResult:
             total = RefineResult(0, 0.0, {})
             for part in self.parts(budget, set(refinable_shapes(f16))):
+                memtrace.phase(f"gptq: blk.{block_of(part[0])}")
                 total.add(refine(path, f16, self.load(part), part, {}, keep_weights=False))
             return total
 

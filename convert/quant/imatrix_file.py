@@ -44,6 +44,8 @@ class IMatrix:
         None  # the calibration token ids, when computed here (GPTQ reads them again)
     )
     path: str | None = None  # the file it was read from (named in every mismatch line)
+    flops: float = 0.0  # matmul FLOPs the pass ran (forward and Gram sums), for its MFU; 0 when unknown
+    mfu: str = ""  # the pass's FLOPs, FLOP/s and MFU in words (medkit.train.flops.mfu_line)
 
     def means(self) -> dict[str, np.ndarray]:
         """What the quantizer weighs columns by: mean x^2 (1.0 where a tensor saw no token, as llama.cpp)."""

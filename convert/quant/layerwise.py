@@ -47,6 +47,24 @@ def supports(config: dict[str, Any]) -> bool:
     return config.get("model_type") in LAYERWISE_TYPES
 
 
+DEVICE_ENV = "MEDKIT_CALIB_DEVICE"  # cpu or cuda[:N]: where the layer loop runs (default: CUDA when present)
+
+
+def calib_device() -> str:
+    """The device the calibration's layer loop runs on: MEDKIT_CALIB_DEVICE, else CUDA when torch sees a
+    GPU, else the CPU (GPTQ's rounding stays on the CPU either way)."""
+    import os
+
+    import torch
+
+    asked = os.environ.get(DEVICE_ENV, "").strip()
+    if asked:
+        if asked.startswith("cuda") and not torch.cuda.is_available():
+            raise ConvertError(f"{DEVICE_ENV}={asked} but torch sees no CUDA device")
+        return asked
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def _rows(reader: Any, name: str, ids: np.ndarray) -> np.ndarray:
     """Rows ``ids`` of the 2-D tensor ``name`` as float32, read from the memory map (not the whole table)."""
     from medkit.convert.gguf.safetensors_io import DTYPES, widen_bf16
@@ -96,7 +114,7 @@ def collect_layerwise(
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from medkit.convert import arch
+    from medkit.convert import arch, memtrace
     from medkit.convert.gguf.writer import WeightReader, read_config
 
     if not seqs:
@@ -106,7 +124,7 @@ def collect_layerwise(
     if not supports(config):
         raise ConvertError(f"the layer-by-layer pass does not run {config.get('model_type')} models")
     family = arch.detect(config, where=str(hf_dir / "config.json"))
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = device or calib_device()
     t0 = time.perf_counter()
     run_dtype = forward_dtype(device) if dtype == "auto" else getattr(torch, dtype)
     reader = WeightReader(hf_dir)
@@ -148,6 +166,7 @@ def collect_layerwise(
     sums: dict[str, Any] = {}
     counts: dict[str, float] = {}
     kept_grams: dict[str, Any] = {}
+    gram_flops = [0]
     step = progress(len(body.layers)) if progress else (lambda n: None)
 
     def run_layer(layer: Any, i: int, mine: dict[str, str]) -> None:
@@ -185,6 +204,7 @@ def collect_layerwise(
             if n_shared:
                 pre = out_pre
             s, c_, g = stats.finish()
+            gram_flops[0] += stats.gram_flops
         finally:
             for hd in handles:
                 hd.remove()
@@ -197,11 +217,13 @@ def collect_layerwise(
 
     with torch.inference_mode():
         for i, layer in enumerate(body.layers):
+            memtrace.phase(f"calibration: layer {i}")
             lp = f"{prefix}.layers.{i}."
             _load(layer, lp, reader, device, run_dtype)
             run_layer(layer, i, {m: g for m, g in names.items() if m.startswith(lp)})
             _free(layer)
             step(sum(len(s) for s in seqs) // len(body.layers))
+        memtrace.phase("calibration: head")
         _load(body.norm, f"{prefix}.norm.", reader, device, run_dtype)
         if head_name is not None:  # the head's input: the last hidden state, normed
             stats = ActStats({head_name: widths[head_name]}, want & {head_name}, device)
@@ -215,6 +237,7 @@ def collect_layerwise(
                 stats.add(head_name, body.norm(h))
                 stats.end_batch()
             s, c_, g = stats.finish()
+            gram_flops[0] += stats.gram_flops
             sums.update(s)
             counts.update(c_)
             if g and store is not None:
@@ -226,6 +249,8 @@ def collect_layerwise(
     if bad:
         raise ConvertError(f"the importance of {bad} is not finite (the model overflows on calibration text)")
     tokens = sum(len(s) for s in seqs)
+    seconds = time.perf_counter() - t0
+    flops, mfu = _work(model, seqs, n_shared, gram_flops[0], seconds, run_dtype, device)
     if store is not None:
         store.close_writing()
     on_cpu = {id(h): h.cpu() for h in kept_grams.values()}
@@ -233,8 +258,21 @@ def collect_layerwise(
     return IMatrix(
         out, counts, list(datasets or ["medkit calibration"]), chunk_count=len(seqs),
         chunk_size=math.ceil(tokens / len(seqs)), arch=family.gguf_arch or "", tokens=tokens,
-        seconds=time.perf_counter() - t0, grams=store if store is not None else (held if want else None),
+        seconds=seconds, grams=store if store is not None else (held if want else None), flops=flops, mfu=mfu,
     )  # fmt: skip
+
+
+def _work(model: Any, seqs: list[list[int]], n_shared: int, grams: int, seconds: float, dtype: Any,
+          device: Any) -> tuple[float, str]:  # fmt: skip
+    """The pass's FLOPs (the body's forward over the real tokens, the shared prefix once, and the Gram
+    sums) and its MFU line (medkit.train.flops, the one home of that arithmetic)."""
+    from medkit.train.flops import ModelFlops, causal_pairs, mfu_line
+
+    mf = ModelFlops.from_model(model)
+    rest = [len(s) - n_shared for s in seqs]
+    pairs = causal_pairs(n_shared) + sum(n * n_shared + causal_pairs(n) for n in rest)
+    flops = float(mf.forward(n_shared + sum(rest), pairs) + grams)
+    return flops, mfu_line(flops, seconds, mf, FORWARD_TOKENS, dtype=dtype, device=device)
 
 
 def calibrate(
@@ -253,10 +291,12 @@ def calibrate(
 
     config = read_config(Path(source.hf_dir))
 
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = calib_device()
     width = 2 if forward_dtype(device) == torch.bfloat16 else 4
     plan = memplan.plan_calibration(config, sum(map(len, seqs)) * 5 // 4, width)
-    free, why = memplan.available() if device == "cpu" else (_device_free(device), "free GPU memory")
+    if device != "cpu":
+        plan = plan.on_gpu(device_free(device))
+    free, why = memplan.available()
     blocks = plan.fit(free, why)
     store = None
     if gptq:
@@ -276,12 +316,13 @@ def calibrate(
     if store is not None:
         store.budget = blocks * max(store.block_bytes().values())
     rounding = f"; GPTQ {blocks} block(s) at a time" if gptq else ""
+    log(f"calibration pass: {im.mfu} (forward and Gram sums)")
     log(f"calibrated a decoder layer at a time: planned peak ~{plan.need(blocks) / 2**30:.1f} GiB "
         f"({free / 2**30:.1f} GiB free, {why}){rounding}")  # fmt: skip
     return im
 
 
-def _device_free(device: str) -> int:
+def device_free(device: str) -> int:
     import torch
 
     return int(torch.cuda.mem_get_info(torch.device(device))[0])

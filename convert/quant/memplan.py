@@ -96,6 +96,7 @@ class CalibPlan:
     layer_loop: int  # one decoder layer, the carried activations, one layer's Gram matrices
     gptq_block: int  # GPTQ's memory per decoder block rounded at once
     n_blocks: int
+    store: int = 0  # disk: every layer's Gram matrices, kept until GPTQ rounds with them (gram_store)
 
     def need(self, blocks: int) -> int:
         return self.base + max(self.layer_loop, self.gptq_block * blocks)
@@ -111,6 +112,17 @@ class CalibPlan:
                 hint="free memory, or export with --no-gptq (--imatrix none for llama.cpp's rounding alone)",
             )
         return max(fits)
+
+    def on_gpu(self, gpu_free: int) -> CalibPlan:
+        """The plan with its layer loop on a GPU with ``gpu_free`` bytes free (one line if it does not fit
+        there): what stays in this process's memory is GPTQ's rounding, a block at a time."""
+        if self.layer_loop > gpu_free * MARGIN:
+            raise ConvertError(
+                f"the calibration's layer loop needs ~{self.layer_loop / GiB:.1f} GiB of GPU memory and "
+                f"{gpu_free / GiB:.1f} GiB is free",
+                hint="free GPU memory, or run it on the CPU: MEDKIT_CALIB_DEVICE=cpu",
+            )
+        return CalibPlan(self.base, 0, self.gptq_block, self.n_blocks, self.store)
 
 
 def plan_calibration(config: dict[str, Any], tokens: int, forward_bytes: int = 4) -> CalibPlan:
@@ -133,7 +145,8 @@ def plan_calibration(config: dict[str, Any], tokens: int, forward_bytes: int = 4
     # GPTQ per block: the Gram matrices, their factors and the factors stacked; the float weights in act
     # order, their grids (two float32 arrays) and the codes
     gptq_block = 3 * grams + 4 * 4 * layer + 2 * layer
-    return CalibPlan(_rss(), layer_loop, gptq_block, int(config["num_hidden_layers"]))
+    n = int(config["num_hidden_layers"])
+    return CalibPlan(_rss(), layer_loop, gptq_block, n, store=n * grams + 4 * h * h)  # and the head's input
 
 
 def _rss() -> int:

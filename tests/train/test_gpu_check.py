@@ -51,8 +51,10 @@ def test_plan_names_every_step_in_order_with_its_budget():
         "imports",
         "pytest",
         "bench_tinyllama",
+        "calib_tinyllama",
         "bench_mistral7b",
     ]
+    assert "MEDKIT_BENCH_SCALE=tinyllama" in steps[4]["what"] and "calibrated" in steps[4]["what"]
     assert "MEDKIT_BENCH_SHAPE=tinyllama" in steps[3]["what"] and steps[3]["cap_s"] <= 300
     assert sorted(gpu_check.gpu_test_files()) == sorted(gpu_check.GPU_TESTS)  # each file holds gpu tests
 
@@ -117,4 +119,6 @@ def test_dry_run_rehearses_install_imports_and_collection(tmp_path):
     ).read_text()
     assert steps["imports"]["rc"] == 0 and steps["pytest"]["rc"] == 0 and steps["pytest"]["gpu_tests"] >= 3
     assert steps["bench_tinyllama"]["planned"].startswith("MEDKIT_BENCH_SHAPE=tinyllama")
+    assert "MEDKIT_BENCH_SCALE=tinyllama" in steps["calib_tinyllama"]["planned"]
+    assert steps["calib_tinyllama"]["device"] == "cpu"  # no CUDA here: the layer loop would run on the CPU
     assert set(report["targets"]) == set(gpu_check.TARGETS) and not list(out.parent.glob(".*.partial"))

@@ -73,6 +73,11 @@ class ModelFlops:
             attn=layers * heads * head_dim, window=window or None, hidden=hidden, intermediate=inter,
         )  # fmt: skip
 
+    def forward(self, tokens: int, pairs: int) -> int:
+        """FLOPs of one forward pass of the body (no head, no backward) over ``tokens`` tokens whose
+        attention computes ``pairs`` (query, key) pairs in all: what a calibration pass runs."""
+        return 2 * (self.frozen + self.trainable) * tokens + 4 * self.attn * pairs
+
     def step(
         self,
         seq_lens: list[int],
@@ -209,6 +214,17 @@ def peak_for(mf: ModelFlops, tokens: int, *, dtype: Any, device: Any) -> Peak:
             return Peak(value, PEAK_ENV, str(dtype).replace("torch.", ""), str(device))
     rows = mlp_tokens(tokens, mf.hidden, mf.intermediate, device)
     return measure_peak(rows, mf.hidden, mf.intermediate, dtype=dtype, device=device)
+
+
+def mfu_line(flops: float, seconds: float, mf: ModelFlops, tokens: int, *, dtype: Any, device: Any) -> str:
+    """'N TFLOP in S s: G GFLOP/s, MFU P% of the D matmul peak' for a pass of ``flops`` (peak_for's peak)."""
+    peak = peak_for(mf, tokens, dtype=dtype, device=device)
+    use = mfu(flops, seconds, peak)
+    rate = flops / max(seconds, 1e-9)
+    where = f"{peak.dtype} matmul peak {peak.flops_per_s / 1e9:,.0f} GFLOP/s ({peak.source})"
+    return f"{flops / 1e12:.2f} TFLOP in {seconds:.1f}s: {rate / 1e9:,.1f} GFLOP/s, MFU " + (
+        f"{use:.1%} of the {where}" if use is not None else "unknown"
+    )
 
 
 def faster(first: Peak | None, again: Peak | None) -> Peak | None:

@@ -109,3 +109,48 @@ def test_store_parts_are_whole_blocks_within_the_budget(tmp_path):
     assert len(store.parts(1)) == 4  # a block over the budget goes alone
     store.remove()
     assert not (tmp_path / "g").exists()
+
+
+def test_the_layer_loop_runs_on_cuda_when_torch_sees_one_and_where_it_is_told(monkeypatch):
+    import torch
+
+    from medkit.convert.quant import layerwise
+    from medkit.errors import ConvertError
+
+    monkeypatch.delenv(layerwise.DEVICE_ENV, raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert layerwise.calib_device() == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert layerwise.calib_device() == "cuda"
+    monkeypatch.setenv(layerwise.DEVICE_ENV, "cpu")
+    assert layerwise.calib_device() == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setenv(layerwise.DEVICE_ENV, "cuda:1")
+    with pytest.raises(ConvertError, match="sees no CUDA device"):
+        layerwise.calib_device()
+
+
+def test_on_a_gpu_the_layer_loop_is_planned_against_its_memory_and_gptq_against_this_process_s():
+    from medkit.convert.quant import memplan
+    from medkit.errors import ConvertError
+
+    GiB = 2**30
+    tiny = dict(hidden_size=2048, intermediate_size=5632, num_hidden_layers=22, num_attention_heads=32,
+                num_key_value_heads=4)  # fmt: skip
+    plan = memplan.plan_calibration(tiny, 8192)
+    gpu = plan.on_gpu(80 * GiB)
+    assert gpu.layer_loop == 0 and gpu.need(1) == plan.base + plan.gptq_block
+    with pytest.raises(ConvertError) as err:
+        plan.on_gpu(GiB // 4)
+    assert "GPU memory" in err.value.message and "0.2 GiB is free" in err.value.message
+    assert "MEDKIT_CALIB_DEVICE=cpu" in (err.value.hint or "")
+
+
+def test_the_pass_reports_its_flops_and_mfu(tiny_model_dir, monkeypatch):
+    from medkit.convert.quant.layerwise import collect_layerwise
+    from medkit.train import flops
+
+    monkeypatch.setenv(flops.PEAK_ENV, "1e9")
+    model = tiny_model_dir("llama", **K_WIDE)
+    im = collect_layerwise(model, _seqs(model, SHARED), grams=True, device="cpu")
+    assert im.flops > 0 and "MFU" in im.mfu and "(MEDKIT_PEAK_FLOPS)" in im.mfu, im.mfu
