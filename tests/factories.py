@@ -418,6 +418,17 @@ def _spm_decoder_config(config_class: str, **extra: Any) -> Callable[[Any, dict[
     return make
 
 
+def _later(name: str) -> Callable[..., Any]:
+    """A builder of tests/tiny_late.py (SmolLM3, Qwen3.5: the families of issue 35), imported when called."""
+
+    def call(*args: Any) -> Any:
+        from tests import tiny_late
+
+        return getattr(tiny_late, name)(*args)
+
+    return call
+
+
 @dataclass(frozen=True)
 class Tiny:
     """How to build the tiny offline model of one family: its tokenizer and its config."""
@@ -440,6 +451,7 @@ TINY: dict[str, Tiny] = {
     "gemma3": Tiny(_gemma_tokenizer, _gemma3_config, "<end_of_turn>"),
     "gemma2": Tiny(_gemma2_tokenizer, _gemma2_config, "<end_of_turn>"),
     "phi3": Tiny(_phi3_tokenizer, _phi3_config, "<|end|>"),
+    "smollm3": Tiny(_later("smollm3_tokenizer"), _later("smollm3_config"), "<|im_end|>"),
 }
 ARCHS = tuple(TINY)
 

@@ -25,6 +25,7 @@ EXPECTED = {
     "smollm2_demo", "smollm2_icd10_demo", "smollm2_numeric_demo",
     "medgemma4b_icd10", "qwen3_1p7b_medquad", "phi4mini_medical_o1", "llama31_8b_medquad",  # issue 16
     "gemma2_2b_medquad",
+    "smollm3_3b_medquad",  # issue 35
 }  # fmt: skip
 
 
@@ -167,8 +168,16 @@ STAND_INS = {
     "phi4mini_medical_o1": ("phi3", [{"Question": f"Chest pain {i}?", "Complex_CoT": f"Consider ACS {i}.", "Response": f"Get an ECG {i}."} for i in range(30)]),
     "llama31_8b_medquad": ("qwen2", [_medquad(i) for i in range(60)]),
     "gemma2_2b_medquad": ("gemma2", [_medquad(i) for i in range(60)]),
+    "smollm3_3b_medquad": ("smollm3", [_medquad(i) for i in range(60)]),  # issue 35
     "dialogpt_elara_student": ("gpt2", [{"Description": "Q", "Patient": f"Hi doctor, my knee hurts after running {i} km.", "Doctor": f"Rest, ice and see a physiotherapist if it lasts ({i})."} for i in range(30)]),
 }  # fmt: skip
+
+
+# recipes with thinking off -> how their masked prompt ends (the empty think block their template writes)
+THINK_OFF = {
+    "qwen3_1p7b_medquad": "<|im_start|>assistant\n<think>\n\n</think>\n\n",
+    "smollm3_3b_medquad": "<|im_start|>assistant\n<think>\n\n</think>\n",
+}
 
 
 @pytest.mark.parametrize("name", sorted(STAND_INS))
@@ -187,11 +196,11 @@ def test_hub_recipe_mapping_fits_its_dataset_columns(name, tmp_path, load_tok):
     answers = [c.answer for c in prepared.rows["train"]]
     if name.endswith("medquad"):
         assert prepared.stats.rows.dropped["malformed: missing field 'answer'"] == 40  # reported, under 0.7
-    if name == "qwen3_1p7b_medquad":  # thinking off: the empty think block is in the masked prompt
+    if name in THINK_OFF:  # thinking off: the empty think block is in the masked prompt
         ex = prepared.train[0]
         masked = ex.input_ids[: len(ex.input_ids) - len(trained_ids(ex))]
         assert not recipe.model.enable_thinking
-        assert tok.decode(masked).endswith("<|im_start|>assistant\n<think>\n\n</think>\n\n")
+        assert tok.decode(masked).endswith(THINK_OFF[name])
     if name in ("medgemma4b_icd10", "gemma2_2b_medquad"):  # no system role: it opens the first user turn
         assert (
             tok.decode(prepared.train[0].input_ids).count("<start_of_turn>user\n" + recipe.data.system_prompt)
