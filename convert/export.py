@@ -151,6 +151,8 @@ def _export(
         log(f"wrote {outputs[t]} ({res.arch}, {res.n_tensors} tensors) in {res.seconds:.1f}s")
         if res.not_exported:
             log(f"note: the text model only: {res.not_exported} vision-tower tensors are not exported")
+        for note in res.notes:
+            log(f"note: {note}")
     quants = [t for t in types if t not in FLOAT_TYPES]
     if quants:
         # quantize from the f16 (or f32) output when one is asked for, else from a temporary f16

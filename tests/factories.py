@@ -436,6 +436,7 @@ class Tiny:
     tokenizer: Callable[[Path], Any]  # out_dir -> tokenizer (saved by build_tokenizer)
     config: Callable[[Any, dict[str, Any]], Any]  # (tokenizer, overrides) -> transformers config
     end_of_turn: str  # the token its chat template closes assistant turns with
+    finish: Callable[[Path, int], None] | None = None  # (saved folder, seed): weights transformers leaves out
 
 
 TINY: dict[str, Tiny] = {
@@ -452,6 +453,7 @@ TINY: dict[str, Tiny] = {
     "gemma2": Tiny(_gemma2_tokenizer, _gemma2_config, "<end_of_turn>"),
     "phi3": Tiny(_phi3_tokenizer, _phi3_config, "<|end|>"),
     "smollm3": Tiny(_later("smollm3_tokenizer"), _later("smollm3_config"), "<|im_end|>"),
+    "qwen35": Tiny(_later("qwen35_tokenizer"), _later("qwen35_config"), "<|im_end|>", _later("qwen35_finish")),
 }
 ARCHS = tuple(TINY)
 
@@ -552,4 +554,6 @@ def build_tiny_model(arch: str, out_dir: str | Path, seed: int = 0, **overrides:
         pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else config.eos_token_id,
     )
     model.save_pretrained(str(out_dir))
+    if TINY[arch].finish is not None:
+        TINY[arch].finish(out_dir, seed)
     return out_dir

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     Transform = Callable[[np.ndarray], np.ndarray]
 
 # Dimension names a family's `lora_shapes` may use: (what the error message says, Dims attribute or formula)
-SHAPE_NAMES = ("hidden", "attn", "kv", "ff", "qkv", "ff2")
+SHAPE_NAMES = ("hidden", "attn", "kv", "ff", "qkv", "ff2", "attn2")
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,7 @@ class Dims:
             # fused Q, K, V rows (GPT-2: 3 x hidden; Phi-3: grouped K/V heads) and fused gate + up rows
             "qkv": ("qkv width", (self.n_head + 2 * self.n_head_kv) * self.head_dim),
             "ff2": ("gate+up width", 2 * self.n_ff),
+            "attn2": ("query+gate width", 2 * self.n_head * self.head_dim),  # gated attention (Qwen3.5)
         }
         return table[what]
 
@@ -84,6 +85,14 @@ class Family:
     hparams: Callable[[Any, Mapping[str, Any]], None] | None = None  # (GGUFWriter, text config) extra keys
     # text config -> [(GGUF name, float32 array)] tensors computed from the config (Phi-3 LongRoPE factors)
     extra_tensors: Callable[[Mapping[str, Any]], list[tuple[str, Any]]] | None = None
+    # What Qwen3.5 adds (a hybrid with an MTP block), all optional:
+    gguf_blocks: Callable[[Mapping[str, Any]], int] | None = None  # text config -> GGUF block_count if not n_layer
+    # (text config, HF name) -> (GGUF name or None: not written, transform) of tensors the family lays out
+    # itself, or None for the generic plan; a transform with `shape_of` (shape -> shape) writes another shape
+    own_tensor: Callable[[Mapping[str, Any], str], tuple[str | None, Any] | None] | None = None
+    # (config.json, tensor names) -> (config for those weights, a line to say or None): what the config
+    # declares and the weights lack (Qwen3.5's MTP block in a folder transformers saved)
+    with_weights: Callable[[Mapping[str, Any], list[str]], tuple[dict[str, Any], str | None]] | None = None
 
     @property
     def exports(self) -> bool:
