@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     Transform = Callable[[np.ndarray], np.ndarray]
 
 # Dimension names a family's `lora_shapes` may use: (what the error message says, Dims attribute or formula)
-SHAPE_NAMES = ("hidden", "attn", "kv", "ff", "qkv", "ff2", "attn2")
+SHAPE_NAMES = ("hidden", "attn", "kv", "ff", "qkv", "ff2", "attn2", "conv", "value", "vheads")
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,7 @@ class Dims:
     n_ff: int
     n_ctx: int
     n_vocab: int | None = None
+    linear: tuple[int, int, int, int] | None = None  # Gated DeltaNet (K heads, V heads, K width, V width)
 
     def width(self, what: str) -> tuple[str, int]:
         """(label, size) of one of SHAPE_NAMES, for LoRA shape checks and their messages."""
@@ -48,6 +49,9 @@ class Dims:
             "ff2": ("gate+up width", 2 * self.n_ff),
             "attn2": ("query+gate width", 2 * self.n_head * self.head_dim),  # gated attention (Qwen3.5)
         }
+        nk, nv, dk, dv = self.linear or (0, 0, 0, 0)  # Gated DeltaNet layers (Qwen3.5)
+        table.update(conv=("DeltaNet qkv width", 2 * nk * dk + nv * dv), value=("DeltaNet value width", nv * dv),
+                     vheads=("DeltaNet V heads", nv))  # fmt: skip
         return table[what]
 
 
@@ -93,6 +97,8 @@ class Family:
     # (config.json, tensor names) -> (config for those weights, a line to say or None): what the config
     # declares and the weights lack (Qwen3.5's MTP block in a folder transformers saved)
     with_weights: Callable[[Mapping[str, Any], list[str]], tuple[dict[str, Any], str | None]] | None = None
+    # (module, lora_a, lora_b, Dims) -> (lora_a, lora_b) as llama.cpp's tensors need them (Qwen3.5's V heads)
+    lora_fix: Callable[[str, Any, Any, Dims], tuple[Any, Any]] | None = None
 
     @property
     def exports(self) -> bool:

@@ -255,7 +255,21 @@ def own_tensor(config: Mapping[str, Any], key: str) -> tuple[str | None, Transfo
     return None
 
 
-QWEN35_TARGETS = (*LLAMA_TARGETS, "in_proj_qkv", "in_proj_z", "out_proj")
+def lora_fix(module: str, a: np.ndarray, b: np.ndarray, dims: Dims) -> tuple[np.ndarray, np.ndarray]:
+    """A DeltaNet projection's LoRA in llama.cpp's V-head order: B's rows as the weight's rows (in_proj_*),
+    A's columns as out_proj's columns; everything else as PEFT wrote it."""
+    if ".linear_attn." not in module or dims.linear is None:
+        return a, b
+    keys = ("linear_num_key_heads", "linear_num_value_heads", "linear_key_head_dim", "linear_value_head_dim")
+    config = dict(zip(keys, dims.linear, strict=True))
+    part = module.rsplit(".", 1)[-1]
+    if part == "out_proj":
+        return reorder_columns(a, config), b
+    return a, reorder_rows(b, config, part)
+
+
+DELTANET_TARGETS = ("in_proj_qkv", "in_proj_z", "out_proj")
+QWEN35_TARGETS = (*LLAMA_TARGETS, *DELTANET_TARGETS)
 
 FAMILY = Family(
     name="qwen35",
@@ -266,7 +280,9 @@ FAMILY = Family(
     lora_gguf=True,
     dims=qwen35_dims,
     skip=("rotary_emb.inv_freq",),
-    lora_shapes={**LLAMA_LORA_SHAPES, "q_proj": ("hidden", "attn2")},  # query and gate rows
+    lora_shapes={**LLAMA_LORA_SHAPES, "q_proj": ("hidden", "attn2"),  # query and gate rows
+                 "in_proj_qkv": ("hidden", "conv"), "in_proj_z": ("hidden", "value"), "out_proj": ("value", "hidden"),
+                 "in_proj_a": ("hidden", "vheads"), "in_proj_b": ("hidden", "vheads")},  # fmt: skip
     norm_offset=1.0,
     text_config=text_config,
     renames=(("model.language_model.", "model."),),
@@ -275,4 +291,5 @@ FAMILY = Family(
     gguf_blocks=gguf_blocks,
     own_tensor=own_tensor,
     with_weights=with_weights,
+    lora_fix=lora_fix,
 )
