@@ -121,7 +121,7 @@ def qwen35_hparams(writer: Any, config: Mapping[str, Any]) -> None:
     if config.get("layer_types"):
         recurrent = [t == "linear_attention" for t in config["layer_types"]]
         # the installed gguf package names the key but has no add_recurrent_layers yet
-        key = "{arch}.attention.recurrent_layers".format(arch=writer.arch)
+        key = f"{writer.arch}.attention.recurrent_layers"
         writer.add_array(key, recurrent + [False] * (gguf_blocks(config) - n_layer))
     writer.add_full_attention_interval(int(config.get("full_attention_interval") or 4))
 

@@ -25,7 +25,7 @@ EXPECTED = {
     "smollm2_demo", "smollm2_icd10_demo", "smollm2_numeric_demo",
     "medgemma4b_icd10", "qwen3_1p7b_medquad", "phi4mini_medical_o1", "llama31_8b_medquad",  # issue 16
     "gemma2_2b_medquad",
-    "smollm3_3b_medquad",  # issue 35
+    "smollm3_3b_medquad", "qwen35_4b_medical_o1",  # issue 35
 }  # fmt: skip
 
 
@@ -169,6 +169,7 @@ STAND_INS = {
     "llama31_8b_medquad": ("qwen2", [_medquad(i) for i in range(60)]),
     "gemma2_2b_medquad": ("gemma2", [_medquad(i) for i in range(60)]),
     "smollm3_3b_medquad": ("smollm3", [_medquad(i) for i in range(60)]),  # issue 35
+    "qwen35_4b_medical_o1": ("qwen35", [{"Question": f"Chest pain {i}?", "Complex_CoT": f"Consider ACS {i}.", "Response": f"Get an ECG {i}."} for i in range(30)]),
     "dialogpt_elara_student": ("gpt2", [{"Description": "Q", "Patient": f"Hi doctor, my knee hurts after running {i} km.", "Doctor": f"Rest, ice and see a physiotherapist if it lasts ({i})."} for i in range(30)]),
 }  # fmt: skip
 
@@ -206,7 +207,15 @@ def test_hub_recipe_mapping_fits_its_dataset_columns(name, tmp_path, load_tok):
             tok.decode(prepared.train[0].input_ids).count("<start_of_turn>user\n" + recipe.data.system_prompt)
             == 1
         )
-    if name.endswith("medical_o1"):
+    if name == "qwen35_4b_medical_o1":  # thinking on: the CoT is trained inside the think block
+        ex = prepared.train[0]
+        assert recipe.model.enable_thinking
+        assert tok.decode(ex.input_ids[: len(ex.input_ids) - len(trained_ids(ex))]).endswith(
+            "assistant\n<think>\n"
+        )
+        assert tok.decode(trained_ids(ex)).startswith("Consider ACS")
+        assert "\n</think>\n\nGet an ECG" in tok.decode(trained_ids(ex))
+    elif name.endswith("medical_o1"):
         assert all(
             a.startswith("## Thinking\n\nConsider ACS") and "## Final Response\n\nGet an ECG" in a
             for a in answers
