@@ -18,7 +18,13 @@ from typing import Any
 import numpy as np
 
 from medkit.convert import arch
-from medkit.convert.arch.layout import add_hparams, block_count, computed_tensors, plan_tensor, tensor_name_map
+from medkit.convert.arch.layout import (
+    add_hparams,
+    block_count,
+    computed_tensors,
+    plan_tensor,
+    tensor_name_map,
+)
 from medkit.convert.safetensors_io import StTensor, read_header, read_tensor
 from medkit.errors import ConvertError
 

@@ -180,7 +180,13 @@ def adapter_shapes(adapter_dir: Path) -> dict[str, tuple[int, ...]]:
 def _expected(info: BaseInfo, module: str) -> tuple[tuple[str, int], tuple[str, int]] | None:
     """((name, n_in), (name, n_out)) the base expects for an adapted module, or None if unknown."""
     d = arch.Dims(
-        info.n_layers, info.hidden, info.n_head, info.n_head_kv, info.head_dim, info.intermediate, 0,
+        info.n_layers,
+        info.hidden,
+        info.n_head,
+        info.n_head_kv,
+        info.head_dim,
+        info.intermediate,
+        0,
         linear=info.linear,
     )
     shapes = info.family.lora_shapes

@@ -453,7 +453,9 @@ TINY: dict[str, Tiny] = {
     "gemma2": Tiny(_gemma2_tokenizer, _gemma2_config, "<end_of_turn>"),
     "phi3": Tiny(_phi3_tokenizer, _phi3_config, "<|end|>"),
     "smollm3": Tiny(_later("smollm3_tokenizer"), _later("smollm3_config"), "<|im_end|>"),
-    "qwen35": Tiny(_later("qwen35_tokenizer"), _later("qwen35_config"), "<|im_end|>", _later("qwen35_finish")),
+    "qwen35": Tiny(
+        _later("qwen35_tokenizer"), _later("qwen35_config"), "<|im_end|>", _later("qwen35_finish")
+    ),
 }
 ARCHS = tuple(TINY)
 

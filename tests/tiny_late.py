@@ -155,7 +155,9 @@ def qwen35_finish(folder: Any, seed: int) -> None:
     full = next(int(n.split(".")[2]) for n in weights if ".self_attn.q_proj." in n)
     n_embd = weights["model.embed_tokens.weight"].shape[1]
     mtp = {"mtp.fc.weight": (n_embd, 2 * n_embd)}
-    mtp.update({f"mtp.{n}.weight": (n_embd,) for n in ("pre_fc_norm_embedding", "pre_fc_norm_hidden", "norm")})
+    mtp.update(
+        {f"mtp.{n}.weight": (n_embd,) for n in ("pre_fc_norm_embedding", "pre_fc_norm_hidden", "norm")}
+    )
     for name, w in weights.items():
         if name.startswith(f"model.layers.{full}."):
             mtp["mtp.layers.0." + name.split(".", 3)[3]] = w.shape

@@ -90,7 +90,9 @@ class Family:
     # text config -> [(GGUF name, float32 array)] tensors computed from the config (Phi-3 LongRoPE factors)
     extra_tensors: Callable[[Mapping[str, Any]], list[tuple[str, Any]]] | None = None
     # What Qwen3.5 adds (a hybrid with an MTP block), all optional:
-    gguf_blocks: Callable[[Mapping[str, Any]], int] | None = None  # text config -> GGUF block_count if not n_layer
+    gguf_blocks: Callable[[Mapping[str, Any]], int] | None = (
+        None  # text config -> GGUF block_count if not n_layer
+    )
     # (text config, HF name) -> (GGUF name or None: not written, transform) of tensors the family lays out
     # itself, or None for the generic plan; a transform with `shape_of` (shape -> shape) writes another shape
     own_tensor: Callable[[Mapping[str, Any], str], tuple[str | None, Any] | None] | None = None

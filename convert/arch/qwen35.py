@@ -203,7 +203,9 @@ def _delta_net(config: Mapping[str, Any], part: str) -> tuple[str, Transform | N
     if part == "dt_bias":
         return "ssm_dt.bias", rows
     if part == "conv1d.weight":
-        return "ssm_conv1d.weight", _Fn(lambda w: rows(w.reshape(w.shape[0], w.shape[-1])), lambda s: (s[0], s[-1]))
+        return "ssm_conv1d.weight", _Fn(
+            lambda w: rows(w.reshape(w.shape[0], w.shape[-1])), lambda s: (s[0], s[-1])
+        )
     return None
 
 
@@ -268,6 +270,10 @@ def lora_fix(module: str, a: np.ndarray, b: np.ndarray, dims: Dims) -> tuple[np.
     return a, reorder_rows(b, config, part)
 
 
+# LoRA 'auto' targets: attention + MLP + the DeltaNet projections, by measurement on the tiny model (24 steps,
+# r 4, lr 1e-2, 67 QA examples): validation loss 6.502 -> 5.833 with attention + MLP only (12,288 trainable
+# parameters; three layers in four have no attention), -> 5.731 with in_proj_qkv / in_proj_z / out_proj
+# added (17,664). in_proj_a / in_proj_b (one row per V head) are left out; llama.cpp applies LoRA to all five.
 DELTANET_TARGETS = ("in_proj_qkv", "in_proj_z", "out_proj")
 QWEN35_TARGETS = (*LLAMA_TARGETS, *DELTANET_TARGETS)
 
@@ -280,9 +286,15 @@ FAMILY = Family(
     lora_gguf=True,
     dims=qwen35_dims,
     skip=("rotary_emb.inv_freq",),
-    lora_shapes={**LLAMA_LORA_SHAPES, "q_proj": ("hidden", "attn2"),  # query and gate rows
-                 "in_proj_qkv": ("hidden", "conv"), "in_proj_z": ("hidden", "value"), "out_proj": ("value", "hidden"),
-                 "in_proj_a": ("hidden", "vheads"), "in_proj_b": ("hidden", "vheads")},  # fmt: skip
+    lora_shapes={
+        **LLAMA_LORA_SHAPES,
+        "q_proj": ("hidden", "attn2"),  # query and gate rows
+        "in_proj_qkv": ("hidden", "conv"),
+        "in_proj_z": ("hidden", "value"),
+        "out_proj": ("value", "hidden"),
+        "in_proj_a": ("hidden", "vheads"),
+        "in_proj_b": ("hidden", "vheads"),
+    },  # fmt: skip
     norm_offset=1.0,
     text_config=text_config,
     renames=(("model.language_model.", "model."),),

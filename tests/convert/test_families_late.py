@@ -201,13 +201,17 @@ def test_qwen35_deltanet_tensors_are_laid_out_as_llama_cpp_needs(tiny_model_dir,
     got, meta = _gguf(tiny_gguf("qwen35", "f32"))
     nk, nv, d = 2, 4, 16
     tiled = np.arange(nv).reshape(nk, nv // nk).T.reshape(nv)  # V head j of K head g: g * 2 + j -> j * 2 + g
-    np.testing.assert_allclose(got["blk.0.ssm_a"], -np.exp(hf["model.layers.0.linear_attn.A_log"])[tiled], rtol=1e-6)
+    np.testing.assert_allclose(
+        got["blk.0.ssm_a"], -np.exp(hf["model.layers.0.linear_attn.A_log"])[tiled], rtol=1e-6
+    )
     np.testing.assert_array_equal(got["blk.1.ssm_dt.bias"], hf["model.layers.1.linear_attn.dt_bias"][tiled])
     conv = hf["model.layers.2.linear_attn.conv1d.weight"][:, 0, :]
     v = conv[2 * nk * d :].reshape(nv, d, 4)[tiled].reshape(-1, 4)
     np.testing.assert_array_equal(got["blk.2.ssm_conv1d.weight"], np.concatenate([conv[: 2 * nk * d], v]))
     out = hf["model.layers.0.linear_attn.out_proj.weight"]
-    np.testing.assert_array_equal(got["blk.0.ssm_out.weight"], out.reshape(64, nv, d)[:, tiled].reshape(64, -1))
+    np.testing.assert_array_equal(
+        got["blk.0.ssm_out.weight"], out.reshape(64, nv, d)[:, tiled].reshape(64, -1)
+    )
     np.testing.assert_array_equal(got["blk.0.ssm_norm.weight"], hf["model.layers.0.linear_attn.norm.weight"])
     for hf_name, name in [("model.layers.0.input_layernorm.weight", "blk.0.attn_norm.weight"),
                           ("model.layers.3.self_attn.q_norm.weight", "blk.3.attn_q_norm.weight"),
