@@ -167,6 +167,8 @@ def _export(
             log(
                 f"note: the text model only: {res.not_exported} tensors of the vision/audio towers are not exported"
             )
+        for note in res.notes:
+            log(f"note: {note}")
     quants = [t for t in types if t not in FLOAT_TYPES]
     if quants:
         # quantize from the f16 (or f32) output when one is asked for, else from a temporary f16

@@ -469,6 +469,17 @@ def _spm_decoder_config(config_class: str, **extra: Any) -> Callable[[Any, dict[
     return make
 
 
+def _later(name: str) -> Callable[..., Any]:
+    """A builder of tests/tiny_late.py (SmolLM3, Qwen3.5: the families of issue 35), imported when called."""
+
+    def call(*args: Any) -> Any:
+        from tests import tiny_late
+
+        return getattr(tiny_late, name)(*args)
+
+    return call
+
+
 @dataclass(frozen=True)
 class Tiny:
     """How to build the tiny offline model of one family: its tokenizer and its config."""
@@ -476,6 +487,7 @@ class Tiny:
     tokenizer: Callable[[Path], Any]  # out_dir -> tokenizer (saved by build_tokenizer)
     config: Callable[[Any, dict[str, Any]], Any]  # (tokenizer, overrides) -> transformers config
     end_of_turn: str  # the token its chat template closes assistant turns with
+    finish: Callable[[Path, int], None] | None = None  # (saved folder, seed): weights transformers leaves out
 
 
 TINY: dict[str, Tiny] = {
@@ -492,6 +504,10 @@ TINY: dict[str, Tiny] = {
     "gemma2": Tiny(_gemma2_tokenizer, _gemma2_config, "<end_of_turn>"),
     "phi3": Tiny(_phi3_tokenizer, _phi3_config, "<|end|>"),
     "gemma4": Tiny(_gemma4_tokenizer, _gemma4_config, "<turn|>"),
+    "smollm3": Tiny(_later("smollm3_tokenizer"), _later("smollm3_config"), "<|im_end|>"),
+    "qwen35": Tiny(
+        _later("qwen35_tokenizer"), _later("qwen35_config"), "<|im_end|>", _later("qwen35_finish")
+    ),
 }
 ARCHS = tuple(TINY)
 
@@ -592,4 +608,6 @@ def build_tiny_model(arch: str, out_dir: str | Path, seed: int = 0, **overrides:
         pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else config.eos_token_id,
     )
     model.save_pretrained(str(out_dir))
+    if TINY[arch].finish is not None:
+        TINY[arch].finish(out_dir, seed)
     return out_dir

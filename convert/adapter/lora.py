@@ -186,12 +186,17 @@ def lora_tensors(pairs: list[LoraPair], info: BaseInfo, alpha: float) -> list[tu
         factor = p.scale * p.rank / alpha  # what llama.cpp's alpha / r misses for this module
         if not math.isclose(factor, 1.0, rel_tol=1e-7):
             b = b * np.float32(factor)
+        a = p.a
         if info.family.permute_qk:
             if p.module.endswith("q_proj"):
                 b = permute_rows_for_rope(b, info.n_head)
             elif p.module.endswith("k_proj"):
                 b = permute_rows_for_rope(b, info.n_head_kv)
-        out.append((f"{name}.lora_a", np.ascontiguousarray(p.a, dtype=np.float32)))
+        if info.family.lora_fix is not None:
+            dims = arch.Dims(info.n_layers, info.hidden, info.n_head, info.n_head_kv, info.head_dim,
+                             info.intermediate, 0, linear=info.linear)  # fmt: skip
+            a, b = info.family.lora_fix(p.module, a, b, dims)
+        out.append((f"{name}.lora_a", np.ascontiguousarray(a, dtype=np.float32)))
         out.append((f"{name}.lora_b", np.ascontiguousarray(b, dtype=np.float32)))
     return out
 

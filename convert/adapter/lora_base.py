@@ -49,6 +49,8 @@ class BaseInfo:
     vocab: int  # embedding rows
     tokenizer_size: int | None  # tokens the tokenizer defines, when known
     source: str
+    # Gated DeltaNet heads of a hybrid (Qwen3.5): (K heads, V heads, K head width, V head width), else None
+    linear: tuple[int, int, int, int] | None = None
 
     @property
     def family(self) -> Family:
@@ -91,9 +93,12 @@ def info_from_config(cfg: dict[str, Any], source: str, tok_size: int | None = No
     d = fam.read_dims(cfg, where=source)
     if d.n_vocab is None:
         raise ConvertError(f"config.json lacks or has a bad 'vocab_size' entry for {fam.name}", where=source)
+    text = fam.view(cfg)
+    keys = ("linear_num_key_heads", "linear_num_value_heads", "linear_key_head_dim", "linear_value_head_dim")
+    linear = tuple(int(text[k]) for k in keys) if all(text.get(k) for k in keys) else None
     return BaseInfo(
         mt, fam.gguf_arch, d.n_layer, d.n_embd, d.n_head, d.n_head_kv, d.head_dim, d.n_ff, d.n_vocab,
-        tok_size, source,
+        tok_size, source, linear,  # type: ignore[arg-type]
     )  # fmt: skip
 
 
@@ -118,12 +123,16 @@ def info_from_gguf(path: Path) -> BaseInfo:
             int(info.get("{arch}.embedding_length")),
             int(info.get("{arch}.attention.head_count")),
         )
+        state, groups = info.get("{arch}.ssm.state_size"), info.get("{arch}.ssm.group_count")
+        rank = info.get("{arch}.ssm.time_step_rank")
+        linear = (int(groups), int(rank), int(state), int(state)) if state and groups and rank else None
+        blocks = int(info.get("{arch}.block_count")) - int(info.get("{arch}.nextn_predict_layers", 0) or 0)
         return BaseInfo(
-            fam.model_types[0], info.arch, int(info.get("{arch}.block_count")), hidden, n_head,
+            fam.model_types[0], info.arch, blocks, hidden, n_head,
             int(info.get("{arch}.attention.head_count_kv", n_head)),
             int(info.get("{arch}.attention.key_length", hidden // n_head)),
             int(info.get("{arch}.feed_forward_length")), int(info.get("{arch}.vocab_size", info.n_vocab or 0)),
-            None, str(path),
+            None, str(path), linear,
         )  # fmt: skip
     except (TypeError, ValueError) as exc:
         raise ConvertError(f"GGUF header lacks the {info.arch} dimensions ({exc})", where=str(path)) from exc
@@ -171,7 +180,14 @@ def adapter_shapes(adapter_dir: Path) -> dict[str, tuple[int, ...]]:
 def _expected(info: BaseInfo, module: str) -> tuple[tuple[str, int], tuple[str, int]] | None:
     """((name, n_in), (name, n_out)) the base expects for an adapted module, or None if unknown."""
     d = arch.Dims(
-        info.n_layers, info.hidden, info.n_head, info.n_head_kv, info.head_dim, info.intermediate, 0
+        info.n_layers,
+        info.hidden,
+        info.n_head,
+        info.n_head_kv,
+        info.head_dim,
+        info.intermediate,
+        0,
+        linear=info.linear,
     )
     shapes = info.family.lora_shapes
     key = next((k for k in shapes if module.endswith(k)), None)

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     Transform = Callable[[np.ndarray], np.ndarray]
 
 # Dimension names a family's `lora_shapes` may use: (what the error message says, Dims attribute or formula)
-SHAPE_NAMES = ("hidden", "attn", "kv", "ff", "qkv", "ff2", "per_layer")
+SHAPE_NAMES = ("hidden", "attn", "kv", "ff", "qkv", "ff2", "per_layer", "attn2", "conv", "value", "vheads")
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,7 @@ class Dims:
     n_ff: int
     n_ctx: int
     n_vocab: int | None = None
+    linear: tuple[int, int, int, int] | None = None  # Gated DeltaNet (K heads, V heads, K width, V width)
 
     def width(self, what: str) -> tuple[str, int]:
         """(label, size) of one of SHAPE_NAMES, for LoRA shape checks and their messages."""
@@ -47,7 +48,11 @@ class Dims:
             "qkv": ("qkv width", (self.n_head + 2 * self.n_head_kv) * self.head_dim),
             "ff2": ("gate+up width", 2 * self.n_ff),
             "per_layer": ("per-layer width", 0),  # differs by layer (Gemma 4): not checked (0)
+            "attn2": ("query+gate width", 2 * self.n_head * self.head_dim),  # gated attention (Qwen3.5)
         }
+        nk, nv, dk, dv = self.linear or (0, 0, 0, 0)  # Gated DeltaNet layers (Qwen3.5)
+        table.update(conv=("DeltaNet qkv width", 2 * nk * dk + nv * dv), value=("DeltaNet value width", nv * dv),
+                     vheads=("DeltaNet V heads", nv))  # fmt: skip
         return table[what]
 
 
@@ -87,6 +92,18 @@ class Family:
     extra_tensors: Callable[[Mapping[str, Any]], list[tuple[str, Any]]] | None = None
     # (GGUFWriter, HF folder, n_vocab) -> GGUFVocab: a family's own tokenizer model (Gemma 4's `gemma4`)
     vocab: Callable[[Any, Any, int], Any] | None = None
+    # What Qwen3.5 adds (a hybrid with an MTP block), all optional:
+    gguf_blocks: Callable[[Mapping[str, Any]], int] | None = (
+        None  # text config -> GGUF block_count if not n_layer
+    )
+    # (text config, HF name) -> (GGUF name or None: not written, transform) of tensors the family lays out
+    # itself, or None for the generic plan; a transform with `shape_of` (shape -> shape) writes another shape
+    own_tensor: Callable[[Mapping[str, Any], str], tuple[str | None, Any] | None] | None = None
+    # (config.json, tensor names) -> (config for those weights, a line to say or None): what the config
+    # declares and the weights lack (Qwen3.5's MTP block in a folder transformers saved)
+    with_weights: Callable[[Mapping[str, Any], list[str]], tuple[dict[str, Any], str | None]] | None = None
+    # (module, lora_a, lora_b, Dims) -> (lora_a, lora_b) as llama.cpp's tensors need them (Qwen3.5's V heads)
+    lora_fix: Callable[[str, Any, Any, Dims], tuple[Any, Any]] | None = None
 
     @property
     def exports(self) -> bool:

@@ -46,11 +46,11 @@ def add_hparams(writer: Any, family: Family, config: Mapping[str, Any], n_vocab:
 
 
 def _add_generic(writer: Any, family: Family, config: Mapping[str, Any], n_vocab: int) -> None:
-    d = family.read_dims(config)
+    d, blocks = family.read_dims(config), block_count(family, config)
     config = family.view(config)
     writer.add_context_length(d.n_ctx)
     writer.add_embedding_length(d.n_embd)
-    writer.add_block_count(d.n_layer)
+    writer.add_block_count(blocks)
     writer.add_feed_forward_length(d.n_ff)
     writer.add_head_count(d.n_head)
     writer.add_head_count_kv(d.n_head_kv)
@@ -71,6 +71,11 @@ def _add_generic(writer: Any, family: Family, config: Mapping[str, Any], n_vocab
     writer.add_rope_freq_base(theta)
     if scaling and (scaling.get("rope_type") or scaling.get("type")) not in family.rope_types:
         _add_rope_scaling(writer, scaling)
+
+
+def block_count(family: Family, config: Mapping[str, Any]) -> int:
+    """GGUF block_count of a config.json: the decoder's layers, plus what a family adds (Qwen3.5's MTP layers)."""
+    return family.gguf_blocks(family.view(config)) if family.gguf_blocks else family.read_dims(config).n_layer
 
 
 def rotary_dims(config: Mapping[str, Any], head_dim: int) -> int:
@@ -159,6 +164,8 @@ def plan_tensor(
         return None  # tied embeddings: llama.cpp reuses token_embd, no output.weight
     if family.name_prefix and not key.startswith((family.name_prefix, "lm_head.")):
         key = family.name_prefix + key  # checkpoints saved from the bare model (GPT2Model) lack it
+    if family.own_tensor is not None and (own := family.own_tensor(family.view(config), key)) is not None:
+        return None if own[0] is None else (own[0], own[1])
     gguf_name = name_map.get_name(key, try_suffixes=(".weight", ".bias"))
     if gguf_name is None:
         raise ConvertError(f"tensor '{hf_name}' has no GGUF name for {family.name}")

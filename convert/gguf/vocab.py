@@ -23,6 +23,9 @@ _TAIL = r" ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 SPLIT_REGEXES = {
     _CONTRACTIONS + r"|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}|" + _TAIL: "llama-bpe",
     _CONTRACTIONS + r"|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}|" + _TAIL: "qwen2",
+    # Qwen3.5: combining marks (\p{M}) belong to words
+    _CONTRACTIONS
+    + r"|[^\r\n\p{L}\p{N}]?[\p{L}\p{M}]+|\p{N}| ?[^\s\p{L}\p{M}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+": "qwen35",
     # o200k (GPT-4o style; Phi-4-mini): cased words with optional contractions, '/' kept after punctuation
     "|".join(
         (
@@ -40,7 +43,7 @@ SPLIT_REGEXES = {
         )
     ): "gpt-4o",
 }
-PRE_TYPES = ("gpt-2", "smollm", "qwen2", "llama-bpe", "gpt-4o")
+PRE_TYPES = ("gpt-2", "smollm", "qwen2", "llama-bpe", "gpt-4o", "qwen35")
 
 
 @dataclass

@@ -18,7 +18,13 @@ from typing import Any
 import numpy as np
 
 from medkit.convert import arch
-from medkit.convert.arch.layout import add_hparams, computed_tensors, plan_tensor, tensor_name_map
+from medkit.convert.arch.layout import (
+    add_hparams,
+    block_count,
+    computed_tensors,
+    plan_tensor,
+    tensor_name_map,
+)
 from medkit.convert.gguf.safetensors_io import StTensor, read_header, read_tensor
 from medkit.errors import ConvertError
 
@@ -113,6 +119,7 @@ class GGUFResult:
     eot_token_id: int | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     not_exported: int = 0  # tensors of parts medkit does not export (a multimodal model's vision tower)
+    notes: list[str] = field(default_factory=list)  # what the export leaves out, one line each
 
 
 def _fast_writer_class() -> type:
@@ -143,7 +150,7 @@ def _fast_writer_class() -> type:
 def _plan(family: arch.Family, config: dict[str, Any], reader: WeightReader, ftype: str) -> list[_Planned]:
     import gguf
 
-    name_map = tensor_name_map(family, family.read_dims(config).n_layer)
+    name_map = tensor_name_map(family, block_count(family, config))
     target = {
         "f32": gguf.GGMLQuantizationType.F32,
         "f16": gguf.GGMLQuantizationType.F16,
@@ -160,7 +167,10 @@ def _plan(family: arch.Family, config: dict[str, Any], reader: WeightReader, fty
         gguf_name, transform = planned
         if family.conv1d and transform is not None:
             shape = shape[::-1]
-        qtype = target if len(shape) >= 2 else gguf.GGMLQuantizationType.F32  # norms, biases stay f32
+        shape = tuple(getattr(transform, "shape_of", tuple)(shape))  # a squeezed conv1d (Qwen3.5)
+        # norms, biases and what llama.cpp keeps in float32 (a transform's keep_f32: Qwen3.5's conv1d) stay f32
+        f32 = len(shape) < 2 or getattr(transform, "keep_f32", False)
+        qtype = gguf.GGMLQuantizationType.F32 if f32 else target
         plan.append(_Planned(hf_name, gguf_name, shape, qtype, transform))
     if not any(p.gguf_name == "token_embd.weight" for p in plan):
         raise ConvertError("no token embedding tensor found in the weights", where=str(reader.folder))
@@ -212,6 +222,10 @@ def write_gguf(
     family = arch.detect(config, where=str(folder / "config.json"))
     assert family.gguf_arch is not None  # detect() returns exported families only
     reader = WeightReader(folder, allow_pickle=allow_pickle)
+    notes: list[str] = []
+    if family.with_weights is not None:  # what the config declares and these weights lack
+        config, note = family.with_weights(config, reader.names())
+        notes += [note] if note else []
     plan = _plan(family, config, reader, ftype)
     embd = next(p for p in plan if p.gguf_name == "token_embd.weight")
     n_vocab = int(embd.shape[0])
@@ -256,6 +270,7 @@ def write_gguf(
         eot_token_id=eot,
         metadata=dict(metadata or {}),
         not_exported=sum(1 for n in reader.names() if family.hf_name(n) is None),
+        notes=notes,
     )
 
 

@@ -69,7 +69,7 @@ def test_tokenization_matches_transformers(arch, tiny_model_dir, tiny_gguf):
         tokenize=False,
     )
     texts = [MIXED_TEXT]
-    if arch in ("qwen2", "gpt2", "qwen3", "gemma3", "gemma2"):
+    if arch in ("qwen2", "gpt2", "qwen3", "gemma3", "gemma2", "smollm3", "qwen35"):
         # llama.cpp tokenizes SentencePiece like the sentencepiece library (a space prefix on text at
         # the start and after every special token); transformers' legacy=False Llama tokenizer does
         # not for text that starts with a space or follows a special token, so those cases are BPE-only.

@@ -25,7 +25,7 @@ EXPECTED = {
     "smollm2_demo", "smollm2_icd10_demo", "smollm2_numeric_demo",
     "medgemma4b_icd10", "qwen3_1p7b_medquad", "phi4mini_medical_o1", "llama31_8b_medquad",  # issue 16
     "gemma2_2b_medquad",
-    "gemma4_e4b_icd10",  # issue 35
+    "gemma4_e4b_icd10", "smollm3_3b_medquad", "qwen35_4b_medical_o1",  # issue 35
 }  # fmt: skip
 
 
@@ -169,8 +169,17 @@ STAND_INS = {
     "llama31_8b_medquad": ("qwen2", [_medquad(i) for i in range(60)]),
     "gemma2_2b_medquad": ("gemma2", [_medquad(i) for i in range(60)]),
     "gemma4_e4b_icd10": ("gemma4", [{"ID": i, " Note": "SOAP", "Dialogue": f"Doctor: Hi.\nPatient: Cough {i}.", "ICD10": f"J20{i % 10}", "ICD10_desc": "Acute bronchitis"} for i in range(30)]),
+    "smollm3_3b_medquad": ("smollm3", [_medquad(i) for i in range(60)]),  # issue 35
+    "qwen35_4b_medical_o1": ("qwen35", [{"Question": f"Chest pain {i}?", "Complex_CoT": f"Consider ACS {i}.", "Response": f"Get an ECG {i}."} for i in range(30)]),
     "dialogpt_elara_student": ("gpt2", [{"Description": "Q", "Patient": f"Hi doctor, my knee hurts after running {i} km.", "Doctor": f"Rest, ice and see a physiotherapist if it lasts ({i})."} for i in range(30)]),
 }  # fmt: skip
+
+
+# recipes with thinking off -> how their masked prompt ends (the empty think block their template writes)
+THINK_OFF = {
+    "qwen3_1p7b_medquad": "<|im_start|>assistant\n<think>\n\n</think>\n\n",
+    "smollm3_3b_medquad": "<|im_start|>assistant\n<think>\n\n</think>\n",
+}
 
 
 @pytest.mark.parametrize("name", sorted(STAND_INS))
@@ -189,11 +198,11 @@ def test_hub_recipe_mapping_fits_its_dataset_columns(name, tmp_path, load_tok):
     answers = [c.answer for c in prepared.rows["train"]]
     if name.endswith("medquad"):
         assert prepared.stats.rows.dropped["malformed: missing field 'answer'"] == 40  # reported, under 0.7
-    if name == "qwen3_1p7b_medquad":  # thinking off: the empty think block is in the masked prompt
+    if name in THINK_OFF:  # thinking off: the empty think block is in the masked prompt
         ex = prepared.train[0]
         masked = ex.input_ids[: len(ex.input_ids) - len(trained_ids(ex))]
         assert not recipe.model.enable_thinking
-        assert tok.decode(masked).endswith("<|im_start|>assistant\n<think>\n\n</think>\n\n")
+        assert tok.decode(masked).endswith(THINK_OFF[name])
     if name in ("medgemma4b_icd10", "gemma2_2b_medquad"):  # no system role: it opens the first user turn
         assert (
             tok.decode(prepared.train[0].input_ids).count("<start_of_turn>user\n" + recipe.data.system_prompt)
@@ -206,7 +215,15 @@ def test_hub_recipe_mapping_fits_its_dataset_columns(name, tmp_path, load_tok):
             "<bos><|turn>system\n" + recipe.data.system_prompt + "<turn|>\n<|turn>user\n"
         )
         assert masked.endswith("<|turn>model\n<|channel>thought\n<channel|>")
-    if name.endswith("medical_o1"):
+    if name == "qwen35_4b_medical_o1":  # thinking on: the CoT is trained inside the think block
+        ex = prepared.train[0]
+        assert recipe.model.enable_thinking
+        assert tok.decode(ex.input_ids[: len(ex.input_ids) - len(trained_ids(ex))]).endswith(
+            "assistant\n<think>\n"
+        )
+        assert tok.decode(trained_ids(ex)).startswith("Consider ACS")
+        assert "\n</think>\n\nGet an ECG" in tok.decode(trained_ids(ex))
+    elif name.endswith("medical_o1"):
         assert all(
             a.startswith("## Thinking\n\nConsider ACS") and "## Final Response\n\nGet an ECG" in a
             for a in answers

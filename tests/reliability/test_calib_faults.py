@@ -49,7 +49,11 @@ def test_no_disk_for_the_gram_matrices_is_one_line_with_need_and_free(tiny_model
 
 # (id, module, function): the export process SIGKILLs itself the first time it enters that function
 CALIB_KILL_POINTS = [
-    ("layer-loop", "medkit.convert.quant.layerwise", "_free"),  # layer 0's sums taken, its Gram matrices on disk
+    (
+        "layer-loop",
+        "medkit.convert.quant.layerwise",
+        "_free",
+    ),  # layer 0's sums taken, its Gram matrices on disk
     ("gptq", "medkit.convert.quant.gptq", "refine"),  # the quantized file written under its temporary name
 ]
 _KILL_IN = """

@@ -18,6 +18,7 @@ from tests.convert.conftest import THREADS
 from tests.factories import ARCHS
 
 LLAMA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+QWEN35_TARGETS = [*LLAMA_TARGETS, "in_proj_qkv", "in_proj_z", "out_proj"]
 GPT2_TARGETS = ["c_attn", "attn.c_proj", "c_fc", "mlp.c_proj"]
 PHI3_TARGETS = ["qkv_proj", "o_proj", "gate_up_proj", "down_proj"]  # fused Q/K/V and gate/up
 TEXT = "The patient has a fever of 38.5 degrees and a dry cough; metformin 500 mg twice a day."
@@ -40,7 +41,9 @@ def make_adapter(
 
     model = AutoModelForCausalLM.from_pretrained(str(base), dtype=torch.float32)
     gpt2 = model.config.model_type == "gpt2"
-    targets = {"gpt2": GPT2_TARGETS, "phi3": PHI3_TARGETS}.get(model.config.model_type, LLAMA_TARGETS)
+    targets = {"gpt2": GPT2_TARGETS, "phi3": PHI3_TARGETS, "qwen3_5_text": QWEN35_TARGETS}.get(
+        model.config.model_type, LLAMA_TARGETS
+    )  # Qwen3.5: its DeltaNet projections too (their LoRA B rows / A columns reordered by V head)
     kwargs = {"r": 8, "lora_alpha": 16, "target_modules": targets}
     kwargs.update(lora_kwargs)
     peft_model = get_peft_model(model, LoraConfig(fan_in_fan_out=gpt2, **kwargs))
