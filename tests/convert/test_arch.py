@@ -148,7 +148,7 @@ def test_every_tensor_of_the_tiny_model_has_a_gguf_name(tiny_model_dir, name):
     fam = arch.detect(config)
     assert fam.name == name
     dims = fam.read_dims(config)
-    assert (dims.n_layer, dims.n_embd) == ({"gemma3": 6, "gemma2": 4}.get(name, 2), 64)
+    assert (dims.n_layer, dims.n_embd) == ({"gemma3": 6, "gemma2": 4, "gemma4": 6}.get(name, 2), 64)
     reader = WeightReader(folder)
     name_map = tensor_name_map(fam, dims.n_layer)
     planned = {h: plan_tensor(fam, config, name_map, h, len(reader.shape(h))) for h in reader.names()}
