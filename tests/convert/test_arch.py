@@ -149,7 +149,7 @@ def test_every_tensor_of_the_tiny_model_has_a_gguf_name(tiny_model_dir, name):
     assert fam.name == name
     dims = fam.read_dims(config)
     assert (dims.n_layer, dims.n_embd) == (
-        {"gemma3": 6, "gemma2": 4, "smollm3": 4, "qwen35": 4}.get(name, 2),
+        {"gemma3": 6, "gemma2": 4, "gemma4": 6, "smollm3": 4, "qwen35": 4}.get(name, 2),
         64,
     )
     reader = WeightReader(folder)

@@ -46,6 +46,7 @@ def test_export_is_identical_to_llama_cpps_converter(tiny_model_dir, tiny_gguf, 
     )  # a quarter of the 32-wide heads turns
 
 
+@pytest.mark.slow
 def test_quantized_export_keeps_transformers_next_tokens(tiny_model_dir, tiny_gguf, tmp_path):
     """q8_0 (llama.cpp's quantizer; the 8-wide per-layer tensors stay f16, rows under one block): the same
     greedy continuation as transformers up to a near-tie, and a KL that only quantization explains. The
