@@ -34,6 +34,7 @@ FLOOR = (
     "medkit.convert.arch",
     "medkit.eval.metrics",
     "medkit.eval.overlap",
+    "medkit.icd10",  # the pinned ICD-10-CM code table: a fact, read by the metrics and the runtime
 )
 STAGES = ("medkit.data", "medkit.train", "medkit.convert", "medkit.eval")  # in the data's direction
 RUNTIME = "medkit.runtime"

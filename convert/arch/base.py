@@ -90,8 +90,9 @@ class Family:
     hparams: Callable[[Any, Mapping[str, Any]], None] | None = None  # (GGUFWriter, text config) extra keys
     # text config -> [(GGUF name, float32 array)] tensors computed from the config (Phi-3 LongRoPE factors)
     extra_tensors: Callable[[Mapping[str, Any]], list[tuple[str, Any]]] | None = None
-    # (GGUFWriter, HF folder, n_vocab) -> GGUFVocab: a family's own tokenizer model (Gemma 4's `gemma4`)
-    vocab: Callable[[Any, Any, int], Any] | None = None
+    # a tokenizer model the family writes its own way (Gemma 4's `gemma4`): a key of
+    # medkit.convert.gguf.vocab.OWN_VOCABS (the registry names it; the writer lives with the vocab code)
+    vocab: str | None = None
     # What Qwen3.5 adds (a hybrid with an MTP block), all optional:
     gguf_blocks: Callable[[Mapping[str, Any]], int] | None = (
         None  # text config -> GGUF block_count if not n_layer

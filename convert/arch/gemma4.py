@@ -188,55 +188,6 @@ def proportional_rope_freqs(config: Mapping[str, Any]) -> list[tuple[str, Any]]:
     return [("rope_freqs.weight", np.asarray(values, dtype=np.float32))]
 
 
-def gemma4_vocab(writer: Any, folder: Any, n_vocab: int) -> Any:
-    """tokenizer.json as llama.cpp's `gemma4` tokenizer (BPE over SentencePiece-style pieces, byte fallback):
-    pieces in id order (gguf's LlamaHfVocab), VISIBLE tokens user-defined, merges, special ids, BOS added,
-    no space prefix, the chat template, and the end-of-turn token it closes model turns with."""
-    import gguf
-
-    from medkit.convert.gguf.vocab import GGUFVocab, chat_template, end_of_turn, tokenizer_config
-
-    try:
-        hf = gguf.LlamaHfVocab(folder)
-    except (OSError, TypeError, ValueError) as exc:
-        raise ConvertError(
-            f"Gemma 4 needs its tokenizer.json (BPE with byte fallback): {exc}", where=str(folder)
-        ) from exc
-    vocab = GGUFVocab(model="gemma4", tokens=[], types=[], scores=[])
-    assert vocab.scores is not None
-    for text, score, ttype in hf.all_tokens():
-        piece = text.decode("utf-8")
-        vocab.tokens.append(piece)
-        vocab.scores.append(float(score))
-        vocab.types.append(int(gguf.TokenType.USER_DEFINED if piece in VISIBLE else ttype))
-    if len(vocab.tokens) > n_vocab:
-        raise ConvertError(
-            f"tokenizer has {len(vocab.tokens)} tokens but the model's embedding has {n_vocab} rows",
-            where=str(folder),
-        )
-    for i in range(len(vocab.tokens), n_vocab):
-        vocab.tokens.append(f"[PAD{i}]")
-        vocab.scores.append(-1000.0)
-        vocab.types.append(int(gguf.TokenType.UNUSED))
-    writer.add_tokenizer_model("gemma4")
-    writer.add_token_list(vocab.tokens)
-    writer.add_token_scores(vocab.scores)
-    writer.add_token_types(vocab.types)
-    special = gguf.SpecialVocab(folder, load_merges=True)
-    if not special.merges:
-        raise ConvertError("Gemma 4 tokenizer.json has no merges", where=str(folder))
-    template = chat_template(folder)
-    special.chat_template = template
-    eot = end_of_turn(template, vocab.tokens, vocab.types, tokenizer_config(folder))
-    if eot is not None:
-        vocab.eot_id = eot
-        special.special_token_ids["eot"] = eot
-    special.add_special_token["bos"] = True  # llama.cpp adds BOS for gemma4 whatever the file says
-    special.add_to_gguf(writer, quiet=True)
-    writer.add_add_space_prefix(False)
-    return vocab
-
-
 FAMILY = Family(
     name="gemma4",
     hf_architectures=("Gemma4ForCausalLM", "Gemma4ForConditionalGeneration"),
@@ -258,5 +209,5 @@ FAMILY = Family(
     dropped=TOWERS,
     hparams=gemma4_hparams,
     extra_tensors=proportional_rope_freqs,
-    vocab=gemma4_vocab,
+    vocab="gemma4",  # its own tokenizer model: medkit.convert.gguf.vocab.OWN_VOCABS
 )  # fmt: skip

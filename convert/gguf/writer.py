@@ -200,7 +200,7 @@ def write_gguf(
     """Write ``folder`` (a HF causal-LM folder) as an f32/f16/bf16 GGUF at ``out`` (atomically)."""
     import gguf
 
-    from medkit.convert.gguf.vocab import add_vocab
+    from medkit.convert.gguf.vocab import OWN_VOCABS, add_vocab
     from medkit.formats.files import atomic_path, check_free_space
     from medkit.provenance import ADAPTER_KEY, recorded_merge_hash
 
@@ -240,7 +240,7 @@ def write_gguf(
             writer.add_file_type(int(file_type))
             writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
             add_hparams(writer, family, config, n_vocab)
-            vocab = (family.vocab or add_vocab)(writer, folder, n_vocab)
+            vocab = (OWN_VOCABS[family.vocab] if family.vocab else add_vocab)(writer, folder, n_vocab)
             for key, value in (metadata or {}).items():
                 if isinstance(value, bool) or not isinstance(value, (int, float)):
                     writer.add_string(key, str(value))
