@@ -84,7 +84,7 @@ def test_smollm3_nope_layer_matters_and_llama_cpp_skips_rope_there(tiny_model_di
     import torch
     from transformers import AutoModelForCausalLM
 
-    from tests.convert.test_lora_gguf import hf_logits, llama_logits, token_ids
+    from tests.convert.adapter.test_lora_gguf import hf_logits, llama_logits, token_ids
 
     folder = tiny_model_dir("smollm3")
     ids = token_ids(folder)
@@ -145,7 +145,7 @@ def test_train_merge_export_adapter_and_chat(family, tiny_model_dir, tmp_path):
     from medkit.runs import RunDir
     from medkit.runtime.engine import Runtime
     from medkit.train.verb import train
-    from tests.convert.test_lora_gguf import llama_logits, token_ids
+    from tests.convert.adapter.test_lora_gguf import llama_logits, token_ids
     from tests.train.conftest import qa_rows
 
     src = tmp_path / "qa.jsonl"
@@ -281,4 +281,4 @@ def test_qwen35_conditional_generation_exports_the_text_model_vision_tower_not_e
         np.testing.assert_array_equal(got[name], want[name])
     lines: list[str] = []
     export(resolve_source(str(mm), tmp_path / "out"), ["f16"], log=lines.append)
-    assert any("vision-tower tensors are not exported" in line for line in lines)
+    assert any("tensors of the vision/audio towers are not exported" in line for line in lines)
