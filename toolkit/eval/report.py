@@ -102,7 +102,7 @@ def _difference_lines(report: dict[str, Any]) -> list[str]:
         parts = [
             f"{m} {d['value']:+.3f} ({diff['level']:.0%} interval {d['interval'][0]:+.3f} to {d['interval'][1]:+.3f})"
             for m, d in per.items()
-            if m != "ppl"  # exp(loss): the loss says the same on a linear scale
+            if metric(m).gain  # not ppl: exp(loss), the loss says the same on a linear scale
         ]
         if parts:
             lines.append(f"{pair}: " + ", ".join(parts))
