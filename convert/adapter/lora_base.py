@@ -104,7 +104,7 @@ def info_from_config(cfg: dict[str, Any], source: str, tok_size: int | None = No
 
 def info_from_gguf(path: Path) -> BaseInfo:
     """BaseInfo of a model GGUF, from its header (medkit.formats.gguf_header)."""
-    from medkit.formats.gguf_header import read_gguf_info
+    from medkit.formats.gguf_header import GGUFArray, read_gguf_info
 
     try:
         info = read_gguf_info(path, what="GGUF")
@@ -127,11 +127,13 @@ def info_from_gguf(path: Path) -> BaseInfo:
         rank = info.get("{arch}.ssm.time_step_rank")
         linear = (int(groups), int(rank), int(state), int(state)) if state and groups and rank else None
         blocks = int(info.get("{arch}.block_count")) - int(info.get("{arch}.nextn_predict_layers", 0) or 0)
+        ff = info.meta.get(f"{info.arch}.feed_forward_length")  # per-layer widths (Gemma 4): 0, not checked
+        ff = 0 if isinstance(ff, GGUFArray) else int(info.get("{arch}.feed_forward_length"))
         return BaseInfo(
             fam.model_types[0], info.arch, blocks, hidden, n_head,
             int(info.get("{arch}.attention.head_count_kv", n_head)),
             int(info.get("{arch}.attention.key_length", hidden // n_head)),
-            int(info.get("{arch}.feed_forward_length")), int(info.get("{arch}.vocab_size", info.n_vocab or 0)),
+            ff, int(info.get("{arch}.vocab_size", info.n_vocab or 0)),
             None, str(path), linear,
         )  # fmt: skip
     except (TypeError, ValueError) as exc:

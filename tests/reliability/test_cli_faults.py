@@ -300,7 +300,7 @@ def test_read_only_is_not_reported_as_not_enough_disk(call, tmp_path):
     script = (
         "from pathlib import Path\n"
         "from medkit.errors import WriteError\n"
-        "from medkit.runs import atomic_write_text, check_free_space\n"
+        "from medkit.formats.files import atomic_write_text, check_free_space\n"
         f"RO = Path({str(ro)!r})\n"
         "try:\n"
         f"    {call}\n"

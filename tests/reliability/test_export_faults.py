@@ -120,7 +120,7 @@ def test_gguf_without_a_hash_is_stale_only_if_older_than_the_adapter(run_dir, ti
 # The disk fills while the merge writes (another process took the space after medkit checked it): the
 # free-space pre-check is skipped, the export folder is a tmpfs that holds config.json but not the weights.
 _NO_PRECHECK = (
-    "import sys, medkit.runs as r; r.check_free_space = lambda *a, **k: None; "
+    "import sys, medkit.formats.files as r; r.check_free_space = lambda *a, **k: None; "
     "from medkit.cli import main; main(sys.argv[1:])"
 )
 DISK_FULL_RUNS = [("merge",), ("export", *EXPORT)]
