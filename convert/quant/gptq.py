@@ -41,6 +41,7 @@ DAMP = 0.01  # ridge added to H, as a fraction of its mean diagonal (GPTQ's defa
 BLOCK = 32  # columns rounded between two updates of the rest of their OUTER block (GPTQ's lazy batch)
 OUTER = 256  # columns between two updates of all the columns after them
 BATCH_BYTES = 256 * 2**20  # float32 weights rounded in one column loop (with their grids and codes: ~4x that)
+SLICE_BYTES = 128 * 2**20  # float32 weights of one slice of rows of a weight wider than BATCH_BYTES
 
 
 def _ram_quarter() -> int:
@@ -255,6 +256,30 @@ def _nearest_table(mids: np.ndarray) -> np.ndarray | None:
     return np.concatenate([table[half:], table[:half]])  # index c >= 0 first, c < 0 from the end
 
 
+Piece = tuple[str, int, int]  # a weight's GGUF name and the rows [first, end) of it rounded in one problem
+
+
+def _rows(t: Any) -> int:
+    return int(np.prod(t.shape[1:]))
+
+
+def row_slices(
+    members: list[str],
+    shapes: dict[str, tuple[int, ...]],
+    budget: int = BATCH_BYTES,
+    piece: int = SLICE_BYTES,
+) -> list[list[Piece]]:
+    """The problems a group of weights sharing one input (``members``, GGUF shapes [n, rows...]) is rounded
+    as: the group whole where its float weights fit ``budget``, else each weight in slices of rows (a
+    multiple of 256) of ``piece`` bytes of float weights at most."""
+    n = shapes[members[0]][0]
+    rows = {m: int(np.prod(shapes[m][1:])) for m in members}
+    if 4 * n * sum(rows.values()) <= budget:
+        return [[(m, 0, rows[m]) for m in members]]
+    step = max(256, piece // (4 * n) // 256 * 256)
+    return [[(m, r0, min(r0 + step, rows[m]))] for m in members for r0 in range(0, rows[m], step)]
+
+
 def refine(
     path: Path,
     f16: Path,
@@ -288,38 +313,46 @@ def refine(
     groups: dict[tuple[int, bool], list[str]] = {}
     for name in todo:
         groups.setdefault((id(grams[name]), dst[name].ggml.startswith("IQ4")), []).append(name)
-    # groups of one shape (the same layer in every block) share one column loop, BATCH_BYTES of weights at once
-    batches: dict[tuple[int, int, bool], list[list[list[str]]]] = {}
+    # groups of one shape (the same layer in every block) share one column loop, BATCH_BYTES of weights at once;
+    # a group wider than that (the output layer: 49152 x 2048 with SmolLM2's vocabulary) is rounded in slices
+    # of rows, each alone (rows are independent given H): its memory is one slice's, not the tensor's
+    batches: dict[tuple[int, int, bool], list[list[list[Piece]]]] = {}
     for (_, book), members in groups.items():
-        n, rows = dst[members[0]].shape[0], sum(int(np.prod(dst[m].shape[1:])) for m in members)
-        runs = batches.setdefault((n, rows, book), [[]])
-        if runs[-1] and 4 * n * rows * (len(runs[-1]) + 1) > BATCH_BYTES:
-            runs.append([])
-        runs[-1].append(members)
+        for pieces in row_slices(members, {m: dst[m].shape for m in members}, BATCH_BYTES, SLICE_BYTES):
+            n, rows = dst[members[0]].shape[0], sum(p[2] - p[1] for p in pieces)
+            runs = batches.setdefault((n, rows, book), [[]])
+            if runs[-1] and 4 * n * rows * (len(runs[-1]) + 1) > BATCH_BYTES:
+                runs.append([])
+            runs[-1].append(pieces)
     fmm = np.memmap(f16, dtype=np.uint8, mode="r")
     mm = np.memmap(path, dtype=np.uint8, mode="r+")
     kinds: dict[str, int] = {}
     cache = factors if factors is not None else {}
 
+    # a tensor's bytes, one row of it per row (every type's blocks lie within a row)
+    def rows_of(mm: Any, t: Any) -> Any:
+        return mm[t.offset : t.offset + t.nbytes].reshape(int(np.prod(t.shape[1:])), -1)
+
     def problem(
-        members: list[str], mm: Any, fmm: Any, floats: bool
+        members: list[Piece], mm: Any, fmm: Any, floats: bool
     ) -> tuple[Any, qcodec.Grid, np.ndarray, Any, list[np.ndarray]]:
         raws, grids, ks, ws = [], [], [], []
-        for name in members:
+        for name, r0, r1 in members:
             t, r = dst[name], src[name]
-            rows = int(np.prod(t.shape[1:]))
-            raws.append(np.asarray(mm[t.offset : t.offset + t.nbytes]).reshape(rows, -1))
+            raws.append(np.asarray(rows_of(mm, t)[r0:r1]))
             grid, k = qcodec.decode(t.ggml, raws[-1])
             grids.append(grid)
             ks.append(k)
             if floats:
-                data = np.asarray(fmm[r.offset : r.offset + r.nbytes])
-                ws.append(gguf.quants.dequantize(data, gguf.GGMLQuantizationType[r.ggml]).reshape(rows, -1))
+                data = np.ascontiguousarray(rows_of(fmm, r)[r0:r1])
+                ws.append(
+                    gguf.quants.dequantize(data, gguf.GGMLQuantizationType[r.ggml]).reshape(r1 - r0, -1)
+                )
         lo = np.concatenate([np.full(g.a.shape[0], g.lo) for g in grids])  # per row: types may differ
         hi = np.concatenate([np.full(g.a.shape[0], g.hi) for g in grids])
         grid = qcodec.Grid(np.concatenate([g.a for g in grids]), np.concatenate([g.b for g in grids]),
                            lo, hi, grids[0].codebook)  # fmt: skip
-        h = grams[members[0]]
+        h = grams[members[0][0]]
         if id(h) not in cache:
             cache[id(h)] = (h, inverse_factor(h))  # h kept: its id is not reused while cached
         return np.concatenate(ws) if floats else None, grid, np.concatenate(ks), cache[id(h)][1], raws
@@ -330,28 +363,32 @@ def refine(
                 wkey = ("weights", *(tuple(members) for members in run))
                 kept = cache.get(wkey)
                 probs = [problem(members, mm, fmm, kept is None) for members in run]
-                key = ("stacked", *(id(grams[members[0]]) for members in run))
+                key = ("stacked", *(id(grams[members[0][0]]) for members in run))
                 if key not in cache:  # the factors stacked once for every file; each then a view of it
                     cache[key] = torch.stack([p[3][2] for p in probs])
                     for li, members in enumerate(run):
-                        h, (perm, dead, _) = cache[id(grams[members[0]])]
-                        cache[id(grams[members[0]])] = (h, (perm, dead, cache[key][li]))
+                        h, (perm, dead, _) = cache[id(grams[members[0][0]])]
+                        cache[id(grams[members[0][0]])] = (h, (perm, dead, cache[key][li]))
                 if kept is not None:
                     ordered = kept.clone()
                 else:
                     ordered = ordered_weights([p[:4] for p in probs])
                     held = cache.get("weight-bytes", 0) + ordered.numel() * 4
-                    if keep_weights and held <= WEIGHT_CACHE:  # the next file of the export starts from these
+                    whole = all(r0 == 0 and r1 == _rows(dst[name]) for m in run for name, r0, r1 in m)
+                    if keep_weights and whole and held <= WEIGHT_CACHE:  # the next file starts from these
                         cache[wkey], cache["weight-bytes"] = ordered.clone(), held
                 codes = round_batch([p[:4] for p in probs], cache[key], ordered)
+                del ordered
                 for members, p, c in zip(run, probs, codes, strict=True):
                     at = 0
-                    for name, raw in zip(members, p[4], strict=True):
+                    for (name, r0, r1), raw in zip(members, p[4], strict=True):
                         t = dst[name]
                         enc = qcodec.encode(t.ggml, raw, c[at : at + raw.shape[0]])
                         at += raw.shape[0]
-                        mm[t.offset : t.offset + t.nbytes] = enc.reshape(-1)
-                        kinds[t.ggml] = kinds.get(t.ggml, 0) + 1
+                        rows_of(mm, t)[r0:r1] = enc.reshape(r1 - r0, -1)
+                        if r0 == 0:  # a tensor counted once, however many slices
+                            kinds[t.ggml] = kinds.get(t.ggml, 0) + 1
+                del probs, codes
         mm.flush()
     finally:
         del mm, fmm

@@ -129,6 +129,7 @@ def plan_calibration(config: dict[str, Any], tokens: int, forward_bytes: int = 4
     """Peak bytes of the layer-by-layer pass and of GPTQ from a llama-layout ``config`` and the number of
     calibration ``tokens`` (activations in ``forward_bytes``: 4 float32, 2 bfloat16)."""
     from medkit.convert.quant.act_stats import FORWARD_TOKENS
+    from medkit.convert.quant.gptq import BATCH_BYTES, SLICE_BYTES
 
     h, f = int(config["hidden_size"]), int(config["intermediate_size"])
     heads = int(config["num_attention_heads"])
@@ -145,6 +146,12 @@ def plan_calibration(config: dict[str, Any], tokens: int, forward_bytes: int = 4
     # GPTQ per block: the Gram matrices, their factors and the factors stacked; the float weights in act
     # order, their grids (two float32 arrays) and the codes
     gptq_block = 3 * grams + 4 * 4 * layer + 2 * layer
+    # the output layer (vocab x h, untied): its Gram matrix and factors, and one slice of its rows at a time
+    # (gptq.row_slices; the weights of a slice with their grids, codes and the codes put back in order: ~5x)
+    if not config.get("tie_word_embeddings", False):
+        vocab = int(config.get("vocab_size") or 0)
+        head_bytes = 4 * vocab * h if 4 * vocab * h <= BATCH_BYTES else SLICE_BYTES
+        gptq_block = max(gptq_block, 3 * 4 * h * h + 5 * head_bytes)
     n = int(config["num_hidden_layers"])
     return CalibPlan(_rss(), layer_loop, gptq_block, n, store=n * grams + 4 * h * h)  # and the head's input
 

@@ -162,6 +162,45 @@ def test_gptq_codes_lower_every_layer_s_output_error(tiny, tmp_path):
     assert np.isfinite(np.asarray(llm.scores[len(ids) - 1])).all()
 
 
+def test_a_weight_rounded_in_row_slices_gets_the_codes_it_gets_whole(tiny, tmp_path, monkeypatch):
+    """A weight wider than BATCH_BYTES (the output layer of a real vocabulary) is rounded in slices of rows,
+    one at a time: rows are independent given H, so the file is byte for byte the one rounded whole."""
+    import shutil
+
+    from medkit.convert.quant import gptq
+
+    _, f16, im, mixed = tiny
+    whole, sliced = tmp_path / "whole.gguf", tmp_path / "sliced.gguf"
+    shutil.copy(mixed, whole)
+    shutil.copy(mixed, sliced)
+    a = gptq.refine(whole, f16, im.grams)
+    monkeypatch.setattr(gptq, "BATCH_BYTES", 1)  # every group wider than the budget: each weight sliced
+    monkeypatch.setattr(gptq, "SLICE_BYTES", 1)  # into slices of 256 rows
+    seen: list[list] = []
+    real = gptq.row_slices
+    monkeypatch.setattr(gptq, "row_slices", lambda *a, **k: seen.append(real(*a, **k)) or seen[-1])
+    b = gptq.refine(sliced, f16, im.grams)
+    assert any(len(pieces) > 1 for pieces in seen), "no weight of the tiny model was cut into slices"
+    assert a.kinds == b.kinds  # each tensor counted once however many slices
+    assert sliced.read_bytes() == whole.read_bytes()
+
+
+def test_row_slices_cut_only_what_exceeds_the_budget():
+    from medkit.convert.quant.gptq import row_slices
+
+    shapes = {
+        "output.weight": (2048, 49152),
+        "blk.0.attn_q.weight": (2048, 2048),
+        "blk.0.attn_k.weight": (2048, 256),
+    }
+    assert row_slices(["blk.0.attn_q.weight", "blk.0.attn_k.weight"], shapes) == [
+        [("blk.0.attn_q.weight", 0, 2048), ("blk.0.attn_k.weight", 0, 256)]
+    ]
+    out = row_slices(["output.weight"], shapes)
+    assert [p[0][1:] for p in out] == [(r, min(r + 16384, 49152)) for r in range(0, 49152, 16384)]
+    assert all(4 * 2048 * (p[0][2] - p[0][1]) <= 128 * 2**20 for p in out)
+
+
 def test_a_gram_matrix_of_another_model_is_one_line(tiny, tmp_path):
     import shutil
 

@@ -70,6 +70,19 @@ def test_plan_grows_with_one_layer_not_the_model():
     assert small.need(2) > small.need(1)
 
 
+def test_an_untied_output_layer_is_planned_one_slice_at_a_time():
+    """GPTQ rounds the output layer in slices of rows (gptq.row_slices): a vocabulary of 256k costs one
+    slice plus the head's Gram matrices, not the vocab x hidden weight and its grids."""
+    from medkit.convert.quant.gptq import SLICE_BYTES
+
+    tied = memplan.plan_calibration({**TINYLLAMA, "tie_word_embeddings": True}, 8192)
+    wide = memplan.plan_calibration({**TINYLLAMA, "vocab_size": 256000, "tie_word_embeddings": False}, 8192)
+    h = TINYLLAMA["hidden_size"]
+    assert wide.gptq_block >= 3 * 4 * h * h + 5 * SLICE_BYTES
+    assert wide.gptq_block < 5 * 4 * 256000 * h  # the whole weight with its grids would be ~10 GiB
+    assert wide.gptq_block >= tied.gptq_block
+
+
 def test_a_plan_that_fits_picks_blocks_one_that_does_not_says_need_and_free():
     plan = memplan.plan_calibration(TINYLLAMA, 8192)
     assert plan.fit(64 * GiB) == memplan.MAX_GPTQ_BLOCKS
