@@ -77,6 +77,21 @@ def test_dpo_first_loss_is_ln2_and_logs(tiny_model_dir, pair_file, tmp_path):
     assert (result.run_dir / "rewards.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_dpo_sft_weight_adds_the_chosen_answers_nll(tiny_model_dir, pair_file, tmp_path):
+    """train.sft_weight (RPO): the first step's loss is ln 2 plus w times the chosen answers' mean NLL under
+    the starting policy, the same at w = 0 as plain DPO; the chosen answers' log-probs fall less."""
+    plain = records(train(pair_recipe(tiny_model_dir, pair_file, tmp_path / "a")).run_dir)
+    held = records(train(pair_recipe(tiny_model_dir, pair_file, tmp_path / "b", sft_weight=1.0)).run_dir)
+    first = [x for x in held if "loss" in x][0]
+    p0 = [x for x in plain if "loss" in x][0]
+    assert p0["loss"] == pytest.approx(math.log(2), abs=1e-5)
+    assert first["loss"] > math.log(2) + 0.1  # the NLL of answers a fresh adapter does not know yet
+    assert first["reward_margin"] == pytest.approx(0.0, abs=1e-6)  # the DPO part starts where it did
+    val_a = [x["val_loss"] for x in plain if "val_loss" in x]
+    val_b = [x["val_loss"] for x in held if "val_loss" in x]
+    assert val_b[0] > val_a[0] + 0.1  # val counts the NLL too
+
+
 def test_orpo_trains(tiny_model_dir, pair_file, tmp_path):
     r = pair_recipe(tiny_model_dir, pair_file, tmp_path / "orpo", method="orpo", orpo_lambda=0.5)
     result = train(r)

@@ -90,6 +90,45 @@ def test_dpo_loss_equals_trl(tiny_model_dir, tmp_path):
     assert float(sums[:k].mean()) == pytest.approx(logged["logps/chosen"], abs=1e-4)
 
 
+def test_dpo_with_sft_weight_equals_trl_sigmoid_plus_sft(tiny_model_dir, tmp_path):
+    """medkit's train.sft_weight is TRL's loss_type ['sigmoid', 'sft'] with loss_weights [1, w]."""
+    from datasets import Dataset
+    from trl import DPOConfig, DPOTrainer
+
+    from medkit.train.preference import dpo_terms, make_logps_module
+
+    r, tok, model, pairs, batch = _setup(tiny_model_dir, tmp_path, "dpo")
+    module = make_logps_module(model)
+    with torch.no_grad():
+        ref, _ = module(**batch)
+    args = DPOConfig(
+        output_dir=str(tmp_path / "trl"),
+        beta=0.25,
+        loss_type=["sigmoid", "sft"],
+        loss_weights=[1.0, 0.7],
+        report_to="none",
+        use_cpu=True,
+        per_device_train_batch_size=4,
+    )
+    stub = Dataset.from_list([{"prompt": "a", "chosen": "b", "rejected": "c"}] * 4)
+    oracle = DPOTrainer(model=model, args=args, train_dataset=stub, processing_class=tok)
+    _move(model)
+    with torch.no_grad():
+        sums, counts = module(**batch)
+    k = len(pairs)
+    terms, _, _ = dpo_terms(sums[:k], sums[k:], ref[:k], ref[k:], 0.25)
+    loss = terms.mean() + 0.7 * (-sums[:k].sum() / counts[:k].sum())  # as PreferenceTrainer normalizes it
+    inputs = {
+        "input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"],
+        "completion_mask": (batch["labels"] != -100).long(),
+    }  # fmt: skip
+    with torch.no_grad():
+        want = oracle._compute_loss(oracle.model, inputs, False)
+    print(f"TRL cross-check: DPO+SFT (w 0.7) loss medkit {float(loss):.8f} TRL {float(want):.8f}")
+    assert abs(float(loss) - float(want)) < 1e-5
+    assert float(loss) - float(terms.mean()) > 0.1  # the NLL term is there and not negligible
+
+
 def test_orpo_loss_equals_trl(tiny_model_dir, tmp_path):
     orpo = pytest.importorskip("trl.experimental.orpo")
     from datasets import Dataset

@@ -51,6 +51,7 @@ SYNONYMS = {
     "warmup": "warmup_ratio",
     "loss_type": "method",
     "orpo_alpha": "orpo_lambda",
+    "rpo_alpha": "sft_weight",
     "path": "source",
     "dataset": "source",
     "model_name": "base",
@@ -228,6 +229,12 @@ class TrainSection:
     )
     orpo_lambda: float = opt(
         0.1, "orpo: weight of the odds-ratio term beside the chosen answers' NLL", lo=0.0
+    )
+    sft_weight: float = opt(
+        0.0,
+        "dpo: weight of the chosen answers' NLL (mean over their tokens) added to the DPO loss, which keeps "
+        "their likelihood from falling with the rejected ones' (RPO; TRL's loss_type ['sigmoid', 'sft']); 0 = plain DPO",
+        lo=0.0,
     )
     group_size: int = opt(
         4, "grpo: completions sampled per prompt (rewards are normalized within the group)", lo=2

@@ -11,6 +11,7 @@ val pairs, and kept in the run directory (reference/) for `--resume`: no second 
 memory and no adapter switching at each step.
 
     DPO   loss = -log sigmoid(beta * ((pc - rc) - (pr - rr)))             mean over pairs
+                 + sft_weight * NLL(chosen answers, mean over their tokens)   (RPO; 0 by default)
     ORPO  loss = NLL(chosen answers, mean over their tokens)
                  - lambda * log sigmoid(log odds(mean pc) - log odds(mean pr))   mean over pairs
           with log odds(l) = l - log(1 - exp(l)) on the mean token log-prob l of an answer.
@@ -172,7 +173,9 @@ class PreferenceTrainer(Trainer):
         if self.method == "dpo":
             r = torch.tensor([ref[i] for i in batch.indices()], dtype=torch.float32, device=sums.device)
             loss, cr, rr = dpo_terms(pc, pr, r[:, 0], r[:, 1], self.t.beta)
-            return loss, None, None, cr, rr, pc, pr
+            if not self.t.sft_weight:
+                return loss, None, None, cr, rr, pc, pr
+            return loss, -pc.sum() * self.t.sft_weight, nc.sum(), cr, rr, pc, pr
         loss, cr, rr = orpo_terms(pc, pr, nc, nr, self.t.orpo_lambda)
         return loss, -pc.sum(), nc.sum(), cr, rr, pc, pr
 
@@ -280,7 +283,7 @@ class PreferenceTrainer(Trainer):
         return loss_all, int(g_both), int(g_in)
 
     def evaluate(self, examples: list[Any]) -> float | None:
-        """Mean preference loss (ORPO: with its NLL) over the val pairs; None if there are none."""
+        """Mean preference loss (ORPO, DPO with sft_weight: with its NLL) over the val pairs; None if none."""
         if not examples:
             return None
         torch = self._torch
