@@ -62,14 +62,13 @@ def build_trainer(recipe: Any, out: Path) -> Any:
     from accelerate import Accelerator
 
     from medkit import models
-    from medkit.data import tokens as data_mod
     from medkit.train import plan as lora
-    from medkit.train.verb import _make_trainer
+    from medkit.train.verb import _make_trainer, prepare_data
 
     plan = lora.plan_precision(recipe)
     acc = Accelerator(mixed_precision=plan.mixed_precision, cpu=plan.device == "cpu")
     tok = models.load_tokenizer(recipe.model.base)
-    data = data_mod.prepare(recipe, tok)
+    data = prepare_data(recipe, tok)
     model = lora.build_model(recipe, plan, local_device=acc.local_process_index)
     return _make_trainer(recipe, model, data, acc, plan, out, tok, None, None)
 

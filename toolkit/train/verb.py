@@ -158,7 +158,6 @@ def train(
     from rich.console import Console
 
     from medkit import models
-    from medkit.data import tokens as data_mod
     from medkit.formats.files import atomic_write_text
     from medkit.recipe import load_recipe
     from medkit.runs import RunDir
@@ -183,13 +182,7 @@ def train(
 
         rewards = resolve(dict(r.train.rewards), trust=r.train.trust_reward_code)
     tok = models.load_tokenizer(r.model.base)
-    prepared: Any
-    if r.train.method in ("sft", "grpo"):  # grpo samples its answers to the SFT rows' prompts
-        prepared = data_mod.prepare(r, tok)
-    else:
-        from medkit.data.pairs import prepare_pairs
-
-        prepared = prepare_pairs(r, tok)
+    prepared = prepare_data(r, tok)
     if r.train.method == "grpo":  # each reward once on a reference answer, before anything is written
         from medkit.train.rewards import probe
 
@@ -269,6 +262,18 @@ def train(
             f"({tr['tokens_per_s']:,.0f} tok/s){vals}; adapter in {run.adapter}"
         )
     return TrainResult(run.path, summary)
+
+
+def prepare_data(r: Any, tok: Any) -> Any:
+    """The training data of recipe ``r`` as its method takes it: SFT rows (sft, and grpo, which samples its
+    answers to their prompts) or preference pairs (dpo, orpo)."""
+    if r.train.method in ("sft", "grpo"):
+        from medkit.data.tokens import prepare
+
+        return prepare(r, tok)
+    from medkit.data.pairs import prepare_pairs
+
+    return prepare_pairs(r, tok)
 
 
 def _make_trainer(
