@@ -13,8 +13,10 @@ EXTRA = (
     "constrain",
     "scale",
     "pref",
+    "calib_inputs",
 )  # a training step's time (profile_bench.py); ICD-10 decoding (constrain_bench.py); exports at real sizes
-# (scale_bench.py); DPO's tokens/s over SFT's (pref_bench.py)
+# (scale_bench.py); DPO's tokens/s over SFT's (pref_bench.py); GPTQ on full-precision or quantized layer
+# inputs (calib_inputs_bench.py)
 
 
 def main(argv: list[str]) -> int:

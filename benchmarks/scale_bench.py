@@ -225,8 +225,8 @@ _QUANTIZE = (
 
 
 def llama_cpp_converter(root: Path) -> tuple[Path, Path] | str:
-    """(convert_hf_to_gguf.py, its gguf-py) from the llama-cpp-python sdist of the installed version,
-    fetched once by pip into the cache; or a line saying why not."""
+    """(convert_hf_to_gguf.py, its gguf-py) from the llama-cpp-python sdist of the installed version (with the
+    conversion/ package the script imports), fetched once by pip into the cache; or a line saying why not."""
     import importlib.metadata
     import shutil
     import tarfile
@@ -237,8 +237,9 @@ def llama_cpp_converter(root: Path) -> tuple[Path, Path] | str:
         return "llama-cpp-python is not installed"
     where = root / f"llama.cpp-{version}"
     script = where / "convert_hf_to_gguf.py"
-    if script.is_file():
+    if script.is_file() and (where / "conversion").is_dir():
         return script, where / "gguf-py"
+    shutil.rmtree(where, ignore_errors=True)  # an older extraction without conversion/
     sdist = root / "sdist"
     sdist.mkdir(parents=True, exist_ok=True)
     tars = sorted(sdist.glob(f"llama_cpp_python-{version}.tar.gz"))
@@ -256,7 +257,8 @@ def llama_cpp_converter(root: Path) -> tuple[Path, Path] | str:
     tmp = Path(tempfile.mkdtemp(prefix=".llama.cpp-", dir=root))
     with tarfile.open(tars[0]) as tar:
         members = [m for m in tar.getmembers()
-                   if m.name == top + "convert_hf_to_gguf.py" or m.name.startswith(top + "gguf-py/")]  # fmt: skip
+                   if m.name == top + "convert_hf_to_gguf.py"
+                   or m.name.startswith((top + "gguf-py/", top + "conversion/"))]  # fmt: skip
         tar.extractall(tmp, members=members, filter="data")
     shutil.move(str(tmp / top), str(where))
     shutil.rmtree(tmp, ignore_errors=True)
@@ -269,7 +271,7 @@ def llama_cpp_rows(model: Path, out: Path, root: Path) -> dict[str, dict[str, An
         return found
     script, gguf_py = found
     f16 = out / "llama.cpp-f16.gguf"
-    env_py = f"import os, runpy, sys; sys.path.insert(0, {str(gguf_py)!r}); sys.argv = sys.argv[1:]; " \
+    env_py = f"import os, runpy, sys; sys.path[:0] = [{str(gguf_py)!r}, {str(script.parent)!r}]; sys.argv = sys.argv[1:]; " \
         "runpy.run_path(sys.argv[0], run_name='__main__')"  # fmt: skip
     conv = timed(
         [sys.executable, "-c", env_py, str(script), str(model), "--outtype", "f16", "--outfile", str(f16)]

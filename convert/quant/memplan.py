@@ -147,11 +147,11 @@ def plan_calibration(config: dict[str, Any], tokens: int, forward_bytes: int = 4
     # order, their grids (two float32 arrays) and the codes
     gptq_block = 3 * grams + 4 * 4 * layer + 2 * layer
     # the output layer (vocab x h, untied): its Gram matrix and factors, and one slice of its rows at a time
-    # (gptq.row_slices; the weights of a slice with their grids, codes and the codes put back in order: ~5x)
+    # (gptq.row_slices; a slice's float weights with their grids, codes and copies: ~12x, measured)
     if not config.get("tie_word_embeddings", False):
         vocab = int(config.get("vocab_size") or 0)
         head_bytes = 4 * vocab * h if 4 * vocab * h <= BATCH_BYTES else SLICE_BYTES
-        gptq_block = max(gptq_block, 3 * 4 * h * h + 5 * head_bytes)
+        gptq_block = max(gptq_block, 3 * 4 * h * h + 12 * head_bytes)
     n = int(config["num_hidden_layers"])
     return CalibPlan(_rss(), layer_loop, gptq_block, n, store=n * grams + 4 * h * h)  # and the head's input
 

@@ -186,6 +186,7 @@ def test_a_weight_rounded_in_row_slices_gets_the_codes_it_gets_whole(tiny, tmp_p
 
 
 def test_row_slices_cut_only_what_exceeds_the_budget():
+    from medkit.convert.quant import gptq
     from medkit.convert.quant.gptq import row_slices
 
     shapes = {
@@ -197,8 +198,8 @@ def test_row_slices_cut_only_what_exceeds_the_budget():
         [("blk.0.attn_q.weight", 0, 2048), ("blk.0.attn_k.weight", 0, 256)]
     ]
     out = row_slices(["output.weight"], shapes)
-    assert [p[0][1:] for p in out] == [(r, min(r + 16384, 49152)) for r in range(0, 49152, 16384)]
-    assert all(4 * 2048 * (p[0][2] - p[0][1]) <= 128 * 2**20 for p in out)
+    assert [p[0][1:] for p in out] == [(r, min(r + 4096, 49152)) for r in range(0, 49152, 4096)]
+    assert all(4 * 2048 * (p[0][2] - p[0][1]) <= gptq.SLICE_BYTES for p in out)
 
 
 def test_a_gram_matrix_of_another_model_is_one_line(tiny, tmp_path):
