@@ -1,6 +1,7 @@
 """Which inputs should each layer's calibration see: the full-precision model's, or the quantized one's?
 
-    python -m benchmarks calib_inputs [RUN]      (default RUN: runs/smollm2_icd10_demo; it must be exported)
+    python -m benchmarks calib_inputs       (MEDKIT_BENCH_RUN=runs/<name>: the run; default runs/smollm2_icd10_demo,
+                                             exported, so its merged model is there)
 
 GPTQ rounds each weight against the Gram matrix of its inputs on the calibration rows. medkit's pass
 carries the rows through the full-precision model (one pass serves every type an export writes, and its
@@ -19,6 +20,7 @@ held-out texts (KL and top-1 agreement: medkit.convert.verify), beside the plain
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 import tempfile
@@ -33,7 +35,11 @@ def dequantized_dir(gguf: Path, hf_dir: Path, out: Path) -> Path:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+    deq = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(
+        str(hf_dir), dtype=torch.float32
+    )  # a GGUF-loaded one won't save
+    model.load_state_dict(deq.state_dict())
     model.save_pretrained(out)
     AutoTokenizer.from_pretrained(str(hf_dir)).save_pretrained(out)
     return out
@@ -48,8 +54,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from medkit.convert.quant.quantize import quantize
     from medkit.convert.verify import held_out_texts, verify
 
-    args = argv if argv is not None else sys.argv[1:]
-    source = resolve_source(args[0] if args else "runs/smollm2_icd10_demo", None, log=lambda m: None)
+    run = (argv or [os.environ.get("MEDKIT_BENCH_RUN", "runs/smollm2_icd10_demo")])[0]
+    source = resolve_source(run, None, log=lambda m: None)
     hf = Path(source.hf_dir)
     if not (hf / "config.json").is_file():
         raise SystemExit(f"{source.run.path}: export it first (medkit export {source.run.path} --gguf q4_0)")
@@ -89,4 +95,4 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])
