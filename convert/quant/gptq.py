@@ -333,7 +333,7 @@ def refine(
 
     # a tensor's bytes, one row of it per row (every type's blocks lie within a row)
     def rows_of(mm: Any, t: Any) -> Any:
-        return mm[t.offset : t.offset + t.nbytes].reshape(int(np.prod(t.shape[1:])), -1)
+        return mm[t.offset : t.offset + t.nbytes].reshape(_rows(t), -1)
 
     def problem(
         members: list[Piece], mm: Any, fmm: Any, floats: bool
