@@ -362,15 +362,15 @@ def refine(
     try:
         for runs in batches.values():
             for run in runs:
-                wkey = ("weights", *(tuple(members) for members in run))
+                wkey = ("weights", *(tuple(pieces) for pieces in run))
                 kept = cache.get(wkey)
-                probs = [problem(members, mm, fmm, kept is None) for members in run]
-                key = ("stacked", *(id(grams[members[0][0]]) for members in run))
+                probs = [problem(pieces, mm, fmm, kept is None) for pieces in run]
+                key = ("stacked", *(id(grams[pieces[0][0]]) for pieces in run))
                 if key not in cache:  # the factors stacked once for every file; each then a view of it
                     cache[key] = torch.stack([p[3][2] for p in probs])
-                    for li, members in enumerate(run):
-                        h, (perm, dead, _) = cache[id(grams[members[0][0]])]
-                        cache[id(grams[members[0][0]])] = (h, (perm, dead, cache[key][li]))
+                    for li, pieces in enumerate(run):
+                        h, (perm, dead, _) = cache[id(grams[pieces[0][0]])]
+                        cache[id(grams[pieces[0][0]])] = (h, (perm, dead, cache[key][li]))
                 if kept is not None:
                     ordered = kept.clone()
                 else:
@@ -381,9 +381,9 @@ def refine(
                         cache[wkey], cache["weight-bytes"] = ordered.clone(), held
                 codes = round_batch([p[:4] for p in probs], cache[key], ordered)
                 del ordered
-                for members, p, c in zip(run, probs, codes, strict=True):
+                for pieces, p, c in zip(run, probs, codes, strict=True):
                     at = 0
-                    for (name, r0, r1), raw in zip(members, p[4], strict=True):
+                    for (name, r0, r1), raw in zip(pieces, p[4], strict=True):
                         t = dst[name]
                         enc = qcodec.encode(t.ggml, raw, c[at : at + raw.shape[0]])
                         at += raw.shape[0]
