@@ -203,11 +203,15 @@ def collect_layerwise(
                 stats.end_batch()
             if n_shared:
                 pre = out_pre
-            s, c_, g = stats.finish()
-            gram_flops[0] += stats.gram_flops
         finally:
             for hd in handles:
                 hd.remove()
+        take(stats)
+
+    def take(stats: ActStats) -> None:
+        """A finished layer's (or the head's) sums and counts kept, its Gram matrices to the store (or kept)."""
+        s, c_, g = stats.finish()
+        gram_flops[0] += stats.gram_flops
         sums.update(s)
         counts.update(c_)
         if g and store is not None:
@@ -236,14 +240,7 @@ def collect_layerwise(
                 stats.keep = keep
                 stats.add(head_name, body.norm(h))
                 stats.end_batch()
-            s, c_, g = stats.finish()
-            gram_flops[0] += stats.gram_flops
-            sums.update(s)
-            counts.update(c_)
-            if g and store is not None:
-                store.put(g)
-            else:
-                kept_grams.update(g)
+            take(stats)
     out = {g: s.cpu().numpy() for g, s in sums.items()}
     bad = next((g for g, s in out.items() if not np.isfinite(s).all()), None)
     if bad:
