@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -181,6 +182,7 @@ def medkit_rows(model: Path, calib: Path, out: Path, trace: Path) -> dict[str, d
         rows[label] = timed(
             [*cli, "export", str(model), *args, "--out", str(out / label.split()[-1]), *common], env
         )
+        shutil.rmtree(out / label.split()[-1], ignore_errors=True)  # a 7B's files would fill the disk
         r = rows[label]
         print(f"  {label}: {r['wall']:.1f}s ({r.get('cpu', 0):.0f} CPU s), peak RSS {r['peak'] / 2**30:.2f} GiB, "
               f"rc {r['rc']}", flush=True)  # fmt: skip
@@ -317,7 +319,12 @@ def main() -> None:
     for shape in shapes:
         plan = memplan.plan_calibration({**SHAPES[shape], "vocab_size": 49152}, 10240)
         free, why = memplan.available()
-        disk = 2 * 4 * sum(map(_numel, tensor_shapes({**SHAPES[shape], "vocab_size": 49152}).values()))
+        params = sum(map(_numel, tensor_shapes({**SHAPES[shape], "vocab_size": 49152}).values()))
+        built = (root / shape / "model.safetensors.index.json").is_file()
+        # the bf16 model unless built, an export's f16 (or f16 intermediate) and its q4_k_m; the Gram store
+        # only where it fits beside them (else the export computes the matrices again: layerwise.Recompute)
+        disk = (0 if built else 2 * params) + 2 * params + params
+        plan.streamed = not memplan.grams_on_disk(plan.store, root, disk)
         if plan.need(1) > free * memplan.MARGIN or disk > _free_disk(root):
             console.print(f"{shape}: skipped: needs ~{plan.need(1) / 2**30:.1f} GiB memory and "
                           f"{disk / 2**30:.0f} GiB disk ({free / 2**30:.1f} GiB free, {why})")  # fmt: skip
@@ -359,6 +366,4 @@ def trace_table(shape: str, path: Path) -> Any:
 
 
 def _free_disk(path: Path) -> int:
-    import shutil
-
     return shutil.disk_usage(path).free

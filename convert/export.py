@@ -152,8 +152,11 @@ def _export(
     if gptq and callable(imatrix) and any(map(rounds, (t for t in types if t not in FLOAT_TYPES))):
         from medkit.convert.quant import layerwise, memplan
 
-        if layerwise.supports(config):  # the Gram matrices wait on disk until GPTQ rounds with them
-            needed += memplan.plan_calibration(config, 0).store
+        store = memplan.plan_calibration(config, 0).store
+        # the Gram matrices wait on disk until GPTQ rounds with them, where there is room for them (else the
+        # pass runs again for each file: layerwise.Recompute; MEDKIT_GRAMS=disk insists on the disk)
+        if layerwise.supports(config) and memplan.grams_on_disk(store, source.out_dir, int(needed)):
+            needed += store
             what += " and the calibration's Gram matrices"
     check_free_space(source.out_dir, int(needed) + 32 * 2**20, what=what)
     timings: dict[str, float] = {}

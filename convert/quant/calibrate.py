@@ -78,7 +78,10 @@ def for_export(
     same pass sums the Gram matrices GPTQ rounds with (a file on disk has none: computed again)."""
     quants = [t for t in types if t not in FLOAT_TYPES]
     needed = any(t in BY_NAME and BY_NAME[t].imatrix for t in quants)
-    im, path = _imatrix(source, mode, calib, force, budget, log, needed, gptq) if quants else (None, None)
+    reserve = _quantized_bytes(source.hf_dir, quants) if quants and gptq else 0
+    im, path = (
+        _imatrix(source, mode, calib, force, budget, log, needed, gptq, reserve) if quants else (None, None)
+    )
     if source.run is not None and quants:
         record = {"file": str(path), "datasets": im.datasets, "tokens": im.tokens} if im else {"file": None}
         gptq_types = [t for t in quants if rounds(t)] if im is not None and im.seqs and gptq else []
@@ -100,6 +103,7 @@ def _imatrix(
     log: Callable[[str], Any],
     needed: bool,
     gptq: bool = False,
+    reserve: int = 0,
 ) -> tuple[IMatrix | None, Path | None]:
     if mode == "none" or (mode == "auto" and source.run is None and calib is None):
         return None, None
@@ -125,7 +129,7 @@ def _imatrix(
     from medkit.convert.quant import layerwise
 
     if LAYERWISE and layerwise.supports(read_config(Path(source.hf_dir))):
-        im = layerwise.calibrate(source, seqs, what, gptq, log, progress_bar)
+        im = layerwise.calibrate(source, seqs, what, gptq, log, progress_bar, reserve)
     else:
         with progress_bar() as bar:
             im = collect(source.hf_dir, seqs, datasets=[what], progress=bar, grams=gptq)
@@ -136,6 +140,18 @@ def _imatrix(
     write_imatrix(im, path)
     log(f"wrote {path} ({what}, {im.tokens} tokens, {len(im.sums)} tensors) in {im.seconds:.1f}s")
     return im, path
+
+
+def _quantized_bytes(hf_dir: Path, types: list[str]) -> int:
+    """Bytes the quantized files of ``types`` will take (each twice: the parity check's plain twin), which
+    the Gram store must leave room for on the export's disk."""
+    import numpy as np
+
+    from medkit.convert.gguf.writer import WeightReader
+
+    reader = WeightReader(Path(hf_dir))
+    n = sum(int(np.prod(reader.shape(k), dtype=np.int64)) for k in reader.names())
+    return int(2 * n * sum(BY_NAME[t].bytes_per_weight or 1.0 if t in BY_NAME else 1.0 for t in types))
 
 
 @contextmanager
@@ -175,8 +191,9 @@ def refiner(
     ``grams``: the Gram matrices the imatrix pass already summed (they fit GRAM_BUDGET), or the store the
     layer-by-layer pass wrote them to (read back whole blocks at a time, ``budget`` bytes of them); without
     them, one calibration pass over ``seqs`` per part of the model that fits, for every file."""
-    if hasattr(grams, "parts"):  # a gram_store.GramStore: its matrices read back a few blocks at a time
-        return grams.refiner(f16, budget or grams.budget or GRAM_BUDGET)
+    if hasattr(grams, "refiner"):  # a gram_store.GramStore (read back a few blocks at a time) or a
+        # layerwise.Recompute (the pass again for each file, each layer rounded as it goes)
+        return grams.refiner(f16, budget or getattr(grams, "budget", None) or GRAM_BUDGET)
     shapes = refinable_shapes(f16)
     cut = [list(shapes)] if grams is not None else parts(shapes)
     if len(cut) > 1:

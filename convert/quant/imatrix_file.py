@@ -39,7 +39,7 @@ class IMatrix:
     seconds: float = 0.0
     tokens: int = 0
     metadata: dict[str, str] = field(default_factory=dict)  # extra string keys (medkit.* provenance)
-    grams: dict[str, Any] | None = None  # X^T X per weight (collect(grams=...)): not written to the file
+    grams: Any = None  # X^T X per weight (collect(grams=...)), a gram_store.GramStore or a layerwise.Recompute: not in the file
     seqs: list[list[int]] | None = (
         None  # the calibration token ids, when computed here (GPTQ reads them again)
     )

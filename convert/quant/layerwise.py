@@ -6,8 +6,10 @@ The calibration rows are embedded (the embedding rows they use read from the mem
 never the whole table), then carried through the decoder a layer at a time: each layer's weights are read
 from the safetensors when its turn comes (medkit.convert.gguf.writer.WeightReader, memory-mapped), its
 inputs' importance sums and Gram matrices taken by the same hooks as the whole-model pass
-(medkit.convert.quant.act_stats), the Gram matrices handed to ``store`` (written to disk, read back a few layers
-at a time by GPTQ: medkit.convert.quant.gram_store), and the layer freed before the next. Each layer sees the
+(medkit.convert.quant.act_stats), the layer freed, and its Gram matrices handed to ``store`` (written to disk,
+read back a few layers at a time by GPTQ: medkit.convert.quant.gram_store) before the next. Where the disk
+has no room for them (a 7B's take ~31 GiB), the loop runs again for each quantized file and GPTQ rounds each
+layer as soon as its matrices are summed (Recompute): nothing kept, one more pass per file. Each layer sees the
 previous layer's full-precision outputs, as the whole-model pass does, so the sums equal its sums (to float
 rounding; tests/convert/quant/test_layerwise.py). The tokens every row starts with run once per layer, their keys
 and values reused by every batch, as in the whole-model pass. The loop is device-agnostic (``device``).
@@ -169,7 +171,7 @@ def collect_layerwise(
     gram_flops = [0]
     step = progress(len(body.layers)) if progress else (lambda n: None)
 
-    def run_layer(layer: Any, i: int, mine: dict[str, str]) -> None:
+    def run_layer(layer: Any, i: int, mine: dict[str, str]) -> ActStats:
         from transformers import DynamicCache
 
         stats = ActStats({g: widths[g] for g in mine.values()}, want & set(mine.values()), device)
@@ -206,7 +208,7 @@ def collect_layerwise(
         finally:
             for hd in handles:
                 hd.remove()
-        take(stats)
+        return stats
 
     def take(stats: ActStats) -> None:
         """A finished layer's (or the head's) sums and counts kept, its Gram matrices to the store (or kept)."""
@@ -214,6 +216,7 @@ def collect_layerwise(
         gram_flops[0] += stats.gram_flops
         sums.update(s)
         counts.update(c_)
+        stats.acc.clear()  # the matrices' only other holder: the store may free them as it goes
         if g and store is not None:
             store.put(g)
         else:
@@ -224,8 +227,9 @@ def collect_layerwise(
             memtrace.phase(f"calibration: layer {i}")
             lp = f"{prefix}.layers.{i}."
             _load(layer, lp, reader, device, run_dtype)
-            run_layer(layer, i, {m: g for m, g in names.items() if m.startswith(lp)})
+            stats = run_layer(layer, i, {m: g for m, g in names.items() if m.startswith(lp)})
             _free(layer)
+            take(stats)  # the layer's weights freed first: a store that rounds (Recompute) has their room
             step(sum(len(s) for s in seqs) // len(body.layers))
         memtrace.phase("calibration: head")
         _load(body.norm, f"{prefix}.norm.", reader, device, run_dtype)
@@ -273,11 +277,19 @@ def _work(model: Any, seqs: list[list[int]], n_shared: int, grams: int, seconds:
 
 
 def calibrate(
-    source: Any, seqs: list[list[int]], what: str, gptq: bool, log: Callable[[str], Any], progress_bar: Any
+    source: Any,
+    seqs: list[list[int]],
+    what: str,
+    gptq: bool,
+    log: Callable[[str], Any],
+    progress_bar: Any,
+    reserve: int = 0,
 ) -> IMatrix:
     """An export's calibration pass (medkit.convert.quant.calibrate._imatrix), a decoder layer at a time: its memory
     planned first (one line when it cannot fit), the Gram matrices written to a hidden folder of the export
-    (``im.grams``, the store) that GPTQ reads back and export removes. ``progress_bar``: imatrix's."""
+    (``im.grams``, the store) that GPTQ reads back and export removes, or, when the disk lacks room for
+    them beside the ``reserve`` bytes the export has still to write, computed again for each quantized file
+    (``im.grams`` a Recompute). ``progress_bar``: imatrix's."""
     import tempfile
 
     import torch
@@ -291,12 +303,14 @@ def calibrate(
     device = calib_device()
     width = 2 if forward_dtype(device) == torch.bfloat16 else 4
     plan = memplan.plan_calibration(config, sum(map(len, seqs)) * 5 // 4, width)
+    on_disk = not gptq or memplan.grams_on_disk(plan.store, Path(source.out_dir), reserve)
+    plan.streamed = not on_disk
     if device != "cpu":
         plan = plan.on_gpu(device_free(device))
     free, why = memplan.available()
     blocks = plan.fit(free, why)
     store = None
-    if gptq:
+    if gptq and on_disk:
         Path(source.out_dir).mkdir(parents=True, exist_ok=True)
         # named as medkit's other partial outputs, so a killed export's folder is removed by the next one
         tmp = tempfile.mkdtemp(prefix=f".{source.name}-grams.gguf.", suffix=".partial", dir=source.out_dir)
@@ -304,19 +318,75 @@ def calibrate(
     try:
         with progress_bar() as bar:
             im = collect_layerwise(
-                source.hf_dir, seqs, datasets=[what], progress=bar, grams=gptq, store=store, device=device
-            )
+                source.hf_dir, seqs, datasets=[what], progress=bar, grams=gptq and on_disk, store=store,
+                device=device,
+            )  # fmt: skip
     except BaseException:
         if store is not None:
             store.remove()
         raise
     if store is not None:
         store.budget = blocks * max(store.block_bytes().values())
-    rounding = f"; GPTQ {blocks} block(s) at a time" if gptq else ""
-    log(f"calibration pass: {im.mfu} (forward and Gram sums)")
+    rounding = f"; GPTQ {blocks} block(s) at a time" if gptq and on_disk else ""
+    if gptq and not on_disk:
+        im.grams = Recompute(Path(source.hf_dir), seqs, device, log)
+        rounding = (f"; no disk for the Gram matrices ({plan.store / 2**30:.1f} GiB): GPTQ rounds each layer "
+                    "as the pass runs again for each quantized file")  # fmt: skip
+    log(f"calibration pass: {im.mfu} (forward{' and Gram sums' if gptq and on_disk else ''})")
     log(f"calibrated a decoder layer at a time: planned peak ~{plan.need(blocks) / 2**30:.1f} GiB "
         f"({free / 2**30:.1f} GiB free, {why}){rounding}")  # fmt: skip
     return im
+
+
+class Recompute:
+    """GPTQ's Gram matrices with no disk to keep them: for each quantized file the layer loop runs again and
+    each layer's matrices are rounded with as soon as they are summed (one input at a time), then dropped.
+    Same matrices as the store's (the same pass), so the same codes; one more pass per file."""
+
+    def __init__(self, hf_dir: Path, seqs: list[list[int]], device: str, log: Callable[[str], Any]) -> None:
+        self.hf_dir, self.seqs, self.device, self.log = hf_dir, seqs, device, log
+
+    def refiner(self, f16: Path, budget: int = 0) -> Callable[[Path], Any]:
+        def run(path: Path) -> Any:
+            sink = _Rounding(path, f16)
+            t0 = time.perf_counter()
+            collect_layerwise(self.hf_dir, self.seqs, grams=True, store=sink, device=self.device)
+            self.log(f"GPTQ: calibration pass again, rounding as it went ({time.perf_counter() - t0:.0f}s)")
+            return sink.total
+
+        return run
+
+
+class _Rounding:
+    """The store a Recompute pass hands each layer's Gram matrices to: rounds ``path``'s weights with
+    them at once (gptq.refine, one input's weights at a time) and keeps nothing."""
+
+    def __init__(self, path: Path, f16: Path) -> None:
+        from medkit.convert.quant.gptq import RefineResult, refinable_shapes
+
+        self.path, self.f16 = path, f16
+        self.names = set(refinable_shapes(f16))
+        self.total = RefineResult(0, 0.0, {})
+
+    def put(self, grams: dict[str, Any]) -> None:
+        from medkit.convert import memtrace
+        from medkit.convert.quant.gptq import refine
+
+        by_input: dict[int, tuple[Any, list[str]]] = {}
+        for name, h in grams.items():
+            if name in self.names:
+                by_input.setdefault(id(h), (h, []))[1].append(name)
+        grams.clear()
+        while by_input:  # each input's matrix freed once its weights are rounded
+            _, (h, members) = by_input.popitem()
+            memtrace.phase(f"gptq: {members[0]}")
+            self.total.add(
+                refine(self.path, self.f16, {m: h for m in members}, members, {}, keep_weights=False)
+            )
+            del h
+
+    def close_writing(self) -> None:
+        """Nothing kept."""
 
 
 def device_free(device: str) -> int:

@@ -97,8 +97,11 @@ class CalibPlan:
     gptq_block: int  # GPTQ's memory per decoder block rounded at once
     n_blocks: int
     store: int = 0  # disk: every layer's Gram matrices, kept until GPTQ rounds with them (gram_store)
+    streamed: bool = False  # no store: GPTQ rounds each layer inside the loop (layerwise.Recompute)
 
     def need(self, blocks: int) -> int:
+        if self.streamed:
+            return self.base + self.layer_loop + self.gptq_block * blocks
         return self.base + max(self.layer_loop, self.gptq_block * blocks)
 
     def fit(self, free: int, why: str = "available memory") -> int:
@@ -122,7 +125,28 @@ class CalibPlan:
                 f"{gpu_free / GiB:.1f} GiB is free",
                 hint="free GPU memory, or run it on the CPU: MEDKIT_CALIB_DEVICE=cpu",
             )
-        return CalibPlan(self.base, 0, self.gptq_block, self.n_blocks, self.store)
+        return CalibPlan(self.base, 0, self.gptq_block, self.n_blocks, self.store, self.streamed)
+
+
+GRAMS_ENV = "MEDKIT_GRAMS"  # disk (the Gram store), recompute (a pass per quantized file), or auto (default)
+DISK_SLACK = 64 * 2**20  # bytes left free beside the store and the outputs still to be written
+
+
+def grams_on_disk(store: int, folder: Path, reserve: int) -> bool:
+    """Whether GPTQ's Gram matrices (``store`` bytes) are kept on disk in ``folder`` until it rounds
+    (gram_store), or computed again for each quantized file (layerwise.Recompute): on disk when they fit
+    beside the ``reserve`` bytes the export has still to write. MEDKIT_GRAMS=disk or recompute decides."""
+    import shutil
+
+    asked = os.environ.get(GRAMS_ENV, "auto").strip().lower() or "auto"
+    if asked not in ("auto", "disk", "recompute"):
+        raise ConvertError(f"{GRAMS_ENV}={asked}: expected auto, disk or recompute")
+    if asked != "auto":
+        return asked == "disk"
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    return shutil.disk_usage(probe).free >= store + reserve + DISK_SLACK
 
 
 def plan_calibration(config: dict[str, Any], tokens: int, forward_bytes: int = 4) -> CalibPlan:

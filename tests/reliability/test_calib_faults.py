@@ -33,18 +33,61 @@ def calib(tmp_path) -> Path:
 
 
 @pytest.mark.skipif(shutil.which("unshare") is None, reason="needs unshare (util-linux)")
-def test_no_disk_for_the_gram_matrices_is_one_line_with_need_and_free(tiny_model_dir, calib, tmp_path):
+def test_no_disk_for_the_gram_matrices_recomputes_them(tiny_model_dir, calib, tmp_path, monkeypatch):
+    """A disk with room for the GGUFs but not for the Gram store: the export runs the pass again and GPTQ rounds
+    each layer as it goes (the same file as with the store); MEDKIT_GRAMS=disk insists on the store and
+    stops in one line with need and free, nothing written."""
     model = tiny_model_dir("llama", **WIDE)
     out = tmp_path / "out"
     argv = ("export", str(model), *CALIB, "--calib", str(calib), "--out", str(out))
+    monkeypatch.setenv("MEDKIT_GRAMS", "disk")
     res, left = _in_small_tmpfs(out, "56m", sys.executable, "-m", "medkit", *argv)
     line = assert_one_line_error(res, "not enough disk", "Gram matrices", "MiB free", str(out))
     assert "need " in line
     assert left == [], f"left in the output folder: {left}"
-    # the same folder holds the export that keeps no Gram matrices (llama.cpp's rounding with the imatrix)
-    res, left = _in_small_tmpfs(out, "56m", sys.executable, "-m", "medkit", *argv, "--no-gptq")
+    monkeypatch.delenv("MEDKIT_GRAMS")
+    gguf = out / f"{model.name}-q4_k_m.gguf"
+    kept = tmp_path / "recomputed.gguf"  # copied out of the private tmpfs before it goes
+    res, left = _in_small_tmpfs(
+        out, "56m", sys.executable, "-c", _EXPORT_AND_COPY, str(gguf), str(kept), *argv
+    )
     assert res.code == 0, res.stderr
-    assert sorted(left) == ["imatrix.gguf", f"{model.name}-q4_k_m.gguf"]
+    assert "no disk for the Gram matrices" in res.stdout
+    assert sorted(left) == ["imatrix.gguf", gguf.name]
+    # the same export where the store fits (kept on disk), and without GPTQ
+    files = {}
+    for how, extra in (("store", ()), ("plain", ("--no-gptq",))):
+        monkeypatch.setenv("MEDKIT_GRAMS", "disk")
+        done = run_medkit(
+            "export", str(model), *CALIB, *extra, "--calib", str(calib), "--out", str(tmp_path / how)
+        )
+        assert done.code == 0, done.stderr
+        assert "no disk for the Gram matrices" not in done.stdout
+        files[how] = tmp_path / how / gguf.name
+    # GPTQ's codes from the recomputed matrices are the store's (tests/convert/quant/test_layerwise.py: byte for
+    # byte from one quantized file); here the first pass's importance sums differ in float rounding (squares
+    # summed, not a Gram diagonal), so a few of llama.cpp's scales may too: the codes agree almost everywhere
+    same_as_store, same_as_plain = _agreement(kept, files["store"]), _agreement(kept, files["plain"])
+    assert same_as_store > 0.98, (same_as_store, same_as_plain)
+    assert same_as_plain < 0.9, (same_as_store, same_as_plain)
+
+
+def _agreement(a: Path, b: Path) -> float:
+    """The share of equal bytes in the quantized tensors' data of two GGUFs of one model and type."""
+    import numpy as np
+    from gguf import GGUFReader
+
+    ta = {t.name: np.asarray(t.data).view(np.uint8).ravel() for t in GGUFReader(a).tensors}
+    tb = {t.name: np.asarray(t.data).view(np.uint8).ravel() for t in GGUFReader(b).tensors}
+    same = sum(int((ta[n] == tb[n]).sum()) for n in ta if n.startswith("blk."))
+    return same / sum(len(ta[n]) for n in ta if n.startswith("blk."))
+
+
+# runs `medkit ARGV...` (argv[3:]) and copies the file argv[1] it wrote to argv[2] (out of the tmpfs)
+_EXPORT_AND_COPY = (
+    "import shutil, subprocess, sys; r = subprocess.run([sys.executable, '-m', 'medkit', *sys.argv[3:]]); "
+    "r.returncode and sys.exit(r.returncode); shutil.copyfile(sys.argv[1], sys.argv[2])"
+)
 
 
 # (id, module, function): the export process SIGKILLs itself the first time it enters that function

@@ -86,6 +86,52 @@ def test_gptq_codes_from_the_store_equal_those_from_the_whole_model_grams(tiny_m
     )
 
 
+def test_gptq_codes_recomputed_layer_by_layer_equal_those_from_the_store(tiny_model_dir, tmp_path):
+    """With no disk for the Gram store, the pass runs again for the quantized file and each layer is rounded
+    as soon as its matrices are summed (layerwise.Recompute): the same bytes as rounding from the store."""
+    from medkit.convert.gguf.writer import write_gguf
+    from medkit.convert.quant.calibrate import refiner
+    from medkit.convert.quant.gram_store import GramStore
+    from medkit.convert.quant.layerwise import Recompute, collect_layerwise
+    from medkit.convert.quant.quantize import quantize
+
+    model = tiny_model_dir("llama", **K_WIDE)
+    seqs = _seqs(model, SHARED)
+    f16 = write_gguf(model, tmp_path / "f16.gguf", "f16").path
+    store = GramStore(tmp_path / "grams")
+    layered = collect_layerwise(model, seqs, device="cpu", dtype="float32", grams=True, store=store)
+    lines: list[str] = []
+    again = Recompute(model, seqs, "cpu", lines.append)
+    a = quantize(f16, tmp_path / "a.gguf", "q4_k_m", threads=1, imatrix=layered,
+                 post=refiner(model, seqs, f16, grams=store, budget=1)).path  # fmt: skip
+    b = quantize(f16, tmp_path / "b.gguf", "q4_k_m", threads=1, imatrix=layered,
+                 post=refiner(model, seqs, f16, grams=again)).path  # fmt: skip
+    assert a.read_bytes() == b.read_bytes()
+    assert len(lines) == 1 and lines[0].startswith("GPTQ: calibration pass again")
+    plain = quantize(f16, tmp_path / "c.gguf", "q4_k_m", threads=1, imatrix=layered).path
+    assert b.read_bytes() != plain.read_bytes()
+
+
+def test_the_store_goes_to_disk_only_where_it_fits(tmp_path, monkeypatch):
+    import shutil
+
+    from medkit.convert.quant.memplan import GRAMS_ENV, grams_on_disk
+    from medkit.errors import ConvertError
+
+    free = shutil.disk_usage(tmp_path).free
+    monkeypatch.delenv(GRAMS_ENV, raising=False)
+    assert grams_on_disk(2**20, tmp_path / "not" / "yet", 0)  # a folder still to be made: its parent's disk
+    assert not grams_on_disk(free, tmp_path, 0)
+    assert not grams_on_disk(2**20, tmp_path, free)  # the outputs still to come leave no room
+    monkeypatch.setenv(GRAMS_ENV, "disk")
+    assert grams_on_disk(free, tmp_path, 0)
+    monkeypatch.setenv(GRAMS_ENV, "recompute")
+    assert not grams_on_disk(2**20, tmp_path, 0)
+    monkeypatch.setenv(GRAMS_ENV, "ram")
+    with pytest.raises(ConvertError, match="MEDKIT_GRAMS=ram: expected auto, disk or recompute"):
+        grams_on_disk(2**20, tmp_path, 0)
+
+
 def test_store_parts_are_whole_blocks_within_the_budget(tmp_path):
     import torch
 
