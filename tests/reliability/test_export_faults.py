@@ -23,29 +23,7 @@ from medkit.provenance import ADAPTER_KEY, adapter_hash, gguf_adapter_hash, stal
 from tests.convert.adapter.test_lora_gguf import make_adapter
 from tests.reliability.conftest import REPO, Outcome, assert_one_line_error, run_medkit
 
-DEMO_DATA = REPO / "recipes" / "data" / "medqa_demo.jsonl"
 EXPORT = ("--gguf", "f16", "--no-verify")
-
-
-@pytest.fixture(scope="module")
-def run_template(tiny_model_dir, tmp_path_factory) -> Path:
-    """runs/tiny_llama as `medkit train` leaves it: recipe.toml, run.json, adapter/ (with tokenizer)."""
-    base = tiny_model_dir("llama")
-    run = tmp_path_factory.mktemp("template") / "tiny_llama"
-    make_adapter(base, run / "adapter", b_std=0.02)
-    (run / "recipe.toml").write_text(
-        f'name = "tiny_llama"\n\n[model]\nbase = "{base}"\ndtype = "float32"\n\n'
-        f'[data]\nsource = "{DEMO_DATA}"\nformat = "qa"\nmax_samples = 60\nmax_seq_len = 256\n'
-    )
-    (run / "run.json").write_text(json.dumps({"name": "tiny_llama", "base_model": str(base)}))
-    return run
-
-
-@pytest.fixture
-def run_dir(run_template, tmp_path) -> Path:
-    dst = tmp_path / "runs" / "tiny_llama"
-    shutil.copytree(run_template, dst)
-    return dst
 
 
 def _md5(path: Path) -> str:
