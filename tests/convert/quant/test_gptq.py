@@ -325,7 +325,7 @@ def test_the_blocked_loop_matches_plain_column_by_column_gptq(group):
     import torch
 
     from medkit.convert.quant import qcodec
-    from medkit.convert.quant.gptq import OUTER, inverse_factor, round_batch
+    from medkit.convert.quant.gptq import DAMP, OUTER, inverse_factor, round_batch
 
     rng = np.random.default_rng(3)
     rows, n = 8, OUTER + 64  # two OUTER blocks, the second one short
@@ -343,7 +343,12 @@ def test_the_blocked_loop_matches_plain_column_by_column_gptq(group):
         [(w, grid, np.zeros((rows, n), np.int16), (perm, torch.zeros(n, dtype=torch.bool), u))]
     )[0]
 
-    pm, uu = perm.numpy(), u.double().numpy()
+    # the textbook's factor, float64 and independent of medkit's: the upper Cholesky factor of the damped
+    # inverse of H in act order (medkit rounds with Babai's form of the same updates: inverse_factor)
+    pm = perm.numpy()
+    hp = h.double().numpy()[np.ix_(pm, pm)]
+    hp += DAMP * np.mean(np.diag(hp)) * np.eye(n)
+    uu = np.linalg.cholesky(np.linalg.inv(hp)).T
     ww, aa, bb = (z[:, pm].astype(np.float64) for z in (w, a, b))
     ref = np.empty((rows, n), np.int16)
     for j in range(n):
