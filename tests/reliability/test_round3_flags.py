@@ -16,7 +16,6 @@ from tests.reliability import test_round3_export as export_tests
 from tests.reliability.conftest import assert_one_line_error, run_medkit
 
 _ok = export_tests._ok
-run_template, run_dir = export_tests.run_template, export_tests.run_dir  # the same run fixtures
 
 
 @pytest.mark.parametrize(
