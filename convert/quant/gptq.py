@@ -162,6 +162,7 @@ def round_batch(
     problems: list[tuple[Any, qcodec.Grid, np.ndarray, tuple[Any, Any, Any]]],
     stacked: Any = None,
     ordered: Any = None,
+    orig: Any = None,
 ) -> list[np.ndarray]:
     """round_codes for several weights of one shape [rows, n] (the same layer of every block), each with its
     own Gram factor and grid, in one column loop: step j rounds the j-th column of each in its own act
@@ -172,7 +173,9 @@ def round_batch(
     BLOCK and the columns after it once per OUTER block (each a batched product in place): the weights
     outside a BLOCK are read and written ~n/OUTER times instead of once per column.
     ``stacked``: the factors' U already stacked [L, n, n] (kept by refine for the export's next file);
-    ``ordered``: ordered_weights(problems), overwritten (then the problems' weights may be None)."""
+    ``ordered``: ordered_weights(problems), overwritten (then the problems' weights may be None); ``orig``: the
+    same weights left as they are (read, never written: the errors are taken against them), else a copy of
+    ``ordered`` is made before the loop."""
     import torch
 
     w = ordered if ordered is not None else ordered_weights(problems)  # [L, n, rows]
@@ -194,7 +197,8 @@ def round_batch(
     # each problem's j-th column (act order) reads its grid block's row of abi: one index_select a column
     rows_at = (torch.stack(perms) // g + torch.arange(nl)[:, None] * nb).t().contiguous()  # [n, L]
     u = stacked if stacked is not None else torch.stack([p[3][2] for p in problems])  # [L, n, n]: the V's
-    orig = w.clone()  # each column's error is taken against the weight before any update (inverse_factor)
+    if orig is None:  # each column's error is taken against the weight before any update (inverse_factor)
+        orig = w.clone()
     lo, hi = (torch.from_numpy(np.stack([np.broadcast_to(np.asarray(getattr(p[1], x), np.float32), (rows,))
                                          for p in problems])) for x in ("lo", "hi"))  # fmt: skip
     grid0 = problems[0][1]
@@ -384,11 +388,13 @@ def refine(
                     ordered = kept.clone()
                 else:
                     ordered = ordered_weights([p[:4] for p in probs])
+                    probs = [(None, *p[1:]) for p in probs]  # the float weights live on in `ordered` alone
                     held = cache.get("weight-bytes", 0) + ordered.numel() * 4
                     whole = all(r0 == 0 and r1 == _rows(dst[name]) for m in run for name, r0, r1 in m)
                     if keep_weights and whole and held <= WEIGHT_CACHE:  # the next file starts from these
                         cache[wkey], cache["weight-bytes"] = ordered.clone(), held
-                codes = round_batch([p[:4] for p in probs], cache[key], ordered)
+                # the weights before any update: the kept copy where there is one (not written), else a clone
+                codes = round_batch([p[:4] for p in probs], cache[key], ordered, cache.get(wkey))
                 del ordered
                 for pieces, p, c in zip(run, probs, codes, strict=True):
                     at = 0
