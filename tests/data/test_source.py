@@ -261,6 +261,18 @@ def test_max_samples_is_taken_before_the_split(tmp_path):
     assert rep.kept == {"train": 28, "val": 6, "test": 6}
 
 
+def test_train_part_cuts_the_train_split_alone_and_its_two_parts_are_disjoint(tmp_path):
+    """SFT on [0, 0.6] and reward tuning on [0.6, 1]: the same val and test, the train rows split between them."""
+    src = write_jsonl(tmp_path / "qa.jsonl", qa_rows(100))
+    whole, _ = load_rows(make_recipe(src))
+    first, rep = load_rows(make_recipe(src, data={"train_part": [0.0, 0.6]}))
+    rest, rep2 = load_rows(make_recipe(src, data={"train_part": [0.6, 1.0]}))
+    assert rep.kept == {"train": 48, "val": 10, "test": 10} and rep2.kept["train"] == 32
+    ids = {s: [r["row"] for r in whole[s]] for s in whole}
+    assert [r["row"] for r in first["train"] + rest["train"]] == ids["train"]
+    assert all([r["row"] for r in part[s]] == ids[s] for part in (first, rest) for s in ("val", "test"))
+
+
 def test_existing_splits_are_used_from_a_saved_dataset(tmp_path):
     import datasets
 

@@ -325,6 +325,9 @@ def _check_semantics(r: Recipe, base_dir: Path, problems: list[str]) -> None:
     ratios = r.data.split_ratios
     if len(ratios) != 3 or any(x < 0 for x in ratios) or abs(sum(ratios) - 1.0) > 1e-6:
         problems.append(f"data.split_ratios: {ratios!r} must be three non-negative numbers summing to 1")
+    part = r.data.train_part
+    if len(part) != 2 or not 0 <= part[0] < part[1] <= 1:
+        problems.append(f"data.train_part: {part!r} must be [from, to] with 0 <= from < to <= 1")
     if r.train.max_steps == 0 and r.train.epochs <= 0:
         problems.append("train.epochs: must be > 0 when train.max_steps is 0")
     _check_export(r.export, problems)

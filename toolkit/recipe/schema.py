@@ -124,6 +124,12 @@ class DataSection:
         help="train/val/test ratios when splits are carved", factory=lambda: [0.8, 0.1, 0.1]
     )
     seed: int = opt(42, "Seed for shuffling and splitting")
+    train_part: list[float] = opt(
+        help="The part [from, to] of the train split (as fractions, after the seeded split) this run trains on: "
+        "e.g. [0, 0.6] for supervised tuning and [0.6, 1] for reward tuning after it, on prompts it has not seen; "
+        "val and test stay whole",
+        factory=lambda: [0.0, 1.0],
+    )
     max_samples: int = opt(0, "Use at most this many rows (0: all), taken after a seeded shuffle", lo=0)
     max_seq_len: int = opt(512, "Token budget per example", lo=16, hi=131072)
     truncation: str = opt(
