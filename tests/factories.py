@@ -198,6 +198,24 @@ def _corpus_lines() -> list[str]:
     return [line for line in CORPUS.splitlines() if line.strip()]
 
 
+def split_bpe(split: str, specials: list[str]) -> Any:
+    """A byte-level BPE (tokenizers' Tokenizer) trained on the test corpus, pre-split by the regex ``split``
+    (Llama 3's, Qwen's...) then to bytes, with ``specials`` added after the vocabulary."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tk = Tokenizer(models.BPE())
+    tk.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(split), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])  # fmt: skip
+    tk.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=BPE_VOCAB, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                  show_progress=False)  # fmt: skip
+    tk.train_from_iterator(_corpus_lines(), trainer=trainer)
+    tk.add_special_tokens(specials)
+    return tk
+
+
 def _train_spm(vocab_size: int) -> bytes:
     """A Llama-style SentencePiece BPE model (byte fallback, split digits, identity normalization)."""
     import sentencepiece as spm
@@ -530,22 +548,13 @@ def build_llama32(out_dir: str | Path, seed: int = 0) -> Path:
     theta 500000), tied embeddings, GQA, and its tokenizer's layout: byte-level BPE split like Llama 3's,
     <|begin_of_text|> added once by the tokenizer, turns closed by <|eot_id|> (the llama3 template)."""
     import torch
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from tokenizers import processors
     from transformers import AutoModelForCausalLM, LlamaConfig, PreTrainedTokenizerFast
 
     from medkit.formats.chat_template import TEMPLATES
 
     out_dir = Path(out_dir)
-    tk = Tokenizer(models.BPE())
-    tk.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(LLAMA3_SPLIT), behavior="isolated", invert=False),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-    ])  # fmt: skip
-    tk.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=BPE_VOCAB, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                  show_progress=False)  # fmt: skip
-    tk.train_from_iterator(_corpus_lines(), trainer=trainer)
-    tk.add_special_tokens(LLAMA3_SPECIALS)
+    tk = split_bpe(LLAMA3_SPLIT, LLAMA3_SPECIALS)
     bos = tk.token_to_id("<|begin_of_text|>")
     tk.post_processor = processors.TemplateProcessing(
         single="<|begin_of_text|> $A", pair="<|begin_of_text|> $A <|begin_of_text|> $B",

@@ -31,21 +31,11 @@ SMOLLM3_SPECIALS = ["<|begin_of_text|>", "<|end_of_text|>", "<|im_start|>", "<|i
 def llama3_bpe(specials: list[str], added: tuple[str, ...] = ()) -> Any:
     """A byte-level BPE trained on the test corpus, split like Llama 3 (llama.cpp's `llama-bpe`), with
     ``specials`` after the vocabulary and ``added`` as plain added tokens; no BOS added."""
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    from tests.factories import BPE_VOCAB, LLAMA3_SPLIT, _corpus_lines
+    from tests.factories import LLAMA3_SPLIT, split_bpe
 
-    tk = Tokenizer(models.BPE())
-    tk.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(LLAMA3_SPLIT), behavior="isolated", invert=False),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-    ])  # fmt: skip
-    tk.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=BPE_VOCAB, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                  show_progress=False)  # fmt: skip
-    tk.train_from_iterator(_corpus_lines(), trainer=trainer)
-    tk.add_special_tokens(specials)
+    tk = split_bpe(LLAMA3_SPLIT, specials)
     tok = PreTrainedTokenizerFast(tokenizer_object=tk, eos_token="<|im_end|>", pad_token=specials[1],
                                   clean_up_tokenization_spaces=False)  # fmt: skip
     tok.add_tokens(list(added))
@@ -95,22 +85,12 @@ def qwen35_template() -> str:
 def qwen35_tokenizer(out_dir: Any) -> Any:
     """Qwen3.5's tokenizer layout: byte-level BPE split by its regex, <|endoftext|> <|im_start|> <|im_end|>
     after the vocabulary, <think> markers as added tokens, eos <|im_end|>, no BOS."""
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    from tests.factories import BPE_VOCAB, _corpus_lines
+    from tests.factories import split_bpe
 
     specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-    tk = Tokenizer(models.BPE())
-    tk.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(QWEN35_SPLIT), behavior="isolated", invert=False),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-    ])  # fmt: skip
-    tk.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=BPE_VOCAB, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                  show_progress=False)  # fmt: skip
-    tk.train_from_iterator(_corpus_lines(), trainer=trainer)
-    tk.add_special_tokens(specials)
+    tk = split_bpe(QWEN35_SPLIT, specials)
     tok = PreTrainedTokenizerFast(tokenizer_object=tk, eos_token="<|im_end|>", pad_token="<|endoftext|>",
                                   additional_special_tokens=specials[1:], clean_up_tokenization_spaces=False)  # fmt: skip
     tok.add_tokens(["<think>", "</think>"])

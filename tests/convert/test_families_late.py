@@ -136,42 +136,14 @@ def test_thinking_switch_in_training_and_the_runtime(family, thinking, end, tiny
 def test_train_merge_export_adapter_and_chat(family, tiny_model_dir, tmp_path):
     """One training step -> merge -> f16 GGUF at greedy parity with the merged model -> the GGUF LoRA over
     the base GGUF equals the merged GGUF -> the Runtime chats on the export and stops at the end of turn."""
-    from medkit.convert import arch
-    from medkit.convert.adapter.lora import write_lora_gguf
-    from medkit.convert.adapter.merge import merge_run
-    from medkit.convert.gguf.writer import write_gguf
-    from medkit.convert.verify import held_out_texts, verify
-    from medkit.recipe import recipe_from_dict
-    from medkit.runs import RunDir
     from medkit.runtime.engine import Runtime
-    from medkit.train.verb import train
-    from tests.convert.adapter.test_lora_gguf import llama_logits, token_ids
-    from tests.train.conftest import qa_rows
+    from tests.convert.tiny_train import adapter_equals_merge, merged_f16, two_steps
 
-    src = tmp_path / "qa.jsonl"
-    src.write_text("".join(json.dumps(r) + "\n" for r in qa_rows(24)))
     base = tiny_model_dir(family)
-    raw = {
-        "name": f"tiny-{family}", "model": {"base": str(base)},
-        "data": {"source": str(src), "format": "qa", "max_seq_len": 96, "split_ratios": [0.75, 0.25, 0.0]},
-        "lora": {"r": 4, "alpha": 8, "targets": ["auto"]},
-        "train": {"max_steps": 2, "batch_size": 4, "grad_accum": 1, "lr": 5e-2, "eval_every": 0, "save_every": 0,
-                  "log_every": 1, "output_dir": str(tmp_path / "runs" / family)},
-    }  # fmt: skip
-    result = train(recipe_from_dict(raw, source=f"{family}.toml"))
-    run = RunDir(result.run_dir)
-    adapter_cfg = json.loads((run.adapter / "adapter_config.json").read_text())
-    assert set(adapter_cfg["target_modules"]) == set(arch.by_name(family).lora_targets)
-    merged = merge_run(run)
-    f16 = write_gguf(merged, tmp_path / "merged-f16.gguf", "f16").path
-    (res,) = verify([f16], merged, texts=held_out_texts(), threads=THREADS)
+    run = two_steps(family, base, tmp_path)
+    f16, res = merged_f16(run, tmp_path, family)
     assert res.tokenization_ok and res.agreement >= 0.99, res
-    lora = write_lora_gguf(run.adapter, tmp_path / "adapter.gguf", base_dir=base)
-    base_f16 = write_gguf(base, tmp_path / "base-f16.gguf", "f16").path
-    ids = token_ids(base)
-    with_adapter, want = llama_logits(base_f16, ids, lora=lora), llama_logits(f16, ids)
-    assert float(np.abs(with_adapter - want).max()) < 0.05
-    assert float(np.abs(llama_logits(base_f16, ids) - want).max()) > 1e-3  # two steps moved the model
+    adapter_equals_merge(run, base, f16, tmp_path)
     with Runtime(f16, ctx=256, threads=THREADS) as rt:
         answer = rt.chat([{"role": "user", "content": "What is gout?"}], max_tokens=24, temperature=0.0)
     assert answer.stats.completion_tokens > 0 and "<|im_start|>" not in answer.text
