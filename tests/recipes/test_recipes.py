@@ -138,6 +138,11 @@ def test_set_overrides_apply_and_are_checked():
     with pytest.raises(RecipeError) as err:
         load_recipe(RECIPES / "smollm2_demo.toml", ["train.learning_rate=1e-4", "data.max_seq_len=4"])
     assert len(err.value.problems) == 2
+    for bad in ("[0.6, 0.2]", "[0.0, 1.5]", "[0.5]"):
+        with pytest.raises(RecipeError, match=r"data\.train_part: .* must be \[from, to\]"):
+            load_recipe(RECIPES / "smollm2_demo.toml", [f"data.train_part={bad}"])
+    part = load_recipe(RECIPES / "smollm2_demo.toml", ["data.train_part=[0.6, 1.0]"]).data.train_part
+    assert part == [0.6, 1.0]
     result = CliRunner().invoke(cli, ["validate", str(RECIPES / "smollm2_demo.toml"), "--set", "lora.r=4"])
     assert result.exit_code == 0 and "r=4" in " ".join(result.output.split())
 
