@@ -397,10 +397,8 @@ def load_rows(recipe: Recipe) -> tuple[dict[str, list[dict[str, Any]]], RowRepor
     for s in ("val", "test"):
         splits.setdefault(s, by_split.get(s, []))
     splits = prompt_overlap(splits, report, d.clean.drop_overlap)
-    lo, hi = d.train_part
-    if (lo, hi) != (0.0, 1.0):  # a seeded part of the train split (val and test whole): same rows each run
-        n = len(splits["train"])
-        splits["train"] = splits["train"][round(lo * n) : round(hi * n)]
+    n, (lo, hi) = len(splits["train"]), d.train_part  # a seeded part of the train split (val, test whole)
+    splits["train"] = splits["train"][round(lo * n) : round(hi * n)]
     if not splits["train"]:
         raise DataError(
             f"the train split is empty after cleaning and splitting ({_drops(report)})", where=d.source
