@@ -134,9 +134,8 @@ QUESTIONS = [ASK, ASK2] + [
 def test_concurrent_clients_each_get_their_whole_sequential_answer(server):
     """8 clients at once (streaming and not, two model names, four questions) queue instead of cutting each
     other short: every answer is complete, ends with a finish_reason and equals its sequential answer.
-    Each (model, question) is asked once, so which request came just before cannot matter: asked twice in a
-    row, a prompt reuses its own KV cache and its last token is evaluated alone, and on AMD EPYC (AVX2) cores
-    the random adapter's near-tied greedy tokens then part from a fresh evaluation's at the 6th token."""
+    Whichever request the server takes first, the last sequential one included (the same prompt twice in a row:
+    the Runtime evaluates it from where it began the first time, tests/runtime), the answers are the same."""
     base, _ = server
     clients = [(model, q, k % 2 == 0) for model in ("base", "patient") for k, q in enumerate(QUESTIONS)]
     expected = {(m, q[0]["content"]): _ask(base, m, q, stream=False) for m, q, _ in clients}

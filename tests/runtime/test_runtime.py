@@ -9,7 +9,7 @@ import time
 import pytest
 
 from medkit.errors import RuntimeLoadError
-from medkit.runtime.answer import compile_template
+from medkit.runtime.answer import EvalStarts, compile_template
 from medkit.runtime.engine import (
     ContextOverflowError,
     Runtime,
@@ -79,6 +79,19 @@ def test_ensure_single_bos():
     assert ensure_single_bos([1, 5], 1, add_bos=True) == [1, 5]
     assert ensure_single_bos([5, 6], 1, add_bos=False) == [5, 6]
     assert ensure_single_bos([5], -1, add_bos=True) == [5]
+
+
+def test_eval_starts_reuse_the_cache_but_replay_a_prompt_from_its_first_start():
+    starts = EvalStarts(keep=2)
+    assert starts.start([], [1, 2, 3]) == 0  # empty cache
+    assert starts.start([1, 2, 3, 9, 9], [1, 2, 4, 5]) == 2  # a new prompt keeps what it shares
+    assert starts.start([1, 2, 4, 5, 7], [1, 2, 4, 5]) == 2  # asked again: from where it began, not 3
+    assert starts.start([1, 2, 4, 5, 7], [1, 2, 4, 5, 7, 8]) == 5  # its continuation reuses it all
+    assert starts.start([1, 2, 4, 5, 7, 8], [1, 2, 4, 5]) == 2  # a prefix of the cache asked again
+    assert starts.start([1, 9], [1, 2, 4, 5]) == 1  # the cache lost part of it: only what it holds
+    assert starts.start([1, 2, 3, 4], [1, 2, 3]) == 2  # [1, 2, 3] fell out (keep=2): its start 0 is forgotten
+    starts.clear()
+    assert starts.start([1, 2, 4, 5, 7], [1, 2, 4, 5]) == 3
 
 
 def test_template_without_bos_token_still_gets_one_bos(runtime, monkeypatch):
@@ -154,6 +167,25 @@ def test_adapter_switch_changes_output_and_switching_back_restores_it(runtime):
     assert runtime.chat(QUESTION, **GREEDY).text == base
     runtime.use_adapter("patient", scale=0.0)  # scale 0 is the base
     assert runtime.chat(QUESTION, **GREEDY).text == base
+    runtime.use_adapter(None)
+
+
+QUESTIONS = [QUESTION] + [
+    [{"role": "user", "content": q}] for q in ("Name one cause of a fever.", "What does insulin do?")
+]
+
+
+def test_a_prompt_asked_again_gets_the_same_greedy_answer(runtime):
+    """Asked twice in a row, a prompt is evaluated from where it was the first time: without that only its last
+    token is evaluated (a batch of one, rounded differently) and the random adapter's greedy answers part."""
+    runtime.use_adapter("patient")
+    for question in QUESTIONS:
+        first = runtime.chat(question, **GREEDY).text
+        assert runtime.chat(question, **GREEDY).text == first, question
+        assert runtime.chat(question + [{"role": "assistant", "content": first}] + question, **GREEDY).text
+        assert runtime.chat(question, **GREEDY).text == first, question  # after another prompt, too
+    runtime.reset()
+    assert runtime.chat(QUESTIONS[-1], **GREEDY).text == first  # the same as a fresh evaluation
     runtime.use_adapter(None)
 
 

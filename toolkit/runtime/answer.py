@@ -3,6 +3,7 @@ Runtime's errors, and two small llama.cpp facts (BOS handling, GPU offload). No 
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -83,6 +84,38 @@ def default_gpu_layers() -> int:
     import llama_cpp
 
     return -1 if llama_cpp.llama_supports_gpu_offload() else 0
+
+
+class EvalStarts:
+    """Where the evaluation of each recent prompt began: how much of the KV cache a prompt may reuse.
+
+    llama.cpp evaluates the uncached rest of a prompt as one batch, and its CPU kernels round a batch of one
+    token differently from a longer one. Asked again (the same request, a regenerated answer), a prompt is all
+    in the cache and only its last token would be evaluated, so greedy decoding could part from the first
+    answer. A prompt seen before therefore starts where its first evaluation started, and temperature 0
+    answers it the same; a new one reuses all it shares with the cache (its last token is always evaluated)."""
+
+    def __init__(self, keep: int = 16) -> None:
+        self.keep = keep
+        self._starts: OrderedDict[tuple[int, ...], int] = OrderedDict()
+
+    def clear(self) -> None:
+        self._starts.clear()
+
+    def start(self, cached: Sequence[int], ids: Sequence[int]) -> int:
+        """How many cached tokens to keep before evaluating ``ids`` (the cache holds ``cached``)."""
+        shared = 0
+        for a, b in zip(cached, ids[:-1], strict=False):
+            if a != b:
+                break
+            shared += 1
+        key = tuple(ids)
+        start = min(self._starts.get(key, shared), shared)  # less where the cache lost what it kept then
+        self._starts[key] = start
+        self._starts.move_to_end(key)
+        while len(self._starts) > self.keep:
+            self._starts.popitem(last=False)
+        return start
 
 
 def ensure_single_bos(ids: Sequence[int], bos_id: int, add_bos: bool) -> list[int]:

@@ -32,6 +32,7 @@ from medkit.runtime.answer import (
     Answer,
     AnswerStats,
     ContextOverflowError,
+    EvalStarts,
     RuntimeClosedError,
     check_adapter_name,
     check_messages,
@@ -113,6 +114,7 @@ class Runtime:
         self.bos_text = self._piece(self.bos_id)
         self.eos_text = self._piece(self.llm.token_eos())
         self._closed, self._spelled = False, False
+        self._starts = EvalStarts()  # a prompt asked again is evaluated from where it was the first time
         self.constrain: str | None = None
         self.set_constrain(constrain)
         for name, path in (adapters or {}).items():
@@ -218,6 +220,7 @@ class Runtime:
         with self._lock:
             self._check_open()
             self.llm.reset()
+            self._starts.clear()
             mem = self._lib.llama_get_memory(self.llm.ctx)
             if mem is not None:
                 self._lib.llama_memory_clear(mem, True)
@@ -336,6 +339,7 @@ class Runtime:
                 self.llm.sample = fast.sample  # type: ignore[method-assign]
             t0 = t_first = time.perf_counter()
             n, started = 0, False
+            self.llm.n_tokens = self._starts.start(self.llm.input_ids[: self.llm.n_tokens], ids)
             gen = self.llm.generate(ids, **sampling)
             try:
                 for token in gen:
