@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,6 +26,31 @@ def load_llama(path: Path, n_ctx: int = 256, logits_all: bool = False):
         logits_all=logits_all,
         verbose=False,
     )
+
+
+def copy_with_config(src: Path, dest: Path, **changes) -> Path:
+    """A copy of the model folder ``src`` with config.json keys changed (a None value removes the key)."""
+    shutil.copytree(src, dest)
+    cfg = json.loads((dest / "config.json").read_text())
+    for key, value in changes.items():
+        if value is None:
+            cfg.pop(key, None)
+        else:
+            cfg[key] = value
+    (dest / "config.json").write_text(json.dumps(cfg))
+    return dest
+
+
+def assert_export_refused(folder: Path, words: str) -> None:
+    """Exporting ``folder`` stops in one line matching ``words`` and leaves no file, finished or partial."""
+    from medkit.convert.gguf.writer import write_gguf
+    from medkit.errors import ConvertError
+
+    out = folder.parent / "out.gguf"
+    with pytest.raises(ConvertError, match=words) as err:
+        write_gguf(folder, out, "f16")
+    assert "\n" not in err.value.one_line()
+    assert not out.exists() and not list(folder.parent.glob(".out.gguf*"))
 
 
 @pytest.fixture(scope="session")

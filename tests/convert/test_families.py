@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from medkit.errors import ConvertError
-from tests.convert.conftest import THREADS
+from tests.convert.conftest import THREADS, assert_export_refused, copy_with_config
 from tests.factories import PHI3_LONGROPE, build_llama32
 
 
@@ -88,18 +88,6 @@ def test_llama32_training_examples_start_with_one_bos(llama32, tmp_path):
     assert all(ex.input_ids[:2].count(tok.bos_token_id) == 1 for ex in prepared.train)
 
 
-def _copy_with_config(src: Path, dest: Path, **changes) -> Path:
-    shutil.copytree(src, dest)
-    cfg = json.loads((dest / "config.json").read_text())
-    for key, value in changes.items():
-        if value is None:
-            cfg.pop(key, None)
-        else:
-            cfg[key] = value
-    (dest / "config.json").write_text(json.dumps(cfg))
-    return dest
-
-
 # (tiny family, config changes, words of the one-line refusal): a new unsupported feature is one row
 REFUSED = [
     ("qwen3", {"num_experts": 8}, "mixture-of-experts"),
@@ -137,14 +125,7 @@ REFUSED = [
 def test_config_features_a_family_does_not_handle_are_refused(
     tiny_model_dir, tmp_path, family, changes, words
 ):
-    from medkit.convert.gguf.writer import write_gguf
-
-    folder = _copy_with_config(tiny_model_dir(family), tmp_path / "m", **changes)
-    out = tmp_path / "out.gguf"
-    with pytest.raises(ConvertError, match=words) as err:
-        write_gguf(folder, out, "f16")
-    assert "\n" not in err.value.one_line()
-    assert not out.exists() and not list(tmp_path.glob(".out.gguf*"))
+    assert_export_refused(copy_with_config(tiny_model_dir(family), tmp_path / "m", **changes), words)
 
 
 def test_gemma3_multimodal_checkpoint_exports_the_text_model_vision_tower_not_exported(
@@ -215,7 +196,7 @@ def test_gemma2_soft_caps_reach_llama_cpp(tiny_model_dir, tmp_path):
     from tests.convert.adapter.test_lora_gguf import hf_logits, llama_logits, token_ids
 
     caps = {"attn_logit_softcapping": 0.05, "final_logit_softcapping": 0.5}
-    folder = _copy_with_config(tiny_model_dir("gemma2"), tmp_path / "m", **caps)
+    folder = copy_with_config(tiny_model_dir("gemma2"), tmp_path / "m", **caps)
     f32 = write_gguf(folder, tmp_path / "capped-f32.gguf", "f32").path
     fields = gguf.GGUFReader(str(f32)).fields
     for key, value in caps.items():
@@ -430,7 +411,6 @@ def test_phi4_mini_o200k_pre_tokenizer_is_llama_cpps_gpt4o_not_yet_a_tiny_model(
     """Phi-4-mini's real tokenizer splits like GPT-4o (o200k); llama.cpp calls that pre-tokenizer `gpt-4o`.
     A regex one character off is refused in one line rather than mapped to a wrong pre-tokenizer."""
     from medkit.convert.gguf.vocab import detect_pre
-    from medkit.errors import ConvertError
 
     def tokenizer_json(pattern: str) -> dict:
         split = {"type": "Split", "pattern": {"Regex": pattern}, "behavior": "Isolated", "invert": False}

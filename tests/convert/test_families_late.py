@@ -17,8 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from medkit.errors import ConvertError
-from tests.convert.conftest import THREADS
+from tests.convert.conftest import THREADS, assert_export_refused, copy_with_config
 
 LATE = ["smollm3", "qwen35"]
 PRE = {"smollm3": "llama-bpe", "qwen35": "qwen35"}  # their tokenizer.ggml.pre (see llama_cpp_oracle)
@@ -32,14 +31,6 @@ def test_export_equals_llama_cpps_converter(family, ftype, tiny_model_dir, tiny_
 
     ref = convert(tiny_model_dir(family), tmp_path / f"ref-{ftype}.gguf", ftype, pre=PRE[family])
     assert diff(tiny_gguf(family, ftype), ref, ulp=("ssm_a",)) == []
-
-
-def _copy_with_config(src: Path, dest: Path, **changes) -> Path:
-    shutil.copytree(src, dest)
-    cfg = json.loads((dest / "config.json").read_text())
-    cfg.update(changes)
-    (dest / "config.json").write_text(json.dumps(cfg))
-    return dest
 
 
 # (family, config changes, words of the one-line refusal)
@@ -68,14 +59,7 @@ REFUSED = [
 def test_configs_llama_cpp_would_run_differently_are_refused(
     family, changes, words, tiny_model_dir, tmp_path
 ):
-    from medkit.convert.gguf.writer import write_gguf
-
-    folder = _copy_with_config(tiny_model_dir(family), tmp_path / "m", **changes)
-    out = tmp_path / "out.gguf"
-    with pytest.raises(ConvertError, match=words) as err:
-        write_gguf(folder, out, "f16")
-    assert "\n" not in err.value.one_line()
-    assert not out.exists() and not list(tmp_path.glob(".out.gguf*"))
+    assert_export_refused(copy_with_config(tiny_model_dir(family), tmp_path / "m", **changes), words)
 
 
 def test_smollm3_nope_layer_matters_and_llama_cpp_skips_rope_there(tiny_model_dir, tiny_gguf):
@@ -205,7 +189,7 @@ def test_qwen35_without_mtp_weights_is_written_without_the_nextn_block(tiny_mode
     from medkit.convert.gguf.writer import write_gguf
     from medkit.convert.verify import held_out_texts, verify
 
-    folder = _copy_with_config(tiny_model_dir("qwen35"), tmp_path / "m")
+    folder = copy_with_config(tiny_model_dir("qwen35"), tmp_path / "m")
     weights = {k: v for k, v in _weights(folder).items() if not k.startswith("mtp.")}
     save_file(weights, str(folder / "model.safetensors"), metadata={"format": "pt"})
     res = write_gguf(folder, tmp_path / "no-mtp.gguf", "f32")

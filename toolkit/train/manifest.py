@@ -69,6 +69,13 @@ def plot_loss(records: list[dict[str, Any]], out: Path, title: str = "") -> None
         handles.append(line)
         labels.append("learning rate")
     ax.legend(handles, labels, loc="upper right")
+    _save(fig, ax, out, title)
+
+
+def _save(fig: Any, ax: Any, out: Path, title: str) -> None:
+    """Title, layout and an atomic PNG write, then the figure freed."""
+    import matplotlib.pyplot as plt
+
     if title:
         ax.set_title(title)
     fig.tight_layout()
@@ -96,12 +103,7 @@ def plot_rewards(records: list[dict[str, Any]], out: Path, title: str = "") -> b
     ax.set_ylabel("reward (mean per log step)")
     ax.grid(alpha=0.3)
     ax.legend(loc="best")
-    if title:
-        ax.set_title(title)
-    fig.tight_layout()
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
+    _save(fig, ax, out, title)
     return True
 
 
