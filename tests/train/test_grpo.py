@@ -149,8 +149,31 @@ def test_bad_rewards_are_one_line(tiny_model_dir, qa_file, tmp_path):
         assert not out.exists()
 
 
+@pytest.mark.parametrize("resample, kept, groups, flat", [(0, 0, 1, 1), (1, 3, 2, 2), (3, 5, 3, 2)])
+def test_a_flat_group_is_replaced_by_another_prompts(resample, kept, groups, flat):
+    """resample_flat: a prompt whose samples all score the same is swapped for another (drawn by the step's
+    RNG) until one has a spread, at most `resample` times (the last try is kept); every group is counted."""
+    from types import SimpleNamespace
+
+    from medkit.data.tokens import Example
+    from medkit.train.grpo import GRPOTrainer
+
+    draws = iter([3, 5, 2])  # the step's RNG, scripted: prompt 3 (flat), then 5 (the one with a spread)
+    fake = SimpleNamespace(
+        t=SimpleNamespace(resample_flat=resample, group_size=2),
+        data=SimpleNamespace(train=[Example([1, 10 + k, 9], [-100, -100, 9]) for k in range(8)]),
+        _window={},
+        sample=lambda prompt, n: [[prompt[1]], [prompt[1] + 100]],
+        _score=lambda i, split, group: torch.tensor([[float(i == 5 and c[0] > 100)] for c in group]),
+    )
+    prompt, group, score = GRPOTrainer._group(fake, 0, SimpleNamespace(randrange=lambda n: next(draws)))
+    assert prompt == [1, 10 + kept] and group == [[10 + kept], [110 + kept]]
+    assert fake._window == {"_groups": groups, "_flat": flat}
+    assert bool(score[:, 0].std() > 0) == (kept == 5)
+
+
 def test_grpo_trains_end_to_end_with_kl(tiny_model_dir, qa_file, tmp_path):
-    r = grpo_recipe(tiny_model_dir, qa_file, tmp_path / "run", kl_coef=0.05,
+    r = grpo_recipe(tiny_model_dir, qa_file, tmp_path / "run", kl_coef=0.05, resample_flat=1,
                     rewards={"format": 1.0, "length": 0.5, "tests.train.test_grpo.has_the": 1.0},
                     trust_reward_code=True)  # fmt: skip
     result = train(r)
@@ -160,6 +183,7 @@ def test_grpo_trains_end_to_end_with_kl(tiny_model_dir, qa_file, tmp_path):
     for x in steps:
         assert math.isfinite(x["loss"]) and 0 < x["completion_length"] <= 6
         assert {"reward_total", "reward_format", "reward_length_std", "kl", "clip_fraction"} <= set(x)
+        assert 0 <= x["flat_groups"] <= 1
         assert -1 <= x["reward_length"] < 0 and x["kl"] >= 0 and x["clip_fraction"] == 0
     assert any("val_loss" in x for x in recs)
     assert (result.run_dir / "adapter" / "adapter_model.safetensors").is_file()

@@ -262,6 +262,13 @@ class TrainSection:
     )
     reward_tolerance: float = opt(0.05, "grpo: the numeric reward's relative tolerance", lo=0.0)
     sample_temperature: float = opt(1.0, "grpo: sampling temperature of the completions", lo=0.01)
+    resample_flat: int = opt(
+        0,
+        "grpo: a group whose rewards are all equal gives no advantage to learn from; up to this many other "
+        "train prompts are sampled in its place until one gives a spread (DAPO's dynamic sampling); 0 = keep "
+        "every group",
+        lo=0,
+    )
     max_new_tokens: int = opt(32, "grpo: generation budget of each sampled completion", lo=1)
     init_from: str = opt(
         "",

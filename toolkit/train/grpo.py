@@ -17,10 +17,16 @@ sampled batch (as here) the ratio is 1 in value and the clip never acts; its gra
 gradient. The reference (only when kl_coef > 0) is the starting adapter (`train.init_from`, held as a
 second, frozen PEFT adapter) or the base (the adapter disabled): no second copy of the model.
 GRPO runs on one process; the val "loss" is minus the mean weighted reward of greedy answers.
+
+A group whose rewards are all equal (every sample right, or every one wrong) has zero advantage: it only
+adds tokens to the step. With `resample_flat = n` such a group is replaced by another train prompt's (drawn
+from the seed and the step, so a resumed run draws the same), up to n times a slot (DAPO's dynamic
+sampling, Yu et al. 2025); the share of flat groups sampled is logged as `flat_groups`.
 """
 
 from __future__ import annotations
 
+import random
 from contextlib import contextmanager
 from typing import Any
 
@@ -93,6 +99,7 @@ class GRPOTrainer(Trainer):
             mean, sq = w.get(f"reward_{name}", 0.0) / n, w.get(f"_sq_{name}", 0.0) / n
             out[f"reward_{name}_std"] = round(max(sq - mean * mean, 0.0) ** 0.5, 4)
         out["kl"] = round(w.get("kl", 0.0) / tok, 6)
+        out["flat_groups"] = round(w.get("_flat", 0.0) / max(w.get("_groups", 0.0), 1.0), 4)
         out["clip_fraction"] = round(w.get("clip", 0.0) / tok, 4)
         return out
 
@@ -158,14 +165,14 @@ class GRPOTrainer(Trainer):
         batches = self.next_step_batches()
         self.last_batches, self.last_flops = batches, 0
         plan = []  # per micro-batch: prompts, completions, scores
+        draw = random.Random(f"{t.seed}:{self.state.step}")  # replacement prompts, the same on resume
         for b in batches:
             prompts, comps, scores = [], [], []
             for i in b.indices():
-                prompt = self.data.train[i].input_ids[: _prompt_len(self.data.train[i])]
-                group = self.sample(prompt, g)
+                prompt, group, score = self._group(i, draw)
                 prompts += [prompt] * g
                 comps += group
-                scores.append(self._score(i, "train", group))
+                scores.append(score)
             plan.append((prompts, comps, torch.cat(scores)))
         n_tok = sum(max(len(c), 1) for _, comps, _ in plan for c in comps)
         n_in = sum(len(p) + len(c) for prompts, comps, _ in plan for p, c in zip(prompts, comps, strict=True))
@@ -189,6 +196,22 @@ class GRPOTrainer(Trainer):
             self.last_flops += self._flops(prompts, comps)
         self.optimizer_step()
         return loss_sum, int(n_tok), int(n_in)
+
+    def _group(self, i: int, draw: random.Random) -> tuple[list[int], list[list[int]], Any]:
+        """Train prompt ``i``'s sampled group and its scores, or, where its rewards are all equal, another
+        prompt's (up to ``resample_flat`` others)."""
+        w, train = self._window, self.data.train
+        for attempt in range(self.t.resample_flat + 1):
+            if attempt:
+                i = draw.randrange(len(train))
+            prompt = train[i].input_ids[: _prompt_len(train[i])]
+            group = self.sample(prompt, self.t.group_size)
+            score = self._score(i, "train", group)
+            flat = bool((score[:, 0] == score[0, 0]).all())
+            w["_groups"], w["_flat"] = w.get("_groups", 0.0) + 1, w.get("_flat", 0.0) + flat
+            if not flat:
+                break
+        return prompt, group, score
 
     def _note(self, scores: Any, comps: list[list[int]], kl: float, clipped: float, tokens: int) -> None:
         w = self._window
