@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from medkit.eval.metrics import Scored, compute, metric
@@ -55,6 +55,14 @@ def median_kept(kept: dict[str, float]) -> float:
     return statistics.median(kept.values())
 
 
+def resamples(rng: Any, n_ans: int, n_ex: int, draws: int) -> Iterator[tuple[list[int], list[int]]]:
+    """``draws`` bootstrap draws: the answers' indices and the likelihood examples' (the same draw where the
+    two are the same rows, an own draw where the loss is taken on other rows)."""
+    for _ in range(draws):
+        answers = rng.integers(0, n_ans, n_ans).tolist()
+        yield answers, answers if n_ex == n_ans else rng.integers(0, n_ex, n_ex).tolist()
+
+
 def gain_intervals(
     scored: dict[str, Scored],
     metrics: Sequence[str],
@@ -76,9 +84,7 @@ def gain_intervals(
         return {}
     rng = np.random.default_rng(seed)
     got: dict[str, dict[str, list[float]]] = {k: {} for k in scored if k not in ("base", "tuned")}
-    for _ in range(draws):
-        answers = rng.integers(0, n_ans, n_ans).tolist()
-        examples = answers if n_ex == n_ans else rng.integers(0, n_ex, n_ex).tolist()
+    for answers, examples in resamples(rng, n_ans, n_ex, draws):
         table = {k: compute(metrics, s.take(answers, examples)) for k, s in scored.items()}
         for model, kept in gain_kept(table).items():
             if not kept:
@@ -177,9 +183,7 @@ def difference_intervals(
         names = list(whole)
         rng = np.random.default_rng(seed)
         diffs: dict[str, list[float]] = {m: [] for m in names}
-        for _ in range(draws):
-            answers = rng.integers(0, n_ans, n_ans).tolist()
-            examples = answers if n_ex == n_ans else rng.integers(0, n_ex, n_ex).tolist()
+        for answers, examples in resamples(rng, n_ans, n_ex, draws):
             va, vb = compute(names, sa.take(answers, examples)), compute(names, sb.take(answers, examples))
             for m in names:
                 x, y = va.get(m), vb.get(m)
