@@ -1,5 +1,6 @@
 """What goes into a Runtime and what comes out: messages checked, answers with their numbers, the
-Runtime's errors, and two small llama.cpp facts (BOS handling, GPU offload). No torch, no model."""
+Runtime's errors, and three small llama.cpp facts (BOS handling, GPU offload, how much of the KV cache a
+prompt may reuse). No torch, no model."""
 
 from __future__ import annotations
 
